@@ -1,0 +1,97 @@
+# kbuddy: the commands a person types. CMake does the building; this file
+# strings the builds together.
+#
+#   make demo     run the main demo (the QEMU kernel; hosted fallback)
+#   make check    everything CI runs: tests in several builds, sanitizers,
+#                 fuzzing, coverage, the freestanding cross-compile, linters
+#   make bench    the benchmark table
+#   make install  PREFIX=/usr/local
+
+CC ?= cc
+PREFIX ?= /usr/local
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+FUZZ_SECONDS ?= 60
+COVERAGE_MIN ?= 95
+CMAKE ?= cmake
+
+BUILD := build
+CORE_SRC := $(wildcard src/*.c)
+
+.PHONY: all demo demo-hosted check test test-release test-asan test-tsan coverage \
+        fuzz freestanding lint bench install clean
+
+all:
+	$(CMAKE) -S . -B $(BUILD)/release -DCMAKE_BUILD_TYPE=Release >/dev/null
+	$(CMAKE) --build $(BUILD)/release -j$(JOBS)
+
+demo:
+	@if [ -f examples/riscv/Makefile ]; then $(MAKE) -C examples/riscv run; \
+	 else $(MAKE) demo-hosted; fi
+
+demo-hosted: all
+	./$(BUILD)/release/examples/hosted_demo
+
+# The README's test command. Each step prints its own summary; the last
+# line is the total.
+check:
+	@./scripts/check.sh
+
+test-release:
+	$(CMAKE) -S . -B $(BUILD)/release -DCMAKE_BUILD_TYPE=Release >/dev/null
+	$(CMAKE) --build $(BUILD)/release -j$(JOBS)
+	cd $(BUILD)/release && ctest --output-on-failure -j$(JOBS)
+
+test: test-release
+
+test-asan:
+	CC=clang $(CMAKE) -S . -B $(BUILD)/asan -DCMAKE_BUILD_TYPE=Debug \
+	  -DKBUDDY_SANITIZE=address,undefined -DKBUDDY_BENCH=OFF >/dev/null
+	$(CMAKE) --build $(BUILD)/asan -j$(JOBS)
+	cd $(BUILD)/asan && ctest --output-on-failure -j$(JOBS)
+
+test-tsan:
+	CC=clang $(CMAKE) -S . -B $(BUILD)/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DKBUDDY_SANITIZE=thread -DKBUDDY_BENCH=OFF -DKBUDDY_HOSTED=OFF >/dev/null
+	$(CMAKE) --build $(BUILD)/tsan -j$(JOBS)
+	cd $(BUILD)/tsan && ctest --output-on-failure -R 'thread|lock|smp'
+
+coverage:
+	CC=gcc $(CMAKE) -S . -B $(BUILD)/cov -DCMAKE_BUILD_TYPE=Debug -DKBUDDY_COVERAGE=ON \
+	  -DKBUDDY_BENCH=OFF -DKBUDDY_HOSTED=OFF >/dev/null
+	$(CMAKE) --build $(BUILD)/cov -j$(JOBS)
+	find $(BUILD)/cov -name '*.gcda' -delete
+	cd $(BUILD)/cov && ctest --output-on-failure -j$(JOBS)
+	gcovr -r . --filter 'src/' --object-directory $(BUILD)/cov --print-summary \
+	  --fail-under-line $(COVERAGE_MIN) -o $(BUILD)/cov/coverage.txt
+	@sed -n '1,40p' $(BUILD)/cov/coverage.txt
+
+fuzz:
+	CC=clang $(CMAKE) -S . -B $(BUILD)/fuzz -DKBUDDY_FUZZ=ON -DKBUDDY_BENCH=OFF \
+	  -DKBUDDY_HOSTED=OFF >/dev/null
+	$(CMAKE) --build $(BUILD)/fuzz -j$(JOBS)
+	@set -e; for f in $(BUILD)/fuzz/fuzz_*; do \
+	  [ -x "$$f" ] || continue; \
+	  echo "== $$f for $(FUZZ_SECONDS)s"; \
+	  mkdir -p $(BUILD)/fuzz/corpus-$$(basename $$f); \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	      $(BUILD)/fuzz/corpus-$$(basename $$f) 2>&1 | tail -n 12; \
+	done
+
+# The core must build with nothing but the compiler, and its objects may
+# need no symbol beyond memcpy/memset/memmove.
+freestanding:
+	@./scripts/freestanding.sh
+
+lint:
+	cppcheck --std=c11 --enable=warning,style,performance,portability --inline-suppr \
+	  --error-exitcode=1 --quiet -Iinclude -Isrc src/
+	clang-tidy --quiet $(CORE_SRC) -- -std=c11 -Iinclude -Isrc
+
+bench: all
+	./$(BUILD)/release/bench/kbuddy_bench
+
+install: all
+	$(CMAKE) --install $(BUILD)/release --prefix $(PREFIX)
+
+clean:
+	rm -rf $(BUILD)

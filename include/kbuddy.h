@@ -1,0 +1,383 @@
+/*
+ * kbuddy: a buddy-system memory allocator for kernels and bare-metal code.
+ *
+ * This header is the whole public API. Two allocators share one buddy engine:
+ *
+ *   - kbuddy_heap    a byte heap fed with any number of memory regions
+ *                    ("transfer"), serving alloc(size, align) / free / realloc;
+ *   - kbuddy_frames  a page-frame allocator over frame numbers, whose
+ *                    bookkeeping lives in a caller-supplied buffer, so the
+ *                    frames themselves need not be mapped.
+ *
+ * The core (src/) is freestanding C11: it calls no libc function and needs
+ * nothing from the environment except, at most, memcpy/memset/memmove.
+ * Every function reports errors as a kbuddy_status value; none prints,
+ * aborts or allocates.
+ *
+ * Complexity notes use these symbols:
+ *   L  the number of orders of a region or frame window
+ *      (log2 of its size in minimum blocks, at most 64);
+ *   R  the number of regions added to a heap (regions are kept in an
+ *      address-sorted list; lookups start at the last region used).
+ *
+ * Thread-safety: an object without a lock installed must be used by one
+ * thread (CPU) at a time. With a lock installed (kbuddy_set_lock,
+ * kbuddy_frames_set_lock) every function on that object may be called
+ * concurrently from any number of CPUs, except the *_init functions and the
+ * *_set_lock functions themselves, which must run before sharing.
+ */
+#ifndef KBUDDY_H
+#define KBUDDY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KBUDDY_VERSION_MAJOR 1
+#define KBUDDY_VERSION_MINOR 0
+#define KBUDDY_VERSION_PATCH 0
+
+#if defined(__GNUC__) || defined(__clang__)
+#define KBUDDY_MALLOC_ATTR __attribute__((malloc, warn_unused_result))
+#define KBUDDY_ALLOC_SIZE(n) __attribute__((alloc_size(n)))
+#define KBUDDY_ALLOC_ALIGN(n) __attribute__((alloc_align(n)))
+#else
+#define KBUDDY_MALLOC_ATTR
+#define KBUDDY_ALLOC_SIZE(n)
+#define KBUDDY_ALLOC_ALIGN(n)
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Status codes                                                             */
+/* ------------------------------------------------------------------------ */
+
+typedef enum kbuddy_status {
+    KBUDDY_OK = 0,
+    KBUDDY_ENOMEM,      /* not enough free memory, or a region too small to be of use        */
+    KBUDDY_EINVAL,      /* malformed argument: NULL object, alignment not a power of two,
+                           empty or address-wrapping range, frames added outside the window  */
+    KBUDDY_EOVERLAP,    /* the region or frame range overlaps memory already managed          */
+    KBUDDY_EFOREIGN,    /* the pointer or frame lies outside everything this allocator manages */
+    KBUDDY_EBADPTR,     /* inside managed memory but not the start of a live allocation       */
+    KBUDDY_EDOUBLEFREE, /* the pointer or frames are already free                              */
+    KBUDDY_ESIZE,       /* a sized free whose size/alignment does not match the allocation   */
+    KBUDDY_ECORRUPT     /* the integrity check found damaged bookkeeping                       */
+} kbuddy_status;
+
+/* A short English description of `status` ("double free", ...). Never NULL:
+ * unknown values give "unknown status". O(1), thread-safe. */
+const char *kbuddy_strerror(kbuddy_status status);
+
+/* ------------------------------------------------------------------------ */
+/* Configuration                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* log2 of the heap's minimum block (its allocation granule), in bytes.
+ * Every heap block, and so every pointer kbuddy_alloc returns, is aligned to
+ * at least this much. The heap spends one control byte per minimum block plus
+ * about two bits of free bitmaps, so 32-byte blocks cost 3.9% of a region.
+ * A kernel may override it (4 to 12) when compiling src/; all files must
+ * agree. */
+#ifndef KBUDDY_MIN_BLOCK_SHIFT
+#define KBUDDY_MIN_BLOCK_SHIFT 5
+#endif
+#define KBUDDY_MIN_BLOCK ((size_t)1 << KBUDDY_MIN_BLOCK_SHIFT)
+
+/* Orders a heap region or frame window can have: enough for any size_t. */
+#define KBUDDY_MAX_ORDERS 64
+
+/* ------------------------------------------------------------------------ */
+/* Locking                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* A lock supplied by the caller: acquire(ctx) / release(ctx). The callbacks
+ * must provide mutual exclusion with acquire/release memory ordering. In a
+ * kernel whose interrupt handlers allocate, acquire must also mask
+ * interrupts on the local CPU. kbuddy never calls back into the caller while
+ * it holds the lock. */
+typedef struct kbuddy_lock {
+    void (*acquire)(void *ctx);
+    void (*release)(void *ctx);
+    void *ctx;
+} kbuddy_lock;
+
+/* A ready spinlock on C11 atomics for kernels that have nothing better
+ * (test-and-test-and-set; it does not mask interrupts). Usage:
+ *
+ *     static kbuddy_spinlock heap_lock = KBUDDY_SPINLOCK_INIT;
+ *     kbuddy_lock lk = KBUDDY_SPINLOCK_HOOK(&heap_lock);
+ *     kbuddy_set_lock(&heap, &lk);
+ */
+typedef struct kbuddy_spinlock {
+#ifdef __cplusplus
+    unsigned int word; /* private */
+#else
+    _Atomic unsigned int word; /* private */
+#endif
+} kbuddy_spinlock;
+#define KBUDDY_SPINLOCK_INIT {0}
+#define KBUDDY_SPINLOCK_HOOK(sl) \
+    ((kbuddy_lock){kbuddy_spinlock_acquire, kbuddy_spinlock_release, (void *)(sl)})
+
+/* Spin until the kbuddy_spinlock at `ctx` is taken (acquire ordering). */
+void kbuddy_spinlock_acquire(void *ctx);
+/* Release the kbuddy_spinlock at `ctx` (release ordering). */
+void kbuddy_spinlock_release(void *ctx);
+/* Take the lock if it is free; true on success. O(1). */
+bool kbuddy_spinlock_try_acquire(void *ctx);
+
+/* ------------------------------------------------------------------------ */
+/* Private state shared by the heap and the frame allocator                  */
+/* ------------------------------------------------------------------------ */
+
+/* The buddy engine's state for one contiguous range of units (heap minimum
+ * blocks or page frames). Private: declared here only so that the public
+ * types below are complete. See src/buddy.c. */
+struct kbuddy_engine {
+    uint64_t *words;           /* the free bitmaps of every order            */
+    struct kbuddy_order *order;/* per-order bitmap layout, `orders` entries  */
+    uintptr_t lo, hi;          /* units [lo, hi), absolute unit numbers      */
+    unsigned int orders;       /* orders 0 .. orders - 1                     */
+    uint64_t nonempty;         /* bit k: order k has a free block            */
+    uint64_t *owner_mask;      /* owner's union of nonempty masks, or NULL   */
+    size_t *owner_count;       /* owner's per-order count of engines with
+                                  that order non-empty (with owner_mask)     */
+};
+
+/* ------------------------------------------------------------------------ */
+/* The byte heap                                                            */
+/* ------------------------------------------------------------------------ */
+
+struct kbuddy_region; /* private: the bookkeeping at the head of each region */
+
+/* A heap. The type is complete so that a kernel can declare it static, but
+ * its fields are private: use only the functions below. Initialise with
+ * KBUDDY_HEAP_INIT or kbuddy_init. */
+typedef struct kbuddy_heap kbuddy_heap;
+
+typedef bool (*kbuddy_oom_fn)(kbuddy_heap *heap, size_t size, size_t align, void *ctx);
+
+struct kbuddy_heap {
+    struct kbuddy_region *regions; /* address-sorted list of regions            */
+    struct kbuddy_region *hint;    /* the region last used by alloc or free      */
+    size_t total;                  /* see kbuddy_stats                           */
+    size_t allocated;
+    size_t user;
+    size_t overhead;
+    size_t allocations;
+    size_t region_count;
+    uint64_t orders_free;          /* bit k: some region has a free block of order k */
+    size_t regions_with_order[KBUDDY_MAX_ORDERS]; /* regions whose order k is non-empty */
+    kbuddy_oom_fn oom;
+    void *oom_ctx;
+    kbuddy_lock lock;              /* acquire == NULL: no locking               */
+};
+
+/* Static initialiser of an empty heap: `static kbuddy_heap h = KBUDDY_HEAP_INIT;` */
+#define KBUDDY_HEAP_INIT {0}
+
+/* Make `heap` empty, without regions, lock or out-of-memory handler.
+ * Forgets any regions it had (their memory is not touched). O(1).
+ * Not thread-safe: call before the heap is shared. */
+void kbuddy_init(kbuddy_heap *heap);
+
+/* Hand the memory [start, start + size) over to the heap ("transfer").
+ * Any alignment and size; any number of regions, at any time, including from
+ * inside the out-of-memory handler. The region's own first bytes hold its
+ * bookkeeping (about 4% of it, see KBUDDY_MIN_BLOCK_SHIFT); no memory
+ * outside the region is ever touched. The caller must not use the memory
+ * afterwards except through the heap.
+ *
+ * Returns KBUDDY_OK, or:
+ *   KBUDDY_EINVAL    heap or start is NULL, size is 0, or the range wraps
+ *                    around the end of the address space;
+ *   KBUDDY_ENOMEM    the region cannot hold its bookkeeping and at least one
+ *                    minimum block (a few hundred bytes are enough);
+ *   KBUDDY_EOVERLAP  the range overlaps a region already added.
+ * On error the heap is unchanged.
+ * O(R + L + size / (64 * KBUDDY_MIN_BLOCK)): the bitmaps are cleared. */
+kbuddy_status kbuddy_add_region(kbuddy_heap *heap, void *start, size_t size);
+
+/* Allocate `size` bytes aligned to `align` (absolute address alignment).
+ * `align` must be a power of two no larger than the largest block a region
+ * can hold; any value below KBUDDY_MIN_BLOCK gives KBUDDY_MIN_BLOCK.
+ * Size 0 returns a unique minimum block. The block is rounded up to a whole
+ * number of minimum blocks and nothing more: the rest of the power-of-two
+ * block it was carved from goes straight back to the free lists.
+ *
+ * Returns NULL when heap is NULL, align is 0 or not a power of two, the
+ * rounded size would overflow, or no free block is large and aligned enough
+ * and the out-of-memory handler (if any) declines. The handler runs with the
+ * heap's lock released; each time it returns true the allocation is retried.
+ * O(R + L) without the handler (the R term only when regions must be
+ * skipped); address-ordered: the lowest suitable block is used. */
+void *kbuddy_alloc(kbuddy_heap *heap, size_t size, size_t align)
+    KBUDDY_MALLOC_ATTR KBUDDY_ALLOC_SIZE(2) KBUDDY_ALLOC_ALIGN(3);
+
+/* Free an allocation made by kbuddy_alloc or kbuddy_realloc on this heap.
+ * Returns KBUDDY_OK (also for ptr == NULL), or:
+ *   KBUDDY_EINVAL       heap is NULL;
+ *   KBUDDY_EFOREIGN     ptr lies outside every region of the heap;
+ *   KBUDDY_EBADPTR      ptr lies inside a region but is not the start of a live
+ *                       allocation (interior pointer, bookkeeping area);
+ *   KBUDDY_EDOUBLEFREE  ptr lies in free memory: it was already freed.
+ * A refused call changes nothing. O(R + L). */
+kbuddy_status kbuddy_free(kbuddy_heap *heap, void *ptr);
+
+/* Free, stating the size and alignment given at allocation (as Rust's
+ * GlobalAlloc::dealloc and C23's free_aligned_sized do). The statement is
+ * checked: besides every error of kbuddy_free it returns
+ *   KBUDDY_ESIZE  size differs from the size requested at allocation (or
+ *                 the new size of the last realloc), or align is not a power
+ *                 of two, or the block is not aligned to align.
+ * A refused call changes nothing. O(R + L). */
+kbuddy_status kbuddy_free_sized(kbuddy_heap *heap, void *ptr, size_t size, size_t align);
+
+/* Resize an allocation, keeping `align` (which the caller states again, as
+ * Rust's GlobalAlloc::realloc does; use the value given at allocation).
+ *   ptr == NULL            acts as kbuddy_alloc(heap, size, align);
+ *   new size fits          the same pointer, the record updated (shrinking
+ *                          gives the freed tail back to the free lists);
+ *   the memory right after the block is free
+ *                          grows in place, the same pointer;
+ *   otherwise              allocates a new block, copies, frees the old one.
+ * Returns NULL on failure (invalid align, overflow, no memory, or ptr not a
+ * live allocation of this heap) and leaves the old allocation untouched.
+ * size == 0 is a valid size: the result is a minimum block, never a free.
+ * O(R + L) in place, plus the copy when moving. */
+void *kbuddy_realloc(kbuddy_heap *heap, void *ptr, size_t size, size_t align)
+    KBUDDY_ALLOC_SIZE(3) KBUDDY_ALLOC_ALIGN(4);
+
+/* The number of bytes usable at ptr: the requested size rounded up to a
+ * whole number of minimum blocks. 0 when ptr is NULL or not a live
+ * allocation of this heap. O(R + log L). */
+size_t kbuddy_usable_size(const kbuddy_heap *heap, const void *ptr);
+
+typedef struct kbuddy_stats {
+    size_t total;        /* bytes that can be handed out: regions minus bookkeeping and unusable edges */
+    size_t allocated;    /* bytes reserved by live allocations                                          */
+    size_t user;         /* bytes requested by live allocations                                         */
+    size_t overhead;     /* bytes of added regions spent on bookkeeping or lost to alignment;
+                            total + overhead == the bytes of all regions added                          */
+    size_t largest_free; /* the largest size that kbuddy_alloc(heap, size, 1) can satisfy right now     */
+    size_t allocations;  /* live allocations                                                            */
+    size_t regions;      /* regions added                                                               */
+} kbuddy_stats;
+
+/* Fill *out with the heap's statistics, exact at the moment of the call.
+ * free bytes = total - allocated. A NULL heap gives all zeroes. O(1). */
+void kbuddy_get_stats(const kbuddy_heap *heap, kbuddy_stats *out);
+
+/* Verify every invariant of the heap's bookkeeping: regions sorted and
+ * disjoint, every block accounted for exactly once, every free block in its
+ * order's bitmap and its summaries, no two free buddies left unmerged, every
+ * allocation record well formed, and the statistics equal to what the blocks
+ * add up to. Returns KBUDDY_OK or KBUDDY_ECORRUPT (KBUDDY_EINVAL for NULL).
+ * Read-only. O(total size / KBUDDY_MIN_BLOCK): meant for tests and debug
+ * builds. */
+kbuddy_status kbuddy_check(const kbuddy_heap *heap);
+
+/* Report every block, free or used, in address order: fn(ctx, start, size,
+ * used). Used blocks are reported with their usable size; consecutive free
+ * blocks are reported one by one (as the buddy system holds them). fn must
+ * not call into the heap. O(total size / KBUDDY_MIN_BLOCK). */
+typedef void (*kbuddy_walk_fn)(void *ctx, void *start, size_t size, bool used);
+void kbuddy_walk(const kbuddy_heap *heap, kbuddy_walk_fn fn, void *ctx);
+
+/* Install the out-of-memory handler (NULL removes it). When an allocation
+ * finds no block, fn(heap, size, align, ctx) is called without the lock held;
+ * it may add regions (kbuddy_add_region) or free memory and return true to
+ * have the allocation retried, or return false to make it fail. O(1). */
+void kbuddy_set_oom_handler(kbuddy_heap *heap, kbuddy_oom_fn fn, void *ctx);
+
+/* Install a lock (copied; NULL: no locking). Call before the heap is shared.
+ * O(1). */
+void kbuddy_set_lock(kbuddy_heap *heap, const kbuddy_lock *lock);
+
+/* ------------------------------------------------------------------------ */
+/* The page-frame allocator                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* A frame allocator over frame numbers in a fixed window. Complete type,
+ * private fields; initialise with kbuddy_frames_init. */
+typedef struct kbuddy_frames kbuddy_frames;
+struct kbuddy_frames {
+    struct kbuddy_engine engine; /* the buddy engine over [base, base + count)  */
+    uint64_t *used;              /* one bit per frame of the window: allocated */
+    size_t added;                /* see kbuddy_frame_stats                      */
+    size_t allocated;
+    kbuddy_lock lock;
+};
+
+/* Bytes of metadata a window of `nframes` frames needs: at most 4 bits per
+ * frame plus a fixed few hundred bytes (about 3.1 bits per frame for large
+ * windows). O(log nframes). */
+size_t kbuddy_frames_meta_size(size_t nframes);
+
+/* Set up `fa` to manage frame numbers [base, base + nframes), with its
+ * bookkeeping in meta[0, meta_size) (any alignment; 8-byte alignment avoids
+ * a few wasted bytes). Nothing is free until kbuddy_frames_add.
+ * Returns KBUDDY_OK, or
+ *   KBUDDY_EINVAL  fa or meta is NULL, nframes is 0, or base + nframes wraps;
+ *   KBUDDY_ENOMEM  meta_size < kbuddy_frames_meta_size(nframes).
+ * O(meta_size / 8): the buffer is cleared. Not thread-safe. */
+kbuddy_status kbuddy_frames_init(kbuddy_frames *fa, size_t base, size_t nframes,
+                                 void *meta, size_t meta_size);
+
+/* Hand frames [first, first + count) over; they merge with free frames next
+ * to them. Returns KBUDDY_OK, or
+ *   KBUDDY_EINVAL    fa is NULL, count is 0, or the run leaves the window;
+ *   KBUDDY_EOVERLAP  some frame of the run was already added.
+ * O(L + count / 64). */
+kbuddy_status kbuddy_frames_add(kbuddy_frames *fa, size_t first, size_t count);
+
+/* Allocate exactly `count` frames starting at a multiple of `align` (a power
+ * of two, absolute frame numbers), storing the first in *first. The rest of
+ * the power-of-two block they were carved from stays free. Returns KBUDDY_OK,
+ * or KBUDDY_EINVAL (NULL argument, count 0, align not a power of two) or
+ * KBUDDY_ENOMEM (no free naturally aligned block holds both count and align;
+ * it never fails while one exists). O(L + count / 64). */
+kbuddy_status kbuddy_frames_alloc(kbuddy_frames *fa, size_t count, size_t align, size_t *first);
+
+/* Free frames [first, first + count): any run of allocated frames, including
+ * part of an allocation. Returns KBUDDY_OK, or
+ *   KBUDDY_EINVAL       fa is NULL or count is 0;
+ *   KBUDDY_EFOREIGN     a frame of the run is outside the window or was never
+ *                       added;
+ *   KBUDDY_EDOUBLEFREE  a frame of the run is already free.
+ * A refused call changes nothing. O(L + count / 64) (a refused call may take
+ * O(L) per offending frame). */
+kbuddy_status kbuddy_frames_free(kbuddy_frames *fa, size_t first, size_t count);
+
+typedef struct kbuddy_frame_stats {
+    size_t total;        /* frames added   */
+    size_t allocated;    /* frames in use  */
+    size_t largest_free; /* the largest count kbuddy_frames_alloc(fa, count, 1, ...) can satisfy now */
+} kbuddy_frame_stats;
+
+/* Exact statistics. O(1). A NULL fa gives zeroes. */
+void kbuddy_frames_get_stats(const kbuddy_frames *fa, kbuddy_frame_stats *out);
+
+/* Verify every invariant (bitmaps and summaries agree, no frame both free and
+ * allocated, buddies merged, statistics exact). KBUDDY_OK or
+ * KBUDDY_ECORRUPT. O(nframes). */
+kbuddy_status kbuddy_frames_check(const kbuddy_frames *fa);
+
+/* Report every run of free or allocated frames in order: fn(ctx, first,
+ * count, used); never-added frames are skipped. Free runs are reported block
+ * by block. O(nframes). */
+typedef void (*kbuddy_frames_walk_fn)(void *ctx, size_t first, size_t count, bool used);
+void kbuddy_frames_walk(const kbuddy_frames *fa, kbuddy_frames_walk_fn fn, void *ctx);
+
+/* Install a lock (copied; NULL: none). Call before sharing. O(1). */
+void kbuddy_frames_set_lock(kbuddy_frames *fa, const kbuddy_lock *lock);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KBUDDY_H */

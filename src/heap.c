@@ -1,0 +1,523 @@
+/*
+ * The byte heap: regions of memory handed over at any time, each carrying
+ * its own bookkeeping at its head and its own instance of the buddy engine
+ * (buddy.c) over the minimum blocks ("units") that follow.
+ *
+ * Where things live
+ *   region head:  struct kbuddy_region | order descriptors | free bitmaps |
+ *                 one control byte per unit; then the units themselves.
+ *   Nothing is ever written into free memory, and nothing about a live
+ *   allocation is kept inside it: a pointer is resolved to its region
+ *   (address range), then to its unit's control byte, and only a control
+ *   byte marked as an allocation's first is believed. So interior, foreign
+ *   and already-freed pointers are told apart and refused without harm.
+ *
+ * Allocation record (see kbuddy_internal.h): the control byte of the first
+ * unit holds the number of unused bytes of the last unit; allocations of
+ * more than one unit keep their unit count in the control bytes after it.
+ * So the requested size is known exactly (statistics, sized-free checks)
+ * without a header in front of the block.
+ *
+ * Cost per operation: finding the region is O(1) for the region used last
+ * and O(R) otherwise; the engine's work is O(L). Memory: 1 byte + ~2.03
+ * bits per unit (3.9% with 32-byte units), plus a few hundred bytes per
+ * region.
+ */
+#include "kbuddy_internal.h"
+
+#define UNIT_SHIFT KBUDDY_MIN_BLOCK_SHIFT
+#define UNIT ((uintptr_t)KBUDDY_MIN_BLOCK)
+
+/* Region sizes are capped so that bitmap offsets fit in 32 bits; the rest of
+ * a larger region is counted as overhead. 2^36 units is 2 TiB. */
+#define MAX_REGION_UNITS ((uintptr_t)1 << 36)
+
+typedef struct kbuddy_region region;
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                             */
+/* ------------------------------------------------------------------------ */
+
+static uintptr_t align_up(uintptr_t x, uintptr_t a) { return (x + a - 1) & ~(a - 1); }
+
+static void *unit_ptr(uintptr_t u) { return (void *)(u << UNIT_SHIFT); }
+
+static uint8_t *ctrl_of(const region *r, uintptr_t u) { return &r->ctrl[u - r->engine.lo]; }
+
+static bool region_contains(const region *r, uintptr_t addr) {
+    return addr - r->start < r->end - r->start;
+}
+
+/* The region holding addr, or NULL. Tries the region used last first. */
+static region *region_of(const kbuddy_heap *h, uintptr_t addr) {
+    region *r = h->hint;
+    if (r && region_contains(r, addr))
+        return r;
+    for (r = h->regions; r && r->start <= addr; r = r->next)
+        if (addr < r->end)
+            return r;
+    return NULL;
+}
+
+/* Units needed for `size` bytes (a size of 0 takes one unit). The caller
+ * has checked that the rounding cannot overflow. */
+static uintptr_t units_for(size_t size) {
+    return size ? ((uintptr_t)size + UNIT - 1) >> UNIT_SHIFT : 1;
+}
+
+/* Alignment order, in units, of an allocation aligned to `align` bytes. */
+static unsigned align_order(size_t align) {
+    return align > UNIT ? kb_floor_log2(align) - UNIT_SHIFT : 0u;
+}
+
+/* Order of the block an allocation of n units with alignment order ka
+ * needs. */
+static unsigned order_for(uintptr_t n, unsigned ka) {
+    unsigned k = kb_ceil_log2(n);
+    return ka > k ? ka : k;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Allocation records in the control bytes                                   */
+/* ------------------------------------------------------------------------ */
+
+static void record_write(uint8_t *c, uintptr_t n, size_t size) {
+    uint8_t slack = (uint8_t)((n << UNIT_SHIFT) - size);
+    if (n == 1) {
+        c[0] = (uint8_t)(KB_CTRL_START | slack);
+        return;
+    }
+    c[0] = (uint8_t)(KB_CTRL_START | KB_CTRL_LONG | slack);
+    size_t i = 1;
+    for (; n > KB_CTRL_VALUE; n >>= 6)
+        c[i++] = (uint8_t)(KB_CTRL_MORE | (n & KB_CTRL_VALUE));
+    c[i] = (uint8_t)n;
+}
+
+/* Decode a record; false if it is malformed (n must fit before `limit`
+ * units and a long record must describe at least two units). */
+static bool record_read(const uint8_t *c, uintptr_t limit, uintptr_t *units, size_t *len) {
+    uintptr_t n = 1;
+    size_t i = 1;
+    if (c[0] & KB_CTRL_LONG) {
+        n = 0;
+        for (unsigned shift = 0;; shift += 6) {
+            if (i >= limit || shift >= 42)
+                return false;
+            uint8_t b = c[i++];
+            n |= (uintptr_t)(b & KB_CTRL_VALUE) << shift;
+            if (!(b & KB_CTRL_MORE))
+                break;
+        }
+        if (n < 2)
+            return false;
+    }
+    if (n > limit || (c[0] & KB_CTRL_SLACK) > UNIT ||
+        ((c[0] & KB_CTRL_SLACK) == UNIT && n != 1))
+        return false;
+    *units = n;
+    *len = i;
+    return true;
+}
+
+static size_t record_size(const uint8_t *c, uintptr_t n) {
+    return (size_t)((n << UNIT_SHIFT) - (c[0] & KB_CTRL_SLACK));
+}
+
+static void record_clear(uint8_t *c, size_t len) {
+    while (len--)
+        c[len] = 0;
+}
+
+/* A live allocation found from a user pointer. */
+typedef struct {
+    region *r;
+    uintptr_t u;      /* first unit                        */
+    uintptr_t n;      /* units                             */
+    size_t size;      /* bytes requested                   */
+    size_t len;       /* bytes of its record               */
+} live_block;
+
+/* Resolve ptr to the live allocation it starts, or say why it does not. */
+static kbuddy_status find_live(const kbuddy_heap *h, const void *ptr, live_block *out) {
+    uintptr_t addr = (uintptr_t)ptr;
+    region *r = region_of(h, addr);
+    if (!r)
+        return KBUDDY_EFOREIGN;
+    uintptr_t u = addr >> UNIT_SHIFT;
+    if ((addr & (UNIT - 1)) || u < r->engine.lo || u >= r->engine.hi)
+        return KBUDDY_EBADPTR;
+    const uint8_t *c = ctrl_of(r, u);
+    if (!(*c & KB_CTRL_START)) {
+        unsigned k;
+        uintptr_t b;
+        return kb_engine_find_free(&r->engine, u, &k, &b) ? KBUDDY_EDOUBLEFREE
+                                                           : KBUDDY_EBADPTR;
+    }
+    if (!record_read(c, r->engine.hi - u, &out->n, &out->len))
+        return KBUDDY_ECORRUPT;
+    out->r = r;
+    out->u = u;
+    out->size = record_size(c, out->n);
+    return KBUDDY_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Regions                                                                   */
+/* ------------------------------------------------------------------------ */
+
+void kbuddy_init(kbuddy_heap *heap) {
+    if (heap)
+        kb_zero(heap, sizeof *heap);
+}
+
+/* Bytes of bookkeeping that follow the region header for n units. */
+static uintptr_t meta_bytes(uintptr_t n) {
+    return kb_orders_for(n) * sizeof(kb_order) + kb_engine_words_bound(n) * sizeof(kb_word) + n;
+}
+
+kbuddy_status kbuddy_add_region(kbuddy_heap *h, void *start, size_t size) {
+    uintptr_t s = (uintptr_t)start;
+    if (!h || !start || size == 0 || size > UINTPTR_MAX - s)
+        return KBUDDY_EINVAL;
+    uintptr_t e = s + size;
+
+    /* Lay out: header, order descriptors, words, ctrl bytes, units. Start
+     * from every unit the region could hold and shrink until the
+     * bookkeeping fits in front of them. */
+    uintptr_t hdr = align_up(s, sizeof(kb_word));
+    uintptr_t meta = hdr + sizeof(region);
+    if (meta >= e || meta < s)
+        return KBUDDY_ENOMEM;
+    uintptr_t end_unit = e >> UNIT_SHIFT;
+    uintptr_t n = end_unit > (meta >> UNIT_SHIFT) ? end_unit - (meta >> UNIT_SHIFT) : 0;
+    if (n > MAX_REGION_UNITS)
+        n = MAX_REGION_UNITS;
+    uintptr_t lo = 0;
+    while (n > 0) {
+        lo = align_up(meta + meta_bytes(n), UNIT) >> UNIT_SHIFT;
+        if (lo < end_unit && lo + n <= end_unit)
+            break;
+        uintptr_t fit = lo < end_unit ? end_unit - lo : 0;
+        n = fit < n ? fit : n - 1;
+    }
+    if (n == 0)
+        return KBUDDY_ENOMEM;
+
+    kb_lock(&h->lock);
+    /* Regions are sorted and disjoint, so sorted by end too: skip those that
+     * end at or before s; the next one overlaps iff it starts before e. */
+    region **link = &h->regions;
+    while (*link && (*link)->end <= s)
+        link = &(*link)->next;
+    if (*link && (*link)->start < e) {
+        kb_unlock(&h->lock);
+        return KBUDDY_EOVERLAP;
+    }
+
+    region *r = (region *)hdr;
+    kb_order *order = (kb_order *)meta;
+    kb_word *words = (kb_word *)(meta + kb_orders_for(n) * sizeof(kb_order));
+    r->start = s;
+    r->end = e;
+    r->ctrl = (uint8_t *)(words + kb_engine_words_bound(n));
+    kb_zero(r->ctrl, n);
+    kb_engine_init(&r->engine, lo, lo + n, order, words);
+    r->engine.owner_mask = &h->orders_free;
+    r->engine.owner_count = h->regions_with_order;
+    kb_engine_release(&r->engine, lo, lo + n);
+
+    r->next = *link;
+    *link = r;
+    h->region_count++;
+    h->total += (size_t)(n << UNIT_SHIFT);
+    h->overhead += size - (size_t)(n << UNIT_SHIFT);
+    kb_unlock(&h->lock);
+    return KBUDDY_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Allocation and free                                                       */
+/* ------------------------------------------------------------------------ */
+
+static void *alloc_locked(kbuddy_heap *h, size_t size, uintptr_t n, unsigned k, unsigned ka) {
+    if (k >= KBUDDY_MAX_ORDERS || !(h->orders_free >> k))
+        return NULL;
+    /* Lowest address first: the first region with a large enough block. */
+    region *r = h->regions;
+    while (!(r->engine.nonempty >> k))
+        r = r->next;
+    uintptr_t u;
+    (void)kb_engine_take(&r->engine, n, k, ka, &u);
+    record_write(ctrl_of(r, u), n, size);
+    h->allocated += (size_t)(n << UNIT_SHIFT);
+    h->user += size;
+    h->allocations++;
+    return unit_ptr(u);
+}
+
+void *kbuddy_alloc(kbuddy_heap *h, size_t size, size_t align) {
+    if (!h || !kb_is_pow2(align) || size > SIZE_MAX - (UNIT - 1))
+        return NULL;
+    uintptr_t n = units_for(size);
+    unsigned ka = align_order(align);
+    unsigned k = order_for(n, ka);
+    for (;;) {
+        kb_lock(&h->lock);
+        void *p = alloc_locked(h, size, n, k, ka);
+        kbuddy_oom_fn oom = h->oom;
+        void *ctx = h->oom_ctx;
+        kb_unlock(&h->lock);
+        if (p || !oom || !oom(h, size, align, ctx))
+            return p;
+    }
+}
+
+static void release_live(kbuddy_heap *h, const live_block *b) {
+    record_clear(ctrl_of(b->r, b->u), b->len);
+    kb_engine_release(&b->r->engine, b->u, b->u + b->n);
+    h->allocated -= (size_t)(b->n << UNIT_SHIFT);
+    h->user -= b->size;
+    h->allocations--;
+    h->hint = b->r;
+}
+
+static kbuddy_status free_common(kbuddy_heap *h, void *ptr, bool sized, size_t size, size_t align) {
+    if (!h)
+        return KBUDDY_EINVAL;
+    if (!ptr)
+        return KBUDDY_OK;
+    live_block b;
+    kb_lock(&h->lock);
+    kbuddy_status st = find_live(h, ptr, &b);
+    if (st == KBUDDY_OK && sized &&
+        (size != b.size || !kb_is_pow2(align) || ((uintptr_t)ptr & (align - 1))))
+        st = KBUDDY_ESIZE;
+    if (st == KBUDDY_OK)
+        release_live(h, &b);
+    kb_unlock(&h->lock);
+    return st;
+}
+
+kbuddy_status kbuddy_free(kbuddy_heap *h, void *ptr) { return free_common(h, ptr, false, 0, 1); }
+
+kbuddy_status kbuddy_free_sized(kbuddy_heap *h, void *ptr, size_t size, size_t align) {
+    return free_common(h, ptr, true, size, align);
+}
+
+/* Resize b in place to `size` bytes (n units) if possible. */
+static bool resize_in_place(kbuddy_heap *h, live_block *b, size_t size, uintptr_t n) {
+    kb_engine *e = &b->r->engine;
+    if (n > b->n && !kb_engine_claim(e, b->u + b->n, b->u + n))
+        return false;
+    uint8_t *c = ctrl_of(b->r, b->u);
+    record_clear(c, b->len);
+    record_write(c, n, size);
+    if (n < b->n)
+        kb_engine_release(e, b->u + n, b->u + b->n);
+    h->allocated = h->allocated - (size_t)(b->n << UNIT_SHIFT) + (size_t)(n << UNIT_SHIFT);
+    h->user = h->user - b->size + size;
+    h->hint = b->r;
+    return true;
+}
+
+void *kbuddy_realloc(kbuddy_heap *h, void *ptr, size_t size, size_t align) {
+    if (!ptr)
+        return kbuddy_alloc(h, size, align);
+    if (!h || !kb_is_pow2(align) || size > SIZE_MAX - (UNIT - 1))
+        return NULL;
+    uintptr_t n = units_for(size);
+    live_block b;
+    kb_lock(&h->lock);
+    if (find_live(h, ptr, &b) != KBUDDY_OK) {
+        kb_unlock(&h->lock);
+        return NULL;
+    }
+    bool aligned = ((uintptr_t)ptr & (align - 1)) == 0;
+    bool done = aligned && resize_in_place(h, &b, size, n);
+    kb_unlock(&h->lock);
+    if (done)
+        return ptr;
+
+    void *q = kbuddy_alloc(h, size, align);
+    if (!q)
+        return NULL;
+    size_t keep = (size_t)(b.n << UNIT_SHIFT);
+    if (keep > size)
+        keep = size;
+    unsigned char *dst = q;
+    const unsigned char *src = ptr;
+    for (size_t i = 0; i < keep; i++) /* no libc: see kb_zero */
+        dst[i] = src[i];
+    (void)kbuddy_free(h, ptr);
+    return q;
+}
+
+size_t kbuddy_usable_size(const kbuddy_heap *h, const void *ptr) {
+    if (!h || !ptr)
+        return 0;
+    live_block b;
+    kb_lock(&h->lock);
+    kbuddy_status st = find_live(h, ptr, &b);
+    kb_unlock(&h->lock);
+    return st == KBUDDY_OK ? (size_t)(b.n << UNIT_SHIFT) : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Statistics, walk, check, hooks                                            */
+/* ------------------------------------------------------------------------ */
+
+void kbuddy_get_stats(const kbuddy_heap *h, kbuddy_stats *out) {
+    if (!out)
+        return;
+    if (!h) {
+        kb_zero(out, sizeof *out);
+        return;
+    }
+    kb_lock(&h->lock);
+    out->total = h->total;
+    out->allocated = h->allocated;
+    out->user = h->user;
+    out->overhead = h->overhead;
+    out->largest_free = h->orders_free ? (size_t)UNIT << kb_floor_log2(h->orders_free) : 0;
+    out->allocations = h->allocations;
+    out->regions = h->region_count;
+    kb_unlock(&h->lock);
+}
+
+/* Visit the blocks of one region in address order. Returns false when a unit
+ * is neither the start of an allocation nor of a free block. */
+typedef struct {
+    kbuddy_walk_fn fn;
+    void *ctx;
+    size_t used_units, free_units, free_blocks, allocations, user;
+    bool strict; /* also verify records and control bytes (kbuddy_check) */
+} walker;
+
+static bool walk_region(const region *r, walker *w) {
+    const kb_engine *e = &r->engine;
+    for (uintptr_t u = e->lo; u < e->hi;) {
+        const uint8_t *c = ctrl_of(r, u);
+        unsigned k;
+        if (*c & KB_CTRL_START) {
+            uintptr_t n;
+            size_t len;
+            if (!record_read(c, e->hi - u, &n, &len))
+                return false;
+            if (w->strict)
+                for (uintptr_t i = len; i < n; i++)
+                    if (c[i])
+                        return false;
+            if (w->fn)
+                w->fn(w->ctx, unit_ptr(u), (size_t)(n << UNIT_SHIFT), true);
+            w->used_units += n;
+            w->allocations++;
+            w->user += record_size(c, n);
+            u += n;
+        } else if (kb_engine_free_block_at(e, u, &k)) {
+            uintptr_t size = (uintptr_t)1 << k;
+            if (w->strict)
+                for (uintptr_t i = 0; i < size; i++)
+                    if (c[i])
+                        return false;
+            if (w->fn)
+                w->fn(w->ctx, unit_ptr(u), (size_t)(size << UNIT_SHIFT), false);
+            w->free_units += size;
+            w->free_blocks++;
+            u += size;
+        } else {
+            return false;
+        }
+    }
+    return true;
+}
+
+void kbuddy_walk(const kbuddy_heap *h, kbuddy_walk_fn fn, void *ctx) {
+    if (!h || !fn)
+        return;
+    walker w = {fn, ctx, 0, 0, 0, 0, 0, false};
+    kb_lock(&h->lock);
+    for (const region *r = h->regions; r; r = r->next)
+        (void)walk_region(r, &w);
+    kb_unlock(&h->lock);
+}
+
+static bool region_is_sane(const region *r, const region *prev) {
+    const kb_engine *e = &r->engine;
+    uintptr_t self = (uintptr_t)r;
+    return r->start < r->end && self >= r->start && self < r->end &&
+           (!prev || prev->end <= r->start) && e->lo < e->hi &&
+           (e->lo << UNIT_SHIFT) > self && (e->hi << UNIT_SHIFT) <= r->end &&
+           (uintptr_t)r->ctrl > self && (uintptr_t)r->ctrl + (e->hi - e->lo) <= (e->lo << UNIT_SHIFT) &&
+           e->orders == kb_orders_for(e->hi - e->lo);
+}
+
+static kbuddy_status check_locked(const kbuddy_heap *h) {
+    walker w = {NULL, NULL, 0, 0, 0, 0, 0, true};
+    size_t regions = 0, total = 0, bytes = 0;
+    size_t with_order[KBUDDY_MAX_ORDERS] = {0};
+    uint64_t mask = 0;
+    const region *prev = NULL;
+    for (const region *r = h->regions; r; prev = r, r = r->next) {
+        const kb_engine *e = &r->engine;
+        if (!region_is_sane(r, prev))
+            return KBUDDY_ECORRUPT;
+        size_t free_blocks;
+        uintptr_t free_units;
+        if (!kb_engine_check(e, &free_blocks, &free_units))
+            return KBUDDY_ECORRUPT;
+        size_t used_before = w.used_units, free_before = w.free_units,
+               blocks_before = w.free_blocks;
+        if (!walk_region(r, &w))
+            return KBUDDY_ECORRUPT;
+        /* Every free bit was reached by the walk, so none hides inside an
+         * allocation, and used + free units cover the region exactly. */
+        if (w.free_blocks - blocks_before != free_blocks ||
+            w.free_units - free_before != free_units ||
+            (w.used_units - used_before) + (w.free_units - free_before) != e->hi - e->lo)
+            return KBUDDY_ECORRUPT;
+        for (unsigned k = 0; k < e->orders; k++)
+            if ((e->nonempty >> k) & 1u)
+                with_order[k]++;
+        mask |= e->nonempty;
+        regions++;
+        total += (size_t)((e->hi - e->lo) << UNIT_SHIFT);
+        bytes += (size_t)(r->end - r->start);
+    }
+    for (unsigned k = 0; k < KBUDDY_MAX_ORDERS; k++)
+        if (with_order[k] != h->regions_with_order[k])
+            return KBUDDY_ECORRUPT;
+    if (mask != h->orders_free || regions != h->region_count || total != h->total ||
+        total + h->overhead != bytes || (size_t)(w.used_units << UNIT_SHIFT) != h->allocated ||
+        w.user != h->user || w.allocations != h->allocations ||
+        (h->hint && !region_of(h, h->hint->start)))
+        return KBUDDY_ECORRUPT;
+    return KBUDDY_OK;
+}
+
+kbuddy_status kbuddy_check(const kbuddy_heap *h) {
+    if (!h)
+        return KBUDDY_EINVAL;
+    kb_lock(&h->lock);
+    kbuddy_status st = check_locked(h);
+    kb_unlock(&h->lock);
+    return st;
+}
+
+void kbuddy_set_oom_handler(kbuddy_heap *h, kbuddy_oom_fn fn, void *ctx) {
+    if (!h)
+        return;
+    kb_lock(&h->lock);
+    h->oom = fn;
+    h->oom_ctx = ctx;
+    kb_unlock(&h->lock);
+}
+
+void kbuddy_set_lock(kbuddy_heap *h, const kbuddy_lock *lock) {
+    if (!h)
+        return;
+    if (lock && lock->acquire && lock->release)
+        h->lock = *lock;
+    else
+        kb_zero(&h->lock, sizeof h->lock);
+}

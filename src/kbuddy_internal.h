@@ -1,0 +1,205 @@
+/*
+ * kbuddy internals: the types every core file shares and the bit tricks,
+ * each in a small named helper. Freestanding: no libc.
+ */
+#ifndef KBUDDY_INTERNAL_H
+#define KBUDDY_INTERNAL_H
+
+#include "kbuddy.h"
+
+#include <limits.h>
+
+#if KBUDDY_MIN_BLOCK_SHIFT < 4 || KBUDDY_MIN_BLOCK_SHIFT > 5
+/* The allocation record keeps the unused bytes of the last block in 6 bits
+ * (0 .. KBUDDY_MIN_BLOCK), so blocks of 16 or 32 bytes are supported. */
+#error "KBUDDY_MIN_BLOCK_SHIFT must be 4 or 5"
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define KB_LIKELY(x) __builtin_expect(!!(x), 1)
+#define KB_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define KB_INLINE static inline __attribute__((always_inline))
+#else
+#define KB_LIKELY(x) (x)
+#define KB_UNLIKELY(x) (x)
+#define KB_INLINE static inline
+#endif
+
+typedef uint64_t kb_word;
+#define KB_WORD_BITS 64u
+#define KB_WORD_SHIFT 6u
+
+/* A free bitmap is a 64-ary tree of words: depth 0 holds one bit per block,
+ * each higher depth one bit per word below ("that word is non-zero"), and
+ * the last depth is a single root word. Seven depths cover 2^42 blocks. */
+#define KB_TREE_MAX_DEPTH 7u
+
+/* The free bitmap of one order. Bit i of depth 0 stands for the block whose
+ * absolute number is first + i (block number = unit >> order). */
+struct kbuddy_order {
+    uintptr_t first;                  /* block number of bit 0               */
+    uintptr_t nbits;                  /* blocks the bitmap can describe       */
+    uint32_t off[KB_TREE_MAX_DEPTH];  /* word offset of each depth in words   */
+    uint32_t depth;                   /* depths in use (1 .. 7)               */
+};
+
+typedef struct kbuddy_engine kb_engine;
+typedef struct kbuddy_order kb_order;
+
+/* ------------------------------------------------------------------------ */
+/* Bit tricks. Compilers lower __builtin_ctzll to a libgcc call (__ctzdi2)
+ * on targets without a count-trailing-zeros instruction (riscv64 without
+ * Zbb, for one), and kernels often link without libgcc, so the builtins are
+ * used only where they are known to be single instructions; elsewhere a de
+ * Bruijn multiply does the job. */
+/* ------------------------------------------------------------------------ */
+
+#if defined(__x86_64__) || defined(__aarch64__) || defined(__riscv_zbb) || \
+    (defined(KBUDDY_USE_BUILTIN_CTZ) && KBUDDY_USE_BUILTIN_CTZ)
+#define KB_HAVE_FAST_CTZ 1
+#else
+#define KB_HAVE_FAST_CTZ 0
+#endif
+
+/* Index of the lowest set bit of x; x != 0. */
+KB_INLINE unsigned kb_ctz(kb_word x) {
+#if KB_HAVE_FAST_CTZ
+    return (unsigned)__builtin_ctzll(x);
+#else
+    static const unsigned char debruijn_index[64] = {
+        0,  1,  2,  53, 3,  7,  54, 27, 4,  38, 41, 8,  34, 55, 48, 28,
+        62, 5,  39, 46, 44, 42, 22, 9,  24, 35, 59, 56, 49, 18, 29, 11,
+        63, 52, 6,  26, 37, 40, 33, 47, 61, 45, 43, 21, 23, 58, 17, 10,
+        51, 25, 36, 32, 60, 20, 57, 16, 50, 31, 19, 15, 30, 14, 13, 12};
+    return debruijn_index[((x & (~x + 1)) * UINT64_C(0x022fdd63cc95386d)) >> 58];
+#endif
+}
+
+/* Index of the highest set bit of x; x != 0. */
+KB_INLINE unsigned kb_floor_log2(kb_word x) {
+#if KB_HAVE_FAST_CTZ
+    return 63u - (unsigned)__builtin_clzll(x);
+#else
+    x |= x >> 1;
+    x |= x >> 2;
+    x |= x >> 4;
+    x |= x >> 8;
+    x |= x >> 16;
+    x |= x >> 32;
+    return kb_ctz(x - (x >> 1));
+#endif
+}
+
+/* Smallest k with 2^k >= x; x != 0. */
+KB_INLINE unsigned kb_ceil_log2(kb_word x) {
+    return x <= 1 ? 0u : kb_floor_log2(x - 1) + 1u;
+}
+
+/* Number of set bits (SWAR; used only by the integrity check). */
+KB_INLINE unsigned kb_popcount(kb_word x) {
+    x = x - ((x >> 1) & UINT64_C(0x5555555555555555));
+    x = (x & UINT64_C(0x3333333333333333)) + ((x >> 2) & UINT64_C(0x3333333333333333));
+    x = (x + (x >> 4)) & UINT64_C(0x0f0f0f0f0f0f0f0f);
+    return (unsigned)((x * UINT64_C(0x0101010101010101)) >> 56);
+}
+
+KB_INLINE bool kb_is_pow2(uintptr_t x) { return x != 0 && (x & (x - 1)) == 0; }
+
+KB_INLINE kb_word kb_bit(uintptr_t i) { return (kb_word)1 << (i & (KB_WORD_BITS - 1)); }
+
+/* Words covering bits [a, b) of a flat bitmap: set / clear / tests. */
+void kb_bits_set(kb_word *w, uintptr_t a, uintptr_t b);
+void kb_bits_clear(kb_word *w, uintptr_t a, uintptr_t b);
+bool kb_bits_all_set(const kb_word *w, uintptr_t a, uintptr_t b);
+bool kb_bits_any_set(const kb_word *w, uintptr_t a, uintptr_t b);
+/* First clear bit in [a, b), or b when there is none. */
+uintptr_t kb_bits_next_clear(const kb_word *w, uintptr_t a, uintptr_t b);
+
+/* Fill / clear memory without calling libc (so that the core compiles with
+ * -nostdlib and needs no memset symbol). */
+void kb_zero(void *p, size_t n);
+
+/* ------------------------------------------------------------------------ */
+/* The buddy engine (buddy.c)                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Number of orders a range of `units` units has (floor(log2 units) + 1). */
+KB_INLINE unsigned kb_orders_for(uintptr_t units) { return kb_floor_log2(units) + 1u; }
+
+/* Words of bitmap storage needed by the orders of [lo, hi), and by the worst
+ * alignment of a range of `units` units. 0 if too many (more than 2^32). */
+size_t kb_engine_words(uintptr_t lo, uintptr_t hi);
+size_t kb_engine_words_bound(uintptr_t units);
+
+/* Lay the engine out over [lo, hi) with `order` (kb_orders_for entries) and
+ * `words` (kb_engine_words words), all cleared: nothing is free. */
+void kb_engine_init(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order, kb_word *words);
+
+/* Allocate n units aligned to 2^ka units, where k = max(ceil(log2 n), ka)
+ * (k < 64): the lowest free block of the smallest non-empty order >= k is
+ * used, starting early in the free run just before it when that run can
+ * hold part of the allocation; whatever of the block is left over stays
+ * free. Returns false, changing nothing, when no order >= k has a free
+ * block. O(L). */
+bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start);
+
+/* Free units [a, b) (none of them free now, all inside [lo, hi)), merging
+ * with free buddies. O(L). */
+void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b);
+
+/* Is unit u inside a free block? If so, its order and block number. O(L). */
+bool kb_engine_find_free(const kb_engine *e, uintptr_t u, unsigned *order, uintptr_t *block);
+
+/* Is a free block starting exactly at unit u? Its order if so. O(L). */
+bool kb_engine_free_block_at(const kb_engine *e, uintptr_t u, unsigned *order);
+
+/* Does any free block intersect [a, b)? O(L + (b - a) / 64). */
+bool kb_engine_any_free(const kb_engine *e, uintptr_t a, uintptr_t b);
+
+/* If every unit of [a, b) is free, make them not free (the parts of the free
+ * blocks outside [a, b) stay free) and return true; else change nothing and
+ * return false. O(L^2) in the worst case; used by in-place realloc. */
+bool kb_engine_claim(kb_engine *e, uintptr_t a, uintptr_t b);
+
+/* Check the bitmaps' own invariants: summaries agree with the words below,
+ * no bit outside the range, no two free buddies. Count the free blocks and
+ * free units. Returns false on any violation. O(size / 64 + free blocks). */
+bool kb_engine_check(const kb_engine *e, size_t *free_blocks, uintptr_t *free_units);
+
+/* Helpers for locking, shared by the heap and the frame allocator. */
+KB_INLINE void kb_lock(const kbuddy_lock *lock) {
+    if (lock->acquire)
+        lock->acquire(lock->ctx);
+}
+KB_INLINE void kb_unlock(const kbuddy_lock *lock) {
+    if (lock->release)
+        lock->release(lock->ctx);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Heap regions (heap.c)                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* The bookkeeping at the head of every region. The units [engine.lo,
+ * engine.hi) follow it; ctrl holds one control byte per unit:
+ *   free unit, or a unit inside an allocation past its record: 0;
+ *   first unit of an allocation: KB_CTRL_START | [KB_CTRL_LONG] | slack,
+ *     where slack = unused bytes of the last unit (0 .. KBUDDY_MIN_BLOCK);
+ *   with KB_CTRL_LONG, the next bytes hold the allocation's unit count,
+ *     6 bits per byte, least significant first, KB_CTRL_MORE on all but the
+ *     last (an allocation of n >= 2 units always has room: n needs at most
+ *     1 + log64(n) bytes). Without it the allocation is one unit. */
+struct kbuddy_region {
+    struct kbuddy_region *next; /* next region, higher address             */
+    uintptr_t start, end;       /* the bytes given to kbuddy_add_region     */
+    kb_engine engine;
+    uint8_t *ctrl;              /* ctrl[u - engine.lo] for unit u           */
+};
+
+#define KB_CTRL_START 0x80u
+#define KB_CTRL_LONG 0x40u
+#define KB_CTRL_SLACK 0x3fu
+#define KB_CTRL_MORE 0x40u
+#define KB_CTRL_VALUE 0x3fu
+
+#endif /* KBUDDY_INTERNAL_H */
