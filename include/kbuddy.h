@@ -224,7 +224,9 @@ void *kbuddy_alloc(kbuddy_heap *heap, size_t size, size_t align)
  *   KBUDDY_EFOREIGN     ptr lies outside every region of the heap;
  *   KBUDDY_EBADPTR      ptr lies inside a region but is not the start of a live
  *                       allocation (interior pointer, bookkeeping area);
- *   KBUDDY_EDOUBLEFREE  ptr lies in free memory: it was already freed.
+ *   KBUDDY_EDOUBLEFREE  ptr lies in free memory: it was already freed;
+ *   KBUDDY_ECORRUPT     the allocation record at ptr is damaged (only after
+ *                       memory outside any allocation was overwritten).
  * A refused call changes nothing. O(R + L). */
 kbuddy_status kbuddy_free(kbuddy_heap *heap, void *ptr);
 
