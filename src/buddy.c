@@ -52,59 +52,51 @@
 /* Flat bitmap helpers (also used for the frame allocator's used bits).     */
 /* ------------------------------------------------------------------------ */
 
-/* Mask of bits [a, b) within one word, 0 <= a < b <= 64. */
-static kb_word word_mask(unsigned a, unsigned b) {
-    kb_word hi = b >= KB_WORD_BITS ? ~(kb_word)0 : ((kb_word)1 << b) - 1;
-    return hi & ~(((kb_word)1 << a) - 1);
+/* The bits of [a, b) that lie in the word holding bit a, as a mask of that
+ * word; a < b. */
+static kb_word range_mask(uintptr_t a, uintptr_t b) {
+    kb_word m = ~(kb_word)0 << (a & (KB_WORD_BITS - 1));
+    if (b - (a & ~(uintptr_t)(KB_WORD_BITS - 1)) < KB_WORD_BITS)
+        m &= ~(~(kb_word)0 << (b & (KB_WORD_BITS - 1)));
+    return m;
 }
 
-/* Calls `op` on each word of [a, b) with the mask of the bits in range. The
- * op returns false to stop early; the walk returns whether it ran to the
- * end. Keeping the word-splitting in one place keeps the edge cases in one
- * place. */
-typedef bool (*word_op)(kb_word *w, kb_word mask);
+/* The first bit of the word after the one holding bit a. */
+static uintptr_t next_word(uintptr_t a) { return (a | (KB_WORD_BITS - 1)) + 1; }
 
-static bool for_each_word(kb_word *w, uintptr_t a, uintptr_t b, word_op op) {
-    while (a < b) {
-        uintptr_t idx = a >> KB_WORD_SHIFT;
-        unsigned lo = (unsigned)(a & (KB_WORD_BITS - 1));
-        uintptr_t left = b - a;
-        unsigned hi = left >= KB_WORD_BITS - lo ? KB_WORD_BITS : lo + (unsigned)left;
-        if (!op(&w[idx], word_mask(lo, hi)))
+void kb_bits_set(kb_word *w, uintptr_t a, uintptr_t b) {
+    for (; a < b; a = next_word(a))
+        w[a >> KB_WORD_SHIFT] |= range_mask(a, b);
+}
+
+void kb_bits_clear(kb_word *w, uintptr_t a, uintptr_t b) {
+    for (; a < b; a = next_word(a))
+        w[a >> KB_WORD_SHIFT] &= ~range_mask(a, b);
+}
+
+bool kb_bits_all_set(const kb_word *w, uintptr_t a, uintptr_t b) {
+    for (; a < b; a = next_word(a)) {
+        kb_word m = range_mask(a, b);
+        if ((w[a >> KB_WORD_SHIFT] & m) != m)
             return false;
-        a += hi - lo;
     }
     return true;
 }
 
-static bool op_set(kb_word *w, kb_word m) { *w |= m; return true; }
-static bool op_clear(kb_word *w, kb_word m) { *w &= ~m; return true; }
-static bool op_all_set(kb_word *w, kb_word m) { return (*w & m) == m; }
-static bool op_none_set(kb_word *w, kb_word m) { return (*w & m) == 0; }
-
-void kb_bits_set(kb_word *w, uintptr_t a, uintptr_t b) { (void)for_each_word(w, a, b, op_set); }
-void kb_bits_clear(kb_word *w, uintptr_t a, uintptr_t b) { (void)for_each_word(w, a, b, op_clear); }
-
-/* The read-only tests reuse the walker; it never writes through w for them. */
-bool kb_bits_all_set(const kb_word *w, uintptr_t a, uintptr_t b) {
-    return for_each_word((kb_word *)(uintptr_t)w, a, b, op_all_set);
-}
 bool kb_bits_any_set(const kb_word *w, uintptr_t a, uintptr_t b) {
-    return !for_each_word((kb_word *)(uintptr_t)w, a, b, op_none_set);
+    for (; a < b; a = next_word(a))
+        if (w[a >> KB_WORD_SHIFT] & range_mask(a, b))
+            return true;
+    return false;
 }
 
 uintptr_t kb_bits_next_clear(const kb_word *w, uintptr_t a, uintptr_t b) {
-    while (a < b) {
-        kb_word inv = ~w[a >> KB_WORD_SHIFT] & ~(kb_bit(a) - 1);
-        if (inv)
-            break;
-        a = (a | (KB_WORD_BITS - 1)) + 1;
+    for (; a < b; a = next_word(a)) {
+        kb_word clear = ~w[a >> KB_WORD_SHIFT] & range_mask(a, b);
+        if (clear)
+            return (a & ~(uintptr_t)(KB_WORD_BITS - 1)) + kb_ctz(clear);
     }
-    if (a >= b)
-        return b;
-    uintptr_t r = (a & ~(uintptr_t)(KB_WORD_BITS - 1)) +
-                  kb_ctz(~w[a >> KB_WORD_SHIFT] & ~(kb_bit(a) - 1));
-    return r < b ? r : b;
+    return b;
 }
 
 void kb_zero(void *p, size_t n) {
@@ -536,7 +528,7 @@ static bool check_order(const kb_engine *e, unsigned k, size_t *blocks, uintptr_
     for (uint32_t d = 0; d < o->depth; d++) {
         const kb_word *w = &e->words[o->off[d]];
         uintptr_t words = (n + KB_WORD_BITS - 1) >> KB_WORD_SHIFT;
-        if ((n & (KB_WORD_BITS - 1)) && (w[words - 1] & ~word_mask(0, (unsigned)(n & 63))))
+        if ((n & (KB_WORD_BITS - 1)) && (w[words - 1] >> (n & (KB_WORD_BITS - 1))))
             return false;
         if (d + 1 < o->depth) {
             const kb_word *up = &e->words[o->off[d + 1]];

@@ -39,9 +39,9 @@ kbuddy_status kbuddy_frames_init(kbuddy_frames *fa, size_t base, size_t nframes,
     size_t need = kbuddy_frames_meta_size(nframes);
     if (need == SIZE_MAX || meta_size < need)
         return KBUDDY_ENOMEM;
-    uintptr_t p = align8((uintptr_t)meta);
-    kb_order *order = (kb_order *)p;
-    kb_word *words = (kb_word *)(p + kb_orders_for(nframes) * sizeof(kb_order));
+    unsigned char *p = (unsigned char *)meta + (align8((uintptr_t)meta) - (uintptr_t)meta);
+    kb_order *order = (kb_order *)(void *)p;
+    kb_word *words = (kb_word *)(void *)(p + kb_orders_for(nframes) * sizeof(kb_order));
     kb_zero(fa, sizeof *fa);
     kb_engine_init(&fa->engine, base, base + nframes, order, words);
     fa->used = words + kb_engine_words(base, base + nframes);

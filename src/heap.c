@@ -40,7 +40,11 @@ typedef struct kbuddy_region region;
 
 static uintptr_t align_up(uintptr_t x, uintptr_t a) { return (x + a - 1) & ~(a - 1); }
 
-static void *unit_ptr(uintptr_t u) { return (void *)(u << UNIT_SHIFT); }
+/* The address of unit u of region r, derived from the region's own pointer
+ * (not from an integer), so that pointers keep their provenance. */
+static void *unit_ptr(region *r, uintptr_t u) {
+    return (unsigned char *)r + ((u << UNIT_SHIFT) - (uintptr_t)r);
+}
 
 static uint8_t *ctrl_of(const region *r, uintptr_t u) { return &r->ctrl[u - r->engine.lo]; }
 
@@ -215,9 +219,10 @@ kbuddy_status kbuddy_add_region(kbuddy_heap *h, void *start, size_t size) {
         return KBUDDY_EOVERLAP;
     }
 
-    region *r = (region *)hdr;
-    kb_order *order = (kb_order *)meta;
-    kb_word *words = (kb_word *)(meta + kb_orders_for(n) * sizeof(kb_order));
+    unsigned char *base = start;
+    region *r = (region *)(void *)(base + (hdr - s));
+    kb_order *order = (kb_order *)(void *)(base + (meta - s));
+    kb_word *words = (kb_word *)(void *)((unsigned char *)order + kb_orders_for(n) * sizeof(kb_order));
     r->start = s;
     r->end = e;
     r->ctrl = (uint8_t *)(words + kb_engine_words_bound(n));
@@ -253,7 +258,7 @@ static void *alloc_locked(kbuddy_heap *h, size_t size, uintptr_t n, unsigned k, 
     h->allocated += (size_t)(n << UNIT_SHIFT);
     h->user += size;
     h->allocations++;
-    return unit_ptr(u);
+    return unit_ptr(r, u);
 }
 
 void *kbuddy_alloc(kbuddy_heap *h, size_t size, size_t align) {
@@ -394,7 +399,7 @@ typedef struct {
     bool strict; /* also verify records and control bytes (kbuddy_check) */
 } walker;
 
-static bool walk_region(const region *r, walker *w) {
+static bool walk_region(region *r, walker *w) {
     const kb_engine *e = &r->engine;
     for (uintptr_t u = e->lo; u < e->hi;) {
         const uint8_t *c = ctrl_of(r, u);
@@ -409,7 +414,7 @@ static bool walk_region(const region *r, walker *w) {
                     if (c[i])
                         return false;
             if (w->fn)
-                w->fn(w->ctx, unit_ptr(u), (size_t)(n << UNIT_SHIFT), true);
+                w->fn(w->ctx, unit_ptr(r, u), (size_t)(n << UNIT_SHIFT), true);
             w->used_units += n;
             w->allocations++;
             w->user += record_size(c, n);
@@ -421,7 +426,7 @@ static bool walk_region(const region *r, walker *w) {
                     if (c[i])
                         return false;
             if (w->fn)
-                w->fn(w->ctx, unit_ptr(u), (size_t)(size << UNIT_SHIFT), false);
+                w->fn(w->ctx, unit_ptr(r, u), (size_t)(size << UNIT_SHIFT), false);
             w->free_units += size;
             w->free_blocks++;
             u += size;
@@ -437,7 +442,7 @@ void kbuddy_walk(const kbuddy_heap *h, kbuddy_walk_fn fn, void *ctx) {
         return;
     walker w = {fn, ctx, 0, 0, 0, 0, 0, false};
     kb_lock(&h->lock);
-    for (const region *r = h->regions; r; r = r->next)
+    for (region *r = h->regions; r; r = r->next)
         (void)walk_region(r, &w);
     kb_unlock(&h->lock);
 }
@@ -458,7 +463,7 @@ static kbuddy_status check_locked(const kbuddy_heap *h) {
     size_t with_order[KBUDDY_MAX_ORDERS] = {0};
     uint64_t mask = 0;
     const region *prev = NULL;
-    for (const region *r = h->regions; r; prev = r, r = r->next) {
+    for (region *r = h->regions; r; prev = r, r = r->next) {
         const kb_engine *e = &r->engine;
         if (!region_is_sane(r, prev))
             return KBUDDY_ECORRUPT;
