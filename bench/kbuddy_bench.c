@@ -135,10 +135,10 @@ static int kb_free_unsized(void *ctx, void *p, size_t size, size_t align) {
 }
 
 /* glibc as a program calling it would: malloc when its natural alignment
- * suffices (as Rust's System allocator does), posix_memalign otherwise. */
+ * (16 bytes on x86-64) suffices, posix_memalign otherwise. */
 static void *glibc_alloc(void *ctx, size_t size, size_t align) {
     (void)ctx;
-    if (align <= _Alignof(max_align_t) && align <= size)
+    if (align <= _Alignof(max_align_t))
         return malloc(size);
     void *p;
     return posix_memalign(&p, align < sizeof(void *) ? sizeof(void *) : align, size) ? NULL : p;
@@ -796,8 +796,9 @@ static void print_w7_table(const options *o) {
     cell(8, "");
     row_end();
     if (!md)
-        printf("goal: kbuddy max/min <= 1.5 (flat). strays: kbuddy blocks that formed no buddy\n"
-               "pair (kept allocated, outside the N pairs).\n");
+        printf("goal: kbuddy max/min <= 1.5 (flat). kbuddy pairs are verified by address\n"
+               "(second == first ^ 64); strays: blocks that formed no pair (kept allocated,\n"
+               "outside the N pairs). glibc and noop: consecutive allocations.\n");
 }
 
 /* ------------------------------------------------------------------------ */
