@@ -143,6 +143,8 @@ struct kbuddy_engine {
     uintptr_t lo, hi;          /* units [lo, hi), absolute unit numbers      */
     unsigned int orders;       /* orders 0 .. orders - 1                     */
     uint64_t nonempty;         /* bit k: order k has a free block            */
+    uint8_t *ctrl;             /* heap: control bytes (free-block marks)     */
+    const uint64_t *used;      /* frames: used bits (neighbour hints)        */
     uint64_t *owner_mask;      /* owner's union of nonempty masks, or NULL   */
     size_t *owner_count;       /* owner's per-order count of engines with
                                   that order non-empty (with owner_mask)     */

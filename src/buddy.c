@@ -168,6 +168,10 @@ void kb_engine_init(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order, k
     e->order = order;
     e->words = words;
     e->nonempty = 0;
+    e->ctrl = NULL;
+    e->used = NULL;
+    e->owner_mask = NULL;
+    e->owner_count = NULL;
     for (unsigned k = 0; k < e->orders; k++) {
         order[k].first = lo >> k;
         order[k].nbits = order_nbits(lo, hi, k);
@@ -198,8 +202,20 @@ static void order_changed(kb_engine *e, unsigned k, bool nonempty) {
     }
 }
 
+/* Heap engines also mark the first and last unit of every free block in
+ * the control bytes (see kbuddy_internal.h), so that the block starting or
+ * ending at a unit is known in O(1) during placement. */
+KB_INLINE void block_mark(kb_engine *e, unsigned k, uintptr_t b, uint8_t mark) {
+    if (e->ctrl) {
+        uintptr_t first = (b << k) - e->lo;
+        e->ctrl[first] = mark;
+        e->ctrl[first + ((uintptr_t)1 << k) - 1] = mark;
+    }
+}
+
 /* Mark block b of order k free. */
 KB_INLINE void block_insert(kb_engine *e, unsigned k, uintptr_t b) {
+    block_mark(e, k, b, kb_free_mark(k));
     const kb_order *o = &e->order[k];
     uintptr_t i = b - o->first;
     for (uint32_t d = 0; d < o->depth; d++) {
@@ -215,6 +231,7 @@ KB_INLINE void block_insert(kb_engine *e, unsigned k, uintptr_t b) {
 
 /* Mark block b of order k not free; it must be free. */
 KB_INLINE void block_remove(kb_engine *e, unsigned k, uintptr_t b) {
+    block_mark(e, k, b, 0);
     const kb_order *o = &e->order[k];
     uintptr_t i = b - o->first;
     for (uint32_t d = 0; d < o->depth; d++) {
@@ -261,6 +278,123 @@ static void release_tail(kb_engine *e, uintptr_t s, uintptr_t end) {
     }
 }
 
+/* Runs of free blocks. A free run is the set of free blocks between two
+ * units in use; with every buddy pair merged (I2) its blocks are exactly the
+ * maximal aligned blocks of the run, so from any block boundary inside it
+ * the next block left or right is determined by one question: which free
+ * block ends (starts) here? Heap engines answer that in O(1) from the marks
+ * in the control bytes; frame engines first rule out frames in use with
+ * their used bits, then test the orders one by one. */
+
+static bool bit_of(const kb_word *w, uintptr_t i) {
+    return (w[i >> KB_WORD_SHIFT] >> (i & (KB_WORD_BITS - 1))) & 1u;
+}
+
+KB_INLINE bool unit_in_range(const kb_engine *e, uintptr_t u) { return u - e->lo < e->hi - e->lo; }
+
+/* Order of the free block that ends at unit y (y a block boundary), if it
+ * is below `limit`. */
+static bool block_ending_at(const kb_engine *e, uintptr_t y, unsigned limit, unsigned *order) {
+    uintptr_t u = y - 1;
+    if (!unit_in_range(e, u))
+        return false;
+    if (e->ctrl) {
+        uint8_t c = e->ctrl[u - e->lo];
+        if ((c & KB_CTRL_FREE_MASK) != KB_CTRL_FREE)
+            return false;
+        if ((c & KB_CTRL_ORDER) != KB_CTRL_ORDER) {
+            *order = c & KB_CTRL_ORDER;
+            return *order < limit;
+        }
+    } else if (bit_of(e->used, u - e->lo)) {
+        return false;
+    }
+    for (unsigned p = 0; p < limit && p < e->orders; p++) {
+        if (block_is_free(e, p, u >> p)) {
+            *order = p;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Order of the free block that starts at unit x (x a block boundary). */
+static bool block_starting_at(const kb_engine *e, uintptr_t x, unsigned *order) {
+    if (!unit_in_range(e, x))
+        return false;
+    if (e->ctrl) {
+        uint8_t c = e->ctrl[x - e->lo];
+        if ((c & KB_CTRL_FREE_MASK) != KB_CTRL_FREE)
+            return false;
+        if ((c & KB_CTRL_ORDER) != KB_CTRL_ORDER) {
+            *order = c & KB_CTRL_ORDER;
+            return true;
+        }
+    } else if (bit_of(e->used, x - e->lo)) {
+        return false;
+    }
+    unsigned lim = x ? kb_ctz(x) : e->orders - 1;
+    for (unsigned p = 0; p <= lim && p < e->orders; p++) {
+        if (block_is_free(e, p, x >> p)) {
+            *order = p;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Length of the free run that ends at unit `end` (a multiple of 2^o),
+ * counting only blocks of order below o, up to at least `want` units when
+ * the run is that long. Going left from such an end, each block is strictly
+ * smaller than the one after it, so the bits of the result are exactly the
+ * orders of the blocks it covers. */
+static uintptr_t run_before(const kb_engine *e, uintptr_t end, unsigned o, uintptr_t want) {
+    uintptr_t t = 0;
+    unsigned p;
+    while (t < want && block_ending_at(e, end - t, o, &p)) {
+        t += (uintptr_t)1 << p;
+        o = p;
+    }
+    return t;
+}
+
+/* Take the blocks of the run [end - t, end) found by run_before: one per
+ * bit of t, the lowest bit the leftmost block. */
+static void take_run_before(kb_engine *e, uintptr_t end, uintptr_t t) {
+    uintptr_t x = end - t;
+    for (; t; t &= t - 1) {
+        unsigned p = kb_ctz(t);
+        block_remove(e, p, x >> p);
+        x += (uintptr_t)1 << p;
+    }
+}
+
+/* Length of the free run that starts at unit x, up to at least `want`. */
+static uintptr_t run_after(const kb_engine *e, uintptr_t x, uintptr_t want) {
+    uintptr_t u = 0;
+    unsigned p;
+    while (u < want && block_starting_at(e, x + u, &p))
+        u += (uintptr_t)1 << p;
+    return u;
+}
+
+/* Take the units [x, end) of the free run that starts at x; the part of its
+ * last block past `end` stays free. */
+static void take_run_after(kb_engine *e, uintptr_t x, uintptr_t end) {
+    unsigned p = 0;
+    while (x < end) {
+        (void)block_starting_at(e, x, &p);
+        block_remove(e, p, x >> p);
+        x += (uintptr_t)1 << p;
+    }
+    release_tail(e, end, x);
+}
+
+/* How many blocks of one order the spanning search looks at: a bounded
+ * effort, so that allocation stays O(L). Measured on workload W5 (peak
+ * utilisation): 0 gives 80.1%, 1 gives 89.5%, 4 gives 90.4%, 8 gives 90.9%. */
+#define SPAN_BUDGET 4u
+
 /* The lowest free block of order k numbered `from` or higher. */
 static bool block_next(const kb_engine *e, unsigned k, uintptr_t from, uintptr_t *out) {
     const kb_order *o = &e->order[k];
@@ -286,77 +420,21 @@ static bool block_next(const kb_engine *e, unsigned k, uintptr_t from, uintptr_t
     return true;
 }
 
-/* Length of the free run that ends at unit `end` (a multiple of 2^o),
- * counting only free blocks of order below o, up to at least `want` units
- * when the run is that long. Going left from such an end, each block of a
- * fully merged run is strictly smaller than the one after it, so the bits
- * of the result are exactly the orders of the blocks it covers, and the
- * search for each block only tries the orders below the last one found:
- * O(o) bit tests in all. */
-static uintptr_t run_before(const kb_engine *e, uintptr_t end, unsigned o, uintptr_t want) {
-    uintptr_t t = 0;
-    while (t < want) {
-        unsigned p = 0;
-        while (p < o && !block_is_free(e, p, (end - t - 1) >> p))
-            p++;
-        if (p == o)
-            break;
-        t += (uintptr_t)1 << p;
-        o = p;
-    }
-    return t;
+/* The free blocks of order k in the bitmap word holding the first free block
+ * numbered `from` or higher (0: the lowest; the order must be non-empty):
+ * the word (bit i = block *base + i, bits below `from` cleared), or 0 when
+ * there is none. */
+static kb_word free_word_from(const kb_engine *e, unsigned k, uintptr_t from, uintptr_t *base) {
+    const kb_order *o = &e->order[k];
+    uintptr_t blk;
+    if (from == 0)
+        blk = block_lowest(e, k);
+    else if (!block_next(e, k, from, &blk))
+        return 0;
+    uintptr_t i = blk - o->first;
+    *base = o->first + (i & ~(uintptr_t)(KB_WORD_BITS - 1));
+    return e->words[o->off[0] + (i >> KB_WORD_SHIFT)] & ~(kb_bit(i) - 1);
 }
-
-/* Take the blocks of the run [end - t, end) found by run_before: one per
- * bit of t, the lowest bit the leftmost block. */
-static void take_run_before(kb_engine *e, uintptr_t end, uintptr_t t) {
-    uintptr_t x = end - t;
-    for (; t; t &= t - 1) {
-        unsigned p = kb_ctz(t);
-        block_remove(e, p, x >> p);
-        x += (uintptr_t)1 << p;
-    }
-}
-
-/* The free block starting exactly at unit x, if any (orders up to `max`). */
-static bool block_starting_at(const kb_engine *e, uintptr_t x, unsigned max, unsigned *order) {
-    unsigned lim = x ? kb_ctz(x) : max;
-    if (lim > max)
-        lim = max;
-    for (unsigned p = 0; p <= lim; p++) {
-        if (block_is_free(e, p, x >> p)) {
-            *order = p;
-            return true;
-        }
-    }
-    return false;
-}
-
-/* Length of the free run that starts at unit x, up to at least `want`. */
-static uintptr_t run_after(const kb_engine *e, uintptr_t x, uintptr_t want) {
-    uintptr_t u = 0;
-    unsigned p;
-    while (u < want && block_starting_at(e, x + u, e->orders - 1, &p))
-        u += (uintptr_t)1 << p;
-    return u;
-}
-
-/* Take the units [x, end) of the free run that starts at x; the part of its
- * last block past `end` stays free. */
-static void take_run_after(kb_engine *e, uintptr_t x, uintptr_t end) {
-    unsigned p = 0;
-    while (x < end) {
-        (void)block_starting_at(e, x, e->orders - 1, &p);
-        block_remove(e, p, x >> p);
-        x += (uintptr_t)1 << p;
-    }
-    release_tail(e, end, x);
-}
-
-/* How many blocks of one order the spanning search looks at: a bounded
- * effort, so that allocation stays O(L). Measured on workload W5 (peak
- * utilisation): 0 gives 80.1%, 1 gives 89.5%, 4 gives 90.4%, 8 gives 90.9%. */
-#define SPAN_BUDGET 4u
 
 /* Look for a run of n free units made of smaller blocks: around the lowest
  * few blocks of order k - 1 and k - 2, extended by the free runs on both
@@ -367,8 +445,12 @@ static bool take_spanning(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, ui
     for (unsigned o = k; o-- > ka && o + 2 >= k;) {
         if (!((e->nonempty >> o) & 1u))
             continue;
-        uintptr_t blk = 0, size = (uintptr_t)1 << o;
-        for (unsigned tries = 0; tries < SPAN_BUDGET && block_next(e, o, blk, &blk); tries++, blk++) {
+        uintptr_t base = 0, size = (uintptr_t)1 << o;
+        kb_word w = 0;
+        for (unsigned tries = 0; tries < SPAN_BUDGET; tries++, w &= w - 1) {
+            if (!w && !(w = free_word_from(e, o, base + (tries ? KB_WORD_BITS : 0), &base)))
+                break;
+            uintptr_t blk = base + kb_ctz(w);
             uintptr_t b = blk << o;
             uintptr_t t = run_before(e, b, o, n - size) & ~amask;
             uintptr_t need = t + size >= n ? 0 : n - t - size;

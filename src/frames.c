@@ -45,6 +45,7 @@ kbuddy_status kbuddy_frames_init(kbuddy_frames *fa, size_t base, size_t nframes,
     kb_zero(fa, sizeof *fa);
     kb_engine_init(&fa->engine, base, base + nframes, order, words);
     fa->used = words + kb_engine_words(base, base + nframes);
+    fa->engine.used = fa->used;
     kb_zero(fa->used, used_words(nframes) * sizeof(kb_word));
     return KBUDDY_OK;
 }

@@ -93,31 +93,35 @@ static void record_write(uint8_t *c, uintptr_t n, size_t size) {
     }
     c[0] = (uint8_t)(KB_CTRL_START | KB_CTRL_LONG | slack);
     size_t i = 1;
-    for (; n > KB_CTRL_VALUE; n >>= 6)
-        c[i++] = (uint8_t)(KB_CTRL_MORE | (n & KB_CTRL_VALUE));
-    c[i] = (uint8_t)n;
+    uintptr_t v = n;
+    for (; v > KB_CTRL_VALUE; v >>= 5)
+        c[i++] = (uint8_t)(KB_CTRL_MORE | (v & KB_CTRL_VALUE));
+    c[i] = (uint8_t)v;
+    c[n - 1] |= KB_CTRL_END;
 }
 
-/* Decode a record; false if it is malformed (n must fit before `limit`
- * units and a long record must describe at least two units). */
+/* Decode a record; false if it is malformed (the count must fit before
+ * `limit` units, a long record must describe at least two units, and the
+ * end mark must be where the count says). */
 static bool record_read(const uint8_t *c, uintptr_t limit, uintptr_t *units, size_t *len) {
     uintptr_t n = 1;
     size_t i = 1;
     if (c[0] & KB_CTRL_LONG) {
         n = 0;
-        for (unsigned shift = 0;; shift += 6) {
-            if (i >= limit || shift >= 42)
+        for (unsigned shift = 0;; shift += 5) {
+            if (i >= limit || shift >= 40)
                 return false;
             uint8_t b = c[i++];
+            if (b & KB_CTRL_START)
+                return false;
             n |= (uintptr_t)(b & KB_CTRL_VALUE) << shift;
             if (!(b & KB_CTRL_MORE))
                 break;
         }
-        if (n < 2)
+        if (n < 2 || n > limit || !(c[n - 1] & KB_CTRL_END))
             return false;
     }
-    if (n > limit || (c[0] & KB_CTRL_SLACK) > UNIT ||
-        ((c[0] & KB_CTRL_SLACK) == UNIT && n != 1))
+    if ((c[0] & KB_CTRL_SLACK) > UNIT || ((c[0] & KB_CTRL_SLACK) == UNIT && n != 1))
         return false;
     *units = n;
     *len = i;
@@ -128,7 +132,8 @@ static size_t record_size(const uint8_t *c, uintptr_t n) {
     return (size_t)((n << UNIT_SHIFT) - (c[0] & KB_CTRL_SLACK));
 }
 
-static void record_clear(uint8_t *c, size_t len) {
+static void record_clear(uint8_t *c, uintptr_t n, size_t len) {
+    c[n - 1] = 0;
     while (len--)
         c[len] = 0;
 }
@@ -228,6 +233,7 @@ kbuddy_status kbuddy_add_region(kbuddy_heap *h, void *start, size_t size) {
     r->ctrl = (uint8_t *)(words + kb_engine_words_bound(n));
     kb_zero(r->ctrl, n);
     kb_engine_init(&r->engine, lo, lo + n, order, words);
+    r->engine.ctrl = r->ctrl;
     r->engine.owner_mask = &h->orders_free;
     r->engine.owner_count = h->regions_with_order;
     kb_engine_release(&r->engine, lo, lo + n);
@@ -279,7 +285,7 @@ void *kbuddy_alloc(kbuddy_heap *h, size_t size, size_t align) {
 }
 
 static void release_live(kbuddy_heap *h, const live_block *b) {
-    record_clear(ctrl_of(b->r, b->u), b->len);
+    record_clear(ctrl_of(b->r, b->u), b->n, b->len);
     kb_engine_release(&b->r->engine, b->u, b->u + b->n);
     h->allocated -= (size_t)(b->n << UNIT_SHIFT);
     h->user -= b->size;
@@ -316,7 +322,7 @@ static bool resize_in_place(kbuddy_heap *h, live_block *b, size_t size, uintptr_
     if (n > b->n && !kb_engine_claim(e, b->u + b->n, b->u + n))
         return false;
     uint8_t *c = ctrl_of(b->r, b->u);
-    record_clear(c, b->len);
+    record_clear(c, b->n, b->len);
     record_write(c, n, size);
     if (n < b->n)
         kb_engine_release(e, b->u + n, b->u + b->n);
@@ -409,10 +415,13 @@ static bool walk_region(region *r, walker *w) {
             size_t len;
             if (!record_read(c, e->hi - u, &n, &len))
                 return false;
-            if (w->strict)
-                for (uintptr_t i = len; i < n; i++)
+            if (w->strict) {
+                for (uintptr_t i = len; i + 1 < n; i++)
                     if (c[i])
                         return false;
+                if (n - 1 >= len && n > 1 && c[n - 1] != KB_CTRL_END)
+                    return false;
+            }
             if (w->fn)
                 w->fn(w->ctx, unit_ptr(r, u), (size_t)(n << UNIT_SHIFT), true);
             w->used_units += n;
@@ -421,10 +430,13 @@ static bool walk_region(region *r, walker *w) {
             u += n;
         } else if (kb_engine_free_block_at(e, u, &k)) {
             uintptr_t size = (uintptr_t)1 << k;
-            if (w->strict)
-                for (uintptr_t i = 0; i < size; i++)
+            if (w->strict) {
+                if (c[0] != kb_free_mark(k) || c[size - 1] != kb_free_mark(k))
+                    return false;
+                for (uintptr_t i = 1; i + 1 < size; i++)
                     if (c[i])
                         return false;
+            }
             if (w->fn)
                 w->fn(w->ctx, unit_ptr(r, u), (size_t)(size << UNIT_SHIFT), false);
             w->free_units += size;

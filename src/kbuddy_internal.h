@@ -182,13 +182,23 @@ KB_INLINE void kb_unlock(const kbuddy_lock *lock) {
 
 /* The bookkeeping at the head of every region. The units [engine.lo,
  * engine.hi) follow it; ctrl holds one control byte per unit:
- *   free unit, or a unit inside an allocation past its record: 0;
- *   first unit of an allocation: KB_CTRL_START | [KB_CTRL_LONG] | slack,
- *     where slack = unused bytes of the last unit (0 .. KBUDDY_MIN_BLOCK);
- *   with KB_CTRL_LONG, the next bytes hold the allocation's unit count,
- *     6 bits per byte, least significant first, KB_CTRL_MORE on all but the
- *     last (an allocation of n >= 2 units always has room: n needs at most
- *     1 + log64(n) bytes). Without it the allocation is one unit. */
+ *   a free unit: 0;
+ *   the first unit of an allocation: KB_CTRL_START | [KB_CTRL_LONG] | slack,
+ *     slack being the unused bytes of the last unit (0 .. KBUDDY_MIN_BLOCK;
+ *     KBUDDY_MIN_BLOCK only for a zero-byte allocation). Without
+ *     KB_CTRL_LONG the allocation is this one unit;
+ *   with KB_CTRL_LONG, the next bytes hold the unit count, 5 bits per byte,
+ *     least significant first, KB_CTRL_MORE on all but the last (n >= 2
+ *     units always leave room: n needs at most 1 + log32(n) bytes);
+ *   the last unit of an allocation of n >= 2 units also carries
+ *     KB_CTRL_END (OR-ed into a count byte when they share a unit);
+ *   any other unit of an allocation: 0;
+ *   the first and the last unit of a free block of order k:
+ *     KB_CTRL_FREE | min(k, KB_CTRL_ORDER) (written by the engine);
+ *   any other free unit: 0.
+ * Free marks have bits 7 and 6 clear, so they never read as the start or
+ * the end of an allocation. With them the engine finds the free block that
+ * starts or ends at a unit in O(1), which keeps placement cheap. */
 struct kbuddy_region {
     struct kbuddy_region *next; /* next region, higher address             */
     uintptr_t start, end;       /* the bytes given to kbuddy_add_region     */
@@ -196,10 +206,24 @@ struct kbuddy_region {
     uint8_t *ctrl;              /* ctrl[u - engine.lo] for unit u           */
 };
 
-#define KB_CTRL_START 0x80u
-#define KB_CTRL_LONG 0x40u
-#define KB_CTRL_SLACK 0x3fu
-#define KB_CTRL_MORE 0x40u
-#define KB_CTRL_VALUE 0x3fu
+#define KB_CTRL_START 0x80u /* first unit of an allocation                */
+#define KB_CTRL_LONG 0x40u  /* first unit: the allocation has >= 2 units  */
+#define KB_CTRL_SLACK 0x3fu /* first unit: unused bytes of the last unit  */
+#define KB_CTRL_END 0x40u   /* other units: the allocation's last unit     */
+#define KB_CTRL_MORE 0x20u  /* count bytes: another count byte follows    */
+#define KB_CTRL_VALUE 0x1fu /* count bytes: 5 bits of the unit count       */
+#define KB_CTRL_FREE 0x20u  /* free block's first/last unit: | its order   */
+#define KB_CTRL_FREE_MASK 0xe0u
+#define KB_CTRL_ORDER 0x1fu /* order field; all ones: order 31 or above     */
+
+/* The mark on the first and last unit of a free block of order k. */
+KB_INLINE uint8_t kb_free_mark(unsigned k) {
+    return (uint8_t)(KB_CTRL_FREE | (k < KB_CTRL_ORDER ? k : KB_CTRL_ORDER));
+}
+
+/* Is c the control byte of the last unit of an allocation? */
+KB_INLINE bool kb_ctrl_is_last(uint8_t c) {
+    return (c & KB_CTRL_START) ? !(c & KB_CTRL_LONG) : (c & KB_CTRL_END) != 0;
+}
 
 #endif /* KBUDDY_INTERNAL_H */
