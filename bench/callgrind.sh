@@ -60,10 +60,18 @@ for w in W3 W4; do
     eval "kbu_$w=\$(ir $w kbuddy-unsized)"
     eval "glibc_$w=\$(ir $w glibc)"
 done
+# W1 and W2 too, for information (no reference figures): W1 per alloc+free
+# pair, W2 per operation (--ops is its number of allocations, as many frees).
+for w in W1 W2; do
+    eval "noop_$w=\$(ir $w noop)"
+    eval "kb_$w=\$(ir $w kbuddy)"
+    eval "glibc_$w=\$(ir $w glibc)"
+done
 
 kb() { eval "per_op \$kb_$1 \$noop_$1"; }
 kbu() { eval "per_op \$kbu_$1 \$noop_$1"; }
 gl() { eval "per_op \$glibc_$1 \$noop_$1"; }
+half() { awk -v x="$1" 'BEGIN { printf "%.1f", x / 2 }'; }
 
 # Reference figures (allocator's own instructions per operation) from
 # bench-workloads.md, measured the same way.
@@ -74,6 +82,8 @@ if [ "${MARKDOWN:-0}" = 1 ]; then
     echo "| W4 random-aligned | $(kb W4) | $(kbu W4) | $(gl W4) | 69 | 135 | 213 | 426 |"
     echo "| F1 frames | $(kb F1) | - | - | - | - | - | - |"
     echo "| F2 frames-mixed | $(kb F2) | - | - | - | - | - | - |"
+    echo "| W1 pair (per alloc+free) | $(kb W1) | - | $(gl W1) | - | - | - | - |"
+    echo "| W2 batch | $(half "$(kb W2)") | - | $(half "$(gl W2)") | - | - | - | - |"
 else
     echo "callgrind: instructions per operation, allocator's own (minus the no-op loop), $OPS ops"
     fmt="%-18s %8s %10s %9s   %6s %6s %6s %6s\n"
@@ -83,6 +93,8 @@ else
     printf "$fmt" "W4 random-aligned" "$(kb W4)" "$(kbu W4)" "$(gl W4)" 69 135 213 426
     printf "$fmt" "F1 frames" "$(kb F1)" - - - - - -
     printf "$fmt" "F2 frames-mixed" "$(kb F2)" - - - - - -
+    printf "$fmt" "W1 pair (a+f)" "$(kb W1)" - "$(gl W1)" - - - -
+    printf "$fmt" "W2 batch" "$(half "$(kb W2)")" - "$(half "$(gl W2)")" - - - -
     echo "kbuddy frees with kbuddy_free_sized, kb-unsized with kbuddy_free;"
     echo "bsa = Rust buddy_system_allocator 0.11; (ref) figures from bench-workloads.md."
     echo "raw Ir: W3 kbuddy=$kb_W3 noop=$noop_W3; W4 kbuddy=$kb_W4 noop=$noop_W4;" \
