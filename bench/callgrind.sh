@@ -25,17 +25,21 @@ if [ ! -x "$BENCH" ]; then
 fi
 command -v valgrind >/dev/null || { echo "callgrind.sh: valgrind not found" >&2; exit 2; }
 
+case $BENCH in /*) ;; *) BENCH=$(pwd)/$BENCH ;; esac
+
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT INT TERM
+cd "$TMP" # anything valgrind leaves behind goes with it
 
-# ir WORKLOAD ALLOC: instructions executed inside the workload's loop.
+# ir WORKLOAD ALLOC [OPS]: instructions executed inside the workload's loop.
 ir() {
     out="$TMP/cg.$1.$2"
+    ops=${3:-$OPS}
     # The bench exits 1 when a call failed or kbuddy_check (run after the
     # loop, uncounted) found damage: the count stands, but say so.
     rc=0
     valgrind --tool=callgrind --collect-atstart=no --toggle-collect='bench_loop_*' \
-        --callgrind-out-file="$out" "$BENCH" --only "$1" --ops "$OPS" --alloc "$2" \
+        --callgrind-out-file="$out" "$BENCH" --only "$1" --ops "$ops" --alloc "$2" \
         >"$TMP/log" 2>&1 || rc=$?
     if [ "$rc" != 0 ]; then
         [ -f "$out" ] || { echo "callgrind.sh: $1 $2 failed:" >&2; cat "$TMP/log" >&2; exit 1; }
@@ -50,7 +54,7 @@ ir() {
 }
 
 # per_op IR NOOP_IR: (IR - NOOP_IR) / OPS, one decimal.
-per_op() { awk -v a="$1" -v b="$2" -v n="$OPS" 'BEGIN { printf "%.1f", (a - b) / n }'; }
+per_op() { awk -v a="$1" -v b="$2" -v n="${3:-$OPS}" 'BEGIN { printf "%.1f", (a - b) / n }'; }
 
 for w in W3 W4 F1 F2; do
     eval "noop_$w=\$(ir $w noop)"
@@ -66,6 +70,13 @@ for w in W1 W2; do
     eval "noop_$w=\$(ir $w noop)"
     eval "kb_$w=\$(ir $w kbuddy)"
     eval "glibc_$w=\$(ir $w glibc)"
+done
+
+# W7: instructions per free of the second buddy at each N; flat is the goal.
+W7_SIZES="100 1000 10000 50000"
+for n in $W7_SIZES; do
+    eval "w7kb_$n=\$(ir W7 kbuddy $n)"
+    eval "w7noop_$n=\$(ir W7 noop $n)"
 done
 
 kb() { eval "per_op \$kb_$1 \$noop_$1"; }
@@ -100,6 +111,23 @@ else
     echo "raw Ir: W3 kbuddy=$kb_W3 noop=$noop_W3; W4 kbuddy=$kb_W4 noop=$noop_W4;" \
          "F1 kbuddy=$kb_F1 noop=$noop_F1; F2 kbuddy=$kb_F2 noop=$noop_F2"
 fi
+w7line=""
+w7min=""
+w7max=""
+for n in $W7_SIZES; do
+    v=$(eval "per_op \$w7kb_$n \$w7noop_$n $n")
+    w7line="$w7line N=$n: $v"
+    w7min=$(awk -v a="$v" -v m="${w7min:-$v}" 'BEGIN { print (a < m ? a : m) }')
+    w7max=$(awk -v a="$v" -v m="${w7max:-$v}" 'BEGIN { print (a > m ? a : m) }')
+done
+w7ratio=$(awk -v a="$w7max" -v b="$w7min" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+if [ "${MARKDOWN:-0}" = 1 ]; then
+    echo
+    echo "W7 kbuddy instructions per free:$w7line (max/min $w7ratio)"
+else
+    echo "W7 dealloc-scan, kbuddy instructions per free:$w7line; max/min $w7ratio"
+fi
+
 if [ -f "$TMP/anomaly" ]; then
     echo "WARNING: some runs reported anomalies (see above); the counts are still the loops' own." >&2
     exit 3

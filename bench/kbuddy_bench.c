@@ -531,7 +531,8 @@ static void run_w6(int ai, size_t ops, double out[NPCT]) {
     out[PMAX] = g_lat[ops - 1];
 }
 
-/* W7 set-up: allocate 64 B blocks until n buddy pairs have formed: lo[i]
+/* W7 set-up (outside every bench_loop_*, so callgrind does not count it):
+ * allocate 64 B blocks until n buddy pairs have formed: lo[i]
  * and hi[i], with hi[i] == lo[i] ^ 64 when `pairs` is asked for (kbuddy),
  * consecutive allocations otherwise. A block that pairs with neither
  * neighbour (at the region's start, say) is kept aside as a stray, still
@@ -825,11 +826,13 @@ static int run_single(const options *o) {
             }
             w = (workload)i;
         }
-    if (w == NWORK || w == W5 || w == W7) {
-        fprintf(stderr, "--alloc runs one of W1 W2 W3 W4 W6 F1 F2 (give it with --only)\n");
+    if (w == NWORK || w == W5) {
+        fprintf(stderr, "--alloc runs one of W1 W2 W3 W4 W6 W7 F1 F2 (give it with --only)\n");
         return 2;
     }
-    size_t ops = ops_for(o, w);
+    /* W7: one measurement at N = --ops (default 1000), timed frees only in
+     * bench_loop_free_all, so callgrind can count instructions per free. */
+    size_t ops = w == W7 ? (o->ops ? o->ops : 1000) : ops_for(o, w);
     double ns;
     if (w == F1 || w == F2) {
         int fi = !strcmp(o->alloc, "kbuddy") ? FA_KB : !strcmp(o->alloc, "noop") ? FA_NOOP : -1;
@@ -851,6 +854,9 @@ static int run_single(const options *o) {
             double pct[NPCT];
             run_w6(ai, ops, pct);
             ns = pct[P999];
+        } else if (w == W7) {
+            size_t strays;
+            ns = run_w7(ai, ops, 1, &strays);
         } else {
             ns = run_heap(w, ai, ops);
         }
@@ -953,7 +959,8 @@ static void usage(void) {
             "                    [--smoke] [--alloc kbuddy|kbuddy-unsized|glibc|noop]\n"
             "  --runs N     timed runs per figure, median reported (default 5)\n"
             "  --only LIST  workloads to run (default all: W1..W7 F1 F2)\n"
-            "  --ops N      operation count for W1 W3 W4 W6 F1 F2 (W2: blocks x rounds)\n"
+            "  --ops N      operation count for W1 W3 W4 W6 F1 F2 (W2: blocks x rounds;\n"
+            "               W7 with --alloc: N)\n"
             "  --alloc A    run --only's single workload loop once with A (callgrind)\n"
             "  --markdown   print Markdown tables\n"
             "  --smoke      tiny sizes, one run: proves the bench builds and runs\n");
@@ -1021,6 +1028,8 @@ int main(int argc, char **argv) {
         nptrs = o.ops / W2_ROUNDS;
     if (w7_sizes[W7_NSIZES - 1] > nptrs)
         nptrs = w7_sizes[W7_NSIZES - 1];
+    if (o.ops > nptrs) /* W7 with --alloc: N = --ops */
+        nptrs = o.ops;
     g_ptrs = calloc(nptrs, sizeof *g_ptrs);
     g_ptrs2 = calloc(nptrs, sizeof *g_ptrs2);
     g_strays = calloc(W7_MAX_STRAYS, sizeof *g_strays);
