@@ -1,0 +1,2344 @@
+/*
+ * Unit tests of the byte heap's public API (include/kbuddy.h), one test per
+ * documented behaviour. Every test checks exact results: statistics after
+ * each step, kbuddy_check, the walk, and the contents of live allocations.
+ * A refused call must change nothing, so each refusal is bracketed by full
+ * snapshots (statistics, walk, check, and every byte of the arena holding
+ * the regions) that must compare equal.
+ *
+ * Regions are carved out of heap-allocated arenas, filled with a known
+ * byte so that writes outside a region can be detected.
+ */
+#include "kbuddy.h"
+#include "kbtest.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define UNIT KBUDDY_MIN_BLOCK
+#define ARENA_ALIGN ((size_t)1 << 22)
+#define ARENA_FILL 0xA5
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Hides a value from the compiler, so that calls with deliberately bad
+ * sizes or alignments do not trip alloc_size / alloc_align diagnostics. */
+static size_t opaque(size_t x) {
+    volatile size_t v = x;
+    return v;
+}
+
+/* The same for a pointer: the allocation functions carry alloc_size, so
+ * the compiler believes an allocation is exactly the size requested, while
+ * the API promises usable_size bytes. Writes past the request go through a
+ * laundered pointer. */
+static void *launder(void *p) {
+    void *volatile v = p;
+    return v;
+}
+
+static size_t round_units(size_t size) { return size ? (size + UNIT - 1) / UNIT * UNIT : UNIT; }
+
+/* An arena aligned to 4 MiB, filled with ARENA_FILL. */
+static unsigned char *arena_new(size_t size) {
+    size_t rounded = (size + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+    unsigned char *a = aligned_alloc(ARENA_ALIGN, rounded);
+    if (a)
+        memset(a, ARENA_FILL, rounded);
+    return a;
+}
+
+static bool bytes_are(const unsigned char *p, size_t n, unsigned char v) {
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != v)
+            return false;
+    return true;
+}
+
+static kbuddy_stats stats_of(const kbuddy_heap *h) {
+    kbuddy_stats st;
+    memset(&st, 0xEE, sizeof st);
+    kbuddy_get_stats(h, &st);
+    return st;
+}
+
+/* The byte pattern of allocation `seed` at offset i. */
+static unsigned char pat(uintptr_t seed, size_t i) {
+    return (unsigned char)((seed * 131u + i * 7u + (i >> 8)) ^ 0x5Au);
+}
+static void fill(void *p, size_t n, uintptr_t seed) {
+    unsigned char *c = p;
+    for (size_t i = 0; i < n; i++)
+        c[i] = pat(seed, i);
+}
+static bool holds(const void *p, size_t n, uintptr_t seed) {
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++)
+        if (c[i] != pat(seed, i))
+            return false;
+    return true;
+}
+
+/* The walk, recorded. */
+typedef struct {
+    uintptr_t start;
+    size_t size;
+    bool used;
+} wblock;
+typedef struct {
+    wblock *v;
+    size_t n, cap;
+    bool overflow;
+} wlist;
+
+static void wlist_add(void *ctx, void *start, size_t size, bool used) {
+    wlist *l = ctx;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        wblock *v = realloc(l->v, cap * sizeof *v);
+        if (!v) {
+            l->overflow = true;
+            return;
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = (wblock){(uintptr_t)start, size, used};
+}
+
+static wlist walk_of(const kbuddy_heap *h) {
+    wlist l = {NULL, 0, 0, false};
+    kbuddy_walk(h, wlist_add, &l);
+    return l;
+}
+
+static void wlist_free(wlist *l) {
+    free(l->v);
+    l->v = NULL;
+    l->n = l->cap = 0;
+}
+
+/* Everything observable about a heap and the memory it manages. */
+typedef struct {
+    kbuddy_stats st;
+    kbuddy_status check;
+    wlist walk;
+    unsigned char *mem;
+    size_t len;
+} snapshot;
+
+static void snap_take(snapshot *s, const kbuddy_heap *h, const void *mem, size_t len) {
+    s->st = stats_of(h);
+    s->check = kbuddy_check(h);
+    s->walk = walk_of(h);
+    s->len = len;
+    s->mem = malloc(len ? len : 1);
+    if (s->mem && len)
+        memcpy(s->mem, mem, len);
+}
+
+static void snap_free(snapshot *s) {
+    wlist_free(&s->walk);
+    free(s->mem);
+    s->mem = NULL;
+}
+
+static bool stats_equal(const kbuddy_stats *a, const kbuddy_stats *b) {
+    return a->total == b->total && a->allocated == b->allocated && a->user == b->user &&
+           a->overhead == b->overhead && a->largest_free == b->largest_free &&
+           a->allocations == b->allocations && a->regions == b->regions;
+}
+
+static bool walks_equal(const wlist *a, const wlist *b) {
+    if (a->overflow || b->overflow || a->n != b->n)
+        return false;
+    for (size_t i = 0; i < a->n; i++)
+        if (a->v[i].start != b->v[i].start || a->v[i].size != b->v[i].size ||
+            a->v[i].used != b->v[i].used)
+            return false;
+    return true;
+}
+
+/* Compares two snapshots, saying on stderr what differs. */
+static bool snap_same(const snapshot *a, const snapshot *b) {
+    bool same = true;
+    if (!stats_equal(&a->st, &b->st)) {
+        fprintf(stderr, "    statistics differ\n");
+        same = false;
+    }
+    if (a->check != b->check) {
+        fprintf(stderr, "    kbuddy_check differs: %s / %s\n", kbuddy_strerror(a->check),
+                kbuddy_strerror(b->check));
+        same = false;
+    }
+    if (!walks_equal(&a->walk, &b->walk)) {
+        fprintf(stderr, "    walks differ\n");
+        same = false;
+    }
+    if (a->len != b->len || !a->mem || !b->mem || memcmp(a->mem, b->mem, a->len) != 0) {
+        fprintf(stderr, "    managed memory differs\n");
+        same = false;
+    }
+    return same;
+}
+
+/* expr must return `want` and leave the heap and [mem, mem + len) exactly
+ * as they were. */
+#define CHECK_REFUSED(h, mem, len, expr, want)                   \
+    do {                                                         \
+        snapshot kbr_before_, kbr_after_;                        \
+        snap_take(&kbr_before_, (h), (mem), (len));              \
+        CHECK_STATUS(expr, want);                                \
+        snap_take(&kbr_after_, (h), (mem), (len));               \
+        if (!snap_same(&kbr_before_, &kbr_after_))               \
+            KBTEST_FAIL("%s changed the heap", #expr);           \
+        snap_free(&kbr_before_);                                 \
+        snap_free(&kbr_after_);                                  \
+    } while (0)
+
+/* The same for a call that must return NULL. */
+#define CHECK_NULL_UNCHANGED(h, mem, len, expr)                  \
+    do {                                                         \
+        snapshot kbr_before_, kbr_after_;                        \
+        snap_take(&kbr_before_, (h), (mem), (len));              \
+        void *kbr_p_ = (expr);                                   \
+        CHECK(kbr_p_ == NULL);                                   \
+        snap_take(&kbr_after_, (h), (mem), (len));               \
+        if (!snap_same(&kbr_before_, &kbr_after_))               \
+            KBTEST_FAIL("%s changed the heap", #expr);           \
+        snap_free(&kbr_before_);                                 \
+        snap_free(&kbr_after_);                                  \
+    } while (0)
+
+/* Checks every statistic but largest_free; overhead follows from `bytes`,
+ * the bytes of all regions added. */
+#define CHECK_STATS(h, bytes, tot, alloc_, user_, count_, regions_)     \
+    do {                                                                \
+        kbuddy_stats kbs_ = stats_of(h);                                \
+        CHECK_EQ(kbs_.total, (tot));                                    \
+        CHECK_EQ(kbs_.overhead, (size_t)(bytes) - (size_t)(tot));       \
+        CHECK_EQ(kbs_.allocated, (alloc_));                             \
+        CHECK_EQ(kbs_.user, (user_));                                   \
+        CHECK_EQ(kbs_.allocations, (count_));                           \
+        CHECK_EQ(kbs_.regions, (regions_));                             \
+    } while (0)
+
+/* largest_free must be exactly the largest size alloc(size, 1) satisfies:
+ * that size succeeds and one byte more fails. Leaves the heap as it was. */
+static bool largest_free_is_exact(kbuddy_heap *h) {
+    kbuddy_stats st = stats_of(h);
+    bool ok = true;
+    if (st.largest_free > 0) {
+        void *p = kbuddy_alloc(h, st.largest_free, 1);
+        if (!p)
+            ok = false;
+        else if (kbuddy_free(h, p) != KBUDDY_OK)
+            ok = false;
+    }
+    void *q = kbuddy_alloc(h, opaque(st.largest_free + 1), 1);
+    if (q) {
+        ok = false;
+        (void)kbuddy_free(h, q);
+    }
+    kbuddy_stats after = stats_of(h);
+    return ok && stats_equal(&st, &after);
+}
+
+/* Walk invariants: blocks in strictly increasing address order, no two
+ * overlapping, every block a positive multiple of UNIT and aligned to it,
+ * free blocks power-of-two sized and naturally aligned (buddy blocks), and
+ * the sizes adding up to the heap's total. */
+static bool walk_is_well_formed(const kbuddy_heap *h) {
+    wlist l = walk_of(h);
+    kbuddy_stats st = stats_of(h);
+    bool ok = !l.overflow;
+    size_t sum = 0, used = 0, count = 0;
+    for (size_t i = 0; i < l.n && ok; i++) {
+        const wblock *b = &l.v[i];
+        if (b->size == 0 || b->size % UNIT || b->start % UNIT)
+            ok = false;
+        if (!b->used && ((b->size & (b->size - 1)) || b->start % b->size))
+            ok = false;
+        if (i > 0 && b->start < l.v[i - 1].start + l.v[i - 1].size)
+            ok = false;
+        sum += b->size;
+        if (b->used) {
+            used += b->size;
+            count++;
+        }
+    }
+    ok = ok && sum == st.total && used == st.allocated && count == st.allocations;
+    wlist_free(&l);
+    return ok;
+}
+
+/* Whether the walk reports a used block exactly [p, p + size). */
+static bool walk_has_used(const kbuddy_heap *h, const void *p, size_t size) {
+    wlist l = walk_of(h);
+    bool found = false;
+    for (size_t i = 0; i < l.n; i++)
+        if (l.v[i].start == (uintptr_t)p)
+            found = l.v[i].used && l.v[i].size == size;
+    wlist_free(&l);
+    return found;
+}
+
+/* Whether the walk reports the byte at addr as part of a free block. */
+static bool walk_says_free(const kbuddy_heap *h, uintptr_t addr) {
+    wlist l = walk_of(h);
+    bool found = false;
+    for (size_t i = 0; i < l.n; i++)
+        if (addr >= l.v[i].start && addr < l.v[i].start + l.v[i].size)
+            found = !l.v[i].used;
+    wlist_free(&l);
+    return found;
+}
+
+static int cmp_ptr(const void *a, const void *b) {
+    uintptr_t x = (uintptr_t) * (void *const *)a, y = (uintptr_t) * (void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* A stride coprime to n, so that i * stride % n visits every index once. */
+static size_t scatter_stride(size_t n) {
+    size_t s = 7919;
+    for (;;) {
+        size_t a = s, b = n;
+        while (b) {
+            size_t t = a % b;
+            a = b;
+            b = t;
+        }
+        if (a == 1)
+            return s;
+        s += 2;
+    }
+}
+
+/* Allocate minimum blocks until the heap is exhausted; returns how many,
+ * sorted by address. *out must be freed by the caller. */
+static size_t fill_with_units(kbuddy_heap *h, void ***out) {
+    size_t cap = 1024, n = 0;
+    void **v = malloc(cap * sizeof *v);
+    for (;;) {
+        void *p = kbuddy_alloc(h, 1, 1);
+        if (!p)
+            break;
+        if (n == cap) {
+            cap *= 2;
+            v = realloc(v, cap * sizeof *v);
+        }
+        v[n++] = p;
+    }
+    qsort(v, n, sizeof *v, cmp_ptr);
+    *out = v;
+    return n;
+}
+
+/* A lock that counts and asserts: acquiring twice (recursion, which would
+ * deadlock a real lock) or releasing while not held is recorded. */
+typedef struct {
+    int depth;
+    unsigned long acquires, releases;
+    int violations;
+} count_lock;
+
+static void cl_acquire(void *ctx) {
+    count_lock *c = ctx;
+    if (c->depth != 0)
+        c->violations++;
+    c->depth++;
+    c->acquires++;
+}
+
+static void cl_release(void *ctx) {
+    count_lock *c = ctx;
+    if (c->depth != 1)
+        c->violations++;
+    c->depth--;
+    c->releases++;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Initialisation                                                            */
+/* ------------------------------------------------------------------------ */
+
+TEST(static_initialiser_gives_an_empty_consistent_heap) {
+    static kbuddy_heap h = KBUDDY_HEAP_INIT;
+    kbuddy_stats st = stats_of(&h);
+    CHECK_EQ(st.total, 0);
+    CHECK_EQ(st.allocated, 0);
+    CHECK_EQ(st.user, 0);
+    CHECK_EQ(st.overhead, 0);
+    CHECK_EQ(st.largest_free, 0);
+    CHECK_EQ(st.allocations, 0);
+    CHECK_EQ(st.regions, 0);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    void *p = kbuddy_alloc(&h, 1, 1);
+    CHECK(p == NULL);
+    wlist l = walk_of(&h);
+    CHECK_EQ(l.n, 0);
+    wlist_free(&l);
+    int x;
+    CHECK_STATUS(kbuddy_free(&h, &x), KBUDDY_EFOREIGN);
+}
+
+TEST(init_empties_a_dirty_heap_and_forgets_its_regions) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    memset(&h, 0x5A, sizeof h);
+    kbuddy_init(&h);
+    kbuddy_stats st = stats_of(&h);
+    CHECK_EQ(st.total, 0);
+    CHECK_EQ(st.regions, 0);
+    CHECK_EQ(st.overhead, 0);
+    CHECK_EQ(st.largest_free, 0);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+
+    /* Install a lock and a handler, add a region, allocate; then init. */
+    count_lock cl = {0, 0, 0, 0};
+    kbuddy_lock lk = {cl_acquire, cl_release, &cl};
+    kbuddy_set_lock(&h, &lk);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    void *p = kbuddy_alloc(&h, 100, 1);
+    REQUIRE(p);
+    fill(p, 100, 1);
+    unsigned char *copy = malloc(1 << 16);
+    REQUIRE(copy);
+    memcpy(copy, a, 1 << 16);
+    unsigned long acq = cl.acquires;
+    kbuddy_init(&h);
+    /* The region's memory is not touched by init. */
+    CHECK(memcmp(copy, a, 1 << 16) == 0);
+    /* Forgotten: the old allocation is foreign now, and no lock is used. */
+    st = stats_of(&h);
+    CHECK_EQ(st.total, 0);
+    CHECK_EQ(st.allocations, 0);
+    CHECK_EQ(st.regions, 0);
+    CHECK_STATUS(kbuddy_free(&h, p), KBUDDY_EFOREIGN);
+    CHECK(kbuddy_alloc(&h, 1, 1) == NULL);
+    CHECK_EQ(cl.acquires, acq);
+    /* The memory can be handed over again. */
+    CHECK_STATUS(kbuddy_add_region(&h, a, 1 << 16), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    kbuddy_init(NULL); /* harmless */
+    free(copy);
+    free(a);
+}
+
+TEST(null_heap_is_refused_by_every_function) {
+    unsigned char buf[1024];
+    kbuddy_stats st;
+    memset(&st, 0xEE, sizeof st);
+    CHECK_STATUS(kbuddy_add_region(NULL, buf, sizeof buf), KBUDDY_EINVAL);
+    CHECK(kbuddy_alloc(NULL, 1, 1) == NULL);
+    CHECK_STATUS(kbuddy_free(NULL, buf), KBUDDY_EINVAL);
+    CHECK_STATUS(kbuddy_free(NULL, NULL), KBUDDY_EINVAL);
+    CHECK_STATUS(kbuddy_free_sized(NULL, buf, 1, 1), KBUDDY_EINVAL);
+    CHECK(kbuddy_realloc(NULL, NULL, 1, 1) == NULL);
+    CHECK(kbuddy_realloc(NULL, buf, 1, 1) == NULL);
+    CHECK_EQ(kbuddy_usable_size(NULL, buf), 0);
+    kbuddy_get_stats(NULL, &st);
+    CHECK_EQ(st.total, 0);
+    CHECK_EQ(st.allocated, 0);
+    CHECK_EQ(st.user, 0);
+    CHECK_EQ(st.overhead, 0);
+    CHECK_EQ(st.largest_free, 0);
+    CHECK_EQ(st.allocations, 0);
+    CHECK_EQ(st.regions, 0);
+    CHECK_STATUS(kbuddy_check(NULL), KBUDDY_EINVAL);
+    wlist l = {NULL, 0, 0, false};
+    kbuddy_walk(NULL, wlist_add, &l);
+    CHECK_EQ(l.n, 0);
+    kbuddy_set_oom_handler(NULL, NULL, NULL);
+    kbuddy_set_lock(NULL, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Regions                                                                   */
+/* ------------------------------------------------------------------------ */
+
+TEST(region_of_any_alignment_and_size_is_accepted) {
+    static const size_t sizes[] = {512, 777, 1000, 4097, 65537, 300001};
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        for (size_t off = 0; off < 72; off += (sizes[si] > 5000 ? 7 : 1)) {
+            size_t size = sizes[si];
+            unsigned char *start = a + 4096 + off;
+            memset(a, ARENA_FILL, 4096 + off + size + 4096);
+            kbuddy_heap h;
+            kbuddy_init(&h);
+            REQUIRE(kbuddy_add_region(&h, start, size) == KBUDDY_OK);
+            kbuddy_stats st = stats_of(&h);
+            CHECK_EQ(st.total + st.overhead, size);
+            CHECK(st.total > 0);
+            CHECK_EQ(st.total % UNIT, 0);
+            CHECK_EQ(st.regions, 1);
+            CHECK_EQ(st.allocated, 0);
+            CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+            CHECK(walk_is_well_formed(&h));
+            /* Every byte it can hand out lies in the region. */
+            void **v;
+            size_t n = fill_with_units(&h, &v);
+            CHECK_EQ(n * UNIT, st.total);
+            if (n) {
+                CHECK((uintptr_t)v[0] > (uintptr_t)start);
+                CHECK((uintptr_t)v[n - 1] + UNIT <= (uintptr_t)start + size);
+            }
+            for (size_t i = 0; i < n; i++)
+                memset(v[i], 0x11, UNIT);
+            /* Nothing outside the region was written. */
+            CHECK(bytes_are(a, (size_t)(start - a), ARENA_FILL));
+            CHECK(bytes_are(start + size, 4096, ARENA_FILL));
+            for (size_t i = 0; i < n; i++)
+                CHECK_STATUS(kbuddy_free(&h, v[i]), KBUDDY_OK);
+            CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+            free(v);
+        }
+    }
+    free(a);
+}
+
+TEST(total_plus_overhead_equals_the_bytes_of_all_regions) {
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    size_t bytes = 0, total = 0;
+    for (size_t i = 0; i < 16; i++) {
+        size_t size = 1000 + i * 3001;
+        unsigned char *start = a + i * 65536 + i * 5;
+        REQUIRE(kbuddy_add_region(&h, start, size) == KBUDDY_OK);
+        bytes += size;
+        kbuddy_stats st = stats_of(&h);
+        CHECK(st.total > total);
+        total = st.total;
+        CHECK_EQ(st.total + st.overhead, bytes);
+        CHECK_EQ(st.regions, i + 1);
+    }
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
+TEST(bookkeeping_of_a_large_region_is_about_four_percent) {
+    unsigned char *a = arena_new(1 << 22);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 3, (1 << 22) - 3) == KBUDDY_OK);
+    kbuddy_stats st = stats_of(&h);
+    /* 1 control byte + ~2 bits per 32-byte block: 3.9%; allow rounding. */
+    CHECK(st.overhead * 1000 <= ((size_t)(1 << 22) - 3) * 42);
+    CHECK(st.overhead * 1000 >= ((size_t)(1 << 22) - 3) * 35);
+    free(a);
+}
+
+TEST(many_regions_are_managed_independently) {
+    enum { NREG = 100, SLOT = 2048 };
+    unsigned char *a = arena_new(NREG * SLOT);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    uintptr_t lo[NREG], hi[NREG];
+    size_t bytes = 0;
+    /* Added in a scrambled order, at odd offsets and sizes. */
+    for (size_t k = 0; k < NREG; k++) {
+        size_t i = (k * 37) % NREG;
+        size_t off = (i * 13) % 61, size = 900 + (i * 7) % 1000;
+        lo[i] = (uintptr_t)(a + i * SLOT + off);
+        hi[i] = lo[i] + size;
+        REQUIRE(kbuddy_add_region(&h, a + i * SLOT + off, size) == KBUDDY_OK);
+        bytes += size;
+    }
+    kbuddy_stats st = stats_of(&h);
+    CHECK_EQ(st.regions, NREG);
+    CHECK_EQ(st.total + st.overhead, bytes);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    CHECK(walk_is_well_formed(&h));
+
+    void **v;
+    size_t n = fill_with_units(&h, &v);
+    CHECK_EQ(n * UNIT, st.total);
+    /* Every block lies inside one region, and every region serves some. */
+    size_t per[NREG] = {0};
+    for (size_t j = 0; j < n; j++) {
+        uintptr_t p = (uintptr_t)v[j];
+        size_t r = (size_t)((p - (uintptr_t)a) / SLOT);
+        REQUIRE(r < NREG);
+        CHECK(p >= lo[r] && p + UNIT <= hi[r]);
+        per[r]++;
+    }
+    for (size_t r = 0; r < NREG; r++)
+        CHECK(per[r] > 0);
+    /* Pointers in the gaps between regions are foreign. */
+    for (size_t r = 0; r + 1 < NREG; r++) {
+        CHECK_STATUS(kbuddy_free(&h, (void *)(uintptr_t)hi[r]), KBUDDY_EFOREIGN);
+        CHECK_STATUS(kbuddy_free(&h, (void *)(uintptr_t)(lo[r + 1] - 1)), KBUDDY_EFOREIGN);
+    }
+    /* Free in an order that hops between regions. */
+    size_t stride = scatter_stride(n);
+    for (size_t j = 0; j < n; j++)
+        CHECK_STATUS(kbuddy_free(&h, v[j * stride % n]), KBUDDY_OK);
+    st = stats_of(&h);
+    CHECK_EQ(st.allocated, 0);
+    CHECK_EQ(st.allocations, 0);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(v);
+    free(a);
+}
+
+TEST(region_can_be_added_at_any_time_below_between_and_above) {
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 400000, 100000) == KBUDDY_OK);
+    void *p = kbuddy_alloc(&h, 5000, 1);
+    REQUIRE(p);
+    fill(p, 5000, 7);
+    size_t bytes = 100000, total = stats_of(&h).total;
+    /* Above, below, and between existing regions, with allocations live. */
+    static const size_t offs[] = {800000, 1000, 600000, 200000};
+    for (size_t i = 0; i < 4; i++) {
+        REQUIRE(kbuddy_add_region(&h, a + offs[i] + i, 90000 - i) == KBUDDY_OK);
+        bytes += 90000 - i;
+        kbuddy_stats st = stats_of(&h);
+        CHECK(st.total > total);
+        total = st.total;
+        CHECK_EQ(st.total + st.overhead, bytes);
+        CHECK_EQ(st.regions, i + 2);
+        CHECK_EQ(st.allocations, 1);
+        CHECK_EQ(st.allocated, round_units(5000));
+        CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+        CHECK(walk_is_well_formed(&h));
+        CHECK(holds(p, 5000, 7));
+    }
+    /* The lowest region, added fourth-last, now serves first. */
+    void *q = kbuddy_alloc(&h, 100, 1);
+    CHECK((uintptr_t)q >= (uintptr_t)(a + 1000) && (uintptr_t)q < (uintptr_t)(a + 91000));
+    CHECK_STATUS(kbuddy_free(&h, q), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_free_sized(&h, p, 5000, 1), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
+TEST(add_region_rejects_null_heap_null_start_and_size_zero) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 8192, 8192) == KBUDDY_OK);
+    CHECK_STATUS(kbuddy_add_region(NULL, a, 4096), KBUDDY_EINVAL);
+    CHECK_REFUSED(&h, a, 1 << 16, kbuddy_add_region(&h, NULL, 4096), KBUDDY_EINVAL);
+    CHECK_REFUSED(&h, a, 1 << 16, kbuddy_add_region(&h, a, 0), KBUDDY_EINVAL);
+    CHECK_REFUSED(&h, a, 1 << 16, kbuddy_add_region(&h, a + 8192, 0), KBUDDY_EINVAL);
+    free(a);
+}
+
+TEST(add_region_rejects_a_range_that_wraps_around_the_address_space) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    /* None of these ranges is ever touched: the check comes first. */
+    CHECK_REFUSED(&h, a, 1 << 16,
+                  kbuddy_add_region(&h, (void *)(UINTPTR_MAX - 4095), 8192), KBUDDY_EINVAL);
+    CHECK_REFUSED(&h, a, 1 << 16,
+                  kbuddy_add_region(&h, (void *)(UINTPTR_MAX - 4095), 4097), KBUDDY_EINVAL);
+    CHECK_REFUSED(&h, a, 1 << 16, kbuddy_add_region(&h, (void *)(uintptr_t)4096, SIZE_MAX),
+                  KBUDDY_EINVAL);
+    CHECK_REFUSED(&h, a, 1 << 16, kbuddy_add_region(&h, a, SIZE_MAX), KBUDDY_EINVAL);
+    free(a);
+}
+
+/* The smallest region accepted at this start, by search. */
+static size_t smallest_region(unsigned char *start) {
+    for (size_t size = 1; size < 4096; size++) {
+        kbuddy_heap h;
+        kbuddy_init(&h);
+        if (kbuddy_add_region(&h, start, size) == KBUDDY_OK)
+            return size;
+    }
+    return 0;
+}
+
+TEST(region_too_small_for_bookkeeping_is_rejected_with_enomem) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    for (size_t off = 0; off < 64; off++) {
+        unsigned char *start = a + 8192 + off;
+        size_t min = smallest_region(start);
+        REQUIRE(min > 1);
+        memset(a, ARENA_FILL, 1 << 16);
+        kbuddy_heap h;
+        kbuddy_init(&h);
+        REQUIRE(kbuddy_add_region(&h, a + 32768, 4096) == KBUDDY_OK);
+        size_t tries[] = {1, 2, 7, 8, 31, 64, 100, 150, min / 2, min - 2, min - 1};
+        for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++)
+            if (tries[i] > 0 && tries[i] < min)
+                CHECK_REFUSED(&h, a, 1 << 16, kbuddy_add_region(&h, start, tries[i]),
+                              KBUDDY_ENOMEM);
+        /* The smallest accepted region serves one minimum block. */
+        kbuddy_heap g;
+        kbuddy_init(&g);
+        REQUIRE(kbuddy_add_region(&g, start, min) == KBUDDY_OK);
+        kbuddy_stats st = stats_of(&g);
+        CHECK(st.total >= UNIT);
+        CHECK_EQ(st.total + st.overhead, min);
+        void *p = kbuddy_alloc(&g, UNIT, 1);
+        CHECK(p != NULL);
+        CHECK((uintptr_t)p >= (uintptr_t)start && (uintptr_t)p + UNIT <= (uintptr_t)start + min);
+        CHECK_STATUS(kbuddy_free(&g, p), KBUDDY_OK);
+        CHECK_STATUS(kbuddy_check(&g), KBUDDY_OK);
+    }
+    free(a);
+}
+
+/* ENOMEM means "cannot hold its bookkeeping and at least one minimum
+ * block". The smallest region accepted at a start address shows, through
+ * its first block, that bookkeeping plus one block fit in [start, end of
+ * that block): the bookkeeping for one unit is never larger than for more.
+ * So a region ending right there must be accepted too. */
+TEST(region_that_fits_bookkeeping_and_one_block_is_not_refused) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    size_t refused = 0;
+    for (size_t off = 0; off < 64; off++) {
+        unsigned char *start = a + 8192 + off;
+        size_t min = smallest_region(start);
+        REQUIRE(min > 0);
+        kbuddy_heap h;
+        kbuddy_init(&h);
+        REQUIRE(kbuddy_add_region(&h, start, min) == KBUDDY_OK);
+        wlist l = walk_of(&h);
+        REQUIRE(l.n > 0);
+        size_t fits = (size_t)(l.v[0].start + UNIT - (uintptr_t)start);
+        wlist_free(&l);
+        kbuddy_heap g;
+        kbuddy_init(&g);
+        kbuddy_status st = kbuddy_add_region(&g, start, fits);
+        if (st != KBUDDY_OK && refused++ == 0)
+            fprintf(stderr, "  start %% 64 == %zu: %zu bytes refused (%s), %zu accepted\n",
+                    (size_t)((uintptr_t)start % 64), fits, kbuddy_strerror(st), min);
+        if (st == KBUDDY_OK) {
+            void *p = kbuddy_alloc(&g, 1, 1);
+            CHECK(p != NULL);
+        }
+    }
+    CHECK_EQ(refused, 0);
+    free(a);
+}
+
+/* Any layout that works for [start, start + size) works for one byte more,
+ * so a larger region at the same start can never serve less. Sizes just
+ * past powers of two are where the bookkeeping grows a step. */
+TEST(larger_region_never_serves_less_memory) {
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    size_t worse = 0;
+    static const size_t offs[] = {0, 1, 17, 40};
+    for (size_t oi = 0; oi < 4; oi++) {
+        for (unsigned k = 9; k <= 19; k++) {
+            size_t prev = 0, prev_size = 0;
+            for (size_t size = ((size_t)1 << k) + 32; size <= ((size_t)1 << k) + 160; size++) {
+                kbuddy_heap h;
+                kbuddy_init(&h);
+                if (kbuddy_add_region(&h, a + offs[oi], size) != KBUDDY_OK)
+                    continue;
+                size_t total = stats_of(&h).total;
+                if (total < prev && worse++ < 3)
+                    fprintf(stderr, "  start %% 64 == %zu: %zu bytes serve %zu, %zu bytes serve %zu\n",
+                            (size_t)((uintptr_t)(a + offs[oi]) % 64), prev_size, prev, size, total);
+                prev = total;
+                prev_size = size;
+            }
+        }
+    }
+    CHECK_EQ(worse, 0);
+    free(a);
+}
+
+TEST(region_of_a_few_hundred_bytes_is_accepted_at_any_alignment) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    for (size_t off = 0; off < 128; off++) {
+        kbuddy_heap h;
+        kbuddy_init(&h);
+        CHECK_STATUS(kbuddy_add_region(&h, a + 4096 + off, 512), KBUDDY_OK);
+        CHECK(stats_of(&h).total >= UNIT);
+        CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    }
+    free(a);
+}
+
+TEST(eight_hundred_byte_region_serves_small_allocations) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    for (size_t off = 0; off < 128; off++) {
+        unsigned char *start = a + 4096 + off;
+        memset(a, ARENA_FILL, 1 << 16);
+        kbuddy_heap h;
+        kbuddy_init(&h);
+        REQUIRE(kbuddy_add_region(&h, start, 800) == KBUDDY_OK);
+        kbuddy_stats st = stats_of(&h);
+        CHECK_EQ(st.total + st.overhead, 800);
+        /* At least 8 minimum blocks: a third of the region. */
+        CHECK(st.total >= 8 * UNIT);
+        void *v[64];
+        size_t n = 0, user = 0;
+        while (n < 64 && (v[n] = kbuddy_alloc(&h, 1 + n % UNIT, 1)) != NULL) {
+            CHECK((uintptr_t)v[n] >= (uintptr_t)start);
+            CHECK((uintptr_t)v[n] + UNIT <= (uintptr_t)start + 800);
+            memset(launder(v[n]), (int)n, UNIT);
+            user += 1 + n % UNIT;
+            n++;
+        }
+        CHECK_EQ(n * UNIT, st.total);
+        CHECK_STATS(&h, 800, st.total, n * UNIT, user, n, 1);
+        CHECK(bytes_are(a, 4096 + off, ARENA_FILL));
+        CHECK(bytes_are(start + 800, (1 << 16) - 4096 - off - 800, ARENA_FILL));
+        for (size_t i = 0; i < n; i++) {
+            CHECK(bytes_are(v[i], UNIT, (unsigned char)i));
+            CHECK_STATUS(kbuddy_free_sized(&h, v[i], 1 + i % UNIT, 1), KBUDDY_OK);
+        }
+        CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    }
+    free(a);
+}
+
+TEST(overlapping_region_is_rejected_in_every_configuration) {
+    enum { LEN = 1 << 20 };
+    unsigned char *a = arena_new(LEN);
+    REQUIRE(a);
+    unsigned char *r1 = a + 100000 + 3, *r2 = a + 300000 + 5;
+    const size_t s1 = 50000, s2 = 70001;
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, r1, s1) == KBUDDY_OK);
+    REQUIRE(kbuddy_add_region(&h, r2, s2) == KBUDDY_OK);
+    void *p = kbuddy_alloc(&h, 3000, 1);
+    REQUIRE(p);
+    fill(p, 3000, 3);
+    struct {
+        unsigned char *start;
+        size_t size;
+    } cases[] = {
+        {r1, s1},                    /* identical                      */
+        {r1 + 1000, 2000},           /* inside                         */
+        {r1 + 1, s1 - 2},            /* inside, one byte short at both */
+        {r1 - 5000, 5001},           /* straddles the start by 1 byte  */
+        {r1 - 5000, 10000},          /* straddles the start            */
+        {r1 + s1 - 1, 5000},         /* straddles the end by 1 byte    */
+        {r1 + s1 - 2000, 8000},      /* straddles the end              */
+        {r1 - 1000, s1 + 2000},      /* contains                       */
+        {r1, s1 + 2000},             /* contains, same start           */
+        {r1 - 2000, s1 + 2000},      /* contains, same end             */
+        {r1 + s1 - 500, (size_t)(r2 - r1)}, /* bridges the gap into r2  */
+        {r2 - 1000, 1001},           /* straddles r2's start by 1 byte */
+        {r1 - 1000, (size_t)(r2 + s2 - r1) + 2000}, /* contains both  */
+        {r2 + s2 - 1, 4000},         /* straddles r2's end             */
+        {r2 + 20000, 1000},          /* inside r2                      */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK_REFUSED(&h, a, LEN, kbuddy_add_region(&h, cases[i].start, cases[i].size),
+                      KBUDDY_EOVERLAP);
+    CHECK(holds(p, 3000, 3));
+    /* Touching is not overlapping. */
+    size_t bytes = s1 + s2;
+    CHECK_STATUS(kbuddy_add_region(&h, r1 - 5000, 5000), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_add_region(&h, r1 + s1, (size_t)(r2 - (r1 + s1))), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_add_region(&h, r2 + s2, 5000), KBUDDY_OK);
+    bytes += 5000 + (size_t)(r2 - (r1 + s1)) + 5000;
+    kbuddy_stats st = stats_of(&h);
+    CHECK_EQ(st.regions, 5);
+    CHECK_EQ(st.total + st.overhead, bytes);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    CHECK(walk_is_well_formed(&h));
+    /* Now every byte of [r1 - 5000, r2 + s2 + 5000) is taken. */
+    CHECK_REFUSED(&h, a, LEN, kbuddy_add_region(&h, r1 - 6000, 1001), KBUDDY_EOVERLAP);
+    CHECK_REFUSED(&h, a, LEN, kbuddy_add_region(&h, r2 + s2 + 4999, 1000), KBUDDY_EOVERLAP);
+    free(a);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Allocation                                                                */
+/* ------------------------------------------------------------------------ */
+
+TEST(alloc_honours_every_power_of_two_alignment) {
+    /* 32 MiB, so that whole 8 MiB-aligned blocks lie well inside. */
+    enum { LEN = 32 << 20 };
+    unsigned char *a = arena_new(LEN);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 12345, LEN - 2 * 12345) == KBUDDY_OK);
+    kbuddy_stats empty = stats_of(&h);
+    /* Alone, and with a growing crowd of live allocations. */
+    void *live[32];
+    size_t nlive = 0;
+    for (unsigned s = 0; s <= 22; s++) {
+        size_t align = (size_t)1 << s;
+        size_t sizes[] = {1, 100, align, align + 1};
+        for (size_t i = 0; i < 4; i++) {
+            void *p = kbuddy_alloc(&h, sizes[i], align);
+            if (!p)
+                fprintf(stderr, "  alloc(%zu, %zu) failed, largest free %zu\n", sizes[i], align,
+                        stats_of(&h).largest_free);
+            REQUIRE(p);
+            size_t need = align > UNIT ? align : UNIT;
+            CHECK_EQ((uintptr_t)p % need, 0);
+            CHECK_EQ(kbuddy_usable_size(&h, p), round_units(sizes[i]));
+            memset(p, 0x33, sizes[i]);
+            CHECK_STATUS(kbuddy_free_sized(&h, p, sizes[i], align), KBUDDY_OK);
+        }
+        void *q = kbuddy_alloc(&h, 3 * UNIT, align);
+        REQUIRE(q);
+        CHECK_EQ((uintptr_t)q % (align > UNIT ? align : UNIT), 0);
+        fill(q, 3 * UNIT, s);
+        live[nlive++] = q;
+    }
+    for (size_t i = 0; i < nlive; i++) {
+        CHECK(holds(live[i], 3 * UNIT, i));
+        CHECK_STATUS(kbuddy_free(&h, live[i]), KBUDDY_OK);
+    }
+    kbuddy_stats st = stats_of(&h);
+    CHECK(stats_equal(&st, &empty));
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
+TEST(alloc_alignment_is_absolute_not_relative_to_the_region) {
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    for (size_t off = 1; off < 200; off += 37) {
+        kbuddy_heap h;
+        kbuddy_init(&h);
+        REQUIRE(kbuddy_add_region(&h, a + off, (1 << 20) - off) == KBUDDY_OK);
+        for (unsigned s = 6; s <= 16; s++) {
+            size_t align = (size_t)1 << s;
+            void *p = kbuddy_alloc(&h, 40, align);
+            REQUIRE(p);
+            CHECK_EQ((uintptr_t)p & (align - 1), 0);
+        }
+        CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    }
+    free(a);
+}
+
+TEST(alloc_with_align_zero_or_not_power_of_two_returns_null) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    static const size_t bad[] = {0, 3, 5, 6, 12, 48, 100, 4097, SIZE_MAX, SIZE_MAX / 2};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK_NULL_UNCHANGED(&h, a, 1 << 16, kbuddy_alloc(&h, 16, opaque(bad[i])));
+    free(a);
+}
+
+TEST(alloc_with_alignment_beyond_any_block_returns_null) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    CHECK_NULL_UNCHANGED(&h, a, 1 << 16, kbuddy_alloc(&h, 1, opaque((size_t)1 << 17)));
+    CHECK_NULL_UNCHANGED(&h, a, 1 << 16, kbuddy_alloc(&h, 1, opaque((size_t)1 << 40)));
+    CHECK_NULL_UNCHANGED(&h, a, 1 << 16, kbuddy_alloc(&h, 1, opaque(SIZE_MAX / 2 + 1)));
+    free(a);
+}
+
+TEST(alloc_of_size_zero_gives_unique_minimum_blocks) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    void *v[100];
+    for (size_t i = 0; i < 100; i++) {
+        v[i] = kbuddy_alloc(&h, 0, 1);
+        REQUIRE(v[i]);
+        CHECK_EQ(kbuddy_usable_size(&h, v[i]), UNIT);
+        CHECK_STATS(&h, 1 << 16, total, (i + 1) * UNIT, 0, i + 1, 1);
+        for (size_t j = 0; j < i; j++)
+            CHECK(v[j] != v[i]);
+        memset(launder(v[i]), (int)i, UNIT); /* a whole minimum block is usable */
+    }
+    for (size_t i = 0; i < 100; i++) {
+        CHECK(bytes_are(v[i], UNIT, (unsigned char)i));
+        CHECK_STATUS(kbuddy_free_sized(&h, v[i], 0, 1), KBUDDY_OK);
+    }
+    CHECK_STATS(&h, 1 << 16, total, 0, 0, 0, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
+static int oom_calls;
+static bool oom_count_and_decline(kbuddy_heap *heap, size_t size, size_t align, void *ctx) {
+    (void)heap, (void)size, (void)align, (void)ctx;
+    oom_calls++;
+    return false;
+}
+
+TEST(alloc_of_overflowing_size_returns_null) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    kbuddy_set_oom_handler(&h, oom_count_and_decline, NULL);
+    oom_calls = 0;
+    /* Rounding these up to a minimum block overflows: no block is looked
+     * for, so the handler is not asked either. */
+    static const size_t over[] = {SIZE_MAX, SIZE_MAX - 1, SIZE_MAX - (UNIT - 2)};
+    for (size_t i = 0; i < 3; i++) {
+        CHECK_NULL_UNCHANGED(&h, a, 1 << 16, kbuddy_alloc(&h, opaque(over[i]), 1));
+        CHECK_NULL_UNCHANGED(&h, a, 1 << 16, kbuddy_alloc(&h, opaque(over[i]), 4096));
+    }
+    CHECK_EQ(oom_calls, 0);
+    /* Huge but representable: no block is large enough. */
+    static const size_t huge[] = {SIZE_MAX - (UNIT - 1), SIZE_MAX / 2, (size_t)1 << 40, 1 << 17};
+    for (size_t i = 0; i < 4; i++)
+        CHECK_NULL_UNCHANGED(&h, a, 1 << 16, kbuddy_alloc(&h, opaque(huge[i]), 1));
+    CHECK_EQ(oom_calls, 4);
+    free(a);
+}
+
+TEST(alloc_reserves_whole_minimum_blocks_and_no_more) {
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 20) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    size_t allocated = 0, user = 0, count = 0;
+    void *v[200];
+    for (size_t i = 0; i < 200; i++) {
+        size_t size = 1 + i * 37;
+        v[i] = kbuddy_alloc(&h, size, 1);
+        REQUIRE(v[i]);
+        allocated += round_units(size);
+        user += size;
+        count++;
+        CHECK_EQ(kbuddy_usable_size(&h, v[i]), round_units(size));
+        CHECK(walk_has_used(&h, v[i], round_units(size)));
+        CHECK_STATS(&h, 1 << 20, total, allocated, user, count, 1);
+    }
+    CHECK(walk_is_well_formed(&h));
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    for (size_t i = 0; i < 200; i++)
+        CHECK_STATUS(kbuddy_free_sized(&h, v[i], 1 + i * 37, 1), KBUDDY_OK);
+    CHECK_STATS(&h, 1 << 20, total, 0, 0, 0, 1);
+    free(a);
+}
+
+TEST(odd_sized_allocation_leaves_the_rest_of_its_block_free) {
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 20) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    /* 33 units are carved from a 64-unit block (the alignment forces its
+     * start); the other 31 go straight back to the free lists. */
+    void *p = kbuddy_alloc(&h, 33 * UNIT, 64 * UNIT);
+    REQUIRE(p);
+    CHECK_EQ((uintptr_t)p % (64 * UNIT), 0);
+    CHECK_STATS(&h, 1 << 20, total, 33 * UNIT, 33 * UNIT, 1, 1);
+    for (size_t u = 33; u < 64; u++)
+        CHECK(walk_says_free(&h, (uintptr_t)p + u * UNIT));
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_free(&h, p), KBUDDY_OK);
+    free(a);
+}
+
+TEST(exhausted_heap_returns_null_and_recovers_completely) {
+    unsigned char *a = arena_new(1 << 18);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 7, (1 << 18) - 7) == KBUDDY_OK);
+    snapshot fresh;
+    snap_take(&fresh, &h, a, 1 << 18);
+    void **v;
+    size_t n = fill_with_units(&h, &v);
+    CHECK_EQ(n * UNIT, fresh.st.total);
+    kbuddy_stats st = stats_of(&h);
+    CHECK_EQ(st.allocated, st.total);
+    CHECK_EQ(st.largest_free, 0);
+    CHECK_NULL_UNCHANGED(&h, a, 1 << 18, kbuddy_alloc(&h, 0, 1));
+    CHECK_NULL_UNCHANGED(&h, a, 1 << 18, kbuddy_alloc(&h, 1, 1));
+    CHECK_NULL_UNCHANGED(&h, a, 1 << 18, kbuddy_alloc(&h, 1, 4096));
+    /* Free in a scattered order; everything merges back. */
+    size_t stride = scatter_stride(n);
+    for (size_t i = 0; i < n; i++)
+        CHECK_STATUS(kbuddy_free(&h, v[i * stride % n]), KBUDDY_OK);
+    snapshot after;
+    snap_take(&after, &h, a, 1 << 18);
+    CHECK(walks_equal(&fresh.walk, &after.walk));
+    CHECK(stats_equal(&fresh.st, &after.st));
+    CHECK_STATUS(after.check, KBUDDY_OK);
+    snap_free(&fresh);
+    snap_free(&after);
+    free(v);
+    free(a);
+}
+
+TEST(alloc_prefers_the_lowest_region) {
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    unsigned char *hi = a + 500000, *lo = a + 100000;
+    REQUIRE(kbuddy_add_region(&h, hi, 20000) == KBUDDY_OK);
+    size_t hi_total = stats_of(&h).total;
+    REQUIRE(kbuddy_add_region(&h, lo, 20000) == KBUDDY_OK);
+    size_t lo_total = stats_of(&h).total - hi_total;
+    /* Every minimum block of the low region goes first. */
+    for (size_t i = 0; i < lo_total / UNIT; i++) {
+        void *p = kbuddy_alloc(&h, 1, 1);
+        REQUIRE(p);
+        CHECK((uintptr_t)p > (uintptr_t)lo && (uintptr_t)p < (uintptr_t)lo + 20000);
+    }
+    void *p = kbuddy_alloc(&h, 1, 1);
+    CHECK((uintptr_t)p > (uintptr_t)hi && (uintptr_t)p < (uintptr_t)hi + 20000);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
+TEST(alloc_takes_the_lowest_of_equal_free_blocks) {
+    unsigned char *a = arena_new(1 << 18);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 77, 100000) == KBUDDY_OK);
+    void **v;
+    size_t n = fill_with_units(&h, &v);
+    REQUIRE(n > 2000);
+    /* Single free units whose buddies stay allocated, freed high to low. */
+    static const size_t picks[] = {1901, 1503, 1001, 777, 403, 155};
+    uintptr_t freed[6];
+    for (size_t i = 0; i < 6; i++) {
+        size_t j = picks[i];
+        if (((uintptr_t)v[j] / UNIT) % 2 == 0)
+            j++; /* an odd unit: its buddy, the unit below, stays allocated */
+        CHECK_STATUS(kbuddy_free(&h, v[j]), KBUDDY_OK);
+        freed[5 - i] = (uintptr_t)v[j];
+    }
+    /* They come back lowest first. */
+    for (size_t i = 0; i < 6; i++) {
+        void *p = kbuddy_alloc(&h, UNIT, 1);
+        CHECK_EQ((uintptr_t)p, freed[i]);
+    }
+    CHECK(kbuddy_alloc(&h, 1, 1) == NULL);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(v);
+    free(a);
+}
+
+/* The header promises address-ordered placement: "the lowest suitable block
+ * is used". Read as narrowly as possible, a suitable block is a free buddy
+ * block large enough for the request on its own; so in a fresh region an
+ * allocation may never land above the lowest such block. */
+TEST(alloc_uses_the_lowest_suitable_free_block) {
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    static const size_t sizes[] = {1, 3 * UNIT, 1000, 5000, 20000};
+    size_t wrong = 0;
+    for (size_t off = 0; off < 8192; off += 256) {
+        for (size_t si = 0; si < 5; si++) {
+            kbuddy_heap h;
+            kbuddy_init(&h);
+            REQUIRE(kbuddy_add_region(&h, a + off, 300000) == KBUDDY_OK);
+            size_t block = UNIT;
+            while (block < sizes[si])
+                block *= 2;
+            wlist l = walk_of(&h);
+            uintptr_t lowest = UINTPTR_MAX;
+            for (size_t i = 0; i < l.n; i++)
+                if (!l.v[i].used && l.v[i].size >= block) {
+                    lowest = l.v[i].start;
+                    break;
+                }
+            wlist_free(&l);
+            REQUIRE(lowest != UINTPTR_MAX);
+            void *p = kbuddy_alloc(&h, sizes[si], 1);
+            REQUIRE(p);
+            if ((uintptr_t)p > lowest && wrong++ < 3)
+                fprintf(stderr,
+                        "  fresh region at arena+%zu: alloc(%zu, 1) at +%zu, above a free "
+                        "block of >= %zu bytes at +%zu\n",
+                        off, sizes[si], (size_t)((uintptr_t)p - (uintptr_t)(a + off)), block,
+                        (size_t)(lowest - (uintptr_t)(a + off)));
+        }
+    }
+    CHECK_EQ(wrong, 0);
+    free(a);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Free                                                                      */
+/* ------------------------------------------------------------------------ */
+
+TEST(free_of_null_is_ok_and_changes_nothing) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    void *p = kbuddy_alloc(&h, 10, 1);
+    REQUIRE(p);
+    CHECK_REFUSED(&h, a, 1 << 16, kbuddy_free(&h, NULL), KBUDDY_OK);
+    CHECK_REFUSED(&h, a, 1 << 16, kbuddy_free_sized(&h, NULL, 10, 1), KBUDDY_OK);
+    CHECK_REFUSED(&h, a, 1 << 16, kbuddy_free_sized(&h, NULL, 0, 0), KBUDDY_OK);
+    static kbuddy_heap empty = KBUDDY_HEAP_INIT;
+    CHECK_STATUS(kbuddy_free(&empty, NULL), KBUDDY_OK);
+    free(a);
+}
+
+/* A heap with two regions and a few live allocations, for the refusal
+ * tests. */
+typedef struct {
+    unsigned char *a;
+    kbuddy_heap h;
+    unsigned char *r1, *r2;
+    size_t s1, s2;
+    void *p[4];
+    size_t size[4];
+} fixture;
+
+#define FIX_LEN ((size_t)1 << 20)
+
+static bool fixture_setup(fixture *f) {
+    f->a = arena_new(FIX_LEN);
+    if (!f->a)
+        return false;
+    kbuddy_init(&f->h);
+    f->r1 = f->a + 65536 + 13;
+    f->s1 = 200000;
+    f->r2 = f->a + 524288 + 3;
+    f->s2 = 100003;
+    if (kbuddy_add_region(&f->h, f->r2, f->s2) != KBUDDY_OK ||
+        kbuddy_add_region(&f->h, f->r1, f->s1) != KBUDDY_OK)
+        return false;
+    static const size_t sizes[4] = {1, 100, 5000, 40000};
+    for (size_t i = 0; i < 4; i++) {
+        f->size[i] = sizes[i];
+        f->p[i] = kbuddy_alloc(&f->h, sizes[i], 1);
+        if (!f->p[i])
+            return false;
+        fill(f->p[i], sizes[i], 100 + i);
+    }
+    return true;
+}
+
+static bool fixture_intact(const fixture *f) {
+    for (size_t i = 0; i < 4; i++)
+        if (f->p[i] && !holds(f->p[i], f->size[i], 100 + i))
+            return false;
+    return true;
+}
+
+TEST(free_of_foreign_pointer_is_rejected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    int on_stack;
+    static char in_data[64];
+    void *foreign[] = {
+        &on_stack, in_data, f.a, f.a + 65536, f.r1 - 1, f.r1 + f.s1, f.r1 + f.s1 + 1000,
+        f.r2 - 1, f.r2 + f.s2, f.a + FIX_LEN - UNIT, (void *)(uintptr_t)UNIT,
+        (void *)(UINTPTR_MAX & ~(uintptr_t)(UNIT - 1)),
+    };
+    for (size_t i = 0; i < sizeof foreign / sizeof foreign[0]; i++) {
+        CHECK_REFUSED(&f.h, f.a, FIX_LEN, kbuddy_free(&f.h, foreign[i]), KBUDDY_EFOREIGN);
+        CHECK_REFUSED(&f.h, f.a, FIX_LEN, kbuddy_free_sized(&f.h, foreign[i], 1, 1),
+                      KBUDDY_EFOREIGN);
+    }
+    CHECK(fixture_intact(&f));
+    free(f.a);
+}
+
+TEST(free_of_interior_pointer_is_rejected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    for (size_t i = 1; i < 4; i++) {
+        unsigned char *p = f.p[i];
+        size_t usable = kbuddy_usable_size(&f.h, p);
+        size_t offs[] = {UNIT, 2 * UNIT, usable - UNIT, usable / 2 / UNIT * UNIT};
+        for (size_t j = 0; j < 4; j++) {
+            if (offs[j] == 0 || offs[j] >= usable)
+                continue;
+            CHECK_REFUSED(&f.h, f.a, FIX_LEN, kbuddy_free(&f.h, p + offs[j]), KBUDDY_EBADPTR);
+            CHECK_REFUSED(&f.h, f.a, FIX_LEN,
+                          kbuddy_free_sized(&f.h, p + offs[j], f.size[i], 1), KBUDDY_EBADPTR);
+        }
+    }
+    CHECK(fixture_intact(&f));
+    free(f.a);
+}
+
+TEST(free_of_misaligned_pointer_is_rejected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    for (size_t i = 0; i < 4; i++) {
+        unsigned char *p = f.p[i];
+        size_t offs[] = {1, 8, UNIT / 2, UNIT - 1, UNIT + 1};
+        for (size_t j = 0; j < 5; j++) {
+            CHECK_REFUSED(&f.h, f.a, FIX_LEN, kbuddy_free(&f.h, p + offs[j]), KBUDDY_EBADPTR);
+            CHECK_REFUSED(&f.h, f.a, FIX_LEN, kbuddy_free(&f.h, p - offs[j]), KBUDDY_EBADPTR);
+        }
+    }
+    /* Misaligned pointers into free memory are not "double frees". */
+    wlist l = walk_of(&f.h);
+    for (size_t i = 0; i < l.n; i++)
+        if (!l.v[i].used)
+            CHECK_REFUSED(&f.h, f.a, FIX_LEN, kbuddy_free(&f.h, (void *)(l.v[i].start + 3)),
+                          KBUDDY_EBADPTR);
+    wlist_free(&l);
+    CHECK(fixture_intact(&f));
+    free(f.a);
+}
+
+TEST(free_of_pointer_into_region_bookkeeping_is_rejected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    unsigned char *regions[2] = {f.r1, f.r2};
+    size_t sizes[2] = {f.s1, f.s2};
+    wlist l = walk_of(&f.h);
+    for (size_t r = 0; r < 2; r++) {
+        /* The first block the region serves: everything before it is the
+         * region's bookkeeping. */
+        uintptr_t first = UINTPTR_MAX, last_end = 0;
+        for (size_t i = 0; i < l.n; i++) {
+            uintptr_t s = l.v[i].start;
+            if (s >= (uintptr_t)regions[r] && s < (uintptr_t)regions[r] + sizes[r]) {
+                first = s < first ? s : first;
+                last_end = s + l.v[i].size > last_end ? s + l.v[i].size : last_end;
+            }
+        }
+        REQUIRE(first != UINTPTR_MAX);
+        for (uintptr_t q = (uintptr_t)regions[r]; q < first; q += 88)
+            CHECK_REFUSED(&f.h, f.a, FIX_LEN, kbuddy_free(&f.h, (void *)q), KBUDDY_EBADPTR);
+        CHECK_REFUSED(&f.h, f.a, FIX_LEN, kbuddy_free(&f.h, (void *)(first - UNIT)),
+                      KBUDDY_EBADPTR);
+        /* And past the last block: the tail too short to be used. */
+        for (uintptr_t q = last_end; q < (uintptr_t)regions[r] + sizes[r]; q += 8)
+            CHECK_REFUSED(&f.h, f.a, FIX_LEN, kbuddy_free(&f.h, (void *)q), KBUDDY_EBADPTR);
+        CHECK_REFUSED(&f.h, f.a, FIX_LEN,
+                      kbuddy_free(&f.h, regions[r] + sizes[r] - 1), KBUDDY_EBADPTR);
+    }
+    wlist_free(&l);
+    CHECK(fixture_intact(&f));
+    free(f.a);
+}
+
+TEST(double_free_is_rejected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    for (size_t i = 0; i < 4; i++) {
+        CHECK_STATUS(kbuddy_free(&f.h, f.p[i]), KBUDDY_OK);
+        void *dead = f.p[i];
+        f.p[i] = NULL;
+        CHECK_REFUSED(&f.h, f.a, FIX_LEN, kbuddy_free(&f.h, dead), KBUDDY_EDOUBLEFREE);
+        CHECK_REFUSED(&f.h, f.a, FIX_LEN, kbuddy_free_sized(&f.h, dead, f.size[i], 1),
+                      KBUDDY_EDOUBLEFREE);
+        /* Its other minimum blocks are free too. */
+        if (f.size[i] > UNIT)
+            CHECK_REFUSED(&f.h, f.a, FIX_LEN, kbuddy_free(&f.h, (unsigned char *)dead + UNIT),
+                          KBUDDY_EDOUBLEFREE);
+        CHECK(fixture_intact(&f));
+    }
+    /* Never-allocated free memory reads as already free, too. */
+    wlist l = walk_of(&f.h);
+    for (size_t i = 0; i < l.n; i++)
+        if (!l.v[i].used)
+            CHECK_REFUSED(&f.h, f.a, FIX_LEN, kbuddy_free(&f.h, (void *)l.v[i].start),
+                          KBUDDY_EDOUBLEFREE);
+    wlist_free(&l);
+    CHECK_STATUS(kbuddy_check(&f.h), KBUDDY_OK);
+    free(f.a);
+}
+
+TEST(free_sized_accepts_the_size_and_any_alignment_the_block_has) {
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 1, (1 << 20) - 1) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    for (size_t size = 0; size < 3000; size += 97) {
+        for (unsigned s = 0; s <= 12; s++) {
+            size_t align = (size_t)1 << s;
+            void *p = kbuddy_alloc(&h, size, align);
+            REQUIRE(p);
+            CHECK_STATS(&h, (1 << 20) - 1, total, round_units(size), size, 1, 1);
+            /* Any power of two the block is aligned to is a true statement. */
+            size_t stated = s % 2 ? align : 1;
+            CHECK_STATUS(kbuddy_free_sized(&h, p, size, stated), KBUDDY_OK);
+            CHECK_STATS(&h, (1 << 20) - 1, total, 0, 0, 0, 1);
+        }
+    }
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
+TEST(free_sized_with_wrong_size_is_rejected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    for (size_t i = 0; i < 4; i++) {
+        size_t usable = kbuddy_usable_size(&f.h, f.p[i]);
+        size_t wrong[] = {f.size[i] + 1, f.size[i] - 1, usable, usable + 1, 0, SIZE_MAX};
+        for (size_t j = 0; j < 6; j++) {
+            if (wrong[j] == f.size[i])
+                continue;
+            CHECK_REFUSED(&f.h, f.a, FIX_LEN, kbuddy_free_sized(&f.h, f.p[i], wrong[j], 1),
+                          KBUDDY_ESIZE);
+        }
+    }
+    CHECK(fixture_intact(&f));
+    for (size_t i = 0; i < 4; i++)
+        CHECK_STATUS(kbuddy_free_sized(&f.h, f.p[i], f.size[i], 1), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_check(&f.h), KBUDDY_OK);
+    free(f.a);
+}
+
+TEST(free_sized_with_bad_alignment_is_rejected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    for (size_t i = 0; i < 4; i++) {
+        uintptr_t p = (uintptr_t)f.p[i];
+        size_t unaligned = (size_t)(p & (~p + 1)) * 2; /* one more than it has */
+        size_t bad[] = {0, 3, 24, 96, unaligned, unaligned * 4};
+        for (size_t j = 0; j < 6; j++)
+            CHECK_REFUSED(&f.h, f.a, FIX_LEN,
+                          kbuddy_free_sized(&f.h, f.p[i], f.size[i], bad[j]), KBUDDY_ESIZE);
+    }
+    CHECK(fixture_intact(&f));
+    free(f.a);
+}
+
+TEST(free_sized_reports_pointer_errors_before_size_errors) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    CHECK_REFUSED(&f.h, f.a, FIX_LEN, kbuddy_free_sized(&f.h, f.a, 7, 3), KBUDDY_EFOREIGN);
+    CHECK_REFUSED(&f.h, f.a, FIX_LEN,
+                  kbuddy_free_sized(&f.h, (unsigned char *)f.p[3] + UNIT, 7, 3), KBUDDY_EBADPTR);
+    CHECK_STATUS(kbuddy_free(&f.h, f.p[2]), KBUDDY_OK);
+    CHECK_REFUSED(&f.h, f.a, FIX_LEN, kbuddy_free_sized(&f.h, f.p[2], 7, 3),
+                  KBUDDY_EDOUBLEFREE);
+    free(f.a);
+}
+
+TEST(free_merges_buddies_back_to_the_fresh_state) {
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 5, 600000) == KBUDDY_OK);
+    snapshot fresh;
+    snap_take(&fresh, &h, a, 1 << 20);
+    void *v[300];
+    for (size_t i = 0; i < 300; i++) {
+        v[i] = kbuddy_alloc(&h, (i * 131) % 1500, (size_t)1 << (i % 9));
+        REQUIRE(v[i]);
+    }
+    for (size_t i = 0; i < 300; i += 2)
+        CHECK_STATUS(kbuddy_free(&h, v[i]), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    for (size_t i = 299; i < 300; i -= 2)
+        CHECK_STATUS(kbuddy_free(&h, v[i]), KBUDDY_OK);
+    wlist l = walk_of(&h);
+    CHECK(walks_equal(&l, &fresh.walk));
+    kbuddy_stats st = stats_of(&h);
+    CHECK(stats_equal(&st, &fresh.st));
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    wlist_free(&l);
+    snap_free(&fresh);
+    free(a);
+}
+
+/* W7: N frees, each merging with a free buddy. The work per free must not
+ * depend on N (not timed here); this checks the result at N = 50,000. */
+TEST(freeing_fifty_thousand_blocks_with_free_buddies_restores_the_heap) {
+    enum { N = 50000 };
+    size_t len = (size_t)5 << 20;
+    unsigned char *a = arena_new(len);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, len) == KBUDDY_OK);
+    snapshot fresh;
+    snap_take(&fresh, &h, a, 0);
+    void **v;
+    size_t n = fill_with_units(&h, &v);
+    REQUIRE(n >= 2 * N + 2);
+    size_t total = fresh.st.total, live = n;
+    /* Free every unit whose number is odd: each one's buddy is in use. */
+    for (size_t i = 0; i < n; i++) {
+        if (((uintptr_t)v[i] / UNIT) & 1) {
+            CHECK_STATUS(kbuddy_free(&h, v[i]), KBUDDY_OK);
+            v[i] = NULL;
+            live--;
+        }
+    }
+    CHECK_STATS(&h, len, total, live * UNIT, live, live, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    /* Now N frees whose buddies are free: each merges upwards. */
+    size_t freed = 0;
+    for (size_t i = 0; i < n && freed < N; i++) {
+        if (v[i]) {
+            CHECK_STATUS(kbuddy_free(&h, v[i]), KBUDDY_OK);
+            v[i] = NULL;
+            live--;
+            freed++;
+            if (freed % 10000 == 0)
+                CHECK_STATS(&h, len, total, live * UNIT, live, live, 1);
+        }
+    }
+    CHECK_EQ(freed, N);
+    CHECK_STATS(&h, len, total, live * UNIT, live, live, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    CHECK(walk_is_well_formed(&h));
+    for (size_t i = 0; i < n; i++)
+        if (v[i])
+            CHECK_STATUS(kbuddy_free(&h, v[i]), KBUDDY_OK);
+    wlist l = walk_of(&h);
+    CHECK(walks_equal(&l, &fresh.walk));
+    kbuddy_stats st = stats_of(&h);
+    CHECK(stats_equal(&st, &fresh.st));
+    wlist_free(&l);
+    snap_free(&fresh);
+    free(v);
+    free(a);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Realloc                                                                   */
+/* ------------------------------------------------------------------------ */
+
+TEST(realloc_of_null_acts_as_alloc) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    void *p = kbuddy_realloc(&h, NULL, 100, 256);
+    REQUIRE(p);
+    CHECK_EQ((uintptr_t)p % 256, 0);
+    CHECK_EQ(kbuddy_usable_size(&h, p), 128);
+    CHECK_STATS(&h, 1 << 16, total, 128, 100, 1, 1);
+    void *z = kbuddy_realloc(&h, NULL, 0, 1);
+    REQUIRE(z);
+    CHECK_EQ(kbuddy_usable_size(&h, z), UNIT);
+    CHECK_STATS(&h, 1 << 16, total, 128 + UNIT, 100, 2, 1);
+    CHECK_NULL_UNCHANGED(&h, a, 1 << 16, kbuddy_realloc(&h, NULL, 100, opaque(3)));
+    CHECK_NULL_UNCHANGED(&h, a, 1 << 16, kbuddy_realloc(&h, NULL, opaque(SIZE_MAX), 1));
+    CHECK_STATUS(kbuddy_free_sized(&h, p, 100, 256), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_free_sized(&h, z, 0, 1), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
+TEST(realloc_to_a_size_that_fits_returns_the_same_pointer) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    void *p = kbuddy_alloc(&h, 100, 1);
+    REQUIRE(p);
+    fill(p, 100, 9);
+    static const size_t sizes[] = {100, 128, 97, 101, 100};
+    for (size_t i = 0; i < 5; i++) {
+        void *q = kbuddy_realloc(&h, p, sizes[i], 1);
+        CHECK(q == p);
+        CHECK_EQ(kbuddy_usable_size(&h, p), 128);
+        CHECK_STATS(&h, 1 << 16, total, 128, sizes[i], 1, 1);
+        CHECK(holds(p, 97, 9));
+    }
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_free_sized(&h, p, 100, 1), KBUDDY_OK);
+    free(a);
+}
+
+TEST(realloc_shrinks_in_place_and_frees_the_tail) {
+    unsigned char *a = arena_new(1 << 18);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 3, (1 << 18) - 3) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    void *p = kbuddy_alloc(&h, 5000, 1);
+    REQUIRE(p);
+    fill(p, 5000, 4);
+    static const size_t sizes[] = {4000, 1000, 333, 32, 1};
+    for (size_t i = 0; i < 5; i++) {
+        void *q = kbuddy_realloc(&h, p, sizes[i], 1);
+        CHECK(q == p);
+        CHECK(holds(p, sizes[i], 4));
+        CHECK_EQ(kbuddy_usable_size(&h, p), round_units(sizes[i]));
+        CHECK_STATS(&h, (1 << 18) - 3, total, round_units(sizes[i]), sizes[i], 1, 1);
+        CHECK(walk_has_used(&h, p, round_units(sizes[i])));
+        CHECK(walk_says_free(&h, (uintptr_t)p + round_units(sizes[i])));
+        CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    }
+    /* The tail is reusable: the heap is as free as with a 1-byte alloc. */
+    CHECK(largest_free_is_exact(&h));
+    CHECK_STATUS(kbuddy_free_sized(&h, p, 1, 1), KBUDDY_OK);
+    CHECK_STATS(&h, (1 << 18) - 3, total, 0, 0, 0, 1);
+    free(a);
+}
+
+TEST(realloc_grows_in_place_when_the_next_memory_is_free) {
+    unsigned char *a = arena_new(1 << 18);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 9, 100000) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    void **v;
+    size_t n = fill_with_units(&h, &v);
+    REQUIRE(n > 1000);
+    /* [A][free x 6][B]: A may grow to 7 units in place, not 8. */
+    size_t i = 500;
+    void *A = v[i];
+    for (size_t j = 1; j <= 6; j++)
+        CHECK_STATUS(kbuddy_free(&h, v[i + j]), KBUDDY_OK);
+    fill(A, UNIT, 21);
+    size_t live = n - 6;
+    static const size_t grow[] = {2 * UNIT, 2 * UNIT + 5, 4 * UNIT, 7 * UNIT};
+    for (size_t g = 0; g < 4; g++) {
+        void *q = kbuddy_realloc(&h, A, grow[g], 1);
+        CHECK(q == A);
+        CHECK(holds(A, UNIT, 21));
+        CHECK_EQ(kbuddy_usable_size(&h, A), round_units(grow[g]));
+        size_t extra = round_units(grow[g]) / UNIT - 1;
+        CHECK_STATS(&h, 100000, total, (live + extra) * UNIT,
+                    live - 1 + grow[g], live, 1);
+        CHECK(walk_has_used(&h, A, round_units(grow[g])));
+        CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    }
+    /* One more unit would run into B, and the heap is otherwise full. */
+    CHECK_NULL_UNCHANGED(&h, a, 1 << 18, kbuddy_realloc(&h, A, 8 * UNIT, 1));
+    CHECK(holds(A, UNIT, 21));
+    /* Free room elsewhere: now it moves, keeping the contents. */
+    fill(A, 7 * UNIT, 22);
+    for (size_t j = 800; j < 816; j++)
+        CHECK_STATUS(kbuddy_free(&h, v[j]), KBUDDY_OK);
+    void *q = kbuddy_realloc(&h, A, 8 * UNIT, 1);
+    REQUIRE(q);
+    CHECK(q != A);
+    CHECK(holds(q, 7 * UNIT, 22));
+    CHECK_EQ(kbuddy_usable_size(&h, q), 8 * UNIT);
+    CHECK_EQ(kbuddy_usable_size(&h, A), 0);
+    CHECK_STATUS(kbuddy_free(&h, A), KBUDDY_EDOUBLEFREE);
+    live -= 16;
+    CHECK_STATS(&h, 100000, total, (live + 7) * UNIT, live - 1 + 8 * UNIT, live, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(v);
+    free(a);
+}
+
+TEST(realloc_moves_when_it_cannot_grow_and_keeps_the_contents) {
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 17, (1 << 20) - 17) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    void **v;
+    size_t n = fill_with_units(&h, &v);
+    REQUIRE(n > 4096);
+    /* Free one aligned 16-unit block low down and one 128-unit block
+     * higher up; everything else stays allocated. */
+    size_t i16 = 0, i128 = n / 2;
+    while (((uintptr_t)v[i16] / UNIT) % 16)
+        i16++;
+    while (((uintptr_t)v[i128] / UNIT) % 128)
+        i128++;
+    REQUIRE(i128 + 128 <= n);
+    for (size_t j = 0; j < 16; j++)
+        CHECK_STATUS(kbuddy_free(&h, v[i16 + j]), KBUDDY_OK);
+    for (size_t j = 0; j < 128; j++)
+        CHECK_STATUS(kbuddy_free(&h, v[i128 + j]), KBUDDY_OK);
+    size_t others = n - 16 - 128;
+    /* 300 bytes (10 units) take the low block; unit 16 of it is in use. */
+    void *p = kbuddy_alloc(&h, 300, 1);
+    REQUIRE(p == v[i16]);
+    fill(p, 300, 31);
+    CHECK_STATS(&h, (1 << 20) - 17, total, (others + 10) * UNIT, others + 300, others + 1, 1);
+    /* Growing to 3000 bytes cannot happen in place: it moves. */
+    void *q = kbuddy_realloc(&h, p, 3000, 1);
+    REQUIRE(q);
+    CHECK(q == v[i128]);
+    CHECK(holds(q, 300, 31));
+    CHECK_EQ(kbuddy_usable_size(&h, q), round_units(3000));
+    CHECK_EQ(kbuddy_usable_size(&h, p), 0);
+    CHECK_STATUS(kbuddy_free(&h, p), KBUDDY_EDOUBLEFREE);
+    CHECK_STATS(&h, (1 << 20) - 17, total, others * UNIT + round_units(3000), others + 3000,
+                others + 1, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_free_sized(&h, q, 3000, 1), KBUDDY_OK);
+    for (size_t j = 0; j < n; j++)
+        if ((j < i16 || j >= i16 + 16) && (j < i128 || j >= i128 + 128))
+            CHECK_STATUS(kbuddy_free(&h, v[j]), KBUDDY_OK);
+    CHECK_STATS(&h, (1 << 20) - 17, total, 0, 0, 0, 1);
+    free(v);
+    free(a);
+}
+
+TEST(realloc_failure_returns_null_and_leaves_the_allocation_untouched) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    kbuddy_set_oom_handler(&f.h, oom_count_and_decline, NULL);
+    oom_calls = 0;
+    void *p = f.p[2];
+    /* No memory. */
+    CHECK_NULL_UNCHANGED(&f.h, f.a, FIX_LEN, kbuddy_realloc(&f.h, p, 1 << 20, 1));
+    CHECK_EQ(oom_calls, 1);
+    /* Invalid align, overflowing size. */
+    CHECK_NULL_UNCHANGED(&f.h, f.a, FIX_LEN, kbuddy_realloc(&f.h, p, 10, opaque(0)));
+    CHECK_NULL_UNCHANGED(&f.h, f.a, FIX_LEN, kbuddy_realloc(&f.h, p, 10, opaque(6)));
+    CHECK_NULL_UNCHANGED(&f.h, f.a, FIX_LEN, kbuddy_realloc(&f.h, p, opaque(SIZE_MAX), 1));
+    CHECK_NULL_UNCHANGED(&f.h, f.a, FIX_LEN,
+                         kbuddy_realloc(&f.h, p, opaque(SIZE_MAX - UNIT / 2), 1));
+    /* Not a live allocation of this heap. */
+    int local;
+    CHECK_NULL_UNCHANGED(&f.h, f.a, FIX_LEN, kbuddy_realloc(&f.h, &local, 10, 1));
+    CHECK_NULL_UNCHANGED(&f.h, f.a, FIX_LEN,
+                         kbuddy_realloc(&f.h, (unsigned char *)p + UNIT, 10, 1));
+    CHECK_NULL_UNCHANGED(&f.h, f.a, FIX_LEN,
+                         kbuddy_realloc(&f.h, (unsigned char *)p + 1, 10, 1));
+    CHECK_NULL_UNCHANGED(&f.h, f.a, FIX_LEN, kbuddy_realloc(&f.h, f.r1, 10, 1));
+    CHECK_STATUS(kbuddy_free(&f.h, f.p[1]), KBUDDY_OK);
+    void *dead = f.p[1];
+    f.p[1] = NULL;
+    CHECK_NULL_UNCHANGED(&f.h, f.a, FIX_LEN, kbuddy_realloc(&f.h, dead, 10, 1));
+    CHECK_EQ(oom_calls, 1);
+    CHECK(fixture_intact(&f));
+    free(f.a);
+}
+
+TEST(realloc_keeps_the_stated_alignment) {
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 1, (1 << 20) - 1) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    void *p = kbuddy_alloc(&h, 100, 4096);
+    REQUIRE(p);
+    CHECK_EQ((uintptr_t)p % 4096, 0);
+    fill(p, 100, 5);
+    static const size_t sizes[] = {5000, 200, 70000, 10};
+    size_t last = 100;
+    for (size_t i = 0; i < 4; i++) {
+        void *q = kbuddy_realloc(&h, p, sizes[i], 4096);
+        REQUIRE(q);
+        CHECK_EQ((uintptr_t)q % 4096, 0);
+        size_t keep = last < sizes[i] ? last : sizes[i];
+        CHECK(holds(q, keep, 5));
+        fill(q, sizes[i], 5);
+        last = sizes[i];
+        p = q;
+        CHECK_STATS(&h, (1 << 20) - 1, total, round_units(sizes[i]), sizes[i], 1, 1);
+    }
+    /* A block that lacks the stated alignment is moved to one that has it. */
+    void *r = kbuddy_alloc(&h, 64, 1);
+    REQUIRE(r);
+    if ((uintptr_t)r % 8192 == 0) { /* make sure it is not 8 KiB aligned */
+        void *r2 = kbuddy_alloc(&h, 64, 1);
+        REQUIRE(r2);
+        CHECK_STATUS(kbuddy_free(&h, r), KBUDDY_OK);
+        r = r2;
+    }
+    REQUIRE((uintptr_t)r % 8192 != 0);
+    fill(r, 64, 6);
+    void *s = kbuddy_realloc(&h, r, 64, 8192);
+    REQUIRE(s);
+    CHECK(s != r);
+    CHECK_EQ((uintptr_t)s % 8192, 0);
+    CHECK(holds(s, 64, 6));
+    CHECK_EQ(kbuddy_usable_size(&h, r), 0);
+    CHECK_STATUS(kbuddy_free_sized(&h, s, 64, 8192), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_free_sized(&h, p, 10, 4096), KBUDDY_OK);
+    CHECK_STATS(&h, (1 << 20) - 1, total, 0, 0, 0, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
+TEST(realloc_to_size_zero_gives_a_minimum_block_not_a_free) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    void *p = kbuddy_alloc(&h, 1000, 1);
+    REQUIRE(p);
+    void *q = kbuddy_realloc(&h, p, 0, 1);
+    CHECK(q == p);
+    CHECK_EQ(kbuddy_usable_size(&h, q), UNIT);
+    CHECK_STATS(&h, 1 << 16, total, UNIT, 0, 1, 1);
+    CHECK_STATUS(kbuddy_free_sized(&h, q, 1, 1), KBUDDY_ESIZE);
+    CHECK_STATUS(kbuddy_free_sized(&h, q, 0, 1), KBUDDY_OK);
+    CHECK_STATS(&h, 1 << 16, total, 0, 0, 0, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
+TEST(realloc_new_size_is_what_free_sized_expects) {
+    unsigned char *a = arena_new(1 << 18);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 18) == KBUDDY_OK);
+    void *p = kbuddy_alloc(&h, 50, 1);
+    REQUIRE(p);
+    p = kbuddy_realloc(&h, p, 70, 1);
+    REQUIRE(p);
+    CHECK_REFUSED(&h, a, 1 << 18, kbuddy_free_sized(&h, p, 50, 1), KBUDDY_ESIZE);
+    p = kbuddy_realloc(&h, p, 7000, 1);
+    REQUIRE(p);
+    CHECK_REFUSED(&h, a, 1 << 18, kbuddy_free_sized(&h, p, 70, 1), KBUDDY_ESIZE);
+    CHECK_STATUS(kbuddy_free_sized(&h, p, 7000, 1), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
+/* ------------------------------------------------------------------------ */
+/* usable_size, statistics, check, walk                                      */
+/* ------------------------------------------------------------------------ */
+
+TEST(usable_size_is_the_size_rounded_up_to_minimum_blocks) {
+    unsigned char *a = arena_new(2 << 20);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 5, (2 << 20) - 10) == KBUDDY_OK);
+    for (size_t size = 0; size <= 4 * UNIT + 1; size++) {
+        void *p = kbuddy_alloc(&h, size, 1);
+        REQUIRE(p);
+        CHECK_EQ(kbuddy_usable_size(&h, p), round_units(size));
+        memset(launder(p), 0x77, kbuddy_usable_size(&h, p));
+        CHECK_STATUS(kbuddy_free(&h, p), KBUDDY_OK);
+    }
+    static const size_t big[] = {1000, 4096, 4097, 65535, 65536, 65537, 300000};
+    for (size_t i = 0; i < 7; i++) {
+        void *p = kbuddy_alloc(&h, big[i], 1);
+        REQUIRE(p);
+        CHECK_EQ(kbuddy_usable_size(&h, p), round_units(big[i]));
+        CHECK_STATUS(kbuddy_free(&h, p), KBUDDY_OK);
+    }
+    free(a);
+}
+
+TEST(usable_size_of_anything_but_a_live_allocation_is_zero) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    int local;
+    CHECK_EQ(kbuddy_usable_size(&f.h, NULL), 0);
+    CHECK_EQ(kbuddy_usable_size(NULL, f.p[0]), 0);
+    CHECK_EQ(kbuddy_usable_size(&f.h, &local), 0);
+    CHECK_EQ(kbuddy_usable_size(&f.h, f.r1), 0);
+    CHECK_EQ(kbuddy_usable_size(&f.h, (unsigned char *)f.p[3] + UNIT), 0);
+    CHECK_EQ(kbuddy_usable_size(&f.h, (unsigned char *)f.p[3] + 1), 0);
+    CHECK_STATUS(kbuddy_free(&f.h, f.p[3]), KBUDDY_OK);
+    CHECK_EQ(kbuddy_usable_size(&f.h, f.p[3]), 0);
+    CHECK_EQ(kbuddy_usable_size(&f.h, f.p[2]), round_units(5000));
+    free(f.a);
+}
+
+TEST(stats_are_exact_after_every_step) {
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    CHECK_STATS(&h, 0, 0, 0, 0, 0, 0);
+    REQUIRE(kbuddy_add_region(&h, a + 100, 300000) == KBUDDY_OK);
+    size_t t1 = stats_of(&h).total, bytes = 300000;
+    CHECK_STATS(&h, bytes, t1, 0, 0, 0, 1);
+    CHECK(largest_free_is_exact(&h));
+    void *p[64];
+    size_t alloc = 0, user = 0;
+    for (size_t i = 0; i < 64; i++) {
+        size_t size = (i * 977) % 3000, align = (size_t)1 << (i % 12);
+        p[i] = kbuddy_alloc(&h, size, align);
+        REQUIRE(p[i]);
+        alloc += round_units(size);
+        user += size;
+        CHECK_STATS(&h, bytes, t1, alloc, user, i + 1, 1);
+        CHECK(largest_free_is_exact(&h));
+    }
+    REQUIRE(kbuddy_add_region(&h, a + 600000, 200001) == KBUDDY_OK);
+    bytes += 200001;
+    size_t t2 = stats_of(&h).total;
+    CHECK(t2 > t1);
+    CHECK_STATS(&h, bytes, t2, alloc, user, 64, 2);
+    CHECK(largest_free_is_exact(&h));
+    for (size_t i = 0; i < 64; i += 3) {
+        size_t old = (i * 977) % 3000, size = old * 3 + 1;
+        void *q = kbuddy_realloc(&h, p[i], size, (size_t)1 << (i % 12));
+        REQUIRE(q);
+        p[i] = q;
+        alloc += round_units(size) - round_units(old);
+        user += size - old;
+        CHECK_STATS(&h, bytes, t2, alloc, user, 64, 2);
+        CHECK(largest_free_is_exact(&h));
+    }
+    for (size_t i = 0; i < 64; i++) {
+        size_t size = (i * 977) % 3000;
+        if (i % 3 == 0)
+            size = size * 3 + 1;
+        CHECK_STATUS(kbuddy_free(&h, p[i]), KBUDDY_OK);
+        alloc -= round_units(size);
+        user -= size;
+        CHECK_STATS(&h, bytes, t2, alloc, user, 63 - i, 2);
+        CHECK(largest_free_is_exact(&h));
+    }
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
+TEST(largest_free_is_exactly_the_largest_size_alloc_can_satisfy) {
+    unsigned char *a = arena_new(1 << 22);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    CHECK(largest_free_is_exact(&h));
+    for (size_t r = 0; r < 3; r++) {
+        REQUIRE(kbuddy_add_region(&h, a + r * 1300000 + r * 7, 1000000 + r * 111111) ==
+                KBUDDY_OK);
+        CHECK(largest_free_is_exact(&h));
+    }
+    /* Eat into the heap in large and small bites until it is exhausted,
+     * checking all the way. */
+    size_t cap = 200000, n = 0;
+    void **v = malloc(cap * sizeof *v);
+    REQUIRE(v);
+    for (size_t i = 0; n < cap; i++) {
+        kbuddy_stats st = stats_of(&h);
+        if (st.largest_free == 0)
+            break;
+        size_t size = i % 5 == 0 ? st.largest_free : (i * 7919) % (st.largest_free + 1);
+        v[n] = kbuddy_alloc(&h, size, 1);
+        CHECK(v[n] != NULL);
+        if (v[n])
+            n++;
+        if (i % 16 == 0 || st.largest_free < 4096)
+            CHECK(largest_free_is_exact(&h));
+    }
+    kbuddy_stats st = stats_of(&h);
+    CHECK_EQ(st.largest_free, 0);
+    CHECK_EQ(st.allocated, st.total);
+    CHECK(largest_free_is_exact(&h));
+    for (size_t i = 0; i < n; i += 2) {
+        CHECK_STATUS(kbuddy_free(&h, v[i]), KBUDDY_OK);
+        if (i % 32 == 0)
+            CHECK(largest_free_is_exact(&h));
+    }
+    CHECK(largest_free_is_exact(&h));
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(v);
+    free(a);
+}
+
+TEST(check_passes_on_consistent_heaps_and_refuses_null) {
+    CHECK_STATUS(kbuddy_check(NULL), KBUDDY_EINVAL);
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    CHECK_STATUS(kbuddy_check(&f.h), KBUDDY_OK);
+    /* Allocation contents are not bookkeeping: scribbling on them is fine. */
+    for (size_t i = 0; i < 4; i++)
+        memset(launder(f.p[i]), 0xFF, kbuddy_usable_size(&f.h, f.p[i]));
+    CHECK_STATUS(kbuddy_check(&f.h), KBUDDY_OK);
+    /* check is read-only. */
+    CHECK_REFUSED(&f.h, f.a, FIX_LEN, kbuddy_check(&f.h), KBUDDY_OK);
+    free(f.a);
+}
+
+typedef struct {
+    const unsigned char *lo[8];
+    const unsigned char *hi[8];
+    size_t nreg;
+    uintptr_t prev_end;
+    size_t region, blocks, bad, per_region[8];
+} tiling;
+
+/* Each block must continue the previous one, or start a later region. */
+static void tiling_visit(void *ctx, void *start, size_t size, bool used) {
+    tiling *t = ctx;
+    uintptr_t s = (uintptr_t)start;
+    (void)used;
+    if (t->blocks > 0 && s == t->prev_end) {
+        /* contiguous, same region */
+    } else {
+        size_t r = t->blocks == 0 ? 0 : t->region + 1;
+        while (r < t->nreg && !(s >= (uintptr_t)t->lo[r] && s < (uintptr_t)t->hi[r]))
+            r++;
+        if (r >= t->nreg) {
+            t->bad++;
+            return;
+        }
+        t->region = r;
+    }
+    if (s + size > (uintptr_t)t->hi[t->region] || s < (uintptr_t)t->lo[t->region])
+        t->bad++;
+    t->per_region[t->region] += size;
+    t->prev_end = s + size;
+    t->blocks++;
+}
+
+TEST(walk_reports_every_block_in_address_order_tiling_each_region) {
+    unsigned char *a = arena_new(1 << 21);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    tiling t;
+    memset(&t, 0, sizeof t);
+    size_t region_total[8];
+    /* Added out of address order. */
+    static const size_t offs[5] = {1500000, 11, 700000, 300003, 1100000};
+    static const size_t sizes[5] = {300000, 250000, 390001, 100000, 7777};
+    static const size_t order[5] = {4, 0, 2, 1, 3}; /* address rank of each */
+    for (size_t i = 0; i < 5; i++) {
+        size_t before = stats_of(&h).total;
+        REQUIRE(kbuddy_add_region(&h, a + offs[i], sizes[i]) == KBUDDY_OK);
+        region_total[order[i]] = stats_of(&h).total - before;
+        t.lo[order[i]] = a + offs[i];
+        t.hi[order[i]] = a + offs[i] + sizes[i];
+    }
+    t.nreg = 5;
+    void *v[500];
+    for (size_t i = 0; i < 500; i++)
+        v[i] = kbuddy_alloc(&h, (i * 4099) % 6000, (size_t)1 << (i % 10));
+    for (size_t i = 0; i < 500; i += 3)
+        if (v[i])
+            CHECK_STATUS(kbuddy_free(&h, v[i]), KBUDDY_OK);
+    kbuddy_walk(&h, tiling_visit, &t);
+    CHECK_EQ(t.bad, 0);
+    CHECK_EQ(t.region, 4);
+    for (size_t r = 0; r < 5; r++)
+        CHECK_EQ(t.per_region[r], region_total[r]);
+    CHECK(walk_is_well_formed(&h));
+    /* Used blocks are exactly the live allocations, with usable sizes. */
+    wlist l = walk_of(&h);
+    size_t used = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        if (!l.v[i].used)
+            continue;
+        used++;
+        CHECK_EQ(kbuddy_usable_size(&h, (void *)l.v[i].start), l.v[i].size);
+    }
+    CHECK_EQ(used, stats_of(&h).allocations);
+    for (size_t i = 0; i < 500; i++)
+        if (v[i] && i % 3 != 0)
+            CHECK(walk_has_used(&h, v[i], kbuddy_usable_size(&h, v[i])));
+    wlist_free(&l);
+    free(a);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Out-of-memory handler                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    count_lock *lock;
+    int calls, locked_calls;
+    int say_true; /* return true this many times */
+    size_t size, align;
+    kbuddy_heap *heap;
+    unsigned char *spare; /* add this region on call number add_on */
+    size_t spare_size;
+    int add_on;
+    kbuddy_status added;
+} oom_ctx;
+
+static bool oom_handler(kbuddy_heap *heap, size_t size, size_t align, void *ctx) {
+    oom_ctx *o = ctx;
+    o->calls++;
+    if (o->lock && o->lock->depth != 0)
+        o->locked_calls++;
+    o->heap = heap;
+    o->size = size;
+    o->align = align;
+    if (o->spare && o->calls == o->add_on) {
+        o->added = kbuddy_add_region(heap, o->spare, o->spare_size);
+        return true;
+    }
+    if (o->say_true > 0) {
+        o->say_true--;
+        return true;
+    }
+    return false;
+}
+
+TEST(oom_handler_runs_without_the_lock_held) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    count_lock cl = {0, 0, 0, 0};
+    kbuddy_lock lk = {cl_acquire, cl_release, &cl};
+    kbuddy_set_lock(&h, &lk);
+    REQUIRE(kbuddy_add_region(&h, a, 8192) == KBUDDY_OK);
+    oom_ctx o;
+    memset(&o, 0, sizeof o);
+    o.lock = &cl;
+    o.say_true = 2;
+    kbuddy_set_oom_handler(&h, oom_handler, &o);
+    void *p = kbuddy_alloc(&h, 100000, 64);
+    CHECK(p == NULL);
+    CHECK_EQ(o.calls, 3);
+    CHECK_EQ(o.locked_calls, 0);
+    CHECK(o.heap == &h);
+    CHECK_EQ(o.size, 100000);
+    CHECK_EQ(o.align, 64);
+    CHECK_EQ(cl.violations, 0);
+    CHECK_EQ(cl.acquires, cl.releases);
+    free(a);
+}
+
+TEST(oom_handler_is_retried_each_time_it_returns_true) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 8192) == KBUDDY_OK);
+    for (int times = 0; times < 6; times++) {
+        oom_ctx o;
+        memset(&o, 0, sizeof o);
+        o.say_true = times;
+        kbuddy_set_oom_handler(&h, oom_handler, &o);
+        CHECK_NULL_UNCHANGED(&h, a, 1 << 16, kbuddy_alloc(&h, 9000, 1));
+        /* The NULL-unchanged snapshot's own calls do not allocate. */
+        CHECK_EQ(o.calls, times + 1);
+        CHECK_EQ(o.say_true, 0);
+    }
+    free(a);
+}
+
+TEST(oom_handler_may_add_a_region_from_inside) {
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    count_lock cl = {0, 0, 0, 0};
+    kbuddy_lock lk = {cl_acquire, cl_release, &cl};
+    kbuddy_set_lock(&h, &lk);
+    REQUIRE(kbuddy_add_region(&h, a, 8192) == KBUDDY_OK);
+    oom_ctx o;
+    memset(&o, 0, sizeof o);
+    o.lock = &cl;
+    o.spare = a + 65536 + 3;
+    o.spare_size = 200000;
+    o.add_on = 3;
+    o.say_true = 5;
+    kbuddy_set_oom_handler(&h, oom_handler, &o);
+    void *p = kbuddy_alloc(&h, 50000, 128);
+    REQUIRE(p);
+    CHECK_EQ(o.calls, 3);
+    CHECK_STATUS(o.added, KBUDDY_OK);
+    CHECK_EQ(o.locked_calls, 0);
+    CHECK_EQ((uintptr_t)p % 128, 0);
+    CHECK((uintptr_t)p >= (uintptr_t)o.spare && (uintptr_t)p + 50000 <= (uintptr_t)o.spare + 200000);
+    kbuddy_stats st = stats_of(&h);
+    CHECK_EQ(st.regions, 2);
+    CHECK_EQ(st.total + st.overhead, 8192 + 200000);
+    CHECK_EQ(st.allocated, round_units(50000));
+    CHECK_EQ(cl.violations, 0);
+    CHECK_EQ(cl.acquires, cl.releases);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    /* Enough memory now: the handler is not called again. */
+    void *q = kbuddy_alloc(&h, 1000, 1);
+    CHECK(q != NULL);
+    CHECK_EQ(o.calls, 3);
+    free(a);
+}
+
+TEST(oom_handler_that_declines_gives_null_and_can_be_removed) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 8192) == KBUDDY_OK);
+    oom_ctx o;
+    memset(&o, 0, sizeof o);
+    kbuddy_set_oom_handler(&h, oom_handler, &o);
+    CHECK_NULL_UNCHANGED(&h, a, 1 << 16, kbuddy_alloc(&h, 9000, 1));
+    CHECK_EQ(o.calls, 1);
+    /* Not called when memory is there. */
+    void *p = kbuddy_alloc(&h, 100, 1);
+    CHECK(p != NULL);
+    CHECK_EQ(o.calls, 1);
+    /* Not called for requests that are invalid rather than unsatisfiable. */
+    CHECK_NULL_UNCHANGED(&h, a, 1 << 16, kbuddy_alloc(&h, 10, opaque(0)));
+    CHECK_NULL_UNCHANGED(&h, a, 1 << 16, kbuddy_alloc(&h, 10, opaque(12)));
+    CHECK_NULL_UNCHANGED(&h, a, 1 << 16, kbuddy_alloc(&h, opaque(SIZE_MAX), 1));
+    CHECK_EQ(o.calls, 1);
+    /* Removed. */
+    kbuddy_set_oom_handler(&h, NULL, NULL);
+    CHECK_NULL_UNCHANGED(&h, a, 1 << 16, kbuddy_alloc(&h, 9000, 1));
+    CHECK_EQ(o.calls, 1);
+    free(a);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Locking                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static void walk_count(void *ctx, void *start, size_t size, bool used) {
+    (void)start, (void)size, (void)used;
+    (*(size_t *)ctx)++;
+}
+
+/* Run `stmt`; the lock must be taken at least `min` times and end balanced
+ * and released. */
+#define CHECK_LOCKED(cl, min, stmt)                                        \
+    do {                                                                   \
+        unsigned long kbl_a_ = (cl).acquires, kbl_r_ = (cl).releases;      \
+        stmt;                                                              \
+        CHECK((cl).acquires >= kbl_a_ + (unsigned long)(min));             \
+        CHECK_EQ((cl).acquires - kbl_a_, (cl).releases - kbl_r_);          \
+        CHECK_EQ((cl).depth, 0);                                           \
+        CHECK_EQ((cl).violations, 0);                                      \
+    } while (0)
+
+TEST(counting_lock_is_taken_and_released_in_balance_by_every_function) {
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    count_lock cl = {0, 0, 0, 0};
+    kbuddy_lock lk = {cl_acquire, cl_release, &cl};
+    kbuddy_set_lock(&h, &lk);
+    memset(&lk, 0, sizeof lk); /* the heap keeps its own copy */
+    CHECK_EQ(cl.acquires, 0);
+
+    CHECK_LOCKED(cl, 1, CHECK_STATUS(kbuddy_add_region(&h, a, 400000), KBUDDY_OK));
+    CHECK_LOCKED(cl, 1, CHECK_STATUS(kbuddy_add_region(&h, a + 50000, 100000), KBUDDY_EOVERLAP));
+    CHECK_LOCKED(cl, 0, CHECK_STATUS(kbuddy_add_region(&h, a + 500000, 10), KBUDDY_ENOMEM));
+    CHECK_LOCKED(cl, 0, CHECK_STATUS(kbuddy_add_region(&h, NULL, 10), KBUDDY_EINVAL));
+    void *p = NULL, *q = NULL, *r = NULL;
+    CHECK_LOCKED(cl, 1, p = kbuddy_alloc(&h, 100, 1));
+    CHECK_LOCKED(cl, 1, q = kbuddy_alloc(&h, 1000, 64));
+    CHECK_LOCKED(cl, 1, r = kbuddy_alloc(&h, 1 << 20, 1));
+    CHECK_LOCKED(cl, 0, r = kbuddy_alloc(&h, 1, opaque(3)));
+    REQUIRE(p && q && !r);
+    CHECK_LOCKED(cl, 1, CHECK_EQ(kbuddy_usable_size(&h, p), 128));
+    CHECK_LOCKED(cl, 1, p = kbuddy_realloc(&h, p, 120, 1));     /* in place */
+    CHECK_LOCKED(cl, 1, p = kbuddy_realloc(&h, p, 50000, 1));   /* moves    */
+    CHECK_LOCKED(cl, 1, r = kbuddy_realloc(&h, p, 1 << 20, 1)); /* fails    */
+    CHECK_LOCKED(cl, 1, r = kbuddy_realloc(&h, NULL, 10, 1));
+    REQUIRE(p && r);
+    CHECK_LOCKED(cl, 1, CHECK_STATUS(kbuddy_free(&h, r), KBUDDY_OK));
+    CHECK_LOCKED(cl, 1, CHECK_STATUS(kbuddy_free(&h, r), KBUDDY_EDOUBLEFREE));
+    CHECK_LOCKED(cl, 1, CHECK_STATUS(kbuddy_free(&h, a), KBUDDY_EBADPTR));
+    CHECK_LOCKED(cl, 1, CHECK_STATUS(kbuddy_free(&h, &cl), KBUDDY_EFOREIGN));
+    CHECK_LOCKED(cl, 0, CHECK_STATUS(kbuddy_free(&h, NULL), KBUDDY_OK));
+    CHECK_LOCKED(cl, 1, CHECK_STATUS(kbuddy_free_sized(&h, q, 1, 1), KBUDDY_ESIZE));
+    CHECK_LOCKED(cl, 1, CHECK_STATUS(kbuddy_free_sized(&h, q, 1000, 64), KBUDDY_OK));
+    kbuddy_stats st;
+    CHECK_LOCKED(cl, 1, kbuddy_get_stats(&h, &st));
+    CHECK_LOCKED(cl, 1, CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK));
+    size_t blocks = 0;
+    CHECK_LOCKED(cl, 1, kbuddy_walk(&h, walk_count, &blocks));
+    CHECK(blocks > 0);
+    oom_ctx o;
+    memset(&o, 0, sizeof o);
+    o.lock = &cl;
+    o.say_true = 1;
+    CHECK_LOCKED(cl, 1, kbuddy_set_oom_handler(&h, oom_handler, &o));
+    CHECK_LOCKED(cl, 2, r = kbuddy_alloc(&h, 1 << 20, 1)); /* two tries */
+    CHECK(r == NULL);
+    CHECK_EQ(o.calls, 2);
+    CHECK_EQ(o.locked_calls, 0);
+    CHECK_LOCKED(cl, 1, CHECK_STATUS(kbuddy_free(&h, p), KBUDDY_OK));
+
+    /* Removing the lock: no more calls. */
+    kbuddy_set_lock(&h, NULL);
+    unsigned long before = cl.acquires;
+    p = kbuddy_alloc(&h, 10, 1);
+    CHECK(p != NULL);
+    CHECK_STATUS(kbuddy_free(&h, p), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    CHECK_EQ(cl.acquires, before);
+    free(a);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Status strings and the shipped spinlock                                    */
+/* ------------------------------------------------------------------------ */
+
+TEST(strerror_describes_every_status_and_unknown_values) {
+    static const kbuddy_status all[] = {
+        KBUDDY_OK,      KBUDDY_ENOMEM,      KBUDDY_EINVAL, KBUDDY_EOVERLAP, KBUDDY_EFOREIGN,
+        KBUDDY_EBADPTR, KBUDDY_EDOUBLEFREE, KBUDDY_ESIZE,  KBUDDY_ECORRUPT};
+    const size_t n = sizeof all / sizeof all[0];
+    for (size_t i = 0; i < n; i++) {
+        const char *s = kbuddy_strerror(all[i]);
+        REQUIRE(s != NULL);
+        CHECK(strlen(s) > 0);
+        CHECK(strcmp(s, "unknown status") != 0);
+        for (size_t j = 0; j < i; j++)
+            CHECK(strcmp(s, kbuddy_strerror(all[j])) != 0);
+    }
+    CHECK(strcmp(kbuddy_strerror(KBUDDY_EDOUBLEFREE), "double free") == 0);
+    CHECK(strcmp(kbuddy_strerror((kbuddy_status)(KBUDDY_ECORRUPT + 1)), "unknown status") == 0);
+    CHECK(strcmp(kbuddy_strerror((kbuddy_status)99), "unknown status") == 0);
+    CHECK(strcmp(kbuddy_strerror((kbuddy_status)-1), "unknown status") == 0);
+}
+
+TEST(spinlock_try_acquire_succeeds_only_when_free) {
+    static kbuddy_spinlock sl = KBUDDY_SPINLOCK_INIT;
+    CHECK(kbuddy_spinlock_try_acquire(&sl));
+    CHECK(!kbuddy_spinlock_try_acquire(&sl));
+    CHECK(!kbuddy_spinlock_try_acquire(&sl));
+    kbuddy_spinlock_release(&sl);
+    kbuddy_spinlock_acquire(&sl);
+    CHECK(!kbuddy_spinlock_try_acquire(&sl));
+    kbuddy_spinlock_release(&sl);
+    CHECK(kbuddy_spinlock_try_acquire(&sl));
+    kbuddy_spinlock_release(&sl);
+    /* The hook drives the same lock. */
+    kbuddy_lock lk = KBUDDY_SPINLOCK_HOOK(&sl);
+    lk.acquire(lk.ctx);
+    CHECK(!kbuddy_spinlock_try_acquire(&sl));
+    lk.release(lk.ctx);
+    CHECK(kbuddy_spinlock_try_acquire(&sl));
+    kbuddy_spinlock_release(&sl);
+}
+
+TEST(heap_works_with_the_shipped_spinlock_installed) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    static kbuddy_spinlock sl = KBUDDY_SPINLOCK_INIT;
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    kbuddy_lock lk = KBUDDY_SPINLOCK_HOOK(&sl);
+    kbuddy_set_lock(&h, &lk);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    void *p = kbuddy_alloc(&h, 100, 1);
+    REQUIRE(p);
+    p = kbuddy_realloc(&h, p, 10000, 1);
+    REQUIRE(p);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_free(&h, p), KBUDDY_OK);
+    /* Released after every call. */
+    CHECK(kbuddy_spinlock_try_acquire(&sl));
+    kbuddy_spinlock_release(&sl);
+    free(a);
+}
+
+KBTEST_MAIN()
