@@ -129,7 +129,7 @@ static void read_device_tree(uintptr_t dtb) {
         kprintf("[kernel] reserved %s: 0x%lx..0x%lx\n", fdt.resv[i].name,
                 (unsigned long)fdt.resv[i].base,
                 (unsigned long)(fdt.resv[i].base + fdt.resv[i].size));
-    kprintf("[kernel] device tree: 0x%lx..0x%lx (kept: reserved too)\n", (unsigned long)dtb,
+    kprintf("[kernel] device tree: 0x%lx..0x%lx (kept, not given out)\n", (unsigned long)dtb,
             (unsigned long)(dtb + fdt.totalsize));
     kprintf("[kernel] %u harts, timebase %lu Hz, test finisher at 0x%lx\n", fdt.nharts,
             (unsigned long)timebase, (unsigned long)fdt.finisher);
@@ -286,7 +286,7 @@ static void init_frames(uintptr_t dtb) {
     for (unsigned i = 0; i < nspans; i++)
         demo_add_frames((size_t)(spans[i].lo >> PAGE_SHIFT),
                         (size_t)((spans[i].hi - spans[i].lo) >> PAGE_SHIFT),
-                        spans[i].lo == kend ? "RAM after the kernel" : "RAM");
+                        spans[i].lo == kend ? "RAM after the kernel" : "RAM after a reservation");
 }
 
 static void map_or_panic(uint64_t lo, uint64_t hi, unsigned perm, const char *what) {
