@@ -1,7 +1,14 @@
 /*
- * A compact text map of a kbuddy heap, for demos: one line per region, each
- * character standing for an equal share of the region's bytes:
- *   '.' all free   ':' under a quarter used   '+' partly used   '#' all used
+ * A compact text map of a kbuddy heap, for demos: one character per run of
+ * blocks in the same state, in address order, wrapped at HEAPMAP_COLUMNS.
+ * The letter tells the run's size, its case whether it is in use:
+ *   a/A  under 64 bytes     b/B  under 128 bytes    c/C  under 256 bytes
+ *   ...  each letter doubles ...                    k/K  under 64 KiB
+ *   p/P  under 2 MiB         u/U  under 64 MiB       z/Z  anything larger
+ *   upper case: allocated   lower case: free
+ * so "aBcD" reads: a small free run, a used run of ~100 bytes, and so on.
+ * Each region gets a header line; a region with more runs than fit in
+ * HEAPMAP_LINES lines ends with "... N more runs".
  * Freestanding (no libc): output goes through a caller-supplied putc.
  */
 #ifndef KBUDDY_HEAPMAP_H
@@ -9,59 +16,24 @@
 
 #include "kbuddy.h"
 
+#ifndef HEAPMAP_COLUMNS
 #define HEAPMAP_COLUMNS 64
+#endif
+#ifndef HEAPMAP_LINES
+#define HEAPMAP_LINES 6
+#endif
 
 typedef void (*heapmap_putc_fn)(char c);
 
 struct heapmap_state {
-    uintptr_t lo, hi;                   /* the region being drawn (its blocks) */
-    size_t used[HEAPMAP_COLUMNS];       /* used bytes falling in each column   */
-    int region;                         /* index of the region to draw         */
-    int seen;                           /* regions met so far                  */
-    uintptr_t last_end;                 /* end of the previous block           */
+    heapmap_putc_fn out;
+    uintptr_t region_end;  /* end of the previous block: a gap starts a region */
+    uintptr_t run_start;   /* the run being gathered                         */
+    size_t run_bytes;
+    bool run_used;
+    bool in_run;
+    size_t column, lines, hidden; /* output position; runs not shown      */
 };
-
-static void heapmap_collect(void *ctx, void *start, size_t size, bool used) {
-    struct heapmap_state *st = ctx;
-    uintptr_t s = (uintptr_t)start, e = s + size;
-    if (s != st->last_end)      /* a gap: the next region starts */
-        st->seen++;
-    st->last_end = e;
-    if (st->seen - 1 != st->region)
-        return;
-    if (st->lo == 0)
-        st->lo = s;
-    st->hi = e;
-    (void)used;
-}
-
-/* Drawing takes two walks: the first finds the region's extent
- * (heapmap_collect), the second adds up its used bytes per column. */
-struct heapmap_pass2 {
-    struct heapmap_state *st;
-    int seen;
-    uintptr_t last_end;
-};
-
-static void heapmap_count(void *ctx, void *start, size_t size, bool used) {
-    struct heapmap_pass2 *p = ctx;
-    uintptr_t s = (uintptr_t)start, e = s + size;
-    if (s != p->last_end)
-        p->seen++;
-    p->last_end = e;
-    if (p->seen - 1 != p->st->region || !used)
-        return;
-    uintptr_t span = p->st->hi - p->st->lo;
-    while (s < e) {
-        size_t col = (size_t)((s - p->st->lo) * HEAPMAP_COLUMNS / span);
-        uintptr_t col_end = p->st->lo + (span * (col + 1) + HEAPMAP_COLUMNS - 1) / HEAPMAP_COLUMNS;
-        uintptr_t upto = e < col_end ? e : col_end;
-        if (upto <= s)
-            upto = s + 1;
-        p->st->used[col] += (size_t)(upto - s);
-        s = upto;
-    }
-}
 
 static void heapmap_puts(heapmap_putc_fn out, const char *s) {
     while (*s)
@@ -79,30 +51,76 @@ static void heapmap_putu(heapmap_putc_fn out, uintptr_t v, unsigned base) {
         out(buf[n]);
 }
 
+static char heapmap_letter(size_t bytes, bool used) {
+    unsigned c = 0;
+    for (size_t b = bytes >> 6; b && c < 25; b >>= 1)
+        c++;
+    return (char)((used ? 'A' : 'a') + (int)c);
+}
+
+static void heapmap_end_line(struct heapmap_state *st) {
+    if (st->column) {
+        st->out('\n');
+        st->column = 0;
+        st->lines++;
+    }
+}
+
+static void heapmap_emit_run(struct heapmap_state *st) {
+    if (!st->in_run)
+        return;
+    if (st->lines >= HEAPMAP_LINES) {
+        st->hidden++;
+        return;
+    }
+    if (st->column == 0)
+        heapmap_puts(st->out, "    ");
+    st->out(heapmap_letter(st->run_bytes, st->run_used));
+    if (++st->column == HEAPMAP_COLUMNS)
+        heapmap_end_line(st);
+}
+
+static void heapmap_end_region(struct heapmap_state *st) {
+    heapmap_emit_run(st);
+    heapmap_end_line(st);
+    if (st->hidden) {
+        heapmap_puts(st->out, "    ... ");
+        heapmap_putu(st->out, st->hidden, 10);
+        heapmap_puts(st->out, " more runs\n");
+    }
+    st->in_run = false;
+    st->lines = st->hidden = 0;
+}
+
+static void heapmap_block(void *ctx, void *start, size_t size, bool used) {
+    struct heapmap_state *st = ctx;
+    uintptr_t s = (uintptr_t)start;
+    if (s != st->region_end) { /* bookkeeping lies between regions' blocks */
+        if (st->region_end)
+            heapmap_end_region(st);
+        heapmap_puts(st->out, "  region at 0x");
+        heapmap_putu(st->out, s, 16);
+        heapmap_puts(st->out, ":\n");
+    } else if (st->in_run && used == st->run_used) {
+        st->run_bytes += size;
+        st->region_end = s + size;
+        return;
+    } else {
+        heapmap_emit_run(st);
+    }
+    st->in_run = true;
+    st->run_start = s;
+    st->run_bytes = size;
+    st->run_used = used;
+    st->region_end = s + size;
+}
+
 /* Draw every region of `heap`. */
 static void heapmap_print(const kbuddy_heap *heap, heapmap_putc_fn out) {
-    for (int r = 0;; r++) {
-        struct heapmap_state st = {0, 0, {0}, r, 0, 0};
-        kbuddy_walk(heap, heapmap_collect, &st);
-        if (st.hi == 0)
-            break;
-        struct heapmap_pass2 p = {&st, 0, 0};
-        kbuddy_walk(heap, heapmap_count, &p);
-        uintptr_t span = st.hi - st.lo;
-        heapmap_puts(out, "  [");
-        for (size_t c = 0; c < HEAPMAP_COLUMNS; c++) {
-            uintptr_t cs = st.lo + span * c / HEAPMAP_COLUMNS;
-            uintptr_t ce = st.lo + span * (c + 1) / HEAPMAP_COLUMNS;
-            size_t width = ce > cs ? (size_t)(ce - cs) : 1;
-            size_t u = st.used[c];
-            out(u == 0 ? '.' : u >= width ? '#' : u * 4 < width ? ':' : '+');
-        }
-        heapmap_puts(out, "] 0x");
-        heapmap_putu(out, st.lo, 16);
-        heapmap_puts(out, " +");
-        heapmap_putu(out, span >> 10, 10);
-        heapmap_puts(out, "K\n");
-    }
+    struct heapmap_state st = {out, 0, 0, 0, false, false, 0, 0, 0};
+    kbuddy_walk(heap, heapmap_block, &st);
+    if (st.region_end)
+        heapmap_end_region(&st);
 }
 
 #endif

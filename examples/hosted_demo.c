@@ -18,6 +18,12 @@ static kbuddy_heap heap = KBUDDY_HEAP_INIT;
 static void put(char c) { putchar(c); }
 
 static void show(const char *title) {
+    static bool legend;
+    if (!legend) {
+        printf("heap map: one letter per run of blocks, upper case in use, lower case free;\n"
+               "the letter is its size: a < 64 B, b < 128 B, ... k < 64 KiB (each doubles)\n\n");
+        legend = true;
+    }
     kbuddy_stats st;
     kbuddy_get_stats(&heap, &st);
     printf("%s\n  regions %zu  total %zu  allocated %zu  user %zu  overhead %zu\n"

@@ -269,8 +269,11 @@ void demo_show(const char *title) {
     kprintf("  frames: %zu added, %zu allocated, largest free run %zu, check: %s\n", f.total,
             f.allocated, f.largest_free, ok(fc));
     if (!legend) {
-        kputs("  maps: '.' free, ':' < 1/4 used, '+' partly used, '#' full,"
-              " '-' unmanaged\n");
+        kputs("  heap map: one letter per run of blocks, upper case in use, lower case\n"
+              "    free; the letter is its size: a < 64 B, b < 128 B, ... k < 64 KiB,\n"
+              "    p < 2 MiB (each letter doubles)\n"
+              "  frame map: one column per share of the window: '.' free, ':' < 1/4\n"
+              "    used, '+' partly used, '#' all used, '-' unmanaged\n");
         legend = true;
     }
     heapmap_print(&kheap, heap_map_putc);
