@@ -328,7 +328,8 @@ size_t kbuddy_frames_meta_size(size_t nframes);
  * Returns KBUDDY_OK, or
  *   KBUDDY_EINVAL  fa or meta is NULL, nframes is 0, or base + nframes wraps;
  *   KBUDDY_ENOMEM  meta_size < kbuddy_frames_meta_size(nframes).
- * O(meta_size / 8): the buffer is cleared. Not thread-safe. */
+ * O(meta_size / 8): the buffer is cleared. Not thread-safe; clears any lock
+ * installed before (install it afterwards). */
 kbuddy_status kbuddy_frames_init(kbuddy_frames *fa, size_t base, size_t nframes,
                                  void *meta, size_t meta_size);
 
@@ -377,7 +378,8 @@ kbuddy_status kbuddy_frames_check(const kbuddy_frames *fa);
 typedef void (*kbuddy_frames_walk_fn)(void *ctx, size_t first, size_t count, bool used);
 void kbuddy_frames_walk(const kbuddy_frames *fa, kbuddy_frames_walk_fn fn, void *ctx);
 
-/* Install a lock (copied; NULL: none). Call before sharing. O(1). */
+/* Install a lock (copied; NULL: none). Call after kbuddy_frames_init, which
+ * clears it, and before the allocator is shared. O(1). */
 void kbuddy_frames_set_lock(kbuddy_frames *fa, const kbuddy_lock *lock);
 
 #ifdef __cplusplus
