@@ -1,0 +1,649 @@
+/*
+ * White-box tests of kbuddy_check: each test damages one piece of the heap's
+ * bookkeeping on purpose (a bitmap bit, a summary bit, a mask, a control
+ * byte, a counter, the region list, a region header), checks that
+ * kbuddy_check reports KBUDDY_ECORRUPT, restores every byte, and checks that
+ * it reports KBUDDY_OK again.
+ *
+ * Some damage is made "consistent" (the summaries and masks above a bitmap
+ * bit are updated as the engine would), so that the deeper invariants
+ * (buddies merged, free blocks disjoint and outside allocations, every unit
+ * accounted for) are what must catch it, not a summary mismatch.
+ */
+#include "kbuddy_internal.h"
+#include "kbtest.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define UNIT KBUDDY_MIN_BLOCK
+#define ARENA_LEN ((size_t)4 << 20)
+
+/* ------------------------------------------------------------------------ */
+/* Fixture: two regions, live allocations of several sizes (some with long
+ * records), free blocks of many orders; a saved copy to restore from.       */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    unsigned char *arena;
+    unsigned char *saved;
+    kbuddy_heap h, saved_h;
+    struct kbuddy_region *r1, *r2; /* in address order */
+    void *p[16];
+    size_t size[16];
+} fixture;
+
+static bool fixture_setup(fixture *f) {
+    memset(f, 0, sizeof *f);
+    f->arena = aligned_alloc((size_t)1 << 21, ARENA_LEN);
+    f->saved = malloc(ARENA_LEN);
+    if (!f->arena || !f->saved)
+        return false;
+    memset(f->arena, 0, ARENA_LEN);
+    kbuddy_init(&f->h);
+    if (kbuddy_add_region(&f->h, f->arena + 2000000 + 5, 1500000) != KBUDDY_OK ||
+        kbuddy_add_region(&f->h, f->arena + 3, 300000) != KBUDDY_OK)
+        return false;
+    static const size_t sizes[16] = {1,    0,    31,    32,    33,    100,    1000,   2047,
+                                     2048, 4000, 10000, 65536, 70001, 200000, 100,    5};
+    for (size_t i = 0; i < 16; i++) {
+        f->size[i] = sizes[i];
+        f->p[i] = kbuddy_alloc(&f->h, sizes[i], i % 3 ? 1 : 256);
+        if (!f->p[i])
+            return false;
+    }
+    /* Free a few to leave free blocks between allocations. */
+    for (size_t i = 2; i < 16; i += 4) {
+        if (kbuddy_free(&f->h, f->p[i]) != KBUDDY_OK)
+            return false;
+        f->p[i] = NULL;
+    }
+    f->r1 = f->h.regions;
+    f->r2 = f->r1 ? f->r1->next : NULL;
+    if (!f->r2 || kbuddy_check(&f->h) != KBUDDY_OK)
+        return false;
+    memcpy(f->saved, f->arena, ARENA_LEN);
+    f->saved_h = f->h;
+    return true;
+}
+
+static void fixture_restore(fixture *f) {
+    memcpy(f->arena, f->saved, ARENA_LEN);
+    f->h = f->saved_h;
+}
+
+static void fixture_free(fixture *f) {
+    free(f->arena);
+    free(f->saved);
+}
+
+/* The damage done since the last restore must be detected; then undo it. */
+#define EXPECT_DETECTED(f)                                               \
+    do {                                                                 \
+        CHECK_STATUS(kbuddy_check(&(f)->h), KBUDDY_ECORRUPT);            \
+        fixture_restore(f);                                              \
+        CHECK_STATUS(kbuddy_check(&(f)->h), KBUDDY_OK);                  \
+    } while (0)
+
+/* ------------------------------------------------------------------------ */
+/* Bitmap access                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* Word and bit of depth d of order k for index i (at that depth). */
+static kb_word *tree_word(kb_engine *e, unsigned k, uint32_t d, uintptr_t i) {
+    return &e->words[e->order[k].off[d] + (i >> KB_WORD_SHIFT)];
+}
+static kb_word tree_bit(uintptr_t i) { return (kb_word)1 << (i & (KB_WORD_BITS - 1)); }
+
+static bool leaf_is_set(kb_engine *e, unsigned k, uintptr_t b) {
+    uintptr_t i = b - e->order[k].first;
+    return (*tree_word(e, k, 0, i) & tree_bit(i)) != 0;
+}
+
+/* Set or clear the free bit of block b of order k the way the engine does:
+ * summaries, the engine's mask and the heap's mask and counts follow. */
+static void block_set(kb_engine *e, unsigned k, uintptr_t b, bool free_) {
+    uintptr_t i = b - e->order[k].first;
+    for (uint32_t d = 0; d < e->order[k].depth; d++) {
+        kb_word *w = tree_word(e, k, d, i);
+        kb_word old = *w;
+        *w = free_ ? old | tree_bit(i) : old & ~tree_bit(i);
+        if ((old != 0) == (*w != 0))
+            return;
+        i >>= KB_WORD_SHIFT;
+    }
+    kb_word bit = (kb_word)1 << k;
+    if (free_) {
+        e->nonempty |= bit;
+        if (e->owner_count[k]++ == 0)
+            *e->owner_mask |= bit;
+    } else {
+        e->nonempty &= ~bit;
+        if (--e->owner_count[k] == 0)
+            *e->owner_mask &= ~bit;
+    }
+}
+
+/* The first free block of region r of order at least `min_order` (as the
+ * walk reports it): its order and block number. */
+typedef struct {
+    uintptr_t lo, hi;
+    unsigned min_order;
+    bool found;
+    uintptr_t start;
+    size_t size;
+} find_free_ctx;
+
+static void find_free_visit(void *ctx, void *start, size_t size, bool used) {
+    find_free_ctx *c = ctx;
+    uintptr_t s = (uintptr_t)start;
+    if (c->found || used || s < c->lo || s >= c->hi || size < (UNIT << c->min_order))
+        return;
+    c->found = true;
+    c->start = s;
+    c->size = size;
+}
+
+static bool free_block_of(fixture *f, struct kbuddy_region *r, unsigned min_order, unsigned *k,
+                          uintptr_t *b) {
+    find_free_ctx c = {r->start, r->end, min_order, false, 0, 0};
+    kbuddy_walk(&f->h, find_free_visit, &c);
+    if (!c.found)
+        return false;
+    *k = kb_floor_log2(c.size / UNIT);
+    *b = (c.start / UNIT) >> *k;
+    return true;
+}
+
+/* The region holding p, and p's control byte. */
+static struct kbuddy_region *region_of_ptr(fixture *f, const void *p) {
+    for (struct kbuddy_region *r = f->h.regions; r; r = r->next)
+        if ((uintptr_t)p >= r->start && (uintptr_t)p < r->end)
+            return r;
+    return NULL;
+}
+
+static uint8_t *ctrl_of_ptr(fixture *f, const void *p) {
+    struct kbuddy_region *r = region_of_ptr(f, p);
+    return r ? &r->ctrl[(uintptr_t)p / UNIT - r->engine.lo] : NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Free bitmaps                                                               */
+/* ------------------------------------------------------------------------ */
+
+TEST(clearing_the_leaf_bit_of_a_free_block_is_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    struct kbuddy_region *regions[2] = {f.r1, f.r2};
+    for (size_t ri = 0; ri < 2; ri++) {
+        for (unsigned min = 0; min < 12; min += 3) {
+            unsigned k;
+            uintptr_t b;
+            if (!free_block_of(&f, regions[ri], min, &k, &b))
+                continue;
+            kb_engine *e = &regions[ri]->engine;
+            REQUIRE(leaf_is_set(e, k, b));
+            uintptr_t i = b - e->order[k].first;
+            *tree_word(e, k, 0, i) &= ~tree_bit(i); /* raw: summaries left alone */
+            EXPECT_DETECTED(&f);
+            block_set(e, k, b, false); /* consistent: the block just vanishes */
+            EXPECT_DETECTED(&f);
+        }
+    }
+    fixture_free(&f);
+}
+
+TEST(setting_a_leaf_bit_inside_an_allocation_is_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    for (size_t j = 0; j < 16; j++) {
+        if (!f.p[j])
+            continue;
+        struct kbuddy_region *r = region_of_ptr(&f, f.p[j]);
+        REQUIRE(r);
+        kb_engine *e = &r->engine;
+        uintptr_t u = (uintptr_t)f.p[j] / UNIT;
+        uintptr_t n = kbuddy_usable_size(&f.h, f.p[j]) / UNIT;
+        /* Its first unit, its last unit, as order-0 blocks. */
+        uintptr_t units[2] = {u, u + n - 1};
+        for (size_t t = 0; t < 2; t++) {
+            uintptr_t i = units[t] - e->order[0].first;
+            *tree_word(e, 0, 0, i) |= tree_bit(i);
+            EXPECT_DETECTED(&f);
+            block_set(e, 0, units[t], true);
+            EXPECT_DETECTED(&f);
+        }
+    }
+    fixture_free(&f);
+}
+
+TEST(setting_a_leaf_bit_past_the_end_of_a_bitmap_is_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    struct kbuddy_region *regions[2] = {f.r1, f.r2};
+    size_t tried = 0;
+    for (size_t ri = 0; ri < 2; ri++) {
+        kb_engine *e = &regions[ri]->engine;
+        for (unsigned k = 0; k < e->orders; k++) {
+            uintptr_t nbits = e->order[k].nbits;
+            if (nbits % KB_WORD_BITS == 0)
+                continue;
+            *tree_word(e, k, 0, nbits) |= tree_bit(nbits); /* first bit past the end */
+            EXPECT_DETECTED(&f);
+            tried++;
+        }
+    }
+    CHECK(tried > 4);
+    fixture_free(&f);
+}
+
+TEST(flipping_a_summary_bit_is_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    struct kbuddy_region *regions[2] = {f.r1, f.r2};
+    size_t tried = 0;
+    for (size_t ri = 0; ri < 2; ri++) {
+        kb_engine *e = &regions[ri]->engine;
+        for (unsigned k = 0; k < e->orders; k++) {
+            const kb_order *o = &e->order[k];
+            uintptr_t n = (o->nbits + KB_WORD_BITS - 1) / KB_WORD_BITS; /* bits at depth 1 */
+            for (uint32_t d = 1; d < o->depth; d++) {
+                /* Every bit of the summary, flipped in turn, up to a few. */
+                for (uintptr_t i = 0; i < n && i < 70; i += 7) {
+                    *tree_word(e, k, d, i) ^= tree_bit(i);
+                    EXPECT_DETECTED(&f);
+                    tried++;
+                }
+                n = (n + KB_WORD_BITS - 1) / KB_WORD_BITS;
+            }
+        }
+    }
+    CHECK(tried > 20);
+    fixture_free(&f);
+}
+
+TEST(flipping_a_bit_of_a_nonempty_mask_is_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    struct kbuddy_region *regions[2] = {f.r1, f.r2};
+    for (size_t ri = 0; ri < 2; ri++) {
+        kb_engine *e = &regions[ri]->engine;
+        for (unsigned k = 0; k < 64; k++) {
+            e->nonempty ^= (uint64_t)1 << k;
+            EXPECT_DETECTED(&f);
+        }
+    }
+    fixture_free(&f);
+}
+
+TEST(flipping_a_bit_of_the_heap_order_mask_is_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    for (unsigned k = 0; k < 64; k++) {
+        f.h.orders_free ^= (uint64_t)1 << k;
+        EXPECT_DETECTED(&f);
+    }
+    fixture_free(&f);
+}
+
+TEST(wrong_owner_count_of_an_order_is_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    for (unsigned k = 0; k < KBUDDY_MAX_ORDERS; k++) {
+        f.h.regions_with_order[k]++;
+        EXPECT_DETECTED(&f);
+        if (f.h.regions_with_order[k]) {
+            f.h.regions_with_order[k]--;
+            EXPECT_DETECTED(&f);
+        }
+    }
+    fixture_free(&f);
+}
+
+TEST(unmerged_free_buddies_are_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    struct kbuddy_region *regions[2] = {f.r1, f.r2};
+    size_t tried = 0;
+    for (size_t ri = 0; ri < 2; ri++) {
+        for (unsigned min = 1; min < 12; min += 2) {
+            unsigned k;
+            uintptr_t b;
+            if (!free_block_of(&f, regions[ri], min, &k, &b) || k == 0)
+                continue;
+            kb_engine *e = &regions[ri]->engine;
+            /* Split it into its two halves, both left free. */
+            block_set(e, k, b, false);
+            block_set(e, k - 1, 2 * b, true);
+            block_set(e, k - 1, 2 * b + 1, true);
+            EXPECT_DETECTED(&f);
+            tried++;
+        }
+    }
+    CHECK(tried > 2);
+    fixture_free(&f);
+}
+
+TEST(free_block_inside_a_free_block_is_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    struct kbuddy_region *regions[2] = {f.r1, f.r2};
+    size_t tried = 0;
+    for (size_t ri = 0; ri < 2; ri++) {
+        for (unsigned min = 1; min < 12; min += 2) {
+            unsigned k;
+            uintptr_t b;
+            if (!free_block_of(&f, regions[ri], min, &k, &b) || k == 0)
+                continue;
+            kb_engine *e = &regions[ri]->engine;
+            block_set(e, k - 1, 2 * b + 1, true); /* its upper half, free twice */
+            EXPECT_DETECTED(&f);
+            block_set(e, 0, b << k, true); /* its first unit */
+            EXPECT_DETECTED(&f);
+            tried++;
+        }
+    }
+    CHECK(tried > 2);
+    fixture_free(&f);
+}
+
+TEST(free_block_straddling_an_allocation_is_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    size_t tried = 0;
+    for (size_t j = 0; j < 16; j++) {
+        if (!f.p[j])
+            continue;
+        struct kbuddy_region *r = region_of_ptr(&f, f.p[j]);
+        kb_engine *e = &r->engine;
+        uintptr_t u = (uintptr_t)f.p[j] / UNIT;
+        /* The order-k block holding the allocation's first unit, for each
+         * k for which that block is within the region. */
+        for (unsigned k = 1; k < e->orders; k++) {
+            uintptr_t b = u >> k;
+            if ((b << k) < e->lo || ((b + 1) << k) > e->hi)
+                break;
+            block_set(e, k, b, true);
+            EXPECT_DETECTED(&f);
+            tried++;
+        }
+    }
+    CHECK(tried > 10);
+    fixture_free(&f);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Control bytes                                                              */
+/* ------------------------------------------------------------------------ */
+
+TEST(clearing_an_allocation_start_byte_is_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    for (size_t j = 0; j < 16; j++) {
+        if (!f.p[j])
+            continue;
+        uint8_t *c = ctrl_of_ptr(&f, f.p[j]);
+        REQUIRE(c && (*c & KB_CTRL_START));
+        *c = 0;
+        EXPECT_DETECTED(&f);
+        *c &= (uint8_t)~KB_CTRL_START;
+        EXPECT_DETECTED(&f);
+    }
+    fixture_free(&f);
+}
+
+TEST(changing_the_slack_of_a_record_is_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    for (size_t j = 0; j < 16; j++) {
+        if (!f.p[j])
+            continue;
+        uint8_t *c = ctrl_of_ptr(&f, f.p[j]);
+        uint8_t slack = *c & KB_CTRL_SLACK;
+        uint8_t other = (uint8_t)(slack == 0 ? 1 : slack - 1);
+        *c = (uint8_t)((*c & ~KB_CTRL_SLACK) | other);
+        EXPECT_DETECTED(&f);
+        /* A slack beyond a minimum block is malformed. */
+        *c = (uint8_t)((*c & ~KB_CTRL_SLACK) | (UNIT + 1));
+        EXPECT_DETECTED(&f);
+    }
+    fixture_free(&f);
+}
+
+TEST(changing_the_unit_count_of_a_long_record_is_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    size_t tried = 0;
+    for (size_t j = 0; j < 16; j++) {
+        if (!f.p[j])
+            continue;
+        uint8_t *c = ctrl_of_ptr(&f, f.p[j]);
+        if (!(*c & KB_CTRL_LONG))
+            continue;
+        /* The low six bits of the count, one more and one less. */
+        c[1] = (uint8_t)((c[1] & ~KB_CTRL_VALUE) | ((c[1] + 1) & KB_CTRL_VALUE));
+        EXPECT_DETECTED(&f);
+        c[1] = (uint8_t)((c[1] & ~KB_CTRL_VALUE) | ((c[1] - 1) & KB_CTRL_VALUE));
+        EXPECT_DETECTED(&f);
+        /* A long record saying one unit (or none) is malformed. */
+        c[1] = 1;
+        EXPECT_DETECTED(&f);
+        c[1] = 0;
+        EXPECT_DETECTED(&f);
+        /* A count that never ends. */
+        size_t n = kbuddy_usable_size(&f.h, f.p[j]) / UNIT;
+        for (size_t i = 1; i < n && i < 16; i++)
+            c[i] |= KB_CTRL_MORE;
+        EXPECT_DETECTED(&f);
+        tried++;
+    }
+    CHECK(tried >= 6);
+    fixture_free(&f);
+}
+
+TEST(stray_control_byte_in_free_memory_is_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    struct kbuddy_region *regions[2] = {f.r1, f.r2};
+    for (size_t ri = 0; ri < 2; ri++) {
+        for (unsigned min = 0; min < 10; min += 3) {
+            unsigned k;
+            uintptr_t b;
+            if (!free_block_of(&f, regions[ri], min, &k, &b))
+                continue;
+            struct kbuddy_region *r = regions[ri];
+            uintptr_t u = b << k, last = u + ((uintptr_t)1 << k) - 1;
+            static const uint8_t junk[] = {0x01, 0x3f, 0x40, KB_CTRL_START, KB_CTRL_START | 1};
+            for (size_t t = 0; t < sizeof junk; t++) {
+                r->ctrl[u - r->engine.lo] = junk[t];
+                EXPECT_DETECTED(&f);
+                r->ctrl[last - r->engine.lo] = junk[t];
+                EXPECT_DETECTED(&f);
+            }
+        }
+    }
+    fixture_free(&f);
+}
+
+TEST(stray_control_byte_inside_an_allocation_is_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    size_t tried = 0;
+    for (size_t j = 0; j < 16; j++) {
+        if (!f.p[j])
+            continue;
+        uint8_t *c = ctrl_of_ptr(&f, f.p[j]);
+        size_t n = kbuddy_usable_size(&f.h, f.p[j]) / UNIT;
+        if (n < 8)
+            continue;
+        /* Past the record: the last unit's byte. */
+        c[n - 1] = 0x01;
+        EXPECT_DETECTED(&f);
+        c[n - 1] = KB_CTRL_START | 5; /* a nested "allocation" */
+        EXPECT_DETECTED(&f);
+        tried++;
+    }
+    CHECK(tried >= 4);
+    fixture_free(&f);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Counters, region list, region headers                                      */
+/* ------------------------------------------------------------------------ */
+
+TEST(wrong_statistics_counters_are_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    size_t *counters[] = {&f.h.total,       &f.h.allocated,   &f.h.user,
+                          &f.h.overhead,    &f.h.allocations, &f.h.region_count};
+    for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++) {
+        /* f.h is restored by value, so the pointers stay valid. */
+        (*counters[i])++;
+        EXPECT_DETECTED(&f);
+        (*counters[i])--;
+        EXPECT_DETECTED(&f);
+        *counters[i] += UNIT;
+        EXPECT_DETECTED(&f);
+    }
+    fixture_free(&f);
+}
+
+TEST(region_list_out_of_order_is_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    /* Swap the two regions. */
+    f.h.regions = f.r2;
+    f.r2->next = f.r1;
+    f.r1->next = NULL;
+    EXPECT_DETECTED(&f);
+    fixture_free(&f);
+}
+
+TEST(region_missing_from_the_list_is_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    f.r1->next = NULL; /* drop the second */
+    EXPECT_DETECTED(&f);
+    f.h.regions = f.r2; /* drop the first */
+    EXPECT_DETECTED(&f);
+    fixture_free(&f);
+}
+
+TEST(damaged_region_header_is_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    struct kbuddy_region *regions[2] = {f.r1, f.r2};
+    for (size_t ri = 0; ri < 2; ri++) {
+        struct kbuddy_region *r = regions[ri];
+        r->start += 1;
+        EXPECT_DETECTED(&f);
+        r->start -= 1;
+        EXPECT_DETECTED(&f);
+        r->end += 1;
+        EXPECT_DETECTED(&f);
+        r->end -= UNIT * 64;
+        EXPECT_DETECTED(&f);
+        r->engine.lo += 1;
+        EXPECT_DETECTED(&f);
+        r->engine.hi -= 1;
+        EXPECT_DETECTED(&f);
+        r->engine.hi += 1;
+        EXPECT_DETECTED(&f);
+        r->engine.orders -= 1;
+        EXPECT_DETECTED(&f);
+        r->engine.orders += 1;
+        EXPECT_DETECTED(&f);
+        r->engine.orders = 200;
+        EXPECT_DETECTED(&f);
+        r->ctrl += 1;
+        EXPECT_DETECTED(&f);
+        r->ctrl -= 1;
+        EXPECT_DETECTED(&f);
+        r->engine.words += 1;
+        EXPECT_DETECTED(&f);
+    }
+    fixture_free(&f);
+}
+
+/* The hint is the region free and alloc look at first: one that is not in
+ * the heap's list makes them resolve pointers through foreign bookkeeping. */
+TEST(hint_to_a_region_outside_the_list_is_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    /* A well-formed region of another heap. */
+    static unsigned char other_mem[16384] __attribute__((aligned(64)));
+    kbuddy_heap other;
+    kbuddy_init(&other);
+    REQUIRE(kbuddy_add_region(&other, other_mem, sizeof other_mem) == KBUDDY_OK);
+    f.h.hint = other.regions;
+    EXPECT_DETECTED(&f);
+    fixture_free(&f);
+}
+
+/* A region whose engine reports to another heap's masks and counts would
+ * leave this heap's orders_free stale after every operation. */
+TEST(region_reporting_to_another_heap_is_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    static kbuddy_heap other;
+    memcpy(&other, &f.h, sizeof other); /* the same masks and counts */
+    f.r2->engine.owner_mask = &other.orders_free;
+    f.r2->engine.owner_count = other.regions_with_order;
+    EXPECT_DETECTED(&f);
+    fixture_free(&f);
+}
+
+/* ------------------------------------------------------------------------ */
+/* What the other functions do with a damaged record                          */
+/* ------------------------------------------------------------------------ */
+
+TEST(free_of_a_damaged_record_reports_corruption_and_changes_nothing) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    size_t tried = 0;
+    for (size_t j = 0; j < 16; j++) {
+        if (!f.p[j])
+            continue;
+        uint8_t *c = ctrl_of_ptr(&f, f.p[j]);
+        if (!(*c & KB_CTRL_LONG))
+            continue;
+        c[1] = 1; /* a long record of one unit: malformed */
+        kbuddy_heap h_before = f.h;
+        unsigned char *mem_before = malloc(ARENA_LEN);
+        REQUIRE(mem_before);
+        memcpy(mem_before, f.arena, ARENA_LEN);
+        CHECK_STATUS(kbuddy_free(&f.h, f.p[j]), KBUDDY_ECORRUPT);
+        CHECK_STATUS(kbuddy_free_sized(&f.h, f.p[j], f.size[j], 1), KBUDDY_ECORRUPT);
+        CHECK_EQ(kbuddy_usable_size(&f.h, f.p[j]), 0);
+        CHECK(kbuddy_realloc(&f.h, f.p[j], 10, 1) == NULL);
+        CHECK(memcmp(mem_before, f.arena, ARENA_LEN) == 0);
+        CHECK(memcmp(&h_before, &f.h, sizeof f.h) == 0);
+        free(mem_before);
+        EXPECT_DETECTED(&f);
+        tried++;
+    }
+    CHECK(tried >= 6);
+    fixture_free(&f);
+}
+
+TEST(every_allocation_of_the_fixture_survives_the_restores) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    /* Damage and restore many times, then use the heap normally. */
+    for (int i = 0; i < 10; i++) {
+        f.h.allocated++;
+        EXPECT_DETECTED(&f);
+    }
+    for (size_t j = 0; j < 16; j++)
+        if (f.p[j])
+            CHECK_STATUS(kbuddy_free_sized(&f.h, f.p[j], f.size[j], j % 3 ? 1 : 256), KBUDDY_OK);
+    kbuddy_stats st;
+    kbuddy_get_stats(&f.h, &st);
+    CHECK_EQ(st.allocated, 0);
+    CHECK_EQ(st.allocations, 0);
+    CHECK_STATUS(kbuddy_check(&f.h), KBUDDY_OK);
+    fixture_free(&f);
+}
+
+KBTEST_MAIN()
