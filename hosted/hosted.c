@@ -1,0 +1,214 @@
+/*
+ * The Linux environment of the global allocator (see kbuddy_hosted.h):
+ * lock, growth by mmap, bad-free reports, thread exit, fork.
+ */
+#define _GNU_SOURCE
+#include "kbuddy_hosted.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define MIB ((size_t)1 << 20)
+#define MAP_ROUND (2 * MIB)
+
+static _Atomic unsigned g_lockword;
+static size_t g_mapped;             /* under the allocator's lock (grow runs under it) */
+static size_t g_chunk_min = 64 * MIB;
+static bool g_abort_on_bad_free;
+static pthread_key_t g_key;
+static bool g_key_ok;
+static kbuddy_lock g_fork_lock; /* the lock installed, held across fork */
+
+/* ------------------------------------------------------------------------ */
+/* The lock                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ __volatile__("pause");
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static void lock_acquire(void *ctx) {
+    _Atomic unsigned *w = ctx;
+    for (unsigned spins = 0;; spins++) {
+        if (!atomic_load_explicit(w, memory_order_relaxed) &&
+            !atomic_exchange_explicit(w, 1u, memory_order_acquire))
+            return;
+        if (spins < 100)
+            cpu_relax();
+        else
+            sched_yield();
+    }
+}
+
+static void lock_release(void *ctx) {
+    atomic_store_explicit((_Atomic unsigned *)ctx, 0u, memory_order_release);
+}
+
+/* The forking thread holds the lock across fork, so the child's copy of the
+ * heap is consistent and its lock is released by its only thread. Caches of
+ * the parent's other threads stay allocated in the child, unused. */
+static void fork_prepare(void) { g_fork_lock.acquire(g_fork_lock.ctx); }
+static void fork_parent(void) { g_fork_lock.release(g_fork_lock.ctx); }
+static void fork_child(void) { g_fork_lock.release(g_fork_lock.ctx); }
+
+/* ------------------------------------------------------------------------ */
+/* Growth                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static bool round_up(size_t *n, size_t to) {
+    if (*n > SIZE_MAX - (to - 1))
+        return false;
+    *n = (*n + to - 1) & ~(to - 1);
+    return true;
+}
+
+static void *map(size_t n) {
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* Geometric growth keeps the number of regions logarithmic in the heap's
+ * size; if the generous mapping fails, the bare minimum is tried. A region
+ * larger than physical memory is refused outright: the core heap clears
+ * 1/32 of every region it is given (its control bytes), so a terabyte
+ * request must fail with ENOMEM, not thrash. errno is left as it was: a
+ * successful malloc must not change it. */
+static bool grow(size_t min, void **start, size_t *size, void *ctx) {
+    (void)ctx;
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0 && min / (size_t)page > (size_t)pages)
+        return false;
+    int saved = errno;
+    size_t want = g_chunk_min;
+    if (want < g_mapped / 2)
+        want = g_mapped / 2;
+    if (want < min)
+        want = min;
+    void *p = NULL;
+    if (round_up(&want, MAP_ROUND))
+        p = map(want);
+    if (!p && round_up(&min, (size_t)page) && min < want)
+        p = map(want = min);
+    errno = saved;
+    if (!p)
+        return false;
+    g_mapped += want;
+    *start = p;
+    *size = want;
+    return true;
+}
+
+size_t kbuddy_hosted_mapped(void) { return g_mapped; }
+
+/* ------------------------------------------------------------------------ */
+/* Reports                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static int g_out = 2;
+
+void kbuddy_hosted_set_output(int fd) { g_out = fd; }
+
+void kbuddy_hosted_puts(const char *s) {
+    size_t n = strlen(s);
+    while (n) {
+        ssize_t w = write(g_out, s, n);
+        if (w <= 0)
+            return;
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+void kbuddy_hosted_putu(size_t v) {
+    char buf[24];
+    char *p = buf + sizeof buf - 1;
+    *p = '\0';
+    do
+        *--p = (char)('0' + v % 10);
+    while (v /= 10);
+    kbuddy_hosted_puts(p);
+}
+
+void kbuddy_hosted_putp(const void *ptr) {
+    char buf[2 + 2 * sizeof(uintptr_t) + 1];
+    uintptr_t v = (uintptr_t)ptr;
+    char *p = buf + sizeof buf - 1;
+    *p = '\0';
+    do
+        *--p = "0123456789abcdef"[v & 15u];
+    while (v >>= 4);
+    *--p = 'x';
+    *--p = '0';
+    kbuddy_hosted_puts(p);
+}
+
+static void report_bad_free(void *ptr, kbuddy_status st, const char *func) {
+    int saved = errno;
+    kbuddy_hosted_puts("kbuddy-malloc: ");
+    kbuddy_hosted_puts(func);
+    kbuddy_hosted_puts("(");
+    kbuddy_hosted_putp(ptr);
+    kbuddy_hosted_puts("): ");
+    kbuddy_hosted_puts(kbuddy_strerror(st));
+    kbuddy_hosted_puts(g_abort_on_bad_free ? "; aborting\n" : "; ignored\n");
+    errno = saved;
+    if (g_abort_on_bad_free)
+        abort();
+}
+
+/* ------------------------------------------------------------------------ */
+/* Threads and setup                                                         */
+/* ------------------------------------------------------------------------ */
+
+static void thread_ends(void *value) {
+    (void)value;
+    kbuddy_malloc_thread_exit();
+}
+
+static void thread_cache_created(void) {
+    if (g_key_ok)
+        (void)pthread_setspecific(g_key, (void *)1);
+}
+
+void kbuddy_hosted_hooks(kbuddy_malloc_hooks *h) {
+    memset(h, 0, sizeof *h);
+    h->lock = (kbuddy_lock){lock_acquire, lock_release, &g_lockword};
+    h->grow = grow;
+    h->grow_zeroed = true;
+    h->bad_free = report_bad_free;
+    h->thread_cache_created = thread_cache_created;
+}
+
+static void read_env(void) {
+    const char *s = getenv("KBUDDY_MALLOC_CHUNK_KB");
+    if (s && *s) {
+        size_t kb = 0;
+        for (; *s >= '0' && *s <= '9' && kb < SIZE_MAX / 10240; s++)
+            kb = kb * 10 + (size_t)(*s - '0');
+        if (kb)
+            g_chunk_min = kb * 1024;
+    }
+    s = getenv("KBUDDY_MALLOC_ABORT");
+    g_abort_on_bad_free = s && *s == '1';
+}
+
+void kbuddy_hosted_init(const kbuddy_malloc_hooks *h) {
+    kbuddy_malloc_hooks mine = *h;
+    if (!mine.lock.acquire || !mine.lock.release) /* the fork handlers need one to hold */
+        mine.lock = (kbuddy_lock){lock_acquire, lock_release, &g_lockword};
+    g_fork_lock = mine.lock;
+    read_env();
+    kbuddy_malloc_set_hooks(&mine);
+    g_key_ok = pthread_key_create(&g_key, thread_ends) == 0;
+    (void)pthread_atfork(fork_prepare, fork_parent, fork_child);
+}

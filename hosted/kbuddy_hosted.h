@@ -1,0 +1,49 @@
+/*
+ * The hosted (Linux) environment of the global allocator: the hooks that
+ * kbuddy_malloc needs from an operating system, for the LD_PRELOAD library
+ * (preload.c) and for in-process tests. Not installed; not for kernels.
+ *
+ *   lock                  a test-and-test-and-set lock that yields the CPU
+ *                         (sched_yield) after a short spin, so that threads
+ *                         outnumbering CPUs do not spin out a time slice
+ *                         behind a preempted holder;
+ *   grow                  mmap of max(64 MiB, half of what is mapped already,
+ *                         what the request needs), rounded up to 2 MiB
+ *                         (untouched pages cost nothing); never more than
+ *                         physical memory;
+ *   bad_free              one line on stderr (write(2), no stdio), then keep
+ *                         running, or abort() if KBUDDY_MALLOC_ABORT=1;
+ *   thread_cache_created  sets a pthread key whose destructor runs
+ *                         kbuddy_malloc_thread_exit when the thread ends.
+ * kbuddy_hosted_init also registers pthread_atfork handlers that hold the
+ * lock across fork, so the child never inherits it taken.
+ *
+ * Environment: KBUDDY_MALLOC_CHUNK_KB (the minimum mapping, default 65536),
+ * KBUDDY_MALLOC_ABORT (1: abort on a bad free).
+ */
+#ifndef KBUDDY_HOSTED_H
+#define KBUDDY_HOSTED_H
+
+#include "kbuddy_malloc.h"
+
+/* Fill *h with the hosted hooks (callers may change some before init). */
+void kbuddy_hosted_hooks(kbuddy_malloc_hooks *h);
+
+/* Install *h (kbuddy_malloc_set_hooks), create the thread-exit key and
+ * register the fork handlers. Once per process, before other threads use
+ * the allocator. May allocate (pthread functions), which must then be
+ * served somehow: the preload library serves it from its bootstrap arena. */
+void kbuddy_hosted_init(const kbuddy_malloc_hooks *h);
+
+/* Bytes mapped by grow so far. */
+size_t kbuddy_hosted_mapped(void);
+
+/* Write without stdio or allocation, to stderr (or the file descriptor
+ * given to kbuddy_hosted_set_output): a string, an unsigned number in
+ * decimal, a pointer in hex. */
+void kbuddy_hosted_set_output(int fd);
+void kbuddy_hosted_puts(const char *s);
+void kbuddy_hosted_putu(size_t v);
+void kbuddy_hosted_putp(const void *p);
+
+#endif /* KBUDDY_HOSTED_H */

@@ -1,0 +1,369 @@
+/*
+ * The malloc family of the global allocator, in-process (hosted build:
+ * per-thread caches, errno, growth by mmap): the standard semantics of each
+ * function, size classes, statistics, caches and regions.
+ */
+#include "kbm_setup.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define UNIT KBUDDY_MIN_BLOCK
+
+static size_t round_unit(size_t n) { return n ? (n + UNIT - 1) / UNIT * UNIT : UNIT; }
+
+/* The class sizes the header promises: 32-byte steps to 512, then four per
+ * doubling, up to KBUDDY_MALLOC_CACHE_MAX. */
+static size_t expected_usable(size_t n) {
+    if (n > KBUDDY_MALLOC_CACHE_MAX)
+        return round_unit(n);
+    if (n <= 16 * UNIT)
+        return round_unit(n);
+    size_t step = 16 * UNIT / 4;
+    while (n > 2 * (step * 4))
+        step *= 2;
+    return (n + step - 1) / step * step;
+}
+
+static void fill(unsigned char *p, size_t n, unsigned seed) {
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)(seed + i * 7);
+}
+
+static int same(const unsigned char *p, size_t n, unsigned seed) {
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != (unsigned char)(seed + i * 7))
+            return 0;
+    return 1;
+}
+
+TEST(every_request_gets_its_class_or_rounded_size) {
+    kbm_setup();
+    for (size_t n = 0; n <= 3 * KBUDDY_MALLOC_CACHE_MAX; n += n < 9000 ? 1 : 97) {
+        unsigned char *p = kbm_malloc(n);
+        REQUIRE(p != NULL);
+        size_t u = kbm_malloc_usable_size(p);
+        if (u != expected_usable(n)) {
+            KBTEST_FAIL("usable(%zu) = %zu, want %zu", n, u, expected_usable(n));
+            kbm_free(p);
+            return;
+        }
+        CHECK_EQ((uintptr_t)p % UNIT, 0);
+        memset(p, 0x5a, u);
+        kbm_free(p);
+    }
+    CHECK_EQ(expected_usable(513), 640);
+    CHECK_EQ(expected_usable(1025), 1280);
+    CHECK_EQ(expected_usable(4096), 4096);
+    CHECK_EQ(expected_usable(4097), 4128);
+    CHECK_STATS_ADD_UP();
+}
+
+TEST(malloc_gives_disjoint_aligned_blocks) {
+    kbm_setup();
+    enum { N = 3000 };
+    static unsigned char *p[N];
+    static size_t n[N];
+    size_t live0 = kbm_stats().live_blocks;
+    for (unsigned i = 0; i < N; i++) {
+        n[i] = (i * 2654435761u) % 9000;
+        p[i] = kbm_malloc(n[i]);
+        REQUIRE(p[i] != NULL);
+        CHECK_EQ((uintptr_t)p[i] % UNIT, 0);
+        fill(p[i], n[i], i);
+    }
+    CHECK_EQ(kbm_stats().live_blocks, live0 + N);
+    for (unsigned i = 0; i < N; i++) {
+        CHECK(same(p[i], n[i], i));
+        kbm_free(p[i]);
+    }
+    CHECK_EQ(kbm_stats().live_blocks, live0);
+    CHECK_EQ(atomic_load(&kbm_bad_count), 0);
+    CHECK_STATS_ADD_UP();
+}
+
+TEST(malloc_zero_gives_unique_blocks) {
+    kbm_setup();
+    void *a = kbm_malloc(0), *b = kbm_malloc(0);
+    REQUIRE(a && b);
+    CHECK(a != b);
+    CHECK_EQ(kbm_malloc_usable_size(a), UNIT);
+    kbm_free(a);
+    kbm_free(b);
+}
+
+TEST(calloc_zero_fills_recycled_blocks) {
+    kbm_setup();
+    for (size_t n = 1; n < 20000; n = n * 3 + 1) {
+        unsigned char *d = kbm_malloc(n);
+        REQUIRE(d != NULL);
+        memset(d, 0xaa, n);
+        kbm_free(d);
+        unsigned char *p = kbm_calloc(n, 1);
+        REQUIRE(p != NULL);
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++)
+            bad += p[i] != 0;
+        CHECK_EQ(bad, 0);
+        kbm_free(p);
+    }
+    int *v = kbm_calloc(1000, sizeof *v);
+    REQUIRE(v != NULL);
+    CHECK(v[0] == 0 && v[999] == 0);
+    kbm_free(v);
+    void *z = kbm_calloc(0, 5);
+    CHECK(z != NULL);
+    kbm_free(z);
+}
+
+TEST(calloc_overflow_is_enomem) {
+    kbm_setup();
+    errno = 0;
+    CHECK(kbm_calloc(SIZE_MAX / 2 + 1, 2) == NULL);
+    CHECK_EQ(errno, ENOMEM);
+    errno = 0;
+    CHECK(kbm_calloc((size_t)1 << 33, (size_t)1 << 33) == NULL);
+    CHECK_EQ(errno, ENOMEM);
+}
+
+TEST(realloc_follows_glibc) {
+    kbm_setup();
+    size_t live0 = kbm_stats().live_blocks;
+    unsigned char *p = kbm_realloc(NULL, 100); /* NULL: malloc */
+    REQUIRE(p != NULL);
+    fill(p, 100, 1);
+    CHECK(kbm_realloc(p, 110) == p); /* same class (128) */
+    CHECK(kbm_realloc(p, 65) == p);  /* more than half of it */
+    unsigned char *q = kbm_realloc(p, 20); /* much smaller: moves */
+    REQUIRE(q != NULL);
+    CHECK(q != p);
+    CHECK(same(q, 20, 1));
+    CHECK_EQ(kbm_malloc_usable_size(q), 32);
+    CHECK_EQ(kbm_malloc_usable_size(p), 0); /* freed */
+    p = kbm_realloc(q, 3000); /* small to larger class */
+    REQUIRE(p != NULL);
+    CHECK(same(p, 20, 1));
+    fill(p, 3000, 2);
+    q = kbm_realloc(p, 100000); /* small to large */
+    REQUIRE(q != NULL);
+    CHECK(same(q, 3000, 2));
+    fill(q, 100000, 3);
+    p = kbm_realloc(q, 50000); /* large shrinks in place */
+    CHECK(p == q);
+    CHECK(same(p, 50000, 3));
+    CHECK_EQ(kbm_malloc_usable_size(p), 50016);
+    q = kbm_realloc(p, 3000000); /* large grows */
+    REQUIRE(q != NULL);
+    CHECK(same(q, 50000, 3));
+    errno = 1234;
+    CHECK(kbm_realloc(q, 0) == NULL); /* frees, like glibc */
+    CHECK_EQ(errno, 1234);
+    CHECK_EQ(kbm_stats().live_blocks, live0);
+    CHECK_EQ(atomic_load(&kbm_bad_count), 0);
+    CHECK_STATS_ADD_UP();
+}
+
+TEST(realloc_failure_keeps_the_block) {
+    kbm_setup();
+    unsigned char *p = kbm_malloc(200);
+    REQUIRE(p != NULL);
+    fill(p, 200, 9);
+    errno = 0;
+    CHECK(kbm_realloc(p, opaque(SIZE_MAX - 8)) == NULL);
+    CHECK_EQ(errno, ENOMEM);
+    CHECK(same(p, 200, 9));
+    unsigned char *big = kbm_malloc(70000);
+    REQUIRE(big != NULL);
+    errno = 0;
+    CHECK(kbm_realloc(big, opaque(SIZE_MAX / 2)) == NULL);
+    CHECK_EQ(errno, ENOMEM);
+    CHECK_EQ(kbm_malloc_usable_size(big), 70016);
+    errno = 0;
+    CHECK(kbm_reallocarray(p, SIZE_MAX / 4, 8) == NULL);
+    CHECK_EQ(errno, ENOMEM);
+    CHECK(same(p, 200, 9));
+    unsigned char *q = kbm_reallocarray(p, 50, 8);
+    REQUIRE(q != NULL);
+    CHECK(same(q, 200, 9));
+    kbm_free(q);
+    kbm_free(big);
+    CHECK_EQ(atomic_load(&kbm_bad_count), 0);
+    CHECK_STATS_ADD_UP();
+}
+
+TEST(aligned_alloc_aligns_and_rejects_bad_alignments) {
+    kbm_setup();
+    for (size_t a = 1; a <= ((size_t)1 << 20); a <<= 1) {
+        void *p = kbm_aligned_alloc(a, 100);
+        REQUIRE(p != NULL);
+        CHECK_EQ((uintptr_t)p % a, 0);
+        CHECK(kbm_malloc_usable_size(p) >= 100);
+        memset(p, 1, 100);
+        kbm_free_aligned_sized(p, a, 100);
+    }
+    static const size_t bad[] = {0, 3, 24, 48, 1000, SIZE_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        errno = 0;
+        CHECK(kbm_aligned_alloc(bad[i], 64) == NULL);
+        CHECK_EQ(errno, EINVAL);
+    }
+    errno = 0; /* too large an alignment for any region: out of memory */
+    CHECK(kbm_aligned_alloc((size_t)1 << 62, 1) == NULL);
+    CHECK_EQ(errno, ENOMEM);
+    CHECK_EQ(atomic_load(&kbm_bad_count), 0);
+    CHECK_STATS_ADD_UP();
+}
+
+TEST(posix_memalign_returns_errors_and_keeps_errno) {
+    kbm_setup();
+    void *p = (void *)0x1234;
+    errno = 77;
+    CHECK_EQ(kbm_posix_memalign(&p, 3, 10), EINVAL);
+    CHECK_EQ(kbm_posix_memalign(&p, sizeof(void *) / 2, 10), EINVAL);
+    CHECK_EQ(kbm_posix_memalign(&p, 0, 10), EINVAL);
+    CHECK_EQ(kbm_posix_memalign(&p, 64, SIZE_MAX - 100), ENOMEM);
+    CHECK(p == (void *)0x1234);
+    CHECK_EQ(errno, 77);
+    CHECK_EQ(kbm_posix_memalign(&p, 4096, 10), 0);
+    CHECK_EQ((uintptr_t)p % 4096, 0);
+    kbm_free(p);
+    CHECK_EQ(kbm_posix_memalign(&p, sizeof(void *), 0), 0);
+    kbm_free(p);
+}
+
+TEST(memalign_rounds_alignment_up) {
+    kbm_setup();
+    void *p = kbm_memalign(48, 10);
+    REQUIRE(p != NULL);
+    CHECK_EQ((uintptr_t)p % 64, 0);
+    kbm_free(p);
+    p = kbm_memalign(0, 10);
+    REQUIRE(p != NULL);
+    kbm_free(p);
+    errno = 0;
+    CHECK(kbm_memalign(SIZE_MAX / 2 + 2, 10) == NULL);
+    CHECK_EQ(errno, EINVAL);
+}
+
+TEST(malloc_of_impossible_sizes_is_enomem) {
+    kbm_setup();
+    static const size_t sizes[] = {SIZE_MAX, SIZE_MAX - 31, SIZE_MAX / 2, (size_t)1 << 60};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        errno = 0;
+        CHECK(kbm_malloc(opaque(sizes[i])) == NULL);
+        CHECK_EQ(errno, ENOMEM);
+    }
+    errno = 0;
+    CHECK(kbm_aligned_alloc(64, opaque(SIZE_MAX)) == NULL);
+    CHECK_EQ(errno, ENOMEM);
+    errno = 0; /* success leaves errno alone */
+    void *p = kbm_malloc(10);
+    CHECK_EQ(errno, 0);
+    kbm_free(p);
+    CHECK_STATS_ADD_UP();
+}
+
+TEST(free_sized_accepts_every_valid_size) {
+    kbm_setup();
+    for (size_t n = 1; n < 10000; n = n * 2 + 3) {
+        void *p = kbm_malloc(n);
+        REQUIRE(p != NULL);
+        kbm_free_sized(p, n);
+    }
+    void *p = kbm_malloc(100);
+    void *q = kbm_realloc(p, 70); /* kept in place: 70 is still its size */
+    CHECK(q == p);
+    kbm_free_sized(q, 70);
+    p = kbm_calloc(100, 100);
+    kbm_free_sized(p, 10000);
+    kbm_free_sized(NULL, 5);
+    CHECK_EQ(atomic_load(&kbm_bad_count), 0);
+    CHECK_STATS_ADD_UP();
+}
+
+TEST(large_requests_grow_the_heap) {
+    kbm_setup();
+    kbuddy_malloc_stats before = kbm_stats();
+    size_t n = (size_t)200 << 20; /* beyond the 64 MiB default mapping */
+    unsigned char *p = kbm_malloc(n);
+    REQUIRE(p != NULL);
+    p[0] = 1;
+    p[n - 1] = 2;
+    kbuddy_malloc_stats after = kbm_stats();
+    CHECK(after.regions > before.regions);
+    CHECK(after.live_bytes >= before.live_bytes + n);
+    kbm_free(p);
+    CHECK_STATS_ADD_UP();
+}
+
+TEST(caches_are_bounded_and_flush_returns_them) {
+    kbm_setup();
+    enum { N = 20000 };
+    static void *p[N];
+    for (unsigned i = 0; i < N; i++)
+        REQUIRE((p[i] = kbm_malloc(64)) != NULL);
+    kbuddy_malloc_stats full = kbm_stats();
+    for (unsigned i = 0; i < N; i++)
+        kbm_free(p[i]);
+    kbuddy_malloc_stats st = kbm_stats();
+    /* At most two magazines here and the depot's bound of them, 64 blocks each. */
+    CHECK(st.cached_blocks <= full.cached_blocks + (2 + KBUDDY_MALLOC_DEPOT_MAGS) * 64);
+    CHECK(st.heap.allocated + N * 64 / 2 < full.heap.allocated);
+    CHECK_STATS_ADD_UP();
+    kbuddy_malloc_flush_caches();
+    st = kbm_stats();
+    CHECK_EQ(st.cached_blocks, 0); /* this thread's cache and the depot: all of them here */
+    CHECK_EQ(st.depot_blocks, 0);
+    CHECK_STATS_ADD_UP();
+    /* The cache refills after a flush. */
+    void *q = kbm_malloc(64);
+    CHECK(q != NULL);
+    CHECK(kbm_stats().cached_blocks > 0);
+    kbm_free(q);
+}
+
+TEST(add_region_is_the_transfer_and_checks_its_input) {
+    kbm_setup();
+    static _Alignas(64) unsigned char area[1 << 20];
+    kbuddy_malloc_stats before = kbm_stats();
+    CHECK_STATUS(kbuddy_malloc_add_region(NULL, 4096), KBUDDY_EINVAL);
+    CHECK_STATUS(kbuddy_malloc_add_region(area, 0), KBUDDY_EINVAL);
+    CHECK_STATUS(kbuddy_malloc_add_region((void *)(UINTPTR_MAX - 100), 4096), KBUDDY_EINVAL);
+    CHECK_STATUS(kbuddy_malloc_add_region(area, 40), KBUDDY_ENOMEM);
+    CHECK_STATUS(kbuddy_malloc_add_region(area + 3, sizeof area - 3), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_malloc_add_region(area + 4096, 8192), KBUDDY_EOVERLAP);
+    CHECK_STATUS(kbuddy_malloc_add_region(area + 2, 8), KBUDDY_EOVERLAP);
+    CHECK_STATUS(kbuddy_malloc_add_region(area, 3), KBUDDY_ENOMEM); /* just before it: too small */
+    kbuddy_malloc_stats after = kbm_stats();
+    CHECK_EQ(after.regions, before.regions + 1);
+    CHECK_EQ(after.region_bytes, before.region_bytes + sizeof area - 3);
+    CHECK(after.heap.total > before.heap.total + sizeof area * 9 / 10);
+    /* Blocks from it work like any other: fill the heap's lowest parts. */
+    enum { N = 2000 };
+    static unsigned char *p[N];
+    size_t inside = 0;
+    for (unsigned i = 0; i < N; i++) {
+        p[i] = kbm_malloc(400);
+        REQUIRE(p[i] != NULL);
+        inside += p[i] >= area && p[i] < area + sizeof area;
+    }
+    CHECK(inside > 0 || (uintptr_t)area > (uintptr_t)p[0]);
+    for (unsigned i = 0; i < N; i++)
+        kbm_free(p[i]);
+    CHECK_STATS_ADD_UP();
+}
+
+TEST(global_heap_is_the_core_heap) {
+    kbm_setup();
+    void *p = kbm_malloc(5000);
+    REQUIRE(p != NULL);
+    kbuddy_stats core;
+    kbuddy_get_stats(kbuddy_global_heap(), &core);
+    CHECK_EQ(core.allocations, kbm_stats().heap.allocations);
+    CHECK_EQ(kbuddy_usable_size(kbuddy_global_heap(), p), 5024);
+    CHECK_STATUS(kbuddy_check(kbuddy_global_heap()), KBUDDY_OK);
+    kbm_free(p);
+}
+
+KBTEST_MAIN()

@@ -1,0 +1,267 @@
+/*
+ * The kernel configuration of the global allocator (per-CPU caches chosen by
+ * the cpu_id hook, interrupts masked through irq_save/irq_restore, memory
+ * only from kbuddy_malloc_add_region, no grow hook, no errno), run on
+ * threads that stand in for CPUs: each thread has a CPU number and an
+ * "interrupt mask" depth of its own, so the test can check that every call
+ * masks, calls cpu_id only while masked, and restores exactly once.
+ */
+#include "kbtest.h"
+#include "kbuddy_malloc.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define HEAP_BYTES ((size_t)48 << 20)
+
+static _Alignas(4096) unsigned char boot_region[HEAP_BYTES / 4];
+static unsigned char *later_region; /* "found later", as a kernel finds memory */
+
+static _Thread_local unsigned my_cpu;
+static _Thread_local int irq_depth;
+static _Atomic size_t cpu_id_unmasked, irq_misuse, hook_masked;
+static _Atomic size_t bad_frees;
+static _Atomic int last_bad;
+
+static unsigned cpu_id(void) {
+    if (irq_depth == 0)
+        atomic_fetch_add(&cpu_id_unmasked, 1);
+    return my_cpu;
+}
+
+static unsigned long irq_save(void) { return (unsigned long)irq_depth++; }
+
+static void irq_restore(unsigned long state) {
+    if (irq_depth != (int)state + 1)
+        atomic_fetch_add(&irq_misuse, 1);
+    irq_depth = (int)state;
+}
+
+static void bad_free(void *ptr, kbuddy_status st, const char *func) {
+    (void)ptr;
+    (void)func;
+    if (irq_depth)
+        atomic_fetch_add(&hook_masked, 1);
+    atomic_store(&last_bad, (int)st);
+    atomic_fetch_add(&bad_frees, 1);
+}
+
+static kbuddy_malloc_stats stats(void) {
+    kbuddy_malloc_stats st;
+    kbuddy_malloc_get_stats(&st);
+    return st;
+}
+
+static void boot(void) {
+    static int done;
+    if (done)
+        return;
+    done = 1;
+    /* The boot CPU hands the first region over before the hooks exist... */
+    CHECK_STATUS(kbuddy_malloc_add_region(boot_region, sizeof boot_region), KBUDDY_OK);
+    kbuddy_malloc_hooks h = {0};
+    h.cpu_id = cpu_id;
+    h.irq_save = irq_save;
+    h.irq_restore = irq_restore;
+    h.bad_free = bad_free;
+    kbuddy_malloc_set_hooks(&h);
+    /* ...and more once the memory map is parsed. */
+    later_region = aligned_alloc(4096, HEAP_BYTES - sizeof boot_region);
+    CHECK_STATUS(kbuddy_malloc_add_region(later_region + 100, HEAP_BYTES - sizeof boot_region - 100),
+                 KBUDDY_OK);
+}
+
+#define CHECK_CONSISTENT()                                                                    \
+    do {                                                                                      \
+        kbuddy_malloc_stats s_ = stats();                                                     \
+        CHECK_EQ(s_.heap.allocations, s_.live_blocks + s_.cached_blocks + s_.internal_blocks); \
+        CHECK_EQ(s_.heap.allocated, s_.live_bytes + s_.cached_bytes + s_.internal_bytes);     \
+        CHECK_STATUS(kbuddy_malloc_check(), KBUDDY_OK);                                       \
+        CHECK_EQ(atomic_load(&irq_misuse), 0);                                                \
+        CHECK_EQ(atomic_load(&cpu_id_unmasked), 0);                                           \
+        CHECK_EQ(irq_depth, 0);                                                               \
+    } while (0)
+
+static uint64_t xorshift(uint64_t *s) {
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+/* --- Each CPU runs W3; a quarter of its frees are of another CPU's blocks -- */
+
+enum { CPUS = 4, SLOTS = 4000, OPS = 150000 };
+static unsigned char *_Atomic shared_slot[CPUS][SLOTS];
+
+typedef struct {
+    unsigned cpu;
+    size_t errors;
+} cpu_arg;
+
+static void *cpu_main(void *varg) {
+    cpu_arg *a = varg;
+    my_cpu = a->cpu;
+    uint64_t seed = 42 + a->cpu;
+    for (unsigned op = 0; op < OPS; op++) {
+        /* Slots are shared: a CPU frees whatever block it finds, whoever
+         * allocated it. */
+        unsigned owner = op % 4 ? a->cpu : (unsigned)(xorshift(&seed) % CPUS);
+        unsigned i = (unsigned)(xorshift(&seed) % SLOTS);
+        unsigned char *p = atomic_exchange(&shared_slot[owner][i], NULL);
+        if (p) {
+            size_t n = p[0] | (size_t)p[1] << 8;
+            a->errors += p[n > 2 ? n - 1 : 1] != (unsigned char)n;
+            kbm_free(p);
+        } else {
+            size_t n = 3 + xorshift(&seed) % (op % 32 ? 4000 : 30000);
+            p = kbm_malloc(n);
+            if (!p) {
+                a->errors++;
+                continue;
+            }
+            p[0] = (unsigned char)n;
+            p[1] = (unsigned char)(n >> 8);
+            p[n - 1] = (unsigned char)n;
+            p = atomic_exchange(&shared_slot[owner][i], p);
+            if (p)
+                kbm_free(p); /* raced with another CPU: drop the older */
+        }
+    }
+    return NULL;
+}
+
+TEST(cpus_share_the_heap_through_their_caches) {
+    boot();
+    pthread_t t[CPUS];
+    cpu_arg a[CPUS];
+    for (unsigned i = 0; i < CPUS; i++) {
+        a[i] = (cpu_arg){i, 0};
+        REQUIRE(pthread_create(&t[i], NULL, cpu_main, &a[i]) == 0);
+    }
+    for (unsigned i = 0; i < CPUS; i++) {
+        pthread_join(t[i], NULL);
+        CHECK_EQ(a[i].errors, 0);
+    }
+    CHECK_EQ(stats().caches, CPUS);
+    CHECK_CONSISTENT();
+    /* Blocks left in the slots are still live and intact. */
+    size_t left = 0;
+    for (unsigned c = 0; c < CPUS; c++)
+        for (unsigned i = 0; i < SLOTS; i++) {
+            unsigned char *p = atomic_exchange(&shared_slot[c][i], NULL);
+            if (p) {
+                size_t n = p[0] | (size_t)p[1] << 8;
+                CHECK_EQ(p[n - 1], (unsigned char)n);
+                kbm_free(p);
+                left++;
+            }
+        }
+    CHECK(left > 0);
+    CHECK_EQ(stats().live_blocks, 0);
+    CHECK_EQ(atomic_load(&bad_frees), 0);
+    CHECK_CONSISTENT();
+}
+
+/* --- A CPU numbered beyond KBUDDY_MALLOC_MAX_CPUS works without a cache ---- */
+
+static void *big_cpu_main(void *varg) {
+    (void)varg;
+    my_cpu = 1000;
+    void *p[300];
+    for (unsigned i = 0; i < 300; i++)
+        p[i] = kbm_malloc(1 + i * 13);
+    for (unsigned i = 0; i < 300; i++) {
+        if (!p[i] || kbm_malloc_usable_size(p[i]) < 1 + i * 13)
+            return (void *)1;
+        kbm_free(p[i]);
+    }
+    void *q = kbm_malloc(64);
+    kbm_free(q);
+    kbm_free(q); /* still caught without a cache */
+    return NULL;
+}
+
+TEST(cpus_without_a_cache_use_the_heap_directly) {
+    boot();
+    kbuddy_malloc_stats before = stats();
+    size_t bad0 = atomic_load(&bad_frees);
+    pthread_t t;
+    void *r;
+    REQUIRE(pthread_create(&t, NULL, big_cpu_main, NULL) == 0);
+    pthread_join(t, &r);
+    CHECK(r == NULL);
+    kbuddy_malloc_stats after = stats();
+    CHECK_EQ(after.caches, before.caches);
+    CHECK_EQ(after.cached_blocks, before.cached_blocks);
+    CHECK_EQ(atomic_load(&bad_frees), bad0 + 1);
+    CHECK_EQ(atomic_load(&last_bad), KBUDDY_EDOUBLEFREE);
+    CHECK_EQ(atomic_load(&hook_masked), 0);
+    CHECK_CONSISTENT();
+}
+
+/* --- Out of memory -------------------------------------------------------- */
+
+TEST(out_of_memory_fails_cleanly_and_caches_give_memory_back) {
+    boot();
+    my_cpu = 0;
+    /* Fill the heap with small blocks until it refuses. */
+    enum { MAXB = 1 << 20 };
+    static void *p[MAXB];
+    size_t n = 0;
+    while (n < MAXB && (p[n] = kbm_malloc(1000)) != NULL)
+        n++;
+    CHECK(n < MAXB);
+    CHECK(n > HEAP_BYTES / 1024 / 2);
+    CHECK(kbm_malloc(HEAP_BYTES / 8) == NULL);
+    for (size_t i = 0; i < n; i++)
+        kbm_free(p[i]);
+    CHECK(stats().depot_blocks > 0);
+    /* Every CPU empties its own magazines (per-CPU builds: thread_exit is a
+     * flush of this CPU's cache alone); the depot is left full... */
+    for (unsigned c = 0; c < CPUS; c++) {
+        my_cpu = c;
+        kbuddy_malloc_thread_exit();
+    }
+    my_cpu = 0;
+    CHECK(stats().depot_blocks > 0);
+    CHECK_EQ(stats().cached_blocks, stats().depot_blocks);
+    /* ...and goes back to the heap by itself when the heap runs out: take
+     * large blocks until the heap refuses one. */
+    void *big[16];
+    size_t nb = 0;
+    while (nb < 16 && (big[nb] = kbm_malloc(HEAP_BYTES / 16)) != NULL)
+        nb++;
+    CHECK(nb >= 8 && nb < 16);
+    CHECK_EQ(stats().depot_blocks, 0);
+    for (size_t i = 0; i < nb; i++)
+        kbm_free(big[i]);
+    CHECK_EQ(stats().cached_blocks, 0);
+    CHECK_CONSISTENT();
+}
+
+TEST(bad_frees_are_counted_and_reported_with_interrupts_restored) {
+    boot();
+    my_cpu = 2;
+    size_t b0 = stats().bad_frees;
+    int x;
+    kbm_free(&x);
+    CHECK_EQ(atomic_load(&last_bad), KBUDDY_EFOREIGN);
+    void *p = kbm_malloc(100);
+    kbm_free(p);
+    kbm_free(p);
+    CHECK_EQ(atomic_load(&last_bad), KBUDDY_EDOUBLEFREE);
+    kbm_free_sized(kbm_malloc(100), 4000);
+    CHECK_EQ(atomic_load(&last_bad), KBUDDY_ESIZE);
+    CHECK_EQ(stats().bad_frees, b0 + 3);
+    CHECK_EQ(atomic_load(&hook_masked), 0);
+    /* errno is not the kernel build's business. */
+    CHECK(kbm_aligned_alloc(3, 10) == NULL);
+    void *o = (void *)1;
+    CHECK_EQ(kbm_posix_memalign(&o, 3, 10), 22);
+    CHECK_CONSISTENT();
+}
+
+KBTEST_MAIN()

@@ -1,0 +1,371 @@
+/*
+ * kbuddy_malloc: the global allocator. One process-wide (kernel-wide) kbuddy
+ * heap, the C malloc family on it, and per-CPU caches of small blocks in
+ * front of it so that the common malloc and free take no shared lock.
+ *
+ * Layers, bottom up:
+ *
+ *   core heap   a kbuddy_heap (kbuddy.h) fed by kbuddy_malloc_add_region,
+ *               the "transfer(region)" of a kernel's boot code, and by the
+ *               optional grow hook when it runs out. One lock (the hooks'
+ *               lock, by default a spinlock) serialises every call into it.
+ *   depot       per size class, a bounded stack of full magazines and one of
+ *               empty magazines, under the same lock.
+ *   per-CPU     per size class, two magazines (arrays of pointers to free
+ *   caches      blocks of that class), touched only by their own CPU (thread
+ *               in TLS builds) with interrupts masked: malloc pops, free
+ *               pushes. Only when both magazines are empty (full) does the
+ *               CPU trade one with the depot, which is O(1) under the lock;
+ *               when the depot has none to give, a magazine is filled from
+ *               the core heap in one lock acquisition. Full magazines beyond
+ *               the depot's bound go back to the core heap. A block freed on
+ *               another CPU than the one that allocated it simply goes into
+ *               the freeing CPU's cache: magazines, not blocks, travel.
+ *   malloc      kbm_malloc, kbm_free, ...: small requests (at most
+ *               KBUDDY_MALLOC_CACHE_MAX bytes, alignment at most
+ *               KBUDDY_MIN_BLOCK) go through the caches; the rest straight to
+ *               the core heap.
+ *
+ * Every block is an allocation of the core heap: a cached block is one the
+ * core heap counts as allocated but that the program does not hold. Small
+ * requests are rounded up to a size class: 32-byte steps up to 512 bytes,
+ * then four classes per doubling (640, 768, 896, 1024, 1280, ...) up to
+ * KBUDDY_MALLOC_CACHE_MAX (with the default 32-byte minimum block).
+ *
+ * Bad frees. Nothing is ever written into a block the program holds or has
+ * freed: the magazines are arrays outside the blocks, and the layer keeps a
+ * state byte (a "tag") for the first minimum block of every block it hands
+ * out, in a table at the head of each region (1 byte per 32 bytes, 3.1%).
+ * free reads the tag of its pointer: "held by the program" (with the size
+ * class) is changed to "cached" with one compare-and-swap, so of two frees
+ * of the same pointer, even racing on two CPUs, exactly one wins; "cached"
+ * means a double free of a block sitting in some cache; no tag means the
+ * pointer is not the start of a block the program holds, and the core heap
+ * is asked why (double free of memory given back to the heap, interior
+ * pointer, ...). Pointers outside every region are foreign. A refused call
+ * changes nothing; it is counted and reported through the bad_free hook.
+ *
+ * Freestanding: malloc/kbuddy_malloc.c is C11 that needs nothing but the core
+ * and memcpy/memset. Build options (compile-time macros, set them when
+ * compiling malloc/kbuddy_malloc.c; the defaults suit a kernel):
+ *
+ *   KBUDDY_MALLOC_TLS        1: one cache per thread in thread-local storage
+ *                            (hosted builds); 0: one per CPU, chosen by the
+ *                            cpu_id hook, with interrupts masked by the
+ *                            irq_save/irq_restore hooks (kernels). Default 0.
+ *   KBUDDY_MALLOC_ERRNO      1: set errno as the C standard and POSIX say
+ *                            (hosted builds). Default 0: no errno.
+ *   KBUDDY_MALLOC_STD_NAMES  1: also define malloc, free, calloc, realloc,
+ *                            reallocarray, aligned_alloc, posix_memalign,
+ *                            memalign, malloc_usable_size, free_sized and
+ *                            free_aligned_sized as calls to the kbm_
+ *                            functions (for kernels; the hosted shared
+ *                            library defines its own). Default 0.
+ *   KBUDDY_MALLOC_MAX_CPUS, KBUDDY_MALLOC_MAX_REGIONS, KBUDDY_MALLOC_CACHE_SHIFT,
+ *   KBUDDY_MALLOC_MAG_BYTES, KBUDDY_MALLOC_DEPOT_MAGS: see below.
+ *
+ * Names: the malloc family is kbm_<standard name>, because kbuddy_free,
+ * kbuddy_realloc, kbuddy_free_sized and kbuddy_usable_size are the core
+ * heap's functions (with a heap argument). Everything else is
+ * kbuddy_malloc_*.
+ *
+ * Thread-safety: every function may be called concurrently from any CPU or
+ * thread, except kbuddy_malloc_set_hooks, which must run before the heap is
+ * shared. In kernels whose interrupt handlers allocate, install irq_save and
+ * irq_restore: each call masks interrupts on the local CPU for its whole
+ * duration (the hooks' lock then need not).
+ *
+ * Complexity: the cached paths are O(1). A trade with the depot is O(1)
+ * under the lock; filling or emptying a magazine is O(M) core calls under
+ * one lock acquisition (M = blocks per magazine, at most 64). Large
+ * requests cost what the core heap's calls cost (O(R + L), kbuddy.h),
+ * under the lock. Resolving a pointer is O(1) for the region the CPU used
+ * last, else O(number of regions).
+ */
+#ifndef KBUDDY_MALLOC_H
+#define KBUDDY_MALLOC_H
+
+#include "kbuddy.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Configuration                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* CPUs that can have a cache (cpu_id() must be below this; a CPU with a
+ * larger number works without a cache, through the lock). Per-CPU builds. */
+#ifndef KBUDDY_MALLOC_MAX_CPUS
+#define KBUDDY_MALLOC_MAX_CPUS 64
+#endif
+
+/* Regions the global heap can have (kbuddy_malloc_add_region and grow). */
+#ifndef KBUDDY_MALLOC_MAX_REGIONS
+#define KBUDDY_MALLOC_MAX_REGIONS 64
+#endif
+
+/* log2 of the largest request served by the caches (4096 bytes). Requests
+ * above it, and requests aligned above KBUDDY_MIN_BLOCK, go to the core heap
+ * under the lock. 4 + KBUDDY_MIN_BLOCK_SHIFT .. 15 + KBUDDY_MIN_BLOCK_SHIFT. */
+#ifndef KBUDDY_MALLOC_CACHE_SHIFT
+#define KBUDDY_MALLOC_CACHE_SHIFT 12
+#endif
+#define KBUDDY_MALLOC_CACHE_MAX ((size_t)1 << KBUDDY_MALLOC_CACHE_SHIFT)
+
+/* Bytes of blocks one magazine holds, roughly: a magazine of a class holds
+ * KBUDDY_MALLOC_MAG_BYTES / class size blocks, but at least 8 and at most
+ * 64. A CPU holds at most two magazines per class (about 0.9 MiB in all with
+ * the defaults). */
+#ifndef KBUDDY_MALLOC_MAG_BYTES
+#define KBUDDY_MALLOC_MAG_BYTES 16384
+#endif
+
+/* Full magazines the depot keeps per class; more go back to the core heap. */
+#ifndef KBUDDY_MALLOC_DEPOT_MAGS
+#define KBUDDY_MALLOC_DEPOT_MAGS 4
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Hooks                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* What the environment supplies. Every member may be NULL (zero): the
+ * default is described with each. */
+typedef struct kbuddy_malloc_hooks {
+    /* The number of the calling CPU, below KBUDDY_MALLOC_MAX_CPUS. Called
+     * with interrupts masked (after irq_save). NULL: always CPU 0, i.e. one
+     * CPU. Not used in TLS builds. */
+    unsigned (*cpu_id)(void);
+
+    /* Mask interrupts on the calling CPU and return the previous state;
+     * restore a state irq_save returned. Every kbm_ and kbuddy_malloc_ call
+     * runs between the two, so that an interrupt handler that allocates
+     * cannot find the CPU's cache half-updated or the lock taken by the code
+     * it interrupted. NULL: nothing is masked (no handler allocates). Not
+     * used in TLS builds. */
+    unsigned long (*irq_save)(void);
+    void (*irq_restore)(unsigned long state);
+
+    /* The lock over the core heap and the depot (copied). Held for O(1)
+     * trades and for filling or emptying one magazine; never while a hook
+     * other than grow runs. acquire == NULL: a built-in kbuddy_spinlock. */
+    kbuddy_lock lock;
+
+    /* Out of memory: find at least min_size more bytes (any alignment) and
+     * store where they are in *start and *size; return false if there are
+     * none. The layer hands them to the heap itself (as
+     * kbuddy_malloc_add_region would). Runs with the lock held and
+     * interrupts masked: it must not call into this allocator. min_size
+     * leaves room for bookkeeping and alignment, so that the request that
+     * ran out fits in a region of that size. NULL: the heap never grows
+     * beyond the regions added. */
+    bool (*grow)(size_t min_size, void **start, size_t *size, void *ctx);
+    void *grow_ctx;
+    /* true: memory from grow is already zero-filled (fresh mmap pages), so
+     * the layer need not clear its tag table. */
+    bool grow_zeroed;
+
+    /* A refused free (or realloc, free_sized, ...) of ptr, for the reason
+     * `status` (KBUDDY_EFOREIGN, KBUDDY_EBADPTR, KBUDDY_EDOUBLEFREE,
+     * KBUDDY_ESIZE or KBUDDY_ECORRUPT); `func` names the call ("free",
+     * "realloc", "free_sized", ...). Called after the refusal, with no lock
+     * held and interrupts restored; nothing was changed, and the call
+     * returns normally after the hook does (a hook may also stop the
+     * system). NULL: refusals are only counted (kbuddy_malloc_stats). */
+    void (*bad_free)(void *ptr, kbuddy_status status, const char *func);
+
+    /* TLS builds: called once in each thread, the first time it gets its
+     * cache, with no lock held. A hosted environment arranges here for
+     * kbuddy_malloc_thread_exit to run when the thread ends. May allocate.
+     * NULL: nothing is arranged (the cache of an ended thread is then lost
+     * to the heap, with its blocks). */
+    void (*thread_cache_created)(void);
+} kbuddy_malloc_hooks;
+
+/* Install the hooks (copied; NULL restores the defaults). Call once, before
+ * any other CPU or thread uses the allocator (at boot, before the other CPUs
+ * start); regions may have been added before. O(1). Not thread-safe. */
+void kbuddy_malloc_set_hooks(const kbuddy_malloc_hooks *hooks);
+
+/* ------------------------------------------------------------------------ */
+/* Memory                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Hand [start, start + size) over to the global heap ("transfer(region)"):
+ * any alignment, any size, any number of regions, at any time. The first
+ * 1/32 of the range holds the layer's tag table, the next few percent the
+ * core heap's bookkeeping (kbuddy_add_region). The caller must not touch
+ * the memory afterwards. Returns KBUDDY_OK, or
+ *   KBUDDY_EINVAL    start is NULL, size is 0, or the range wraps;
+ *   KBUDDY_ENOMEM    the range is too small to hold the bookkeeping and a
+ *                    block, or KBUDDY_MALLOC_MAX_REGIONS regions exist;
+ *   KBUDDY_EOVERLAP  the range overlaps a region added before.
+ * On error nothing changes. O(R + size / 32) (the tag table is cleared).
+ * Thread-safe. Must not be called from the grow hook (which returns its
+ * memory instead). */
+kbuddy_status kbuddy_malloc_add_region(void *start, size_t size);
+
+/* The core heap under the allocator, read-only: for kbuddy_get_stats,
+ * kbuddy_check and kbuddy_walk while no other CPU can allocate (at boot, in
+ * a debugger, in tests); kbuddy_malloc_get_stats and kbuddy_malloc_check
+ * take the lock themselves. Blocks must not be allocated or freed on it
+ * directly, nor regions added (use kbuddy_malloc_add_region, which also
+ * builds the tag table): the core heap has no lock of its own, the layer's
+ * lock guards it. O(1). */
+const kbuddy_heap *kbuddy_global_heap(void);
+
+/* ------------------------------------------------------------------------ */
+/* The malloc family                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* Every pointer returned is aligned to KBUDDY_MIN_BLOCK (32), which is at
+ * least alignof(max_align_t) on common targets. "Sets errno" applies to
+ * builds with KBUDDY_MALLOC_ERRNO; other builds leave errno alone. The
+ * complexity of each call is given at the top of this file: O(1) through a
+ * cache, else under the lock. All are thread-safe. */
+
+/* size bytes. size 0 gives a unique minimum block. NULL with errno ENOMEM
+ * when no memory can be found (the grow hook declined). */
+void *kbm_malloc(size_t size) KBUDDY_MALLOC_ATTR KBUDDY_ALLOC_SIZE(1);
+
+/* Free a block from any function of this family; NULL is ignored. A pointer
+ * that is not a live block of this allocator (foreign, interior, already
+ * freed, even if it sits in a cache) is refused: nothing changes, the
+ * bad_free hook is called. */
+void kbm_free(void *ptr);
+
+/* n * size bytes, zero-filled. NULL with ENOMEM when the product overflows
+ * or no memory can be found. */
+void *kbm_calloc(size_t n, size_t size) KBUDDY_MALLOC_ATTR;
+
+/* Resize, glibc's way:
+ *   ptr == NULL         kbm_malloc(size);
+ *   size == 0           frees ptr and returns NULL (errno unchanged);
+ *   the block is large enough and not more than twice too large (small
+ *   blocks), or the core heap can resize it in place (large blocks)
+ *                       the same pointer;
+ *   otherwise           a new block, the contents copied, ptr freed.
+ * NULL with ENOMEM on failure, ptr left untouched. A ptr that is not a live
+ * block is refused as kbm_free refuses it (bad_free hook, func "realloc"):
+ * NULL with EINVAL, nothing changed. */
+void *kbm_realloc(void *ptr, size_t size) KBUDDY_ALLOC_SIZE(2);
+
+/* kbm_realloc(ptr, n * size), but NULL with ENOMEM (ptr untouched) when the
+ * product overflows. */
+void *kbm_reallocarray(void *ptr, size_t n, size_t size);
+
+/* size bytes aligned to align (C11/C23): align must be a power of two,
+ * else NULL with EINVAL; size need not be a multiple of it. NULL with ENOMEM
+ * when no memory can be found (also for alignments no region can hold). */
+void *kbm_aligned_alloc(size_t align, size_t size) KBUDDY_MALLOC_ATTR KBUDDY_ALLOC_SIZE(2)
+    KBUDDY_ALLOC_ALIGN(1);
+
+/* POSIX: store size bytes aligned to align in *out and return 0; align must
+ * be a power of two and a multiple of sizeof(void *), else EINVAL is
+ * returned; ENOMEM when no memory can be found. *out is unchanged on error,
+ * and errno is never changed. */
+int kbm_posix_memalign(void **out, size_t align, size_t size);
+
+/* glibc's memalign: an align that is not a power of two is rounded up to
+ * one; NULL with EINVAL when that overflows, ENOMEM when out of memory. */
+void *kbm_memalign(size_t align, size_t size) KBUDDY_MALLOC_ATTR KBUDDY_ALLOC_SIZE(2);
+
+/* Bytes usable at ptr (at least what was requested: the size class, or the
+ * request rounded up to KBUDDY_MIN_BLOCK for large blocks). 0 for NULL or a
+ * pointer that is not a live block (not reported: nothing is freed). */
+size_t kbm_malloc_usable_size(const void *ptr);
+
+/* C23: free a block stating its size. Refused (KBUDDY_ESIZE, bad_free hook,
+ * func "free_sized") when the size cannot be the block's: larger than its
+ * usable size, or, for large blocks, different from the size requested
+ * (the core heap keeps it exactly). Otherwise as kbm_free. */
+void kbm_free_sized(void *ptr, size_t size);
+
+/* C23: as kbm_free_sized, also stating the alignment, which must be a
+ * power of two the block is aligned to (else KBUDDY_ESIZE, func
+ * "free_aligned_sized"). */
+void kbm_free_aligned_sized(void *ptr, size_t align, size_t size);
+
+/* ------------------------------------------------------------------------ */
+/* Caches, statistics, checks                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Statistics. The core heap counts a block the program holds, a block in a
+ * cache, and the layer's own structures (magazines, per-CPU caches) alike
+ * as allocated; the fields below split them. Small blocks are counted at
+ * their class size (the request itself is not kept), large ones at the
+ * request rounded up to KBUDDY_MIN_BLOCK; heap.user, the core's sum of
+ * requested sizes, therefore counts small blocks at their class size too.
+ *
+ * Exactness: the lock is held, so the heap figures and the depot are exact;
+ * each cache's figures are read as its CPU last wrote them. With no
+ * allocation running on another CPU they add up exactly:
+ *   heap.allocations == live_blocks + cached_blocks + internal_blocks
+ *   heap.allocated   == live_bytes  + cached_bytes  + internal_bytes
+ *   region_bytes     == heap.total + heap.overhead + tag_bytes
+ * Not counted anywhere: memory outside the regions (e.g. a hosted
+ * build's bootstrap arena). */
+typedef struct kbuddy_malloc_stats {
+    kbuddy_stats heap;      /* the core heap's own statistics               */
+    size_t live_blocks;     /* blocks the program holds                      */
+    size_t live_bytes;      /* their usable sizes                            */
+    size_t cached_blocks;   /* free blocks in per-CPU caches and the depot   */
+    size_t cached_bytes;
+    size_t depot_blocks;    /* of which in the depot                         */
+    size_t internal_blocks; /* magazines and per-CPU cache structures        */
+    size_t internal_bytes;
+    size_t caches;          /* per-CPU (per-thread) caches in existence      */
+    size_t regions;         /* regions added (add_region and grow)           */
+    size_t region_bytes;    /* their bytes                                   */
+    size_t tag_bytes;       /* of which the layer's tag tables               */
+    size_t bad_frees;       /* calls refused so far                          */
+} kbuddy_malloc_stats;
+
+/* Fill *out (see kbuddy_malloc_stats). O(caches). Thread-safe. */
+void kbuddy_malloc_get_stats(kbuddy_malloc_stats *out);
+
+/* Give the calling CPU's (thread's) cached blocks and every block in the
+ * depot back to the core heap, with the magazines that held them; then
+ * cached_blocks counts only the other CPUs' caches. Run it on every CPU to
+ * empty all caches. O(cached blocks) under the lock. Thread-safe. */
+void kbuddy_malloc_flush_caches(void);
+
+/* TLS builds: flush the calling thread's cache and free it; the thread's
+ * later calls (e.g. from other thread-exit destructors) work through the
+ * lock without a cache. Per-CPU builds: as kbuddy_malloc_flush_caches for
+ * this CPU alone, without the depot. O(cached blocks). Thread-safe. */
+void kbuddy_malloc_thread_exit(void);
+
+/* Verify the core heap (kbuddy_check) and the layer: every tag belongs to
+ * the start of a core allocation of its class's size, every block in the
+ * depot is tagged as cached in its class, and the counters agree with the
+ * tags. KBUDDY_OK or KBUDDY_ECORRUPT. Exact only while no other CPU
+ * allocates (tests, debug builds); O(heap size / KBUDDY_MIN_BLOCK) under the
+ * lock. */
+kbuddy_status kbuddy_malloc_check(void);
+
+/* ------------------------------------------------------------------------ */
+/* The standard names, for kernels (KBUDDY_MALLOC_STD_NAMES)                */
+/* ------------------------------------------------------------------------ */
+
+#if defined(KBUDDY_MALLOC_STD_NAMES) && KBUDDY_MALLOC_STD_NAMES
+void *malloc(size_t size);
+void free(void *ptr);
+void *calloc(size_t n, size_t size);
+void *realloc(void *ptr, size_t size);
+void *reallocarray(void *ptr, size_t n, size_t size);
+void *aligned_alloc(size_t align, size_t size);
+int posix_memalign(void **out, size_t align, size_t size);
+void *memalign(size_t align, size_t size);
+size_t malloc_usable_size(void *ptr);
+void free_sized(void *ptr, size_t size);
+void free_aligned_sized(void *ptr, size_t align, size_t size);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KBUDDY_MALLOC_H */
