@@ -16,8 +16,13 @@
  *
  * Each configuration runs --reps times (default 5); the median is printed,
  * one line per configuration:
- *   W3 threads=2 ops=4000000 ops_per_s=... ns_per_op=...
- * --quick runs tiny versions once (a smoke test).
+ *   W3 threads=2 ops=4000000 ops_per_s=... ns_per_op=... min=... max=...
+ *      cpu_ops_per_s=...
+ * ops_per_s is wall-clock throughput (ns_per_op: per thread); cpu_ops_per_s
+ * divides by the busiest thread's CPU time instead, which a machine shared
+ * with other work distorts much less.
+ * --quick runs tiny versions once (a smoke test); --threads N goes up to
+ * N threads (doubling); --only W3 or --only PC runs one workload.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -32,11 +37,13 @@
 static unsigned long w3_ops = 2000000, pc_blocks = 1000000;
 static unsigned reps = 5;
 
-static double now(void) {
+static double clock_now(clockid_t id) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
+static double now(void) { return clock_now(CLOCK_MONOTONIC); }
+static double cpu_now(void) { return clock_now(CLOCK_THREAD_CPUTIME_ID); }
 
 static uint64_t xorshift(uint64_t *s) {
     uint64_t x = *s;
@@ -55,7 +62,7 @@ static void cpu_relax(void) {
 typedef struct run {
     pthread_barrier_t start;
     unsigned threads;
-    double t0[64], t1[64];
+    double t0[64], t1[64], cpu[64];
     unsigned long ops[64];
     void *ctx;
 } run;
@@ -74,7 +81,7 @@ static void *w3_thread(void *varg) {
     void **slot = calloc(SLOTS, sizeof *slot);
     uint64_t seed = 42;
     pthread_barrier_wait(&a->r->start);
-    double t0 = now();
+    double t0 = now(), c0 = cpu_now();
     for (unsigned long op = 0; op < w3_ops; op++) {
         size_t i = (size_t)(xorshift(&seed) % SLOTS);
         if (slot[i]) {
@@ -87,6 +94,7 @@ static void *w3_thread(void *varg) {
         }
     }
     a->r->t1[a->id] = now();
+    a->r->cpu[a->id] = cpu_now() - c0;
     a->r->t0[a->id] = t0;
     a->r->ops[a->id] = w3_ops;
     for (size_t i = 0; i < SLOTS; i++)
@@ -118,7 +126,7 @@ static void *pc_producer(void *varg) {
     q += a->id / 2;
     uint64_t seed = 42 + a->id;
     pthread_barrier_wait(&a->r->start);
-    double t0 = now();
+    double t0 = now(), c0 = cpu_now();
     for (unsigned long i = 0; i < pc_blocks; i++) {
         unsigned char *p = malloc(1 + (size_t)(xorshift(&seed) % 4096));
         if (!p)
@@ -132,6 +140,7 @@ static void *pc_producer(void *varg) {
         atomic_store_explicit(&q->tail, tail + 1, memory_order_release);
     }
     a->r->t1[a->id] = now();
+    a->r->cpu[a->id] = cpu_now() - c0;
     a->r->t0[a->id] = t0;
     a->r->ops[a->id] = pc_blocks;
     return NULL;
@@ -143,7 +152,7 @@ static void *pc_consumer(void *varg) {
     q += a->id / 2;
     unsigned long sum = 0;
     pthread_barrier_wait(&a->r->start);
-    double t0 = now();
+    double t0 = now(), c0 = cpu_now();
     for (unsigned long i = 0; i < pc_blocks; i++) {
         unsigned long head = atomic_load_explicit(&q->head, memory_order_relaxed);
         unsigned spins = 0;
@@ -155,6 +164,7 @@ static void *pc_consumer(void *varg) {
         free(p);
     }
     a->r->t1[a->id] = now();
+    a->r->cpu[a->id] = cpu_now() - c0;
     a->r->t0[a->id] = t0;
     a->r->ops[a->id] = pc_blocks;
     if (sum == 1) /* keep the reads */
@@ -169,7 +179,7 @@ static void *pc_alone(void *varg) {
     uint64_t seed = 42;
     unsigned long sum = 0;
     pthread_barrier_wait(&a->r->start);
-    double t0 = now();
+    double t0 = now(), c0 = cpu_now();
     for (unsigned long i = 0; i < pc_blocks; i += RING) {
         unsigned long n = pc_blocks - i < RING ? pc_blocks - i : RING;
         for (unsigned long j = 0; j < n; j++) {
@@ -184,6 +194,7 @@ static void *pc_alone(void *varg) {
         }
     }
     a->r->t1[a->id] = now();
+    a->r->cpu[a->id] = cpu_now() - c0;
     a->r->t0[a->id] = t0;
     a->r->ops[a->id] = 2 * pc_blocks;
     if (sum == 1)
@@ -195,9 +206,12 @@ static void *pc_alone(void *varg) {
 
 typedef void *(*thread_fn)(void *);
 
-/* Run `threads` threads (fn_for(i) each) once; operations per second. */
+/* Run `threads` threads (fn_for(i) each) once. Operations per second of
+ * wall time, and per second of the busiest thread's CPU time (*cpu_rate):
+ * what the run would give if every thread had a CPU to itself, which a
+ * machine shared with other work does not promise. */
 static double run_once(unsigned threads, thread_fn (*fn_for)(unsigned, unsigned), void *ctx,
-                       unsigned long *total_ops) {
+                       unsigned long *total_ops, double *cpu_rate) {
     run r;
     memset(&r, 0, sizeof r);
     r.threads = threads;
@@ -213,14 +227,16 @@ static double run_once(unsigned threads, thread_fn (*fn_for)(unsigned, unsigned)
     for (unsigned i = 0; i < threads; i++)
         pthread_join(t[i], NULL);
     pthread_barrier_destroy(&r.start);
-    double t0 = r.t0[0], t1 = r.t1[0];
+    double t0 = r.t0[0], t1 = r.t1[0], cpu = 0;
     unsigned long ops = 0;
     for (unsigned i = 0; i < threads; i++) {
         t0 = r.t0[i] < t0 ? r.t0[i] : t0;
         t1 = r.t1[i] > t1 ? r.t1[i] : t1;
+        cpu = r.cpu[i] > cpu ? r.cpu[i] : cpu;
         ops += r.ops[i];
     }
     *total_ops = ops;
+    *cpu_rate = (double)ops / cpu;
     return (double)ops / (t1 - t0);
 }
 
@@ -242,23 +258,25 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 static void measure(const char *name, unsigned threads, thread_fn (*fn_for)(unsigned, unsigned)) {
-    double v[32];
+    double v[32], c[32];
     unsigned long ops = 0;
     ring *rings = aligned_alloc(64, sizeof(ring) * 32);
     for (unsigned i = 0; i < reps; i++) {
         memset(rings, 0, sizeof(ring) * 32);
-        v[i] = run_once(threads, fn_for, rings, &ops);
+        v[i] = run_once(threads, fn_for, rings, &ops, &c[i]);
     }
     free(rings);
     qsort(v, reps, sizeof v[0], cmp_double);
+    qsort(c, reps, sizeof c[0], cmp_double);
     double med = v[reps / 2];
-    printf("%s threads=%u ops=%lu ops_per_s=%.0f ns_per_op=%.2f min=%.0f max=%.0f\n", name, threads,
-           ops, med, 1e9 / med * threads, v[0], v[reps - 1]);
+    printf("%s threads=%u ops=%lu ops_per_s=%.0f ns_per_op=%.2f min=%.0f max=%.0f cpu_ops_per_s=%.0f\n",
+           name, threads, ops, med, 1e9 / med * threads, v[0], v[reps - 1], c[reps / 2]);
     fflush(stdout);
 }
 
 int main(int argc, char **argv) {
     unsigned max_threads = 2;
+    const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) {
             w3_ops = 100000;
@@ -268,18 +286,20 @@ int main(int argc, char **argv) {
             reps = (unsigned)atoi(argv[++i]);
             if (reps < 1 || reps > 31)
                 reps = 5;
+        } else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
+            only = argv[++i];
         } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             max_threads = (unsigned)atoi(argv[++i]);
             if (max_threads < 1 || max_threads > 32)
                 max_threads = 2;
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--reps N] [--threads N]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--reps N] [--threads N] [--only W3|PC]\n", argv[0]);
             return 2;
         }
     }
-    for (unsigned t = 1; t <= max_threads; t *= 2)
+    for (unsigned t = 1; t <= max_threads && (!only || !strcmp(only, "W3")); t *= 2)
         measure("W3", t, w3_for);
-    for (unsigned t = 1; t <= max_threads; t *= 2)
+    for (unsigned t = 1; t <= max_threads && (!only || !strcmp(only, "PC")); t *= 2)
         measure("PC", t, pc_for);
     return 0;
 }

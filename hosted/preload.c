@@ -291,6 +291,14 @@ __attribute__((destructor)) static void print_stats(void) {
     kbuddy_hosted_putu(atomic_load(&g_boot_allocs));
     kbuddy_hosted_puts(", bad frees ");
     kbuddy_hosted_putu(st.bad_frees);
+    kbuddy_hosted_puts("; trades ");
+    kbuddy_hosted_putu(st.depot_trades);
+    kbuddy_hosted_puts(", fills ");
+    kbuddy_hosted_putu(st.core_fills);
+    kbuddy_hosted_puts(", drains ");
+    kbuddy_hosted_putu(st.core_drains);
+    kbuddy_hosted_puts(", large ");
+    kbuddy_hosted_putu(st.large_calls);
     kbuddy_hosted_puts("\n");
     kbuddy_hosted_set_output(2);
     if (fd != 2)

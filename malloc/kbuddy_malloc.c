@@ -75,6 +75,14 @@ void *memset(void *dst, int c, size_t n);
 #define MAG_MIN 8u
 #define MAG_MAX 64u
 
+/* The layer's own structures (per-CPU caches, magazines) are written by one
+ * CPU each; they start and end on cache-line boundaries, so that no two
+ * CPUs' structures share a line. */
+#ifndef KBUDDY_MALLOC_CACHE_LINE
+#define KBUDDY_MALLOC_CACHE_LINE 64
+#endif
+#define LINE ((size_t)KBUDDY_MALLOC_CACHE_LINE)
+
 /* Tags. */
 #define TAG_LIVE 0x80u
 #define TAG_CACHED 0x40u
@@ -139,6 +147,7 @@ static depot g_depot[NCLASSES];
 static size_t g_depot_blocks, g_depot_units;
 static size_t g_internal_blocks, g_internal_bytes;
 static size_t g_region_bytes, g_tag_bytes;
+static size_t g_trades, g_fills, g_drains, g_large_calls;
 static kcache *g_caches;
 static const mregion *g_lock_hint = &g_no_region;
 
@@ -277,19 +286,22 @@ static void report(void *ptr, kbuddy_status st, const char *func) {
 /* The core heap, under the lock                                             */
 /* ------------------------------------------------------------------------ */
 
-/* The layer's own structures: core allocations without a tag. */
+/* The layer's own structures: core allocations without a tag, in whole
+ * cache lines. */
+static size_t internal_size(size_t bytes) { return (bytes + LINE - 1) & ~(LINE - 1); }
+
 static void *internal_alloc(size_t bytes) {
-    void *p = kbuddy_alloc(&g_heap, bytes, UNIT);
+    void *p = kbuddy_alloc(&g_heap, internal_size(bytes), LINE);
     if (p) {
         g_internal_blocks++;
-        g_internal_bytes += (bytes + UNIT - 1) & ~(UNIT - 1);
+        g_internal_bytes += internal_size(bytes);
     }
     return p;
 }
 
 static void internal_free(void *p, size_t bytes) {
     g_internal_blocks--;
-    g_internal_bytes -= (bytes + UNIT - 1) & ~(UNIT - 1);
+    g_internal_bytes -= internal_size(bytes);
     (void)kbuddy_free(&g_heap, p);
 }
 
@@ -318,6 +330,7 @@ static void core_give(void *p) {
 static void mag_release_blocks(mag *m) {
     for (uint32_t i = 0; i < m->count; i++)
         core_give(m->blk[i]);
+    g_drains += m->count;
     m->count = 0;
 }
 
@@ -566,6 +579,7 @@ static NOINLINE void *cache_refill(kcache *cc, unsigned c) {
         d->nfull--;
         g_depot_blocks -= m->count;
         g_depot_units -= m->count * cu;
+        g_trades++;
         held_add(cc, m->count, m->count * cu);
         if (s->prev->cap)
             mag_retire_empty(s->prev, c);
@@ -590,8 +604,10 @@ static NOINLINE void *cache_refill(kcache *cc, unsigned c) {
                 got++;
             }
             held_add(cc, got, got * cu);
+            g_fills += got;
         } else if ((p = core_take(c, TAG_CACHED)) != NULL) {
             held_add(cc, 1, cu); /* no magazine to be had: just this block */
+            g_fills++;
             unlock();
             return p;
         }
@@ -625,6 +641,7 @@ static NOINLINE bool cache_overflow(kcache *cc, unsigned c, void *p) {
             d->nfull++;
             g_depot_blocks += m->count;
             g_depot_units += m->count * cu;
+            g_trades++;
         } else {
             mag_release_blocks(m);
             fresh = m;
@@ -663,6 +680,7 @@ static void *alloc_small(unsigned c) {
     } else {
         lock();
         p = core_take(c, TAG_LIVE);
+        g_large_calls++;
         unlock();
     }
     irq_on(irq);
@@ -672,6 +690,7 @@ static void *alloc_small(unsigned c) {
 static NOINLINE void *alloc_large(size_t size, size_t align) {
     unsigned long irq = irq_off();
     lock();
+    g_large_calls++;
     void *p = kbuddy_alloc(&g_heap, size, align);
     if (p) {
         const mregion *r = region_of(&g_lock_hint, (uintptr_t)p);
@@ -831,6 +850,7 @@ static kbuddy_status release(void *ptr, bool sized, size_t size, size_t align) {
         if ((st = claim_large(ptr, t)) != KBUDDY_OK)
             goto out;
         lock();
+        g_large_calls++;
         st = sized ? kbuddy_free_sized(&g_heap, ptr, size, align) : kbuddy_free(&g_heap, ptr);
         if (st != KBUDDY_OK) /* refused: the block stays the program's */
             tag_set(t, TAG_LIVE | TAG_LARGE);
@@ -846,6 +866,7 @@ static kbuddy_status release(void *ptr, bool sized, size_t size, size_t align) {
     } else {
         lock();
         core_give(ptr);
+        g_large_calls++;
         unlock();
     }
 out:
@@ -910,6 +931,7 @@ static void *realloc_large(void *ptr, size_t size) {
         st = claim_large(ptr, t);
     if (st == KBUDDY_OK) {
         lock();
+        g_large_calls++;
         q = kbuddy_realloc(&g_heap, ptr, size, UNIT);
         if (q)
             tag_set(tag_of(region_of(&g_lock_hint, (uintptr_t)q), (uintptr_t)q), TAG_LIVE | TAG_LARGE);
@@ -1053,6 +1075,10 @@ void kbuddy_malloc_get_stats(kbuddy_malloc_stats *out) {
     out->regions = atomic_load_explicit(&g_nregions, memory_order_relaxed);
     out->region_bytes = g_region_bytes;
     out->tag_bytes = g_tag_bytes;
+    out->depot_trades = g_trades;
+    out->core_fills = g_fills;
+    out->core_drains = g_drains;
+    out->large_calls = g_large_calls;
     unlock();
     irq_on(irq);
     out->bad_frees = atomic_load_explicit(&g_bad_frees, memory_order_relaxed);

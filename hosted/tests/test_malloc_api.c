@@ -209,7 +209,7 @@ TEST(aligned_alloc_aligns_and_rejects_bad_alignments) {
         CHECK_EQ(errno, EINVAL);
     }
     errno = 0; /* too large an alignment for any region: out of memory */
-    CHECK(kbm_aligned_alloc((size_t)1 << 62, 1) == NULL);
+    CHECK(kbm_aligned_alloc(opaque((size_t)1 << 62), 1) == NULL);
     CHECK_EQ(errno, ENOMEM);
     CHECK_EQ(atomic_load(&kbm_bad_count), 0);
     CHECK_STATS_ADD_UP();
