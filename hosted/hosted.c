@@ -73,20 +73,23 @@ static bool round_up(size_t *n, size_t to) {
 }
 
 static void *map(size_t n) {
-    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     return p == MAP_FAILED ? NULL : p;
 }
 
 /* Geometric growth keeps the number of regions logarithmic in the heap's
- * size; if the generous mapping fails, the bare minimum is tried. A region
- * larger than physical memory is refused outright: the core heap clears
- * 1/32 of every region it is given (its control bytes), so a terabyte
- * request must fail with ENOMEM, not thrash. errno is left as it was: a
- * successful malloc must not change it. */
+ * size; if the generous mapping fails, the bare minimum is tried. The
+ * mapping reserves no swap (MAP_NORESERVE): a region is about 2.25 times
+ * the largest block it must hold (a buddy block needs an aligned place),
+ * and only what is touched costs memory. But the core heap clears 1/32 of
+ * every region it is given (its control bytes), so a region above four
+ * times physical memory is refused: a terabyte request fails with ENOMEM
+ * instead of thrashing. errno is left as it was: a successful malloc must
+ * not change it. */
 static bool grow(size_t min, void **start, size_t *size, void *ctx) {
     (void)ctx;
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    if (pages > 0 && page > 0 && min / (size_t)page > (size_t)pages)
+    if (pages > 0 && page > 0 && min / (size_t)page / 4 > (size_t)pages)
         return false;
     int saved = errno;
     size_t want = g_chunk_min;

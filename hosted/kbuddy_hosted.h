@@ -7,10 +7,10 @@
  *                         (sched_yield) after a short spin, so that threads
  *                         outnumbering CPUs do not spin out a time slice
  *                         behind a preempted holder;
- *   grow                  mmap of max(64 MiB, half of what is mapped already,
- *                         what the request needs), rounded up to 2 MiB
- *                         (untouched pages cost nothing); never more than
- *                         physical memory;
+ *   grow                  mmap (MAP_NORESERVE) of max(64 MiB, half of what
+ *                         is mapped already, what the request needs),
+ *                         rounded up to 2 MiB (untouched pages cost
+ *                         nothing); never more than 4x physical memory;
  *   bad_free              one line on stderr (write(2), no stdio), then keep
  *                         running, or abort() if KBUDDY_MALLOC_ABORT=1;
  *   thread_cache_created  sets a pthread key whose destructor runs
