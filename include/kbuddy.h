@@ -216,7 +216,11 @@ kbuddy_status kbuddy_add_region(kbuddy_heap *heap, void *start, size_t size);
  * and the out-of-memory handler (if any) declines. The handler runs with the
  * heap's lock released; each time it returns true the allocation is retried.
  * O(R + L) without the handler (the R term only when regions must be
- * skipped); address-ordered: the lowest suitable block is used. */
+ * skipped). Placement: the lowest region that has a large enough block;
+ * in it, a run of small free blocks around the lowest few free blocks of
+ * the next two orders down if one is long enough, else the lowest free
+ * block of the smallest order that suffices (starting in the free run
+ * just before that block when there is one). */
 void *kbuddy_alloc(kbuddy_heap *heap, size_t size, size_t align)
     KBUDDY_MALLOC_ATTR KBUDDY_ALLOC_SIZE(2) KBUDDY_ALLOC_ALIGN(3);
 

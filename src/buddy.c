@@ -184,22 +184,21 @@ void kb_engine_init(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order, k
 /* One order's free set                                                      */
 /* ------------------------------------------------------------------------ */
 
-/* Tell the owner (a heap) that order k of this engine became (non-)empty,
- * so that it can answer "which orders are free anywhere" in O(1). */
-static void order_changed(kb_engine *e, unsigned k, bool nonempty) {
+/* Order k of this engine became non-empty / empty: keep the mask, and tell
+ * the owner (a heap), which answers "which orders are free anywhere" in
+ * O(1) from a count of its engines per order. */
+KB_INLINE void order_filled(kb_engine *e, unsigned k) {
     kb_word bit = (kb_word)1 << k;
-    if (nonempty)
-        e->nonempty |= bit;
-    else
-        e->nonempty &= ~bit;
-    if (e->owner_mask) {
-        if (nonempty) {
-            if (e->owner_count[k]++ == 0)
-                *e->owner_mask |= bit;
-        } else if (--e->owner_count[k] == 0) {
-            *e->owner_mask &= ~bit;
-        }
-    }
+    e->nonempty |= bit;
+    if (e->owner_mask && e->owner_count[k]++ == 0)
+        *e->owner_mask |= bit;
+}
+
+KB_INLINE void order_emptied(kb_engine *e, unsigned k) {
+    kb_word bit = (kb_word)1 << k;
+    e->nonempty &= ~bit;
+    if (e->owner_mask && --e->owner_count[k] == 0)
+        *e->owner_mask &= ~bit;
 }
 
 /* Heap engines also mark the first and last unit of every free block in
@@ -213,36 +212,42 @@ KB_INLINE void block_mark(kb_engine *e, unsigned k, uintptr_t b, uint8_t mark) {
     }
 }
 
-/* Mark block b of order k free. */
+/* Mark block b of order k free: set its bit, and each summary bit above
+ * whose word was zero. */
 KB_INLINE void block_insert(kb_engine *e, unsigned k, uintptr_t b) {
     block_mark(e, k, b, kb_free_mark(k));
     const kb_order *o = &e->order[k];
     uintptr_t i = b - o->first;
-    for (uint32_t d = 0; d < o->depth; d++) {
+    for (uint32_t d = 0;;) {
         kb_word *w = &e->words[o->off[d] + (i >> KB_WORD_SHIFT)];
         kb_word old = *w;
         *w = old | kb_bit(i);
         if (old)
             return;
+        if (++d == o->depth)
+            break;
         i >>= KB_WORD_SHIFT;
     }
-    order_changed(e, k, true);
+    order_filled(e, k);
 }
 
-/* Mark block b of order k not free; it must be free. */
+/* Mark block b of order k not free (it must be free): clear its bit, and
+ * each summary bit above whose word became zero. */
 KB_INLINE void block_remove(kb_engine *e, unsigned k, uintptr_t b) {
     block_mark(e, k, b, 0);
     const kb_order *o = &e->order[k];
     uintptr_t i = b - o->first;
-    for (uint32_t d = 0; d < o->depth; d++) {
+    for (uint32_t d = 0;;) {
         kb_word *w = &e->words[o->off[d] + (i >> KB_WORD_SHIFT)];
         kb_word now = *w & ~kb_bit(i);
         *w = now;
         if (now)
             return;
+        if (++d == o->depth)
+            break;
         i >>= KB_WORD_SHIFT;
     }
-    order_changed(e, k, false);
+    order_emptied(e, k);
 }
 
 /* Is block b of order k free? Any b, in range or not. */
@@ -499,6 +504,17 @@ bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_
     return true;
 }
 
+/* Is block b of order k free? For release's buddy tests: heap engines read
+ * the block's first control byte (a free block of order k, and only one,
+ * starts with kb_free_mark(k) there), frame engines test the bitmap. */
+KB_INLINE bool buddy_is_free(const kb_engine *e, unsigned k, uintptr_t b) {
+    if (e->ctrl && k < KB_CTRL_ORDER) {
+        uintptr_t u = (b << k) - e->lo;
+        return u < e->hi - e->lo && e->ctrl[u] == kb_free_mark(k);
+    }
+    return block_is_free(e, k, b);
+}
+
 void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) {
     unsigned top = e->orders - 1;
     for (unsigned k = 0; a < b; k++, a >>= 1, b >>= 1) {
@@ -508,7 +524,7 @@ void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) {
             return;
         }
         if (a & 1) { /* left edge: its buddy a - 1 lies outside the range */
-            if (block_is_free(e, k, a - 1)) {
+            if (buddy_is_free(e, k, a - 1)) {
                 block_remove(e, k, a - 1);
                 a--;
             } else {
@@ -517,7 +533,7 @@ void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) {
             }
         }
         if (a < b && (b & 1)) { /* right edge: its buddy b lies outside */
-            if (block_is_free(e, k, b)) {
+            if (buddy_is_free(e, k, b)) {
                 block_remove(e, k, b);
                 b++;
             } else {

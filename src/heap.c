@@ -94,34 +94,36 @@ static void record_write(uint8_t *c, uintptr_t n, size_t size) {
     c[0] = (uint8_t)(KB_CTRL_START | KB_CTRL_LONG | slack);
     size_t i = 1;
     uintptr_t v = n;
-    for (; v > KB_CTRL_VALUE; v >>= 5)
+    for (; v > KB_CTRL_VALUE; v >>= 4)
         c[i++] = (uint8_t)(KB_CTRL_MORE | (v & KB_CTRL_VALUE));
     c[i] = (uint8_t)v;
     c[n - 1] |= KB_CTRL_END;
 }
 
 /* Decode a record; false if it is malformed (the count must fit before
- * `limit` units, a long record must describe at least two units, and the
- * end mark must be where the count says). */
+ * `limit` units, a long record must describe at least two units and lie
+ * within them, and the end mark must be where the count says). */
 static bool record_read(const uint8_t *c, uintptr_t limit, uintptr_t *units, size_t *len) {
+    uint8_t c0 = c[0];
     uintptr_t n = 1;
     size_t i = 1;
-    if (c[0] & KB_CTRL_LONG) {
-        n = 0;
-        for (unsigned shift = 0;; shift += 5) {
+    if (c0 & KB_CTRL_LONG) {
+        if (limit < 2)
+            return false;
+        uint8_t b = c[1];
+        n = b & KB_CTRL_VALUE;
+        i = 2;
+        for (unsigned shift = 4; (b & (KB_CTRL_START | KB_CTRL_MORE)) == KB_CTRL_MORE; shift += 4) {
             if (i >= limit || shift >= 40)
                 return false;
-            uint8_t b = c[i++];
-            if (b & KB_CTRL_START)
-                return false;
+            b = c[i++];
             n |= (uintptr_t)(b & KB_CTRL_VALUE) << shift;
-            if (!(b & KB_CTRL_MORE))
-                break;
         }
-        if (n < 2 || n > limit || !(c[n - 1] & KB_CTRL_END))
+        if ((b & KB_CTRL_START) || n < 2 || n > limit || i > n ||
+            (c[n - 1] & (KB_CTRL_START | KB_CTRL_END)) != KB_CTRL_END)
             return false;
     }
-    if ((c[0] & KB_CTRL_SLACK) > UNIT || ((c[0] & KB_CTRL_SLACK) == UNIT && n != 1))
+    if ((c0 & KB_CTRL_SLACK) > UNIT || ((c0 & KB_CTRL_SLACK) == UNIT && n != 1))
         return false;
     *units = n;
     *len = i;
@@ -185,33 +187,39 @@ static uintptr_t meta_bytes(uintptr_t n) {
     return kb_orders_for(n) * sizeof(kb_order) + kb_engine_words_bound(n) * sizeof(kb_word) + n;
 }
 
+/* First unit after the bookkeeping (starting at address meta) of n units. */
+static uintptr_t units_start(uintptr_t meta, uintptr_t n) {
+    return align_up(meta + meta_bytes(n), UNIT) >> UNIT_SHIFT;
+}
+
 kbuddy_status kbuddy_add_region(kbuddy_heap *h, void *start, size_t size) {
     uintptr_t s = (uintptr_t)start;
     if (!h || !start || size == 0 || size > UINTPTR_MAX - s)
         return KBUDDY_EINVAL;
     uintptr_t e = s + size;
 
-    /* Lay out: header, order descriptors, words, ctrl bytes, units. Start
-     * from every unit the region could hold and shrink until the
-     * bookkeeping fits in front of them. */
+    /* Lay out: header, order descriptors, words, ctrl bytes, units. The
+     * bookkeeping grows with the unit count, so find the largest count
+     * whose bookkeeping still fits in front of its units (a binary search:
+     * fitting is monotone in the count). Larger regions never serve less. */
     uintptr_t hdr = align_up(s, sizeof(kb_word));
     uintptr_t meta = hdr + sizeof(region);
     if (meta >= e || meta < s)
         return KBUDDY_ENOMEM;
     uintptr_t end_unit = e >> UNIT_SHIFT;
-    uintptr_t n = end_unit > (meta >> UNIT_SHIFT) ? end_unit - (meta >> UNIT_SHIFT) : 0;
-    if (n > MAX_REGION_UNITS)
-        n = MAX_REGION_UNITS;
-    uintptr_t lo = 0;
-    while (n > 0) {
-        lo = align_up(meta + meta_bytes(n), UNIT) >> UNIT_SHIFT;
-        if (lo < end_unit && lo + n <= end_unit)
-            break;
-        uintptr_t fit = lo < end_unit ? end_unit - lo : 0;
-        n = fit < n ? fit : n - 1;
+    uintptr_t fit = 0, over = end_unit - (meta >> UNIT_SHIFT) + 1;
+    if (over > MAX_REGION_UNITS + 1)
+        over = MAX_REGION_UNITS + 1;
+    while (over - fit > 1) { /* invariant: fit fits (0 trivially), over does not */
+        uintptr_t n = fit + (over - fit) / 2;
+        if (units_start(meta, n) + n <= end_unit)
+            fit = n;
+        else
+            over = n;
     }
-    if (n == 0)
+    if (fit == 0)
         return KBUDDY_ENOMEM;
+    uintptr_t n = fit, lo = units_start(meta, n);
 
     kb_lock(&h->lock);
     /* Regions are sorted and disjoint, so sorted by end too: skip those that
@@ -459,14 +467,15 @@ void kbuddy_walk(const kbuddy_heap *h, kbuddy_walk_fn fn, void *ctx) {
     kb_unlock(&h->lock);
 }
 
-static bool region_is_sane(const region *r, const region *prev) {
+static bool region_is_sane(const kbuddy_heap *h, const region *r, const region *prev) {
     const kb_engine *e = &r->engine;
     uintptr_t self = (uintptr_t)r;
     return r->start < r->end && self >= r->start && self < r->end &&
            (!prev || prev->end <= r->start) && e->lo < e->hi &&
            (e->lo << UNIT_SHIFT) > self && (e->hi << UNIT_SHIFT) <= r->end &&
            (uintptr_t)r->ctrl > self && (uintptr_t)r->ctrl + (e->hi - e->lo) <= (e->lo << UNIT_SHIFT) &&
-           e->orders == kb_orders_for(e->hi - e->lo);
+           e->orders == kb_orders_for(e->hi - e->lo) && e->ctrl == r->ctrl && !e->used &&
+           e->owner_mask == &h->orders_free && e->owner_count == h->regions_with_order;
 }
 
 static kbuddy_status check_locked(const kbuddy_heap *h) {
@@ -475,9 +484,11 @@ static kbuddy_status check_locked(const kbuddy_heap *h) {
     size_t with_order[KBUDDY_MAX_ORDERS] = {0};
     uint64_t mask = 0;
     const region *prev = NULL;
+    bool hint_found = h->hint == NULL;
     for (region *r = h->regions; r; prev = r, r = r->next) {
+        hint_found |= r == h->hint;
         const kb_engine *e = &r->engine;
-        if (!region_is_sane(r, prev))
+        if (!region_is_sane(h, r, prev))
             return KBUDDY_ECORRUPT;
         size_t free_blocks;
         uintptr_t free_units;
@@ -506,8 +517,7 @@ static kbuddy_status check_locked(const kbuddy_heap *h) {
             return KBUDDY_ECORRUPT;
     if (mask != h->orders_free || regions != h->region_count || total != h->total ||
         total + h->overhead != bytes || (size_t)(w.used_units << UNIT_SHIFT) != h->allocated ||
-        w.user != h->user || w.allocations != h->allocations ||
-        (h->hint && !region_of(h, h->hint->start)))
+        w.user != h->user || w.allocations != h->allocations || !hint_found)
         return KBUDDY_ECORRUPT;
     return KBUDDY_OK;
 }

@@ -187,17 +187,18 @@ KB_INLINE void kb_unlock(const kbuddy_lock *lock) {
  *     slack being the unused bytes of the last unit (0 .. KBUDDY_MIN_BLOCK;
  *     KBUDDY_MIN_BLOCK only for a zero-byte allocation). Without
  *     KB_CTRL_LONG the allocation is this one unit;
- *   with KB_CTRL_LONG, the next bytes hold the unit count, 5 bits per byte,
+ *   with KB_CTRL_LONG, the next bytes hold the unit count, 4 bits per byte,
  *     least significant first, KB_CTRL_MORE on all but the last (n >= 2
- *     units always leave room: n needs at most 1 + log32(n) bytes);
+ *     units always leave room: n needs at most 1 + log16(n) bytes);
  *   the last unit of an allocation of n >= 2 units also carries
  *     KB_CTRL_END (OR-ed into a count byte when they share a unit);
  *   any other unit of an allocation: 0;
  *   the first and the last unit of a free block of order k:
  *     KB_CTRL_FREE | min(k, KB_CTRL_ORDER) (written by the engine);
  *   any other free unit: 0.
- * Free marks have bits 7 and 6 clear, so they never read as the start or
- * the end of an allocation. With them the engine finds the free block that
+ * The classes cannot be confused: starts have bit 7 set, free marks are
+ * 001xxxxx, count and end bytes are 0x0xxxxx. So a byte that reads as a
+ * free mark of order k at a unit aligned to 2^k is one. With them the engine finds the free block that
  * starts or ends at a unit in O(1), which keeps placement cheap. */
 struct kbuddy_region {
     struct kbuddy_region *next; /* next region, higher address             */
@@ -210,8 +211,8 @@ struct kbuddy_region {
 #define KB_CTRL_LONG 0x40u  /* first unit: the allocation has >= 2 units  */
 #define KB_CTRL_SLACK 0x3fu /* first unit: unused bytes of the last unit  */
 #define KB_CTRL_END 0x40u   /* other units: the allocation's last unit     */
-#define KB_CTRL_MORE 0x20u  /* count bytes: another count byte follows    */
-#define KB_CTRL_VALUE 0x1fu /* count bytes: 5 bits of the unit count       */
+#define KB_CTRL_MORE 0x10u  /* count bytes: another count byte follows    */
+#define KB_CTRL_VALUE 0x0fu /* count bytes: 4 bits of the unit count       */
 #define KB_CTRL_FREE 0x20u  /* free block's first/last unit: | its order   */
 #define KB_CTRL_FREE_MASK 0xe0u
 #define KB_CTRL_ORDER 0x1fu /* order field; all ones: order 31 or above     */
