@@ -258,7 +258,7 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 static void measure(const char *name, unsigned threads, thread_fn (*fn_for)(unsigned, unsigned)) {
-    double v[32], c[32];
+    double v[32] = {0}, c[32] = {0};
     unsigned long ops = 0;
     ring *rings = aligned_alloc(64, sizeof(ring) * 32);
     for (unsigned i = 0; i < reps; i++) {

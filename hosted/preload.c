@@ -71,12 +71,12 @@ static void *boot_alloc(size_t size, size_t align) {
         uintptr_t p = (base + used + sizeof(size_t) + align - 1) & ~(uintptr_t)(align - 1);
         if (p - base > BOOT_BYTES - size)
             break;
-        size_t next = (size_t)(p - base) + size;
-        if (atomic_compare_exchange_weak_explicit(&g_boot_used, &used, next, memory_order_relaxed,
-                                                  memory_order_relaxed)) {
-            memcpy((unsigned char *)p - sizeof size, &size, sizeof size);
+        size_t off = (size_t)(p - base);
+        if (atomic_compare_exchange_weak_explicit(&g_boot_used, &used, off + size,
+                                                  memory_order_relaxed, memory_order_relaxed)) {
+            memcpy(g_boot + off - sizeof size, &size, sizeof size);
             atomic_fetch_add_explicit(&g_boot_allocs, 1, memory_order_relaxed);
-            return (void *)p;
+            return g_boot + off;
         }
     }
     errno = ENOMEM;

@@ -208,12 +208,18 @@ static unsigned class_of_size(size_t size) {
     return class_of_units(size ? (size + UNIT - 1) >> UNIT_SHIFT : 1);
 }
 
-static size_t class_units(unsigned c) {
-    if (c < 16)
-        return (size_t)c + 1;
-    unsigned j = c - 16u;
-    return (size_t)(5u + j % 4u) << (2u + j / 4u);
-}
+/* Units of class c: c + 1 below 16, then (5, 6, 7, 8) << 2, << 3, ... */
+#define CJ(c) ((c) < 16u ? 0u : (c)-16u) /* 0 below 16: no arm shifts too far */
+#define CU(c) ((c) < 16u ? (c) + 1u : (5u + CJ(c) % 4u) << (2u + CJ(c) / 4u))
+#define CU4(c) CU(c), CU((c) + 1u), CU((c) + 2u), CU((c) + 3u)
+static const uint32_t k_class_units[60] = { /* 60: the most classes there can be */
+    CU4(0u),  CU4(4u),  CU4(8u),  CU4(12u), CU4(16u), CU4(20u), CU4(24u), CU4(28u),
+    CU4(32u), CU4(36u), CU4(40u), CU4(44u), CU4(48u), CU4(52u), CU4(56u)};
+#undef CU4
+#undef CU
+#undef CJ
+
+static size_t class_units(unsigned c) { return k_class_units[c]; }
 
 static size_t class_bytes(unsigned c) { return class_units(c) << UNIT_SHIFT; }
 
@@ -426,12 +432,13 @@ static kbuddy_status add_region_locked(void *start, size_t size, bool zeroed) {
     if (t >= e || tag_bytes >= e - t)
         return KBUDDY_ENOMEM;
     uintptr_t core = t + tag_bytes;
-    kbuddy_status st = kbuddy_add_region(&g_heap, (void *)core, (size_t)(e - core));
+    unsigned char *bytes = start; /* pointers are derived from start, not made from integers */
+    kbuddy_status st = kbuddy_add_region(&g_heap, bytes + (core - s), (size_t)(e - core));
     if (st != KBUDDY_OK)
         return st;
     if (!zeroed)
-        memset((void *)t, 0, (size_t)tag_bytes);
-    g_regions[n] = (mregion){s, e, base, (_Atomic uint32_t *)t};
+        memset(bytes + (t - s), 0, (size_t)tag_bytes);
+    g_regions[n] = (mregion){s, e, base, (_Atomic uint32_t *)(void *)(bytes + (t - s))};
     atomic_store_explicit(&g_nregions, n + 1, memory_order_release);
     g_region_bytes += size;
     g_tag_bytes += (size_t)(core - s);
@@ -482,8 +489,10 @@ kbuddy_status kbuddy_malloc_add_region(void *start, size_t size) {
 const kbuddy_heap *kbuddy_global_heap(void) { return &g_heap; }
 
 void kbuddy_malloc_set_hooks(const kbuddy_malloc_hooks *hooks) {
-    static const kbuddy_malloc_hooks none;
-    g_hooks = hooks ? *hooks : none;
+    if (hooks)
+        g_hooks = *hooks;
+    else
+        memset(&g_hooks, 0, sizeof g_hooks);
     if (g_hooks.lock.acquire && g_hooks.lock.release)
         g_lock = g_hooks.lock;
     else
@@ -1106,16 +1115,17 @@ static void check_block(void *vctx, void *start, size_t size, bool used) {
     if (!used)
         return;
     unsigned tag = tag_get(tag_of(r, a)), c = tag & TAG_CLASS;
-    if (!tag) {
+    bool live = tag & TAG_LIVE, cached = tag & TAG_CACHED;
+    if (!tag) { /* the layer's own */
         k->untagged++;
         k->untagged_bytes += size;
-    } else if ((tag & TAG_FLIP) == TAG_FLIP || !(tag & TAG_FLIP)) {
-        k->bad = true;
-    } else if (c == TAG_LARGE) {
-        k->bad |= !(tag & TAG_LIVE);
-    } else if (c >= NCLASSES || size != class_bytes(c)) {
-        k->bad = true;
-    } else if (tag & TAG_CACHED) {
+        return;
+    }
+    /* Exactly one state; a class that exists, of this block's size; large
+     * blocks are never cached. */
+    bool small_ok = c < NCLASSES && size == class_bytes(c);
+    k->bad |= live == cached || !(small_ok || (c == TAG_LARGE && live));
+    if (cached && small_ok) {
         k->cached++;
         k->cached_units += class_units(c);
     }

@@ -265,4 +265,64 @@ TEST(bad_frees_are_counted_and_reported_with_interrupts_restored) {
     CHECK_CONSISTENT();
 }
 
+/* --- The last bytes: no memory even for a magazine ---------------------- */
+
+TEST(without_memory_for_a_magazine_blocks_bypass_the_cache) {
+    boot();
+    for (unsigned c = 0; c < 8; c++) { /* every cache and the depot empty */
+        my_cpu = c;
+        kbuddy_malloc_flush_caches();
+    }
+    size_t live0 = stats().live_blocks;
+    my_cpu = 5; /* a CPU with a cache but no magazines */
+    void *warm = kbm_malloc(32);
+    kbm_free(warm);
+    kbuddy_malloc_flush_caches();
+    /* Fill every byte of the heap with minimum blocks, from a CPU without a
+     * cache (straight from the heap, nothing cached). */
+    my_cpu = 1000;
+    size_t cap = HEAP_BYTES / 32, n = 0;
+    void **all = malloc(cap * sizeof *all); /* the C library's */
+    REQUIRE(all != NULL);
+    while (n < cap && (all[n] = kbm_malloc(1)) != NULL)
+        n++;
+    REQUIRE(n < cap);
+    CHECK_EQ(stats().heap.largest_free, 0);
+    /* One block free: not enough for a magazine (576 bytes). */
+    kbm_free(all[--n]);
+    my_cpu = 5;
+    kbuddy_malloc_stats before = stats();
+    void *p = kbm_malloc(20);
+    CHECK(p != NULL); /* the one block, without a magazine */
+    CHECK_EQ(stats().internal_blocks, before.internal_blocks);
+    CHECK(kbm_malloc(20) == NULL);
+    kbm_free(p); /* no magazine to put it in: straight back */
+    CHECK_EQ(stats().cached_blocks, before.cached_blocks);
+    CHECK_EQ(stats().heap.largest_free, 32);
+    kbm_free(p);
+    CHECK_EQ(atomic_load(&last_bad), KBUDDY_EDOUBLEFREE);
+    CHECK_CONSISTENT();
+    my_cpu = 1000;
+    while (n)
+        kbm_free(all[--n]);
+    free(all);
+    my_cpu = 0;
+    CHECK_EQ(stats().live_blocks, live0);
+    CHECK_CONSISTENT();
+}
+
+TEST(the_region_table_has_a_limit) {
+    boot();
+    static _Alignas(64) unsigned char pieces[KBUDDY_MALLOC_MAX_REGIONS][4096];
+    size_t have = stats().regions, added = 0;
+    kbuddy_status st = KBUDDY_OK;
+    for (size_t i = 0; i < KBUDDY_MALLOC_MAX_REGIONS && st == KBUDDY_OK; i++)
+        if ((st = kbuddy_malloc_add_region(pieces[i], sizeof pieces[i])) == KBUDDY_OK)
+            added++;
+    CHECK_STATUS(st, KBUDDY_ENOMEM);
+    CHECK_EQ(have + added, KBUDDY_MALLOC_MAX_REGIONS);
+    CHECK_EQ(stats().regions, KBUDDY_MALLOC_MAX_REGIONS);
+    CHECK_CONSISTENT();
+}
+
 KBTEST_MAIN()
