@@ -401,4 +401,45 @@ TEST(operations_do_not_slow_down_with_millions_of_free_blocks) {
     big_close(&b);
 }
 
+/* The fastest of `reps` refused frees of [0, count), in milliseconds. */
+static double refused_free_ms(kbuddy_frames *fa, size_t count, int reps) {
+    double best = 1e9;
+    for (int i = 0; i < reps; i++) {
+        double t0 = now_seconds();
+        kbuddy_status st = kbuddy_frames_free(fa, 0, count);
+        double dt = (now_seconds() - t0) * 1e3;
+        if (st != KBUDDY_EDOUBLEFREE)
+            KBTEST_FAIL("free(0, %zu) returned %s, wanted double free", count,
+                        kbuddy_strerror(st));
+        if (dt < best)
+            best = dt;
+    }
+    return best;
+}
+
+TEST(refused_free_is_not_slowed_by_many_free_blocks) {
+    /* Requirement 5: every operation is O(log n) plus O(count / 64) for the
+     * bits of its run, whatever the number of free blocks. A refused free of
+     * 2^24 frames must cost about the same whether the run holds one free
+     * frame or 2^23 free blocks (it is refused either way, as a double
+     * free). */
+    const size_t n = (size_t)1 << (KB_SLOW_BUILD ? 20 : 24);
+    big_window one, many;
+    REQUIRE(big_open(&one, 0, n));
+    REQUIRE(big_open(&many, 0, n));
+    size_t f;
+    CHECK_STATUS(kbuddy_frames_alloc(&one.fa, n, 1, &f), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_frames_free(&one.fa, n / 2 + 1, 1), KBUDDY_OK);
+    REQUIRE(fragment(&many, n));
+    double ms_one = refused_free_ms(&one.fa, n, 5), ms_many = refused_free_ms(&many.fa, n, 5);
+    printf("  refused free of %zu frames: %.3f ms with 1 free frame, %.3f ms with %zu free "
+           "blocks\n",
+           n, ms_one, ms_many, n / 2);
+    if (timing_asserted())
+        CHECK(ms_many < 8 * ms_one + 1.0);
+    CHECK(check_ok(&many.fa, "after refused frees"));
+    big_close(&one);
+    big_close(&many);
+}
+
 KBTEST_MAIN()
