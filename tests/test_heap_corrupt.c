@@ -103,6 +103,10 @@ static bool leaf_is_set(kb_engine *e, unsigned k, uintptr_t b) {
 /* Set or clear the free bit of block b of order k the way the engine does:
  * summaries, the engine's mask and the heap's mask and counts follow. */
 static void block_set(kb_engine *e, unsigned k, uintptr_t b, bool free_) {
+    if (e->ctrl) { /* the free-block marks on its first and last unit */
+        uintptr_t first = (b << k) - e->lo, last = first + ((uintptr_t)1 << k) - 1;
+        e->ctrl[first] = e->ctrl[last] = free_ ? kb_free_mark(k) : 0;
+    }
     uintptr_t i = b - e->order[k].first;
     for (uint32_t d = 0; d < e->order[k].depth; d++) {
         kb_word *w = tree_word(e, k, d, i);
