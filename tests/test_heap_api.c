@@ -385,6 +385,16 @@ TEST(static_initialiser_gives_an_empty_consistent_heap) {
     wlist_free(&l);
     int x;
     CHECK_STATUS(kbuddy_free(&h, &x), KBUDDY_EFOREIGN);
+    /* Ready to take regions as it is. */
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    CHECK_STATUS(kbuddy_add_region(&h, a, 1 << 16), KBUDDY_OK);
+    p = kbuddy_alloc(&h, 1, 1);
+    CHECK(p != NULL);
+    CHECK_STATUS(kbuddy_free(&h, p), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    kbuddy_init(&h); /* forget the region before its memory goes */
+    free(a);
 }
 
 TEST(init_empties_a_dirty_heap_and_forgets_its_regions) {
@@ -2225,6 +2235,50 @@ TEST(oom_handler_may_add_a_region_from_inside) {
     void *q = kbuddy_alloc(&h, 1000, 1);
     CHECK(q != NULL);
     CHECK_EQ(o.calls, 3);
+    free(a);
+}
+
+typedef struct {
+    void *victim;
+    int calls;
+} oom_free_ctx;
+
+static bool oom_free_victim(kbuddy_heap *heap, size_t size, size_t align, void *ctx) {
+    oom_free_ctx *o = ctx;
+    (void)size, (void)align;
+    o->calls++;
+    if (!o->victim)
+        return false;
+    bool freed = kbuddy_free(heap, o->victim) == KBUDDY_OK;
+    o->victim = NULL;
+    return freed;
+}
+
+TEST(oom_handler_may_free_memory_and_have_the_allocation_retried) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    count_lock cl = {0, 0, 0, 0};
+    kbuddy_lock lk = {cl_acquire, cl_release, &cl};
+    kbuddy_set_lock(&h, &lk);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    kbuddy_stats st = stats_of(&h);
+    void *big = kbuddy_alloc(&h, st.largest_free, 1);
+    REQUIRE(big);
+    oom_free_ctx o = {big, 0};
+    kbuddy_set_oom_handler(&h, oom_free_victim, &o);
+    /* Nothing that large is free until the handler frees `big`. */
+    void *p = kbuddy_alloc(&h, st.largest_free, 1);
+    CHECK(p == big);
+    CHECK_EQ(o.calls, 1);
+    CHECK_EQ(cl.violations, 0);
+    CHECK_EQ(stats_of(&h).allocations, 1);
+    /* The handler has nothing left to free: it declines. */
+    void *q = kbuddy_alloc(&h, st.largest_free, 1);
+    CHECK(q == NULL);
+    CHECK_EQ(o.calls, 2);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
     free(a);
 }
 
