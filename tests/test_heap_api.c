@@ -1915,6 +1915,35 @@ TEST(usable_size_is_the_size_rounded_up_to_minimum_blocks) {
     free(a);
 }
 
+/* usable_size promises "the number of bytes usable at ptr", but kbuddy_alloc
+ * carries alloc_size(2), which tells the compiler the object is exactly
+ * `size` bytes. Where the compiler can see the call (optimised builds),
+ * object-size checking then rejects the promised bytes: with
+ * -D_FORTIFY_SOURCE=3, memset(p, 0, kbuddy_usable_size(h, p)) aborts with
+ * "buffer overflow detected". The object size the compiler derives must
+ * not be smaller than usable_size. (At -O0 it is unknown, and this passes.) */
+TEST(usable_size_bytes_are_usable_under_object_size_checking) {
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_dynamic_object_size)
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    size_t n = opaque(1);
+    unsigned char *p = kbuddy_alloc(&h, n, 1);
+    REQUIRE(p);
+    size_t known = __builtin_dynamic_object_size(p, 0);
+    size_t usable = kbuddy_usable_size(&h, p);
+    if (known < usable)
+        fprintf(stderr, "  the compiler sees %zu bytes at p, usable_size says %zu\n", known, usable);
+    CHECK(known >= usable);
+    CHECK_STATUS(kbuddy_free(&h, p), KBUDDY_OK);
+    free(a);
+#endif
+#endif
+}
+
 TEST(usable_size_of_anything_but_a_live_allocation_is_zero) {
     fixture f;
     REQUIRE(fixture_setup(&f));
