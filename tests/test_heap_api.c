@@ -2421,6 +2421,44 @@ TEST(counting_lock_is_taken_and_released_in_balance_by_every_function) {
     free(a);
 }
 
+typedef struct {
+    count_lock *lock;
+    size_t calls, held;
+} walk_lock_ctx;
+
+static void walk_note_lock(void *ctx, void *start, size_t size, bool used) {
+    walk_lock_ctx *w = ctx;
+    (void)start, (void)size, (void)used;
+    w->calls++;
+    if (w->lock->depth != 0)
+        w->held++;
+}
+
+/* The Locking section of the header: "kbuddy never calls back into the
+ * caller while it holds the lock." kbuddy_walk's own comment ("fn must not
+ * call into the heap") suggests otherwise; one of the two is wrong. */
+TEST(walk_callback_runs_without_the_lock_held) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    count_lock cl = {0, 0, 0, 0};
+    kbuddy_lock lk = {cl_acquire, cl_release, &cl};
+    kbuddy_set_lock(&h, &lk);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    void *p = kbuddy_alloc(&h, 100, 1);
+    REQUIRE(p);
+    walk_lock_ctx w = {&cl, 0, 0};
+    kbuddy_walk(&h, walk_note_lock, &w);
+    CHECK(w.calls > 1);
+    if (w.held)
+        fprintf(stderr, "  %zu of %zu walk callbacks ran with the heap's lock held\n", w.held,
+                w.calls);
+    CHECK_EQ(w.held, 0);
+    CHECK_EQ(cl.acquires, cl.releases);
+    free(a);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Status strings and the shipped spinlock                                    */
 /* ------------------------------------------------------------------------ */
