@@ -14,7 +14,7 @@ FUZZ_SECONDS ?= 60
 COVERAGE_MIN ?= 95
 CMAKE ?= cmake
 
-BUILD := build
+BUILD ?= build
 CORE_SRC := $(wildcard src/*.c)
 
 .PHONY: all demo demo-hosted check test test-release test-asan test-tsan coverage \

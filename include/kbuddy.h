@@ -97,8 +97,9 @@ const char *kbuddy_strerror(kbuddy_status status);
 /* A lock supplied by the caller: acquire(ctx) / release(ctx). The callbacks
  * must provide mutual exclusion with acquire/release memory ordering. In a
  * kernel whose interrupt handlers allocate, acquire must also mask
- * interrupts on the local CPU. kbuddy never calls back into the caller while
- * it holds the lock. */
+ * interrupts on the local CPU. The only callbacks made with the lock held
+ * are the walk functions' (which must not call into the allocator); the
+ * out-of-memory handler runs without it. */
 typedef struct kbuddy_lock {
     void (*acquire)(void *ctx);
     void (*release)(void *ctx);
@@ -357,9 +358,9 @@ kbuddy_status kbuddy_frames_alloc(kbuddy_frames *fa, size_t count, size_t align,
  *   KBUDDY_EINVAL       fa is NULL or count is 0;
  *   KBUDDY_EFOREIGN     a frame of the run is outside the window or was never
  *                       added;
- *   KBUDDY_EDOUBLEFREE  a frame of the run is already free.
- * A refused call changes nothing. O(L + count / 64) (a refused call may take
- * O(L) per offending frame). */
+ *   KBUDDY_EDOUBLEFREE  a frame of the run is already free (and every frame
+ *                       of it was added).
+ * A refused call changes nothing. O(L + count / 64), refused or not. */
 kbuddy_status kbuddy_frames_free(kbuddy_frames *fa, size_t first, size_t count);
 
 typedef struct kbuddy_frame_stats {
@@ -378,7 +379,8 @@ kbuddy_status kbuddy_frames_check(const kbuddy_frames *fa);
 
 /* Report every run of free or allocated frames in order: fn(ctx, first,
  * count, used); never-added frames are skipped. Free runs are reported block
- * by block. O(nframes). */
+ * by block. fn runs with the lock held and must not call into the frame
+ * allocator. O(nframes). */
 typedef void (*kbuddy_frames_walk_fn)(void *ctx, size_t first, size_t count, bool used);
 void kbuddy_frames_walk(const kbuddy_frames *fa, kbuddy_frames_walk_fn fn, void *ctx);
 

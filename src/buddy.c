@@ -100,11 +100,16 @@ uintptr_t kb_bits_next_clear(const kb_word *w, uintptr_t a, uintptr_t b) {
 }
 
 void kb_zero(void *p, size_t n) {
-    /* volatile keeps compilers from turning the loop into a memset call,
-     * which a -nostdlib kernel may not have. Runs only at init. */
-    volatile unsigned char *c = (volatile unsigned char *)p;
-    while (n--)
-        *c++ = 0;
+    /* memset is one of the three symbols the core may need (kernels have
+     * it); clearing a 2^26-frame window's 25 MB byte by byte took 50 ms. */
+    __builtin_memset(p, 0, n);
+}
+
+uintptr_t kb_bits_count(const kb_word *w, uintptr_t a, uintptr_t b) {
+    uintptr_t n = 0;
+    for (; a < b; a = next_word(a))
+        n += kb_popcount(w[a >> KB_WORD_SHIFT] & range_mask(a, b));
+    return n;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -480,8 +485,12 @@ bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_
         return false;
     /* Success depends only on a block of order >= k existing (so that the
      * largest free size is exact and O(1)); where the allocation goes is a
-     * placement choice: a run of smaller blocks first, when one is near. */
-    if (ka < k && take_spanning(e, n, k, ka, start))
+     * placement choice: in a heap, a run of smaller blocks first when one
+     * is near. Frame engines skip that search: without control-byte marks
+     * it costs a bitmap probe per order (F2: 788 instead of 434
+     * instructions per operation), and page-frame requests are mostly
+     * powers of two anyway. */
+    if (e->ctrl && ka < k && take_spanning(e, n, k, ka, start))
         return true;
     unsigned j = k + kb_ctz(candidates);
     uintptr_t blk = block_lowest(e, j);
@@ -583,6 +592,35 @@ bool kb_engine_any_free(const kb_engine *e, uintptr_t a, uintptr_t b) {
             return true;
     }
     return false;
+}
+
+uintptr_t kb_engine_free_units_in(const kb_engine *e, uintptr_t a, uintptr_t b) {
+    if (a < e->lo)
+        a = e->lo;
+    if (b > e->hi)
+        b = e->hi;
+    if (a >= b)
+        return 0;
+    uintptr_t total = 0;
+    for (unsigned k = 0; k < e->orders; k++) { /* blocks wholly inside */
+        const kb_order *o = &e->order[k];
+        uintptr_t first = (a >> k) + ((a & (((uintptr_t)1 << k) - 1)) != 0), last = b >> k;
+        if (first < last)
+            total += kb_bits_count(&e->words[o->off[0]], first - o->first, last - o->first) << k;
+    }
+    /* At most two free blocks stick out of the range: one over each edge
+     * (or one over both). */
+    unsigned k;
+    uintptr_t blk;
+    bool over_left = kb_engine_find_free(e, a, &k, &blk) && (blk << k) < a;
+    if (over_left) {
+        uintptr_t end = (blk + 1) << k;
+        total += (end < b ? end : b) - a;
+    }
+    if (kb_engine_find_free(e, b - 1, &k, &blk) && ((blk + 1) << k) > b &&
+        !(over_left && (blk << k) < a))
+        total += b - (blk << k);
+    return total;
 }
 
 bool kb_engine_claim(kb_engine *e, uintptr_t a, uintptr_t b) {

@@ -112,6 +112,8 @@ void kb_bits_set(kb_word *w, uintptr_t a, uintptr_t b);
 void kb_bits_clear(kb_word *w, uintptr_t a, uintptr_t b);
 bool kb_bits_all_set(const kb_word *w, uintptr_t a, uintptr_t b);
 bool kb_bits_any_set(const kb_word *w, uintptr_t a, uintptr_t b);
+/* Number of set bits in [a, b). */
+uintptr_t kb_bits_count(const kb_word *w, uintptr_t a, uintptr_t b);
 /* First clear bit in [a, b), or b when there is none. */
 uintptr_t kb_bits_next_clear(const kb_word *w, uintptr_t a, uintptr_t b);
 
@@ -155,6 +157,9 @@ bool kb_engine_free_block_at(const kb_engine *e, uintptr_t u, unsigned *order);
 
 /* Does any free block intersect [a, b)? O(L + (b - a) / 64). */
 bool kb_engine_any_free(const kb_engine *e, uintptr_t a, uintptr_t b);
+
+/* How many units of [a, b) are free. O(L + (b - a) / 64). */
+uintptr_t kb_engine_free_units_in(const kb_engine *e, uintptr_t a, uintptr_t b);
 
 /* If every unit of [a, b) is free, make them not free (the parts of the free
  * blocks outside [a, b) stay free) and return true; else change nothing and
