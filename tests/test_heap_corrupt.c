@@ -486,6 +486,10 @@ TEST(stray_control_byte_inside_an_allocation_is_detected) {
         EXPECT_DETECTED(&f);
         c[n - 1] = KB_CTRL_START | 5; /* a nested "allocation" */
         EXPECT_DETECTED(&f);
+        c[n - 1] |= 0x01; /* the end mark with junk beside it */
+        EXPECT_DETECTED(&f);
+        c[n - 1] = 0; /* no end mark */
+        EXPECT_DETECTED(&f);
         tried++;
     }
     CHECK(tried >= 4);
@@ -629,6 +633,31 @@ TEST(free_of_a_damaged_record_reports_corruption_and_changes_nothing) {
     }
     CHECK(tried >= 6);
     fixture_free(&f);
+}
+
+/* A long record needs a second unit; on a region's last unit there is
+ * none, and the record must not be read past the region. */
+TEST(long_record_on_the_last_unit_of_a_region_is_detected) {
+    static unsigned char mem[8192] __attribute__((aligned(64)));
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, mem, sizeof mem) == KBUDDY_OK);
+    void *last = NULL;
+    for (void *p; (p = kbuddy_alloc(&h, 1, 1)) != NULL;)
+        if ((uintptr_t)p > (uintptr_t)last)
+            last = p;
+    REQUIRE(last);
+    struct kbuddy_region *r = h.regions;
+    REQUIRE((uintptr_t)last / UNIT == r->engine.hi - 1);
+    uint8_t *c = &r->ctrl[(uintptr_t)last / UNIT - r->engine.lo];
+    uint8_t saved = *c;
+    *c |= KB_CTRL_LONG;
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_ECORRUPT);
+    CHECK_STATUS(kbuddy_free(&h, last), KBUDDY_ECORRUPT);
+    CHECK_EQ(kbuddy_usable_size(&h, last), 0);
+    *c = saved;
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_free(&h, last), KBUDDY_OK);
 }
 
 TEST(every_allocation_of_the_fixture_survives_the_restores) {
