@@ -967,6 +967,31 @@ TEST(alloc_with_alignment_beyond_any_block_returns_null) {
     free(a);
 }
 
+/* alloc returns NULL only when "no free block is large and aligned
+ * enough". A single free minimum block at a 4096-aligned address is both
+ * for alloc(32, 4096). */
+TEST(aligned_alloc_uses_a_small_free_block_that_is_aligned_enough) {
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 20) == KBUDDY_OK);
+    void **v;
+    size_t n = fill_with_units(&h, &v);
+    size_t i = 0;
+    while (i < n && (uintptr_t)v[i] % 4096)
+        i++;
+    REQUIRE(i < n);
+    CHECK_STATUS(kbuddy_free(&h, v[i]), KBUDDY_OK);
+    /* The only free memory: one 32-byte block, 4096-aligned. */
+    CHECK_EQ(stats_of(&h).allocated, stats_of(&h).total - UNIT);
+    void *p = kbuddy_alloc(&h, UNIT, 4096);
+    CHECK(p == v[i]);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(v);
+    free(a);
+}
+
 TEST(alloc_of_size_zero_gives_unique_minimum_blocks) {
     unsigned char *a = arena_new(1 << 16);
     REQUIRE(a);
