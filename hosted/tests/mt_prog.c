@@ -44,8 +44,6 @@ typedef struct worker {
     unsigned long errors, checksum;
 } worker;
 
-static volatile int stop_forking;
-
 static void *work(void *varg) {
     worker *w = varg;
     unsigned char **slot = calloc(SLOTS, sizeof *slot);

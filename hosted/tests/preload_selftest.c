@@ -26,7 +26,8 @@
 #pragma GCC diagnostic ignored "-Wuse-after-free"
 #endif
 
-static volatile size_t huge = SIZE_MAX; /* hidden from the compiler's size checks */
+/* Hidden from the compiler's checks of sizes and alignments. */
+static volatile size_t huge = SIZE_MAX, three = 3, zero = 0, forty_eight = 48;
 
 static int failures;
 #define EXPECT(cond)                                                   \
@@ -112,9 +113,9 @@ int main(void) {
     errno = 0;
     EXPECT(calloc(huge / 2, 3) == NULL && errno == ENOMEM);
     errno = 0;
-    EXPECT(aligned_alloc(3, 64) == NULL && errno == EINVAL);
+    EXPECT(aligned_alloc(three, 64) == NULL && errno == EINVAL);
     errno = 0;
-    EXPECT(aligned_alloc(0, 64) == NULL && errno == EINVAL);
+    EXPECT(aligned_alloc(zero, 64) == NULL && errno == EINVAL);
     void *q = (void *)1;
     errno = 5;
     EXPECT(posix_memalign(&q, 12, 64) == EINVAL && q == (void *)1 && errno == 5);
@@ -134,7 +135,7 @@ int main(void) {
     p = pvalloc(1);
     EXPECT(p && (uintptr_t)p % (uintptr_t)page == 0 && malloc_usable_size(p) >= (size_t)page);
     free(p);
-    p = memalign(48, 10);
+    p = memalign(forty_eight, 10);
     EXPECT(p && (uintptr_t)p % 64 == 0);
     free(p);
     p = malloc(1000);

@@ -205,7 +205,7 @@ TEST(aligned_alloc_aligns_and_rejects_bad_alignments) {
     static const size_t bad[] = {0, 3, 24, 48, 1000, SIZE_MAX};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         errno = 0;
-        CHECK(kbm_aligned_alloc(bad[i], 64) == NULL);
+        CHECK(kbm_aligned_alloc(opaque(bad[i]), 64) == NULL);
         CHECK_EQ(errno, EINVAL);
     }
     errno = 0; /* too large an alignment for any region: out of memory */

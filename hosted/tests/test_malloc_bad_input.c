@@ -228,7 +228,7 @@ TEST(bad_alignments_are_einval) {
     static const size_t bad[] = {0, 3, 6, 12, 24, 100, SIZE_MAX, SIZE_MAX / 2};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         errno = 0;
-        CHECK(kbm_aligned_alloc(bad[i], 32) == NULL);
+        CHECK(kbm_aligned_alloc(opaque(bad[i]), 32) == NULL);
         CHECK_EQ(errno, EINVAL);
         void *out = (void *)0x99;
         errno = 0;
