@@ -715,8 +715,16 @@ static NOINLINE void *alloc_large(size_t size, size_t align) {
     return p;
 }
 
+/* size bytes aligned to align (a power of two): through the caches when
+ * they can serve it. errno is the callers' business. */
+static inline void *alloc_any(size_t size, size_t align) {
+    if (LIKELY(size <= CACHE_MAX && align <= UNIT))
+        return alloc_small(class_of_size(size));
+    return alloc_large(size, align < UNIT ? UNIT : align);
+}
+
 void *kbm_malloc(size_t size) {
-    void *p = size <= CACHE_MAX ? alloc_small(class_of_size(size)) : alloc_large(size, UNIT);
+    void *p = alloc_any(size, UNIT);
     if (UNLIKELY(!p))
         SET_ERRNO(KBM_ENOMEM);
     return p;
@@ -734,7 +742,7 @@ void *kbm_calloc(size_t n, size_t size) {
 }
 
 static void *alloc_aligned(size_t align, size_t size) {
-    void *p = align <= UNIT ? kbm_malloc(size) : alloc_large(size, align);
+    void *p = alloc_any(size, align);
     if (!p)
         SET_ERRNO(KBM_ENOMEM);
     return p;
@@ -765,9 +773,7 @@ void *kbm_memalign(size_t align, size_t size) {
 int kbm_posix_memalign(void **out, size_t align, size_t size) {
     if (!out || !is_pow2(align) || align % sizeof(void *))
         return KBM_EINVAL;
-    void *p = align <= UNIT ? (size <= CACHE_MAX ? alloc_small(class_of_size(size))
-                                                 : alloc_large(size, UNIT))
-                            : alloc_large(size, align);
+    void *p = alloc_any(size, align);
     if (!p)
         return KBM_ENOMEM;
     *out = p;
@@ -1150,7 +1156,7 @@ kbuddy_status kbuddy_malloc_check(void) {
     checker k = {&g_no_region, 0, 0, 0, 0, false};
     if (st == KBUDDY_OK)
         kbuddy_walk(&g_heap, check_block, &k);
-    size_t blocks = 0, units = 0, caches = 0;
+    size_t blocks = 0, units = 0;
     for (unsigned c = 0; c < NCLASSES; c++) {
         uint32_t nfull = 0, nempty = 0;
         for (const mag *m = g_depot[c].full; m; m = m->next, nfull++) {
@@ -1163,7 +1169,7 @@ kbuddy_status kbuddy_malloc_check(void) {
         k.bad |= nfull != g_depot[c].nfull || nempty != g_depot[c].nempty;
     }
     k.bad |= blocks != g_depot_blocks || units != g_depot_units;
-    for (const kcache *cc = g_caches; cc; cc = cc->next, caches++) {
+    for (const kcache *cc = g_caches; cc; cc = cc->next) {
         size_t cb = 0, cu = 0;
         for (unsigned c = 0; c < NCLASSES; c++)
             for (int i = 0; i < 2; i++) {
@@ -1183,7 +1189,6 @@ kbuddy_status kbuddy_malloc_check(void) {
         st = KBUDDY_ECORRUPT;
     unlock();
     irq_on(irq);
-    (void)caches;
     return st;
 }
 
