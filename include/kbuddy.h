@@ -41,6 +41,10 @@ extern "C" {
 #define KBUDDY_VERSION_MINOR 0
 #define KBUDDY_VERSION_PATCH 0
 
+/* What kbuddy_alloc returns, for the compiler. No alloc_size: that would
+ * tell object-size checking (_FORTIFY_SOURCE) the block is exactly the size
+ * requested, while kbuddy_usable_size promises every byte up to the end of
+ * its last minimum block. */
 #if defined(__GNUC__) || defined(__clang__)
 #define KBUDDY_MALLOC_ATTR __attribute__((malloc, warn_unused_result))
 #define KBUDDY_ALLOC_SIZE(n) __attribute__((alloc_size(n)))
@@ -213,8 +217,13 @@ kbuddy_status kbuddy_add_region(kbuddy_heap *heap, void *start, size_t size);
  * block it was carved from goes straight back to the free lists.
  *
  * Returns NULL when heap is NULL, align is 0 or not a power of two, the
- * rounded size would overflow, or no free block is large and aligned enough
- * and the out-of-memory handler (if any) declines. The handler runs with the
+ * rounded size would overflow, or no region has a free block of order
+ * k = max(ceil(log2(units)), log2(align / KBUDDY_MIN_BLOCK)), that is a free
+ * block at least as large as both the rounded size and the alignment (a
+ * smaller free block that happens to be aligned enough is not searched for:
+ * that search could not be O(L)), and the out-of-memory handler (if any)
+ * declines. So kbuddy_alloc(heap, size, 1) succeeds exactly for the sizes
+ * up to largest_free (kbuddy_get_stats). The handler runs with the
  * heap's lock released; each time it returns true the allocation is retried.
  * O(R + L) without the handler (the R term only when regions must be
  * skipped). Placement: the lowest region that has a large enough block;
@@ -223,7 +232,7 @@ kbuddy_status kbuddy_add_region(kbuddy_heap *heap, void *start, size_t size);
  * block of the smallest order that suffices (starting in the free run
  * just before that block when there is one). */
 void *kbuddy_alloc(kbuddy_heap *heap, size_t size, size_t align)
-    KBUDDY_MALLOC_ATTR KBUDDY_ALLOC_SIZE(2) KBUDDY_ALLOC_ALIGN(3);
+    KBUDDY_MALLOC_ATTR KBUDDY_ALLOC_ALIGN(3);
 
 /* Free an allocation made by kbuddy_alloc or kbuddy_realloc on this heap.
  * Returns KBUDDY_OK (also for ptr == NULL), or:
@@ -259,7 +268,7 @@ kbuddy_status kbuddy_free_sized(kbuddy_heap *heap, void *ptr, size_t size, size_
  * size == 0 is a valid size: the result is a minimum block, never a free.
  * O(R + L) in place, plus the copy when moving. */
 void *kbuddy_realloc(kbuddy_heap *heap, void *ptr, size_t size, size_t align)
-    KBUDDY_ALLOC_SIZE(3) KBUDDY_ALLOC_ALIGN(4);
+    KBUDDY_ALLOC_ALIGN(4);
 
 /* The number of bytes usable at ptr: the requested size rounded up to a
  * whole number of minimum blocks. 0 when ptr is NULL or not a live

