@@ -51,7 +51,7 @@ test-asan:
 
 test-tsan:
 	CC=clang $(CMAKE) -S . -B $(BUILD)/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	  -DKBUDDY_SANITIZE=thread -DKBUDDY_BENCH=OFF -DKBUDDY_HOSTED=OFF >/dev/null
+	  -DKBUDDY_SANITIZE=thread -DKBUDDY_BENCH=OFF >/dev/null
 	$(CMAKE) --build $(BUILD)/tsan -j$(JOBS)
 	cd $(BUILD)/tsan && ctest --output-on-failure -R 'thread|lock|smp'
 
