@@ -84,8 +84,9 @@ const char *kbuddy_strerror(kbuddy_status status);
  * Every heap block, and so every pointer kbuddy_alloc returns, is aligned to
  * at least this much. The heap spends one control byte per minimum block plus
  * about two bits of free bitmaps, so 32-byte blocks cost 3.9% of a region.
- * A kernel may override it (4 to 12) when compiling src/; all files must
- * agree. */
+ * A kernel may set it to 4 (16-byte blocks, 7.8%) when compiling src/; all
+ * files must agree. Only 4 and 5 are accepted: an allocation record keeps
+ * the unused bytes of its last block in 6 bits. */
 #ifndef KBUDDY_MIN_BLOCK_SHIFT
 #define KBUDDY_MIN_BLOCK_SHIFT 5
 #endif
