@@ -9,6 +9,7 @@
 #include "demo.h"
 
 #include "../heapmap.h"
+#include "kbuddy_malloc.h"
 #include "printf.h"
 
 #include <stdatomic.h>
@@ -41,6 +42,7 @@ static void counted_release(void *ctx) {
 
 static struct counted_lock heap_lock = {KBUDDY_SPINLOCK_INIT, 0, 0};
 static struct counted_lock frames_lock = {KBUDDY_SPINLOCK_INIT, 0, 0};
+static struct counted_lock malloc_lock = {KBUDDY_SPINLOCK_INIT, 0, 0};
 static size_t window_lo, window_n; /* the frame window */
 static _Atomic unsigned int failures;
 
@@ -139,6 +141,37 @@ void demo_heap_test(uintptr_t bss_lo, uintptr_t bss_hi) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* The global allocator                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* kbm_free and friends return nothing: a refusal reaches this hook. */
+static _Atomic unsigned int kbm_refusals;
+static _Atomic int kbm_last_refusal;
+
+static void kbm_bad_free(void *ptr, kbuddy_status st, const char *func) {
+    (void)ptr;
+    (void)func;
+    atomic_store(&kbm_last_refusal, (int)st);
+    atomic_fetch_add(&kbm_refusals, 1u);
+}
+
+void demo_init_malloc(void *space, size_t size) {
+    kbuddy_malloc_hooks hooks = {0};
+    hooks.cpu_id = plat_cpu_id;
+    hooks.irq_save = plat_irq_save;
+    hooks.irq_restore = plat_irq_restore;
+    hooks.lock = (kbuddy_lock){counted_acquire, counted_release, &malloc_lock};
+    hooks.bad_free = kbm_bad_free;
+    kbuddy_malloc_set_hooks(&hooks);
+    kbuddy_status st = kbuddy_malloc_add_region(space, size);
+    kprintf("[malloc] global allocator: %p, 0x%zx bytes -> %s; kbm_malloc\n", space,
+            size, ok(st));
+    kprintf("[malloc]   and friends, per-CPU caches of blocks up to %zu B in front\n",
+            (size_t)KBUDDY_MALLOC_CACHE_MAX);
+    EXPECT(st == KBUDDY_OK);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Frames                                                                    */
 /* ------------------------------------------------------------------------ */
 
@@ -172,6 +205,11 @@ void demo_add_frames(size_t first, size_t count, const char *what) {
 void demo_snapshot(struct demo_snapshot *s) {
     kbuddy_get_stats(&kheap, &s->heap);
     kbuddy_frames_get_stats(&kframes, &s->frames);
+    kbuddy_malloc_stats m;
+    kbuddy_malloc_get_stats(&m);
+    s->kbm_live = m.live_blocks;
+    s->kbm_cached = m.cached_blocks;
+    s->kbm_allocated = m.heap.allocated - m.internal_bytes;
 }
 
 bool demo_same(const struct demo_snapshot *a, const struct demo_snapshot *b) {
@@ -180,7 +218,9 @@ bool demo_same(const struct demo_snapshot *a, const struct demo_snapshot *b) {
     return x->total == y->total && x->allocated == y->allocated && x->user == y->user &&
            x->overhead == y->overhead && x->largest_free == y->largest_free &&
            x->allocations == y->allocations && x->regions == y->regions && f->total == g->total &&
-           f->allocated == g->allocated && f->largest_free == g->largest_free;
+           f->allocated == g->allocated && f->largest_free == g->largest_free &&
+           a->kbm_live == b->kbm_live && a->kbm_cached == b->kbm_cached &&
+           a->kbm_allocated == b->kbm_allocated;
 }
 
 /* heapmap.h draws "  [<64 columns>] 0x<start> +<size>K", 86 columns with a
@@ -268,6 +308,14 @@ void demo_show(const char *title) {
             s.largest_free, ok(hc));
     kprintf("  frames: %zu added, %zu allocated, largest free run %zu, check: %s\n", f.total,
             f.allocated, f.largest_free, ok(fc));
+    kbuddy_malloc_stats m;
+    kbuddy_malloc_get_stats(&m);
+    kbuddy_status mc = kbuddy_malloc_check();
+    EXPECT(mc == KBUDDY_OK);
+    kprintf("  kbm:    %zu live blocks, %zu cached (%zu in the depot), %zu caches,\n",
+            m.live_blocks, m.cached_blocks, m.depot_blocks, m.caches);
+    kprintf("          heap %zu of %zu allocated (%zu its own), check: %s\n",
+            m.heap.allocated, m.heap.total, m.internal_bytes, ok(mc));
     if (!legend) {
         kputs("  heap map: one letter per run of blocks, upper case in use, lower case\n"
               "    free; the letter is its size: a < 64 B, b < 128 B, ... k < 64 KiB,\n"
@@ -344,7 +392,9 @@ void demo_huge_runs(const struct demo_huge_hooks *h) {
 /* ------------------------------------------------------------------------ */
 
 #define HEAP_SLOTS 160
+#define KBM_SLOTS 128
 #define FRAME_SLOTS 16
+#define MAILBOXES 16
 
 struct heap_slot {
     unsigned char *p;
@@ -358,11 +408,13 @@ struct frame_slot {
 
 struct cpu_counts {
     unsigned long allocs, frees, reallocs, full, frame_runs, frame_full, checks;
+    unsigned long kbm_allocs, kbm_frees, kbm_reallocs, kbm_full, kbm_remote;
     uint64_t us;
 };
 
 static struct cpu_work {
     struct heap_slot h[HEAP_SLOTS];
+    struct heap_slot m[KBM_SLOTS]; /* kbm_malloc blocks (align unused) */
     struct frame_slot f[FRAME_SLOTS];
     uint64_t rng;
     struct cpu_counts c;
@@ -370,6 +422,10 @@ static struct cpu_work {
 
 static unsigned smp_ncpu;
 static struct demo_snapshot smp_before;
+static kbuddy_malloc_stats kbm_before;
+/* kbm blocks on their way from the CPU that allocated them to whichever
+ * CPU takes them out and frees them. */
+static _Atomic(uintptr_t) mailbox[MAILBOXES];
 static _Atomic unsigned int barrier_count, barrier_generation;
 
 static void barrier(void) {
@@ -392,11 +448,15 @@ static void fill(unsigned char *p, size_t from, size_t to, unsigned char tag) {
         p[i] = pattern(tag, i);
 }
 
-static bool intact(const unsigned char *p, size_t n, unsigned char tag) {
-    for (size_t i = 0; i < n; i++)
+static bool intact_from(const unsigned char *p, size_t from, size_t to, unsigned char tag) {
+    for (size_t i = from; i < to; i++)
         if (p[i] != pattern(tag, i))
             return false;
     return true;
+}
+
+static bool intact(const unsigned char *p, size_t n, unsigned char tag) {
+    return intact_from(p, 0, n, tag);
 }
 
 static uint64_t frame_word(size_t frame, unsigned cpu) {
@@ -476,6 +536,86 @@ static void heap_op(struct cpu_work *w, uint64_t r) {
     w->c.frees++;
 }
 
+/* kbm_malloc: mostly what the per-CPU caches serve (up to 4 KiB), some
+ * larger blocks that go to the core heap under the lock. */
+static size_t kbm_pick_size(uint64_t r) {
+    unsigned c = (unsigned)(r % 100);
+    if (c < 75)
+        return 1 + (size_t)(r >> 8) % 256;
+    if (c < 95)
+        return 257 + (size_t)(r >> 8) % (4096 - 256);
+    return 4097 + (size_t)(r >> 8) % (16384 - 4096);
+}
+
+/* A block in a mailbox carries its size in its first word; the rest is
+ * patterned with a tag taken from its address. */
+static unsigned char mail_tag(const unsigned char *p) { return (unsigned char)((uintptr_t)p >> 5); }
+
+static void take_mail(struct cpu_work *w, unsigned char *p) {
+    size_t n = *(const size_t *)(const void *)p;
+    EXPECT(n >= sizeof(size_t) && n <= 16384 && intact_from(p, sizeof(size_t), n, mail_tag(p)));
+    kbm_free(p); /* most likely allocated on another CPU */
+    w->c.kbm_frees++;
+    w->c.kbm_remote++;
+}
+
+static void kbm_op(struct cpu_work *w, uint64_t r) {
+    struct heap_slot *s = &w->m[(r >> 3) % KBM_SLOTS];
+    if (!s->p) {
+        size_t size = kbm_pick_size(r >> 8);
+        bool zeroed = (r >> 20) % 8 == 0;
+        unsigned char *p = zeroed ? kbm_calloc(1, size) : kbm_malloc(size);
+        if (!p) {
+            w->c.kbm_full++;
+            return;
+        }
+        EXPECT(((uintptr_t)p & (KBUDDY_MIN_BLOCK - 1)) == 0);
+        EXPECT(kbm_malloc_usable_size(p) >= size);
+        if (zeroed) {
+            bool zero = true;
+            for (size_t i = 0; i < size; i++)
+                zero &= p[i] == 0;
+            EXPECT(zero);
+        }
+        *s = (struct heap_slot){p, size, 1, (unsigned char)(r >> 56)};
+        fill(p, 0, size, s->tag);
+        w->c.kbm_allocs++;
+        return;
+    }
+    if ((r >> 12) % 4 == 0) { /* realloc: the common prefix must survive */
+        size_t size = kbm_pick_size(r >> 16);
+        unsigned char *q = kbm_realloc(s->p, size);
+        if (!q) {
+            w->c.kbm_full++;
+            EXPECT(intact(s->p, s->size, s->tag));
+            return;
+        }
+        size_t keep = size < s->size ? size : s->size;
+        EXPECT(intact(q, keep, s->tag));
+        fill(q, keep, size, s->tag);
+        s->p = q;
+        s->size = size;
+        w->c.kbm_reallocs++;
+        return;
+    }
+    EXPECT(intact(s->p, s->size, s->tag));
+    if ((r >> 14) % 4 == 0 && s->size >= sizeof(size_t)) {
+        /* Post it for another CPU to free; free what was there. */
+        *(size_t *)(void *)s->p = s->size;
+        fill(s->p, sizeof(size_t), s->size, mail_tag(s->p));
+        uintptr_t old = atomic_exchange(&mailbox[(r >> 24) % MAILBOXES], (uintptr_t)s->p);
+        if (old)
+            take_mail(w, (unsigned char *)old);
+    } else {
+        if ((r >> 17) & 1)
+            kbm_free_sized(s->p, s->size);
+        else
+            kbm_free(s->p);
+        w->c.kbm_frees++;
+    }
+    s->p = NULL;
+}
+
 static void frame_op(struct cpu_work *w, unsigned cpu, uint64_t r) {
     struct frame_slot *s = &w->f[(r >> 3) % FRAME_SLOTS];
     if (s->count) {
@@ -500,6 +640,15 @@ static void frame_op(struct cpu_work *w, unsigned cpu, uint64_t r) {
 }
 
 static void release_all(struct cpu_work *w, unsigned cpu) {
+    for (size_t i = 0; i < KBM_SLOTS; i++) {
+        struct heap_slot *s = &w->m[i];
+        if (s->p) {
+            EXPECT(intact(s->p, s->size, s->tag));
+            kbm_free(s->p);
+            s->p = NULL;
+            w->c.kbm_frees++;
+        }
+    }
     for (size_t i = 0; i < HEAP_SLOTS; i++) {
         struct heap_slot *s = &w->h[i];
         if (s->p) {
@@ -525,12 +674,18 @@ void demo_smp_setup(unsigned ncpu) {
     heap_lock.taken = frames_lock.taken = 0;
     atomic_store(&heap_lock.waited, 0ul);
     atomic_store(&frames_lock.waited, 0ul);
+    kbuddy_malloc_get_stats(&kbm_before); /* takes the lock: count from here */
+    malloc_lock.taken = 0;
+    atomic_store(&malloc_lock.waited, 0ul);
     for (unsigned i = 0; i < smp_ncpu; i++)
         work[i].rng = UINT64_C(0x9e3779b97f4a7c15) * (i + 1);
-    kprintf("[smp] %u CPUs x %u operations: alloc/realloc/free of 1 B..32 KiB\n", smp_ncpu,
+    kprintf("[smp] %u CPUs x %u operations, every byte patterned and checked:\n", smp_ncpu,
             (unsigned)DEMO_SMP_OPS);
-    kprintf("[smp]   aligned 1..4096, every byte patterned and checked; frame runs of\n"
-            "[smp]   1..16; one kbuddy_spinlock per allocator; CPU 0 also checks\n");
+    kputs("[smp]   1/2 kbuddy_alloc/realloc/free of 1 B..32 KiB aligned 1..4096;\n"
+          "[smp]   3/8 kbm_malloc/calloc/realloc/free of 1 B..16 KiB, a quarter of\n"
+          "[smp]   the frees left in mailboxes for another CPU to free;\n");
+    kputs("[smp]   1/8 frame runs of 1..16; a kbuddy_spinlock per allocator (kbm:\n"
+          "[smp]   behind its per-CPU caches); CPU 0 also checks\n");
 }
 
 void demo_smp_run(unsigned cpu) {
@@ -541,6 +696,8 @@ void demo_smp_run(unsigned cpu) {
         uint64_t r = rng_next(&w->rng);
         if (r % 8 == 0)
             frame_op(w, cpu, r);
+        else if (r % 8 < 4)
+            kbm_op(w, r);
         else
             heap_op(w, r);
         if (cpu == 0 && op % 1500 == 1499) { /* checks under fire */
@@ -555,15 +712,26 @@ void demo_smp_run(unsigned cpu) {
         demo_show("under load: every CPU holding its live blocks");
     barrier();
     release_all(w, cpu);
+    barrier(); /* every slot is empty: CPU 0 empties the mailboxes */
+    if (cpu == 0)
+        for (unsigned i = 0; i < MAILBOXES; i++) {
+            uintptr_t p = atomic_exchange(&mailbox[i], (uintptr_t)0);
+            if (p)
+                take_mail(w, (unsigned char *)p);
+        }
+    barrier();
+    kbuddy_malloc_flush_caches(); /* this CPU's cache (and the depot) */
     barrier(); /* everything is back */
     if (cpu != 0)
         return;
 
-    struct cpu_counts total = {0, 0, 0, 0, 0, 0, 0, 0};
+    struct cpu_counts total = {0};
+    kprintf("  %-3s  %-9s %11s %8s %11s %8s %11s %5s\n", "cpu", "name", "heap allocs",
+            "reallocs", "kbm allocs", "reallocs", "frame runs", "ms");
     for (unsigned i = 0; i < smp_ncpu; i++) {
         const struct cpu_counts *c = &work[i].c;
-        kprintf("  cpu %u, %s: %lu allocs+frees, %lu reallocs, %lu frame runs, %lu ms\n", i,
-                demo_cpu_name[i], c->allocs, c->reallocs, c->frame_runs,
+        kprintf("  %-3u  %-9s %11lu %8lu %11lu %8lu %11lu %5lu\n", i, demo_cpu_name[i],
+                c->allocs, c->reallocs, c->kbm_allocs, c->kbm_reallocs, c->frame_runs,
                 (unsigned long)(c->us / 1000));
         EXPECT(c->allocs == c->frees);
         total.allocs += c->allocs;
@@ -573,25 +741,47 @@ void demo_smp_run(unsigned cpu) {
         total.frame_runs += c->frame_runs;
         total.frame_full += c->frame_full;
         total.checks += c->checks;
+        total.kbm_allocs += c->kbm_allocs;
+        total.kbm_frees += c->kbm_frees;
+        total.kbm_reallocs += c->kbm_reallocs;
+        total.kbm_full += c->kbm_full;
+        total.kbm_remote += c->kbm_remote;
     }
     EXPECT(total.allocs == total.frees);
-    kprintf("[smp] %lu allocs = %lu frees, %lu reallocs, %lu frame runs; %lu heap-full\n",
-            total.allocs, total.frees, total.reallocs, total.frame_runs, total.full);
-    kprintf("[smp]   and %lu frames-full answers; %lu checks while the others ran\n",
-            total.frame_full, total.checks);
-    kprintf("[smp] heap lock taken %lu times, %lu of them after waiting;\n", heap_lock.taken,
-            atomic_load(&heap_lock.waited));
-    kprintf("[smp]   frames lock %lu times, %lu after waiting\n", frames_lock.taken,
+    EXPECT(total.kbm_allocs == total.kbm_frees);
+    kprintf("[smp] heap: %lu allocs = %lu frees, %lu reallocs, %lu full answers\n",
+            total.allocs, total.frees, total.reallocs, total.full);
+    kprintf("[smp] kbm: %lu allocs = %lu frees (%lu through a mailbox), %lu reallocs,\n",
+            total.kbm_allocs, total.kbm_frees, total.kbm_remote, total.kbm_reallocs);
+    kprintf("[smp]   %lu full answers\n", total.kbm_full);
+    kprintf("[smp] frames: %lu runs, %lu full answers; %lu checks while the others ran\n",
+            total.frame_runs, total.frame_full, total.checks);
+    kprintf("[smp] locks taken (after waiting): heap %lu (%lu), frames %lu (%lu),\n",
+            heap_lock.taken, atomic_load(&heap_lock.waited), frames_lock.taken,
             atomic_load(&frames_lock.waited));
+    unsigned long kbm_taken = malloc_lock.taken, kbm_waited = atomic_load(&malloc_lock.waited);
+    kprintf("[smp]   kbm %lu (%lu) for %lu kbm calls: the rest hit the caches\n", kbm_taken,
+            kbm_waited, total.kbm_allocs + total.kbm_frees + total.kbm_reallocs);
+    kbuddy_malloc_stats m;
+    kbuddy_malloc_get_stats(&m);
+    kprintf("[smp]   behind the caches: %zu magazine trades with the depot, %zu blocks\n"
+            "[smp]   filled from and %zu drained to the core heap, %zu large calls\n",
+            m.depot_trades - kbm_before.depot_trades, m.core_fills - kbm_before.core_fills,
+            m.core_drains - kbm_before.core_drains, m.large_calls - kbm_before.large_calls);
+    EXPECT(m.bad_frees == kbm_before.bad_frees); /* nothing refused */
+    EXPECT(m.cached_blocks == 0);
     struct demo_snapshot now;
     demo_snapshot(&now);
     bool same = demo_same(&smp_before, &now);
     EXPECT(same);
     kbuddy_status hc = kbuddy_check(&kheap), fc = kbuddy_frames_check(&kframes);
+    kbuddy_status mc = kbuddy_malloc_check();
     EXPECT(hc == KBUDDY_OK);
     EXPECT(fc == KBUDDY_OK);
-    kprintf("[smp] kbuddy_check: %s, kbuddy_frames_check: %s, stats restored: %s\n", ok(hc),
-            ok(fc), same ? "yes" : "NO");
+    EXPECT(mc == KBUDDY_OK);
+    kprintf("[smp] kbuddy_check: %s, kbuddy_frames_check: %s, kbuddy_malloc_check: %s,\n"
+            "[smp]   caches flushed, stats restored: %s\n",
+            ok(hc), ok(fc), ok(mc), same ? "yes" : "NO");
 }
 
 /* ------------------------------------------------------------------------ */
@@ -601,6 +791,16 @@ void demo_smp_run(unsigned cpu) {
 static void refused(const char *what, kbuddy_status got, kbuddy_status want) {
     kprintf("  %-17s -> %s (%s)\n", what, status_name(got), kbuddy_strerror(got));
     EXPECT(got == want);
+}
+
+/* kbm_free returns nothing: the status is the one its bad_free hook got. */
+static void kbm_refused(const char *what, void *ptr, kbuddy_status want) {
+    unsigned before = atomic_load(&kbm_refusals);
+    kbm_free(ptr);
+    kbuddy_status got = atomic_load(&kbm_refusals) != before
+                            ? (kbuddy_status)atomic_load(&kbm_last_refusal)
+                            : KBUDDY_OK;
+    refused(what, got, want);
 }
 
 void demo_bad_input(void) {
@@ -613,8 +813,12 @@ void demo_bad_input(void) {
     int local = 0;
     kprintf("[bad input] p = alloc(100) = %p, q = alloc(300) = %p,\n", (void *)p, (void *)q);
     kprintf("[bad input]   &local = %p (on the stack), frame f = 0x%zx\n", (void *)&local, f);
+    unsigned char *m = kbm_malloc(100);
+    EXPECT(m != NULL);
+    kprintf("[bad input] m = kbm_malloc(100) = %p, freed into this CPU's cache\n", (void *)m);
     EXPECT(kbuddy_free(&kheap, p) == KBUDDY_OK);
     EXPECT(kbuddy_frames_free(&kframes, f, 1) == KBUDDY_OK);
+    kbm_free(m);
 
     struct demo_snapshot before, after;
     demo_snapshot(&before);
@@ -625,15 +829,22 @@ void demo_bad_input(void) {
     /* The window's first frame is firmware's (never added). */
     refused("frames_free(fw)", kbuddy_frames_free(&kframes, window_lo, 1), KBUDDY_EFOREIGN);
     refused("frames_free(f)", kbuddy_frames_free(&kframes, f, 1), KBUDDY_EDOUBLEFREE);
+    kbm_refused("kbm_free(&local)", &local, KBUDDY_EFOREIGN);
+    kbm_refused("kbm_free(m + 32)", m + 32, KBUDDY_EBADPTR);
+    kbm_refused("kbm_free(m) again", m, KBUDDY_EDOUBLEFREE);
     demo_snapshot(&after);
     bool same = demo_same(&before, &after);
     EXPECT(same);
     kbuddy_status hc = kbuddy_check(&kheap), fc = kbuddy_frames_check(&kframes);
     EXPECT(hc == KBUDDY_OK);
     EXPECT(fc == KBUDDY_OK);
+    kbuddy_status mc = kbuddy_malloc_check();
+    EXPECT(mc == KBUDDY_OK);
     kprintf("[bad input] all refused; stats unchanged: %s; kbuddy_check: %s,"
             " frames: %s\n", same ? "yes" : "NO", ok(hc), ok(fc));
+    kprintf("[bad input]   kbuddy_malloc_check: %s\n", ok(mc));
     EXPECT(kbuddy_free(&kheap, q) == KBUDDY_OK);
+    kbuddy_malloc_flush_caches(); /* m goes back to the core heap */
 }
 
 /* ------------------------------------------------------------------------ */

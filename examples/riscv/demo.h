@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #define KERNEL_HEAP_SIZE 0x300000 /* 3 MiB, as the tutorial's config.rs */
+#define MALLOC_SPACE_SIZE 0x200000 /* 2 MiB for the global allocator (kbm_*) */
 #define DEMO_PAGE_SHIFT 12
 #define DEMO_HUGE_FRAMES 512      /* a 2 MiB run of 4 KiB frames */
 #define DEMO_MAX_CPUS 8
@@ -29,6 +30,11 @@ extern kbuddy_frames kframes;     /* the frames of free RAM */
 void *plat_frame_addr(size_t frame); /* where a frame's bytes can be touched */
 uint64_t plat_time_us(void);
 void plat_relax(void);               /* a spin-wait hint */
+/* For the global allocator's per-CPU caches: this CPU's number (below
+ * DEMO_MAX_CPUS), and masking this CPU's interrupts around each call. */
+unsigned plat_cpu_id(void);
+unsigned long plat_irq_save(void);
+void plat_irq_restore(unsigned long state);
 
 /* Names of the CPUs for the report ("hart 2", "thread 2"); set by the
  * platform before demo_smp_run. */
@@ -47,6 +53,9 @@ unsigned demo_failures(void);
 /* ---- steps, in the order the demo runs them ---- */
 void demo_init_heap(void *space, size_t size);               /* init_heap()  */
 void demo_heap_test(uintptr_t bss_lo, uintptr_t bss_hi);      /* heap_test()  */
+/* The global allocator (kbuddy_malloc.h): kbm_malloc and friends, per-CPU
+ * caches in front of one more kbuddy heap, fed with `space`. */
+void demo_init_malloc(void *space, size_t size);
 /* Frames [base, base + nframes) may ever be managed; bookkeeping comes from
  * the heap. */
 void demo_init_frames(size_t base, size_t nframes);
@@ -55,6 +64,9 @@ void demo_add_frames(size_t first, size_t count, const char *what);
 struct demo_snapshot {
     kbuddy_stats heap;
     kbuddy_frame_stats frames;
+    /* the global allocator: blocks held, blocks cached, and what its core
+     * heap has allocated besides its own structures */
+    size_t kbm_live, kbm_cached, kbm_allocated;
 };
 void demo_snapshot(struct demo_snapshot *s);
 bool demo_same(const struct demo_snapshot *a, const struct demo_snapshot *b);

@@ -27,6 +27,8 @@
 #define DTB_FRAMES 0x100u    /* 1 MiB of "device tree" at the top        */
 
 static _Alignas(4096) unsigned char HEAP_SPACE[KERNEL_HEAP_SIZE]; /* in .bss */
+static _Alignas(4096) unsigned char MALLOC_SPACE[MALLOC_SPACE_SIZE]; /* in .bss */
+static _Thread_local unsigned this_cpu; /* the "CPU" a thread stands in for */
 static unsigned char *ram;
 
 /* GNU linkers define these around .bss; elsewhere HEAP_SPACE stands in. */
@@ -53,8 +55,13 @@ uint64_t plat_time_us(void) {
 
 void plat_relax(void) { sched_yield(); } /* threads may outnumber cores */
 
+unsigned plat_cpu_id(void) { return this_cpu; }
+unsigned long plat_irq_save(void) { return 0; } /* no interrupts here */
+void plat_irq_restore(unsigned long state) { (void)state; }
+
 static void *thread_main(void *arg) {
-    demo_smp_run((unsigned)(uintptr_t)arg);
+    this_cpu = (unsigned)(uintptr_t)arg;
+    demo_smp_run(this_cpu);
     return NULL;
 }
 
@@ -74,6 +81,7 @@ int main(int argc, char **argv) {
         hi = (uintptr_t)_end;
     }
     demo_heap_test(lo, hi);
+    demo_init_malloc(MALLOC_SPACE, sizeof MALLOC_SPACE);
 
     ram = aligned_alloc(2u << 20, RAM_SIZE);
     if (!ram) {

@@ -7,7 +7,8 @@
  *   1. clear .bss, read the device tree, start the other harts (SBI HSM),
  *      which wait in wfi;
  *   2. init_heap: HEAP_SPACE, a 3 MiB array in .bss, goes to the heap;
- *      heap_test; then the RAM between the end of the kernel and the end of
+ *      heap_test; MALLOC_SPACE, 2 MiB in .bss, goes to the global allocator
+ *      (kbm_malloc, per-CPU caches); then the RAM between the end of the kernel and the end of
  *      memory, less what the device tree reserves, goes to the frame
  *      allocator;
  *   3. an Sv39 page table from the frame allocator maps the kernel (its
@@ -31,12 +32,14 @@
 
 #define HUGE_VA UINT64_C(0x2000000000) /* where the 2 MiB runs are mapped */
 #define SIE_SSIE (1ul << 1)
+#define SSTATUS_SIE (1ul << 1)
 #define SIP_SSIP (1ul << 1)
 #define FINISHER_PASS 0x5555u
 #define FINISHER_FAIL 0x3333u
 #define JOIN_CLOSED 0x80000000u
 
 static _Alignas(4096) unsigned char HEAP_SPACE[KERNEL_HEAP_SIZE]; /* in .bss */
+static _Alignas(4096) unsigned char MALLOC_SPACE[MALLOC_SPACE_SIZE]; /* in .bss */
 
 static struct fdt_info fdt;
 static uint64_t timebase = 10000000; /* QEMU virt's; the device tree says */
@@ -51,7 +54,7 @@ static _Atomic unsigned int joined;   /* secondary CPUs registered | JOIN_CLOSED
 static _Atomic unsigned int named;    /* secondaries that wrote their name */
 static _Atomic unsigned int smp_go;   /* set with kernel_satp ready */
 static _Atomic unsigned int parked;   /* secondaries done, translation off */
-static _Atomic unsigned int exiting;
+static _Atomic unsigned int exiting;  /* 1 + the CPU slot that is exiting */
 
 /* ------------------------------------------------------------------------ */
 /* Platform hooks for printf.c and demo.c                                    */
@@ -66,19 +69,43 @@ void *plat_frame_addr(size_t frame) { return (void *)(uintptr_t)((uint64_t)frame
 
 void plat_relax(void) { __asm__ __volatile__("nop"); }
 
+/* The CPU slot (tp): below KERNEL_MAX_CPUS, which is DEMO_MAX_CPUS. */
+unsigned plat_cpu_id(void) { return cpu_id(); }
+
+/* sstatus.SIE off, its previous value returned. This kernel never turns
+ * interrupts on, but a kernel whose handlers allocate needs exactly this. */
+unsigned long plat_irq_save(void) {
+    unsigned long old;
+    __asm__ __volatile__("csrrc %0, sstatus, %1" : "=r"(old) : "r"(SSTATUS_SIE) : "memory");
+    return old & SSTATUS_SIE;
+}
+
+void plat_irq_restore(unsigned long state) {
+    if (state & SSTATUS_SIE)
+        __asm__ __volatile__("csrs sstatus, %0" ::"r"(SSTATUS_SIE) : "memory");
+}
+
 /* ------------------------------------------------------------------------ */
 /* The way out                                                               */
 /* ------------------------------------------------------------------------ */
 
 _Noreturn void kernel_exit(int status) {
     /* Translation off: the finisher is not mapped (the kernel still runs,
-     * being identity-mapped). A second way in (a trap while writing to the
-     * finisher) goes straight to SBI. */
+     * being identity-mapped). The first CPU to get here stops QEMU; any
+     * other waits for it: an SBI reset from a second CPU could win the
+     * race and, with Debian's OpenSBI 1.1, end QEMU with status 0. The
+     * first CPU coming back (a trap while writing to the finisher) falls
+     * back to SBI reset. */
     csr_write(satp, 0);
     vm_flush();
-    if (!atomic_exchange(&exiting, 1u) && finisher)
-        *finisher = status == 0 ? FINISHER_PASS : (uint32_t)status << 16 | FINISHER_FAIL;
-    sbi_shutdown(status != 0);
+    unsigned me = cpu_id() + 1u, first = 0;
+    if (atomic_compare_exchange_strong(&exiting, &first, me)) {
+        if (finisher)
+            *finisher = status == 0 ? FINISHER_PASS : (uint32_t)status << 16 | FINISHER_FAIL;
+        sbi_shutdown(status != 0);
+    } else if (first == me) {
+        sbi_shutdown(status != 0);
+    }
     for (;;)
         __asm__ __volatile__("wfi");
 }
@@ -379,6 +406,7 @@ _Noreturn void kmain(unsigned long hartid, uintptr_t dtb) {
 
     demo_init_heap(HEAP_SPACE, sizeof HEAP_SPACE);
     demo_heap_test((uintptr_t)sbss, (uintptr_t)ebss);
+    demo_init_malloc(MALLOC_SPACE, sizeof MALLOC_SPACE);
     init_frames(dtb);
     struct demo_snapshot start;
     demo_snapshot(&start);
