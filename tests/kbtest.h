@@ -63,6 +63,11 @@ extern int kbtest_count;
                         kbuddy_strerror(want));                                    \
     } while (0)
 
+/* x rounded up to a multiple of m (m > 0): expected sizes in terms of the
+ * heap's granule, e.g. ROUND_UP(100, KBUDDY_MIN_BLOCK), so that tests hold
+ * for every KBUDDY_MIN_BLOCK_SHIFT. */
+#define ROUND_UP(x, m) (((x) + (m) - 1) / (m) * (m))
+
 /* Stop the current test (after a failure that makes going on pointless). */
 #define REQUIRE(cond)                                   \
     do {                                                \
