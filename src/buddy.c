@@ -293,8 +293,9 @@ static void release_tail(kb_engine *e, uintptr_t s, uintptr_t end) {
  * maximal aligned blocks of the run, so from any block boundary inside it
  * the next block left or right is determined by one question: which free
  * block ends (starts) here? Heap engines answer that in O(1) from the marks
- * in the control bytes; frame engines first rule out frames in use with
- * their used bits, then test the orders one by one. */
+ * in the control bytes (block_ending_at, block_starting_at: heap engines
+ * only); frame engines, which have no marks, go down the orders once
+ * (run_before). */
 
 static bool bit_of(const kb_word *w, uintptr_t i) {
     return (w[i >> KB_WORD_SHIFT] >> (i & (KB_WORD_BITS - 1))) & 1u;
@@ -302,25 +303,21 @@ static bool bit_of(const kb_word *w, uintptr_t i) {
 
 KB_INLINE bool unit_in_range(const kb_engine *e, uintptr_t u) { return u - e->lo < e->hi - e->lo; }
 
-/* Order of the free block that ends at unit y (y a block boundary), if it
- * is below `limit`. */
-static bool block_ending_at(const kb_engine *e, uintptr_t y, unsigned limit, unsigned *order) {
-    uintptr_t u = y - 1;
-    if (!unit_in_range(e, u))
+/* The order of the free block whose first or last unit is u, read from its
+ * mark; false when u carries no free mark. A mark saturates at order 31, so
+ * for larger blocks the bitmaps of orders 31 and up are asked which one
+ * holds u (`at_start`: a block starting at u, else one ending at u). */
+KB_INLINE bool marked_block(const kb_engine *e, uintptr_t u, bool at_start, unsigned *order) {
+    uint8_t c = e->ctrl[u - e->lo];
+    if ((c & KB_CTRL_FREE_MASK) != KB_CTRL_FREE)
         return false;
-    if (e->ctrl) {
-        uint8_t c = e->ctrl[u - e->lo];
-        if ((c & KB_CTRL_FREE_MASK) != KB_CTRL_FREE)
-            return false;
-        if ((c & KB_CTRL_ORDER) != KB_CTRL_ORDER) {
-            *order = c & KB_CTRL_ORDER;
-            return *order < limit;
-        }
-    } else if (bit_of(e->used, u - e->lo)) {
-        return false;
+    if ((c & KB_CTRL_ORDER) != KB_CTRL_ORDER) {
+        *order = c & KB_CTRL_ORDER;
+        return true;
     }
-    for (unsigned p = 0; p < limit && p < e->orders; p++) {
-        if (block_is_free(e, p, u >> p)) {
+    for (unsigned p = KB_CTRL_ORDER; p < e->orders; p++) {
+        uintptr_t edge = at_start ? u : u + 1;
+        if ((edge & (((uintptr_t)1 << p) - 1)) == 0 && block_is_free(e, p, u >> p)) {
             *order = p;
             return true;
         }
@@ -328,29 +325,16 @@ static bool block_ending_at(const kb_engine *e, uintptr_t y, unsigned limit, uns
     return false;
 }
 
-/* Order of the free block that starts at unit x (x a block boundary). */
-static bool block_starting_at(const kb_engine *e, uintptr_t x, unsigned *order) {
-    if (!unit_in_range(e, x))
-        return false;
-    if (e->ctrl) {
-        uint8_t c = e->ctrl[x - e->lo];
-        if ((c & KB_CTRL_FREE_MASK) != KB_CTRL_FREE)
-            return false;
-        if ((c & KB_CTRL_ORDER) != KB_CTRL_ORDER) {
-            *order = c & KB_CTRL_ORDER;
-            return true;
-        }
-    } else if (bit_of(e->used, x - e->lo)) {
-        return false;
-    }
-    unsigned lim = x ? kb_ctz(x) : e->orders - 1;
-    for (unsigned p = 0; p <= lim && p < e->orders; p++) {
-        if (block_is_free(e, p, x >> p)) {
-            *order = p;
-            return true;
-        }
-    }
-    return false;
+/* Order of the free block that ends at unit y (y a block boundary), if it
+ * is below `limit`. Heap engines only. */
+KB_INLINE bool block_ending_at(const kb_engine *e, uintptr_t y, unsigned limit, unsigned *order) {
+    return unit_in_range(e, y - 1) && marked_block(e, y - 1, false, order) && *order < limit;
+}
+
+/* Order of the free block that starts at unit x (x a block boundary). Heap
+ * engines only. */
+KB_INLINE bool block_starting_at(const kb_engine *e, uintptr_t x, unsigned *order) {
+    return unit_in_range(e, x) && marked_block(e, x, true, order);
 }
 
 /* Length of the free run that ends at unit `end` (a multiple of 2^o),
@@ -361,6 +345,20 @@ static bool block_starting_at(const kb_engine *e, uintptr_t x, unsigned *order) 
 static uintptr_t run_before(const kb_engine *e, uintptr_t end, unsigned o, uintptr_t want) {
     uintptr_t t = 0;
     unsigned p;
+    if (!e->ctrl) {
+        /* No marks (a frame engine): since the orders strictly decrease
+         * going left, one pass down the orders, one bitmap probe each,
+         * finds every block of the run: O(L), where asking "which block
+         * ends here?" afresh at each step would cost O(L^2). */
+        for (p = o < e->orders ? o : e->orders; p-- > 0 && t < want;) {
+            uintptr_t y = end - t; /* a multiple of 2^(p + 1) */
+            if (!unit_in_range(e, y - 1) || bit_of(e->used, y - 1 - e->lo))
+                break;
+            if (block_is_free(e, p, (y >> p) - 1))
+                t += (uintptr_t)1 << p;
+        }
+        return t;
+    }
     while (t < want && block_ending_at(e, end - t, o, &p)) {
         t += (uintptr_t)1 << p;
         o = p;
