@@ -17,7 +17,7 @@ CMAKE ?= cmake
 BUILD ?= build
 CORE_SRC := $(wildcard src/*.c)
 
-.PHONY: all demo demo-hosted check test test-release test-asan test-tsan coverage \
+.PHONY: all demo demo-hosted check test test-release test-shift4 test-asan test-tsan coverage \
         fuzz freestanding lint bench install clean
 
 all:
@@ -42,6 +42,14 @@ test-release:
 	cd $(BUILD)/release && ctest --output-on-failure -j$(JOBS)
 
 test: test-release
+
+# The other granule the header allows: 16-byte minimum blocks. Only the
+# heap depends on it, so the heap and thread tests run.
+test-shift4:
+	$(CMAKE) -S . -B $(BUILD)/shift4 -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FLAGS=-DKBUDDY_MIN_BLOCK_SHIFT=4 \
+	  -DKBUDDY_BENCH=OFF -DKBUDDY_HOSTED=OFF >/dev/null
+	$(CMAKE) --build $(BUILD)/shift4 -j$(JOBS)
+	cd $(BUILD)/shift4 && ctest --output-on-failure -j$(JOBS) -R 'heap|threads'
 
 test-asan:
 	CC=clang $(CMAKE) -S . -B $(BUILD)/asan -DCMAKE_BUILD_TYPE=Debug \

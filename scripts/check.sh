@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 steps=(
   "release build + unit tests (gcc -Werror)|make --no-print-directory test-release"
+  "16-byte minimum blocks (KBUDDY_MIN_BLOCK_SHIFT=4)|make --no-print-directory test-shift4"
   "AddressSanitizer + UBSan (clang)|make --no-print-directory test-asan"
   "ThreadSanitizer (threaded tests)|make --no-print-directory test-tsan"
   "coverage of src/ (gcovr)|make --no-print-directory coverage"
