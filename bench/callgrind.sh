@@ -60,9 +60,14 @@ for w in W3 W4 F1 F2; do
     eval "noop_$w=\$(ir $w noop)"
     eval "kb_$w=\$(ir $w kbuddy)"
 done
+# The global allocator (kbuddy_malloc.h) where the bench was built with it:
+# its per-thread caches in front of the core heap.
+KBM=0
+"$BENCH" --only W3 --ops 1 --alloc kbuddy-malloc >/dev/null 2>&1 && KBM=1
 for w in W3 W4; do
     eval "kbu_$w=\$(ir $w kbuddy-unsized)"
     eval "glibc_$w=\$(ir $w glibc)"
+    if [ "$KBM" = 1 ]; then eval "kbm_$w=\$(ir $w kbuddy-malloc)"; fi
 done
 # W1 and W2 too, for information (no reference figures): W1 per alloc+free
 # pair, W2 per operation (--ops is its number of allocations, as many frees).
@@ -81,32 +86,34 @@ done
 
 kb() { eval "per_op \$kb_$1 \$noop_$1"; }
 kbu() { eval "per_op \$kbu_$1 \$noop_$1"; }
+kbm() { if [ "$KBM" = 1 ]; then eval "per_op \$kbm_$1 \$noop_$1"; else echo -; fi; }
 gl() { eval "per_op \$glibc_$1 \$noop_$1"; }
 half() { awk -v x="$1" 'BEGIN { printf "%.1f", x / 2 }'; }
 
 # Reference figures (allocator's own instructions per operation) from
 # bench-workloads.md, measured the same way.
 if [ "${MARKDOWN:-0}" = 1 ]; then
-    echo "| workload | kbuddy | kbuddy (unsized free) | glibc (here) | o1heap | buddy_system_allocator | TLSF | glibc (ref) |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    echo "| W3 random | $(kb W3) | $(kbu W3) | $(gl W3) | 65 | 124 | 140 | 198 |"
-    echo "| W4 random-aligned | $(kb W4) | $(kbu W4) | $(gl W4) | 69 | 135 | 213 | 426 |"
-    echo "| F1 frames | $(kb F1) | - | - | - | - | - | - |"
-    echo "| F2 frames-mixed | $(kb F2) | - | - | - | - | - | - |"
-    echo "| W1 pair (per alloc+free) | $(kb W1) | - | $(gl W1) | - | - | - | - |"
-    echo "| W2 batch | $(half "$(kb W2)") | - | $(half "$(gl W2)") | - | - | - | - |"
+    echo "| workload | kbuddy | kbuddy (unsized free) | kbuddy_malloc | glibc (here) | o1heap | buddy_system_allocator | TLSF | glibc (ref) |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "| W3 random | $(kb W3) | $(kbu W3) | $(kbm W3) | $(gl W3) | 65 | 124 | 140 | 198 |"
+    echo "| W4 random-aligned | $(kb W4) | $(kbu W4) | $(kbm W4) | $(gl W4) | 69 | 135 | 213 | 426 |"
+    echo "| F1 frames | $(kb F1) | - | - | - | - | - | - | - |"
+    echo "| F2 frames-mixed | $(kb F2) | - | - | - | - | - | - | - |"
+    echo "| W1 pair (per alloc+free) | $(kb W1) | - | - | $(gl W1) | - | - | - | - |"
+    echo "| W2 batch | $(half "$(kb W2)") | - | - | $(half "$(gl W2)") | - | - | - | - |"
 else
     echo "callgrind: instructions per operation, allocator's own (minus the no-op loop), $OPS ops"
-    fmt="%-18s %8s %10s %9s   %6s %6s %6s %6s\n"
-    printf "$fmt" workload kbuddy kb-unsized glibc o1heap bsa TLSF glibc
-    printf "$fmt" "" "" "" "(here)" "(ref)" "(ref)" "(ref)" "(ref)"
-    printf "$fmt" "W3 random" "$(kb W3)" "$(kbu W3)" "$(gl W3)" 65 124 140 198
-    printf "$fmt" "W4 random-aligned" "$(kb W4)" "$(kbu W4)" "$(gl W4)" 69 135 213 426
-    printf "$fmt" "F1 frames" "$(kb F1)" - - - - - -
-    printf "$fmt" "F2 frames-mixed" "$(kb F2)" - - - - - -
-    printf "$fmt" "W1 pair (a+f)" "$(kb W1)" - "$(gl W1)" - - - -
-    printf "$fmt" "W2 batch" "$(half "$(kb W2)")" - "$(half "$(gl W2)")" - - - -
+    fmt="%-18s %8s %10s %9s %9s   %6s %6s %6s %6s\n"
+    printf "$fmt" workload kbuddy kb-unsized kb-malloc glibc o1heap bsa TLSF glibc
+    printf "$fmt" "" "" "" "" "(here)" "(ref)" "(ref)" "(ref)" "(ref)"
+    printf "$fmt" "W3 random" "$(kb W3)" "$(kbu W3)" "$(kbm W3)" "$(gl W3)" 65 124 140 198
+    printf "$fmt" "W4 random-aligned" "$(kb W4)" "$(kbu W4)" "$(kbm W4)" "$(gl W4)" 69 135 213 426
+    printf "$fmt" "F1 frames" "$(kb F1)" - - - - - - -
+    printf "$fmt" "F2 frames-mixed" "$(kb F2)" - - - - - - -
+    printf "$fmt" "W1 pair (a+f)" "$(kb W1)" - - "$(gl W1)" - - - -
+    printf "$fmt" "W2 batch" "$(half "$(kb W2)")" - - "$(half "$(gl W2)")" - - - -
     echo "kbuddy frees with kbuddy_free_sized, kb-unsized with kbuddy_free;"
+    echo "kb-malloc = kbm_malloc/kbm_free_sized (kbuddy_malloc.h: per-thread caches over the core heap);"
     echo "bsa = Rust buddy_system_allocator 0.11; (ref) figures from bench-workloads.md."
     echo "raw Ir: W3 kbuddy=$kb_W3 noop=$noop_W3; W4 kbuddy=$kb_W4 noop=$noop_W4;" \
          "F1 kbuddy=$kb_F1 noop=$noop_F1; F2 kbuddy=$kb_F2 noop=$noop_F2"

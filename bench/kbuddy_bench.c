@@ -35,6 +35,12 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <kbuddy.h>
+#ifndef KBUDDY_BENCH_MALLOC /* 1: also the global allocator (bench/CMakeLists.txt) */
+#define KBUDDY_BENCH_MALLOC 0
+#endif
+#if KBUDDY_BENCH_MALLOC
+#include <kbuddy_malloc.h>
+#endif
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -187,13 +193,37 @@ static int noopf_free(void *ctx, size_t first, size_t count) {
     return 0;
 }
 
-enum { A_KB, A_KBU, A_GLIBC, A_NOOP, NALLOC };
-static const heap_ops heaps[NALLOC] = {
+#if KBUDDY_BENCH_MALLOC
+/* The global allocator (kbuddy_malloc.h): kbm_malloc / kbm_free_sized on
+ * the calling thread's cache, in front of a core heap given one region of
+ * the same size. Not in the side-by-side tables (its heap cannot be reset
+ * between runs); --alloc kbuddy-malloc measures it alone, for callgrind. */
+static void *kbm_alloc_op(void *ctx, size_t size, size_t align) {
+    (void)ctx;
+    return align <= KBUDDY_MIN_BLOCK ? kbm_malloc(size) : kbm_memalign(align, size);
+}
+static int kbm_free_op(void *ctx, void *p, size_t size, size_t align) {
+    (void)ctx;
+    if (align <= KBUDDY_MIN_BLOCK)
+        kbm_free_sized(p, size);
+    else
+        kbm_free_aligned_sized(p, align, size);
+    return 0;
+}
+#endif
+
+/* The first NALLOC run side by side; the rest only with --alloc. */
+enum { A_KB, A_KBU, A_GLIBC, A_NOOP, NALLOC, A_KBM = NALLOC };
+static const heap_ops heaps[] = {
     {"kbuddy", kb_alloc, kb_free_sized, &g_heap},
     {"kbuddy-unsized", kb_alloc, kb_free_unsized, &g_heap},
     {"glibc", glibc_alloc, glibc_free, NULL},
     {"noop", noop_alloc, noop_free, NULL},
+#if KBUDDY_BENCH_MALLOC
+    {"kbuddy-malloc", kbm_alloc_op, kbm_free_op, NULL},
+#endif
 };
+#define NHEAPS ((int)(sizeof heaps / sizeof heaps[0]))
 
 enum { FA_KB, FA_NOOP, NFALLOC };
 static const frame_ops frames[NFALLOC] = {
@@ -816,6 +846,22 @@ static void print_w7_table(const options *o) {
 /* ------------------------------------------------------------------------ */
 
 /* --alloc: run one workload's loop once, for callgrind. */
+#if KBUDDY_BENCH_MALLOC
+/* The global heap gets a region of its own, as large and as aligned as the
+ * core heap's; the first kbm call sets up the calling thread's cache. */
+static bool kbm_setup(void) {
+    void *r = aligned_alloc(REGION_ALIGN, REGION_SIZE);
+    if (r)
+        memset(r, 0, REGION_SIZE); /* faulted in, like the core heap's */
+    kbuddy_status st = r ? kbuddy_malloc_add_region(r, REGION_SIZE) : KBUDDY_ENOMEM;
+    if (st != KBUDDY_OK) {
+        fprintf(stderr, "kbuddy_malloc_add_region: %s\n", kbuddy_strerror(st));
+        return false;
+    }
+    return true;
+}
+#endif
+
 static int run_single(const options *o) {
     workload w = NWORK;
     for (int i = 0; i < NWORK; i++)
@@ -843,13 +889,20 @@ static int run_single(const options *o) {
         ns = run_frames(w, fi, ops);
     } else {
         int ai = -1;
-        for (int a = 0; a < NALLOC; a++)
+        for (int a = 0; a < NHEAPS; a++)
             if (!strcmp(o->alloc, heaps[a].name))
                 ai = a;
         if (ai < 0) {
-            fprintf(stderr, "allocators: kbuddy, kbuddy-unsized, glibc, noop\n");
+            fprintf(stderr, "allocators:");
+            for (int a = 0; a < NHEAPS; a++)
+                fprintf(stderr, " %s", heaps[a].name);
+            fprintf(stderr, "\n");
             return 2;
         }
+#if KBUDDY_BENCH_MALLOC
+        if (ai == A_KBM && !kbm_setup())
+            return 2;
+#endif
         if (w == W6) {
             double pct[NPCT];
             run_w6(ai, ops, pct);
