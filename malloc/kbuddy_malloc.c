@@ -23,8 +23,13 @@
  *     by its CPU with interrupts masked; the depot, the core heap, the
  *     region table's writers and the counters without an owner only under
  *     the lock.
- *   - Tags are bytes, but packed four to a 32-bit atomic word: sub-word
- *     atomics need libatomic on some targets (riscv64 with gcc 12).
+ *   - Tags are bytes. Where byte atomics are native (x86, aarch64:
+ *     BYTE_TAGS) each is its own atomic byte, so that malloc makes its block
+ *     LIVE with a plain store, not a locked read-modify-write: the tag line
+ *     was often last written by another CPU (the one that freed the
+ *     block), and a locked instruction would wait for it. Elsewhere they
+ *     are packed four to a 32-bit atomic word: sub-word atomics need
+ *     libatomic on some targets (riscv64 with gcc 12).
  */
 #include "kbuddy_malloc.h"
 
@@ -43,6 +48,16 @@
 
 #ifndef KBUDDY_MALLOC_TLS
 #define KBUDDY_MALLOC_TLS 0
+#endif
+
+/* KBUDDY_MALLOC_BYTE_TAGS (internal; tests set it to 0 to cover the
+ * packed tags on x86): one atomic byte per tag, default where native. */
+#if defined(KBUDDY_MALLOC_BYTE_TAGS)
+#define BYTE_TAGS KBUDDY_MALLOC_BYTE_TAGS
+#elif ATOMIC_CHAR_LOCK_FREE == 2 && (defined(__x86_64__) || defined(__i386__) || defined(__aarch64__))
+#define BYTE_TAGS 1
+#else
+#define BYTE_TAGS 0
 #endif
 
 /* Freestanding: declared here rather than taken from <string.h>. */
@@ -98,15 +113,23 @@ void *memset(void *dst, int c, size_t n);
  * [start, end), tag of unit u in byte (u - base) of the table. Entries are
  * written once, before g_nregions is raised past them (release), and never
  * change: lookups need no lock. */
-typedef struct mregion {
-    uintptr_t start, end, base;
-    _Atomic uint32_t *tags;
-} mregion;
-
+#if BYTE_TAGS
+typedef _Atomic unsigned char tagcell;
 typedef struct tagref {
-    _Atomic uint32_t *word;
+    tagcell *p;
+} tagref;
+#else
+typedef _Atomic uint32_t tagcell;
+typedef struct tagref {
+    tagcell *word;
     unsigned shift;
 } tagref;
+#endif
+
+typedef struct mregion {
+    uintptr_t start, end, base;
+    tagcell *tags;
+} mregion;
 
 /* A magazine: up to cap pointers to cached blocks of one class. */
 typedef struct mag {
@@ -248,6 +271,35 @@ static inline const mregion *region_of(const mregion **hint, uintptr_t a) {
     return region_find(hint, a);
 }
 
+/* Tag access. tag_set: set a tag that is 0; tag_clear: make it 0;
+ * tag_live: CACHED|c -> LIVE|c, by the CPU whose magazine held the block
+ * (nobody else writes a CACHED tag, so no read-modify-write is needed
+ * where tags are bytes); tag_cas: replace the tag if it is *expected, else
+ * store what it is in *expected and return false (only when the tag itself
+ * differs: changes to neighbouring tags are retried). */
+#if BYTE_TAGS
+static inline tagref tag_of(const mregion *r, uintptr_t a) {
+    return (tagref){&r->tags[(a >> UNIT_SHIFT) - r->base]};
+}
+
+static inline unsigned tag_get(tagref t) { return atomic_load_explicit(t.p, memory_order_relaxed); }
+
+static inline void tag_set(tagref t, unsigned tag) {
+    atomic_store_explicit(t.p, (unsigned char)tag, memory_order_release);
+}
+static inline void tag_clear(tagref t) { atomic_store_explicit(t.p, 0, memory_order_release); }
+static inline void tag_live(tagref t, unsigned c) {
+    atomic_store_explicit(t.p, (unsigned char)(TAG_LIVE | c), memory_order_release);
+}
+static inline bool tag_cas(tagref t, unsigned *expected, unsigned desired) {
+    unsigned char e = (unsigned char)*expected;
+    if (atomic_compare_exchange_strong_explicit(t.p, &e, (unsigned char)desired, memory_order_acq_rel,
+                                                memory_order_relaxed))
+        return true;
+    *expected = e;
+    return false;
+}
+#else
 static inline tagref tag_of(const mregion *r, uintptr_t a) {
     uintptr_t i = (a >> UNIT_SHIFT) - r->base;
     return (tagref){&r->tags[i >> 2], (unsigned)(i & 3u) * 8u};
@@ -257,16 +309,30 @@ static inline unsigned tag_get(tagref t) {
     return (atomic_load_explicit(t.word, memory_order_relaxed) >> t.shift) & 0xffu;
 }
 
-/* Set a tag that is 0 / clear a tag / flip CACHED <-> LIVE. */
 static inline void tag_set(tagref t, unsigned tag) {
     atomic_fetch_or_explicit(t.word, (uint32_t)tag << t.shift, memory_order_release);
 }
 static inline void tag_clear(tagref t) {
     atomic_fetch_and_explicit(t.word, ~((uint32_t)0xffu << t.shift), memory_order_release);
 }
-static inline void tag_flip(tagref t) {
+static inline void tag_live(tagref t, unsigned c) {
+    (void)c;
     atomic_fetch_xor_explicit(t.word, (uint32_t)TAG_FLIP << t.shift, memory_order_acq_rel);
 }
+static inline bool tag_cas(tagref t, unsigned *expected, unsigned desired) {
+    uint32_t w = atomic_load_explicit(t.word, memory_order_relaxed);
+    for (;;) {
+        unsigned tag = (w >> t.shift) & 0xffu;
+        if (tag != *expected) {
+            *expected = tag;
+            return false;
+        }
+        uint32_t n = (w & ~((uint32_t)0xffu << t.shift)) | (uint32_t)desired << t.shift;
+        if (atomic_compare_exchange_weak_explicit(t.word, &w, n, memory_order_acq_rel, memory_order_relaxed))
+            return true;
+    }
+}
+#endif
 
 /* Only the owning CPU writes its counters. */
 static inline void held_add(kcache *cc, size_t blocks, size_t units) {
@@ -438,7 +504,7 @@ static kbuddy_status add_region_locked(void *start, size_t size, bool zeroed) {
         return st;
     if (!zeroed)
         memset(bytes + (t - s), 0, (size_t)tag_bytes);
-    g_regions[n] = (mregion){s, e, base, (_Atomic uint32_t *)(void *)(bytes + (t - s))};
+    g_regions[n] = (mregion){s, e, base, (tagcell *)(void *)(bytes + (t - s))};
     atomic_store_explicit(&g_nregions, n + 1, memory_order_release);
     g_region_bytes += size;
     g_tag_bytes += (size_t)(core - s);
@@ -683,7 +749,7 @@ static void *alloc_small(unsigned c) {
         mag *m = cc->slot[c].loaded;
         p = LIKELY(m->count) ? m->blk[--m->count] : cache_refill(cc, c);
         if (LIKELY(p != NULL)) {
-            tag_flip(tag_of(region_of(&cc->hint, (uintptr_t)p), (uintptr_t)p));
+            tag_live(tag_of(region_of(&cc->hint, (uintptr_t)p), (uintptr_t)p), c);
             held_sub(cc, 1, class_units(c));
         }
     } else {
@@ -821,15 +887,11 @@ static kbuddy_status locate(const mregion **hint, const void *ptr, tagref *t) {
 
 /* Take a large block out of the program's hands (LIVE|LARGE -> 0). */
 static kbuddy_status claim_large(void *ptr, tagref t) {
-    uint32_t w = atomic_load_explicit(t.word, memory_order_relaxed);
-    for (;;) {
-        unsigned tag = (w >> t.shift) & 0xffu;
-        if (tag != (TAG_LIVE | TAG_LARGE)) /* changed under us: a racing free */
-            return (tag & TAG_LIVE) ? KBUDDY_EBADPTR : why_not_live(ptr, tag);
-        if (atomic_compare_exchange_weak_explicit(t.word, &w, w & ~((uint32_t)0xffu << t.shift),
-                                                  memory_order_acq_rel, memory_order_relaxed))
-            return KBUDDY_OK;
-    }
+    unsigned tag = TAG_LIVE | TAG_LARGE;
+    if (tag_cas(t, &tag, 0))
+        return KBUDDY_OK;
+    /* changed under us: a racing free */
+    return (tag & TAG_LIVE) ? KBUDDY_EBADPTR : why_not_live(ptr, tag);
 }
 
 /* Free ptr; with `sized`, first check that size (and align) can be its. */
@@ -842,10 +904,8 @@ static kbuddy_status release(void *ptr, bool sized, size_t size, size_t align) {
     kbuddy_status st = locate(cc ? &cc->hint : &local, ptr, &t);
     if (UNLIKELY(st != KBUDDY_OK))
         goto out;
-    uint32_t w = atomic_load_explicit(t.word, memory_order_relaxed);
-    unsigned c;
+    unsigned tag = tag_get(t), c;
     for (;;) {
-        unsigned tag = (w >> t.shift) & 0xffu;
         if (UNLIKELY(!(tag & TAG_LIVE))) {
             st = why_not_live(ptr, tag);
             goto out;
@@ -857,8 +917,7 @@ static kbuddy_status release(void *ptr, bool sized, size_t size, size_t align) {
             st = KBUDDY_ESIZE;
             goto out;
         }
-        if (LIKELY(atomic_compare_exchange_weak_explicit(t.word, &w, w ^ ((uint32_t)TAG_FLIP << t.shift),
-                                                         memory_order_acq_rel, memory_order_relaxed)))
+        if (LIKELY(tag_cas(t, &tag, tag ^ TAG_FLIP)))
             break;
     }
     if (c == TAG_LARGE) {
