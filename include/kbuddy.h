@@ -271,6 +271,22 @@ kbuddy_status kbuddy_free_sized(kbuddy_heap *heap, void *ptr, size_t size, size_
 void *kbuddy_realloc(kbuddy_heap *heap, void *ptr, size_t size, size_t align)
     KBUDDY_ALLOC_ALIGN(4);
 
+/* Resize an allocation without moving it: what kbuddy_realloc does when it
+ * returns the same pointer, and nothing else. For callers that move blocks
+ * themselves (a global allocator that copies outside its own lock, or a
+ * vector that would rather allocate a larger block than copy). `align` is
+ * the alignment to keep, as for kbuddy_realloc. Returns KBUDDY_OK (the block
+ * at ptr now has `size` bytes; shrinking gives the tail back), or:
+ *   KBUDDY_EINVAL  heap or ptr is NULL, or align is not a power of two;
+ *   KBUDDY_ENOMEM  it cannot be done in place: the memory after the block
+ *                  is not free, the rounded size would overflow, or ptr is
+ *                  not aligned to align;
+ *   KBUDDY_EFOREIGN, KBUDDY_EBADPTR, KBUDDY_EDOUBLEFREE, KBUDDY_ECORRUPT
+ *                  ptr is not a live allocation, as for kbuddy_free.
+ * A refused call changes nothing. Never calls the out-of-memory handler.
+ * O(R + L). */
+kbuddy_status kbuddy_resize_in_place(kbuddy_heap *heap, void *ptr, size_t size, size_t align);
+
 /* The number of bytes usable at ptr: the requested size rounded up to a
  * whole number of minimum blocks. 0 when ptr is NULL or not a live
  * allocation of this heap. O(R + log L). */

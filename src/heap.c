@@ -340,30 +340,47 @@ static bool resize_in_place(kbuddy_heap *h, live_block *b, size_t size, uintptr_
     return true;
 }
 
+/* kbuddy_resize_in_place, also telling the usable size the block had (0
+ * when ptr is not a live allocation), so that a moving realloc knows how
+ * much to copy without a second lookup. */
+static kbuddy_status resize_common(kbuddy_heap *h, void *ptr, size_t size, size_t align,
+                                   size_t *old) {
+    *old = 0;
+    if (!h || !ptr || !kb_is_pow2(align))
+        return KBUDDY_EINVAL;
+    if (size > SIZE_MAX - (UNIT - 1))
+        return KBUDDY_ENOMEM;
+    live_block b;
+    kb_lock(&h->lock);
+    kbuddy_status st = find_live(h, ptr, &b);
+    if (st == KBUDDY_OK) {
+        *old = (size_t)(b.n << UNIT_SHIFT);
+        if (((uintptr_t)ptr & (align - 1)) || !resize_in_place(h, &b, size, units_for(size)))
+            st = KBUDDY_ENOMEM;
+    }
+    kb_unlock(&h->lock);
+    return st;
+}
+
+kbuddy_status kbuddy_resize_in_place(kbuddy_heap *h, void *ptr, size_t size, size_t align) {
+    size_t old;
+    return resize_common(h, ptr, size, align, &old);
+}
+
 void *kbuddy_realloc(kbuddy_heap *h, void *ptr, size_t size, size_t align) {
     if (!ptr)
         return kbuddy_alloc(h, size, align);
-    if (!h || !kb_is_pow2(align) || size > SIZE_MAX - (UNIT - 1))
-        return NULL;
-    uintptr_t n = units_for(size);
-    live_block b;
-    kb_lock(&h->lock);
-    if (find_live(h, ptr, &b) != KBUDDY_OK) {
-        kb_unlock(&h->lock);
-        return NULL;
-    }
-    bool aligned = ((uintptr_t)ptr & (align - 1)) == 0;
-    bool done = aligned && resize_in_place(h, &b, size, n);
-    kb_unlock(&h->lock);
-    if (done)
+    size_t old;
+    kbuddy_status st = resize_common(h, ptr, size, align, &old);
+    if (st == KBUDDY_OK)
         return ptr;
-
+    if (st != KBUDDY_ENOMEM || old == 0) /* not a live block, or a bad size */
+        return NULL;
+    /* Move: the lock is not held while copying. */
     void *q = kbuddy_alloc(h, size, align);
     if (!q)
         return NULL;
-    size_t keep = (size_t)(b.n << UNIT_SHIFT);
-    if (keep > size)
-        keep = size;
+    size_t keep = old < size ? old : size;
     unsigned char *dst = q;
     const unsigned char *src = ptr;
     for (size_t i = 0; i < keep; i++) /* no libc: see kb_zero */

@@ -471,6 +471,8 @@ static void op_bad_free(void) {
     }
 }
 
+static void resized(size_t slot, unsigned char *q, size_t nsize);
+
 static void op_realloc(void) {
     if (!nlive)
         return;
@@ -496,9 +498,16 @@ static void op_realloc(void) {
         expect_pattern(l);
         return;
     }
-    size_t nusable = round_units(nsize);
-    if (nusable <= l->usable && q != l->p)
+    if (round_units(nsize) <= l->usable && q != l->p)
         violation("realloc that fits moved");
+    resized(slot, q, nsize);
+}
+
+/* The model's side of a successful realloc or resize of live[slot] to
+ * nsize bytes at q (which may be where it was). */
+static void resized(size_t slot, unsigned char *q, size_t nsize) {
+    live_t *l = &live[slot];
+    size_t nusable = round_units(nsize);
     if ((uintptr_t)q % (l->align > UNIT ? l->align : UNIT))
         violation("realloc misaligned");
     size_t keep = l->size < nsize ? l->size : nsize;
@@ -520,6 +529,36 @@ static void op_realloc(void) {
     fill(q, nusable, l->seed);
     if (kbuddy_usable_size(&heap, q) != nusable)
         violation("usable_size after realloc");
+}
+
+/* Resize in place: succeeds exactly when realloc would keep the pointer,
+ * which the model knows for sizes that fit; refused, nothing changes. */
+static void op_resize(void) {
+    if (!nlive)
+        return;
+    size_t slot = get8() % nlive;
+    live_t *l = &live[slot];
+    expect_pattern(l);
+    size_t nsize = decode_size();
+    bool valid = nsize <= SIZE_MAX - (UNIT - 1);
+    kbuddy_stats before;
+    kbuddy_get_stats(&heap, &before);
+    kbuddy_status st = kbuddy_resize_in_place(&heap, l->p, nsize, l->align);
+    if (st == KBUDDY_OK) {
+        if (!valid)
+            violation("resize to an overflowing size succeeded");
+        resized(slot, l->p, nsize);
+        return;
+    }
+    if (st != KBUDDY_ENOMEM)
+        violation("resize of a live block gave a pointer error");
+    if (valid && round_units(nsize) <= l->usable)
+        violation("resize to a size that fits was refused");
+    kbuddy_stats after;
+    kbuddy_get_stats(&heap, &after);
+    if (memcmp(&before, &after, sizeof after) != 0)
+        violation("refused resize changed the statistics");
+    expect_pattern(l);
 }
 
 static void op_probe(void) {
@@ -577,8 +616,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             op_bad_free();
             break;
         case 10:
-        case 11:
             op_realloc();
+            break;
+        case 11:
+            op_resize();
             break;
         case 12:
             if (nlive) {

@@ -452,6 +452,7 @@ TEST(null_heap_is_refused_by_every_function) {
     CHECK_STATUS(kbuddy_free_sized(NULL, buf, 1, 1), KBUDDY_EINVAL);
     CHECK(kbuddy_realloc(NULL, NULL, 1, 1) == NULL);
     CHECK(kbuddy_realloc(NULL, buf, 1, 1) == NULL);
+    CHECK_STATUS(kbuddy_resize_in_place(NULL, buf, 1, 1), KBUDDY_EINVAL);
     CHECK_EQ(kbuddy_usable_size(NULL, buf), 0);
     kbuddy_get_stats(NULL, NULL); /* nowhere to write: harmless */
     kbuddy_get_stats(NULL, &st);
@@ -1816,6 +1817,106 @@ TEST(realloc_moves_when_it_cannot_grow_and_keeps_the_contents) {
     free(a);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Resize in place                                                           */
+/* ------------------------------------------------------------------------ */
+
+TEST(resize_in_place_grows_into_free_memory_and_refuses_beyond_it) {
+    unsigned char *a = arena_new(1 << 18);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 9, 100000) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    void **v;
+    size_t n = fill_with_units(&h, &v);
+    REQUIRE(n > 1000);
+    kbuddy_set_oom_handler(&h, oom_count_and_decline, NULL);
+    oom_calls = 0;
+    /* [A][free x 6][B]: A may grow to 7 units, not 8, and never moves. */
+    size_t i = 500;
+    void *A = v[i];
+    for (size_t j = 1; j <= 6; j++)
+        CHECK_STATUS(kbuddy_free(&h, v[i + j]), KBUDDY_OK);
+    fill(A, UNIT, 41);
+    size_t live = n - 6;
+    CHECK_STATUS(kbuddy_resize_in_place(&h, A, 7 * UNIT - 3, 1), KBUDDY_OK);
+    CHECK(holds(A, UNIT, 41));
+    CHECK_EQ(kbuddy_usable_size(&h, A), 7 * UNIT);
+    CHECK_STATS(&h, 100000, total, (live + 6) * UNIT, live - 1 + 7 * UNIT - 3, live, 1);
+    CHECK(walk_has_used(&h, A, 7 * UNIT));
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    /* One more unit would run into B: refused, nothing moves or changes,
+     * even though free memory exists elsewhere. */
+    CHECK_STATUS(kbuddy_free(&h, v[800]), KBUDDY_OK);
+    live--;
+    CHECK_REFUSED(&h, a, 1 << 18, kbuddy_resize_in_place(&h, A, 8 * UNIT, 1), KBUDDY_ENOMEM);
+    /* Sizes whose rounding overflows cannot be in place either. */
+    CHECK_REFUSED(&h, a, 1 << 18, kbuddy_resize_in_place(&h, A, opaque(SIZE_MAX), 1),
+                  KBUDDY_ENOMEM);
+    CHECK_EQ(oom_calls, 0);
+    CHECK(holds(A, UNIT, 41));
+    CHECK_STATUS(kbuddy_free_sized(&h, A, 7 * UNIT - 3, 1), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(v);
+    free(a);
+}
+
+TEST(resize_in_place_shrinks_and_gives_the_tail_back) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    unsigned char *p = kbuddy_alloc(&h, 20 * UNIT, 1);
+    REQUIRE(p);
+    fill(p, 20 * UNIT, 42);
+    CHECK_STATUS(kbuddy_resize_in_place(&h, p, 3 * UNIT + 1, 1), KBUDDY_OK);
+    CHECK_EQ(kbuddy_usable_size(&h, p), 4 * UNIT);
+    CHECK_STATS(&h, 1 << 16, total, 4 * UNIT, 3 * UNIT + 1, 1, 1);
+    CHECK(holds(p, 3 * UNIT + 1, 42));
+    /* The tail is free again: an allocation can take it right away. */
+    unsigned char *q = kbuddy_alloc(&h, 16 * UNIT, 1);
+    REQUIRE(q);
+    CHECK(q == p + 4 * UNIT);
+    /* Size 0 keeps one minimum block, as realloc does. */
+    CHECK_STATUS(kbuddy_resize_in_place(&h, p, 0, 1), KBUDDY_OK);
+    CHECK_EQ(kbuddy_usable_size(&h, p), UNIT);
+    CHECK_STATUS(kbuddy_free_sized(&h, p, 0, 1), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_free_sized(&h, q, 16 * UNIT, 1), KBUDDY_OK);
+    CHECK_STATS(&h, 1 << 16, total, 0, 0, 0, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
+TEST(resize_in_place_refuses_what_is_not_a_live_block_and_changes_nothing) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    unsigned char *p = kbuddy_alloc(&h, 300, 64);
+    unsigned char *q = kbuddy_alloc(&h, 100, 1);
+    REQUIRE(p && q);
+    CHECK_STATUS(kbuddy_free(&h, q), KBUDDY_OK);
+    int local = 0;
+    CHECK_REFUSED(&h, a, 1 << 16, kbuddy_resize_in_place(&h, NULL, 10, 1), KBUDDY_EINVAL);
+    CHECK_REFUSED(&h, a, 1 << 16, kbuddy_resize_in_place(&h, p, 10, opaque(3)), KBUDDY_EINVAL);
+    CHECK_REFUSED(&h, a, 1 << 16, kbuddy_resize_in_place(&h, p, 10, 0), KBUDDY_EINVAL);
+    CHECK_REFUSED(&h, a, 1 << 16, kbuddy_resize_in_place(&h, &local, 10, 1), KBUDDY_EFOREIGN);
+    CHECK_REFUSED(&h, a, 1 << 16, kbuddy_resize_in_place(&h, p + UNIT, 10, 1), KBUDDY_EBADPTR);
+    CHECK_REFUSED(&h, a, 1 << 16, kbuddy_resize_in_place(&h, q, 10, 1), KBUDDY_EDOUBLEFREE);
+    /* A block that does not meet the stated alignment cannot keep it in
+     * place: twice the largest power of two dividing p's address is one. */
+    size_t above = (size_t)(((uintptr_t)p & (~(uintptr_t)p + 1)) << 1);
+    CHECK_REFUSED(&h, a, 1 << 16, kbuddy_resize_in_place(&h, p, 300, above), KBUDDY_ENOMEM);
+    CHECK_STATUS(kbuddy_resize_in_place(&h, p, 300, 64), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_free_sized(&h, p, 300, 64), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
 TEST(realloc_failure_returns_null_and_leaves_the_allocation_untouched) {
     fixture f;
     REQUIRE(fixture_setup(&f));
@@ -2439,6 +2540,8 @@ TEST(counting_lock_is_taken_and_released_in_balance_by_every_function) {
     REQUIRE(p && q && !r);
     CHECK_LOCKED(cl, 1, CHECK_EQ(kbuddy_usable_size(&h, p), ROUND_UP(100, UNIT)));
     CHECK_LOCKED(cl, 1, p = kbuddy_realloc(&h, p, 120, 1));     /* in place */
+    CHECK_LOCKED(cl, 1, CHECK_STATUS(kbuddy_resize_in_place(&h, p, 100, 1), KBUDDY_OK));
+    CHECK_LOCKED(cl, 0, CHECK_STATUS(kbuddy_resize_in_place(&h, p, 100, opaque(3)), KBUDDY_EINVAL));
     CHECK_LOCKED(cl, 1, p = kbuddy_realloc(&h, p, 50000, 1));   /* moves    */
     CHECK_LOCKED(cl, 1, r = kbuddy_realloc(&h, p, 1 << 20, 1)); /* fails    */
     CHECK_LOCKED(cl, 1, r = kbuddy_realloc(&h, NULL, 10, 1));
