@@ -995,31 +995,42 @@ static unsigned live_tag(void *ptr, kbuddy_status *why) {
     return tag;
 }
 
+/* A large block: resized in place under the lock when the core heap can;
+ * otherwise moved with the lock released, so that other CPUs never wait
+ * for a copy (the block stays the program's throughout: only a racing
+ * free, a program bug, could interfere, and it would be reported). */
 static void *realloc_large(void *ptr, size_t size) {
     unsigned long irq = irq_off();
     const mregion *local = &g_no_region;
     tagref t;
     kbuddy_status st = locate(&local, ptr, &t);
-    void *q = NULL;
+    size_t old = 0;
+    bool in_place = false;
     if (st == KBUDDY_OK)
         st = claim_large(ptr, t);
     if (st == KBUDDY_OK) {
         lock();
         g_large_calls++;
-        q = kbuddy_realloc(&g_heap, ptr, size, UNIT);
-        if (q)
-            tag_set(tag_of(region_of(&g_lock_hint, (uintptr_t)q), (uintptr_t)q), TAG_LIVE | TAG_LARGE);
-        else
-            tag_set(t, TAG_LIVE | TAG_LARGE);
+        old = kbuddy_usable_size(&g_heap, ptr);
+        in_place = kbuddy_resize_in_place(&g_heap, ptr, size, UNIT) == KBUDDY_OK;
+        tag_set(t, TAG_LIVE | TAG_LARGE);
         unlock();
     }
     irq_on(irq);
     if (st != KBUDDY_OK) {
         report(ptr, st, "realloc");
         SET_ERRNO(KBM_EINVAL);
-    } else if (!q) {
-        SET_ERRNO(KBM_ENOMEM);
+        return NULL;
     }
+    if (in_place)
+        return ptr;
+    void *q = kbm_malloc(size); /* sets errno when it fails */
+    if (!q)
+        return NULL;
+    memcpy(q, ptr, size < old ? size : old);
+    st = release(ptr, false, 0, 1);
+    if (st != KBUDDY_OK)
+        report(ptr, st, "realloc");
     return q;
 }
 
