@@ -69,7 +69,7 @@ coverage:
 	$(CMAKE) --build $(BUILD)/cov -j$(JOBS)
 	find $(BUILD)/cov -name '*.gcda' -delete
 	cd $(BUILD)/cov && ctest --output-on-failure -j$(JOBS)
-	gcovr -r . --filter 'src/' --object-directory $(BUILD)/cov --print-summary \
+	gcovr -r . $(BUILD)/cov --filter 'src/' --object-directory $(BUILD)/cov --print-summary \
 	  --fail-under-line $(COVERAGE_MIN) -o $(BUILD)/cov/coverage.txt
 	@sed -n '1,40p' $(BUILD)/cov/coverage.txt
 
