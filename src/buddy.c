@@ -209,8 +209,8 @@ KB_INLINE void order_emptied(kb_engine *e, unsigned k) {
 /* Heap engines also mark the first and last unit of every free block in
  * the control bytes (see kbuddy_internal.h), so that the block starting or
  * ending at a unit is known in O(1) during placement. */
-KB_INLINE void block_mark(kb_engine *e, unsigned k, uintptr_t b, uint8_t mark) {
-    if (e->ctrl) {
+KB_INLINE void block_mark(kb_engine *e, unsigned k, uintptr_t b, uint8_t mark, bool heap) {
+    if (heap) {
         uintptr_t first = (b << k) - e->lo;
         e->ctrl[first] = mark;
         e->ctrl[first + ((uintptr_t)1 << k) - 1] = mark;
@@ -219,8 +219,8 @@ KB_INLINE void block_mark(kb_engine *e, unsigned k, uintptr_t b, uint8_t mark) {
 
 /* Mark block b of order k free: set its bit, and each summary bit above
  * whose word was zero. */
-KB_INLINE void block_insert(kb_engine *e, unsigned k, uintptr_t b) {
-    block_mark(e, k, b, kb_free_mark(k));
+KB_INLINE void block_insert(kb_engine *e, unsigned k, uintptr_t b, bool heap) {
+    block_mark(e, k, b, kb_free_mark(k), heap);
     const kb_order *o = &e->order[k];
     uintptr_t i = b - o->first;
     for (uint32_t d = 0;;) {
@@ -238,8 +238,8 @@ KB_INLINE void block_insert(kb_engine *e, unsigned k, uintptr_t b) {
 
 /* Mark block b of order k not free (it must be free): clear its bit, and
  * each summary bit above whose word became zero. */
-KB_INLINE void block_remove(kb_engine *e, unsigned k, uintptr_t b) {
-    block_mark(e, k, b, 0);
+KB_INLINE void block_remove(kb_engine *e, unsigned k, uintptr_t b, bool heap) {
+    block_mark(e, k, b, 0, heap);
     const kb_order *o = &e->order[k];
     uintptr_t i = b - o->first;
     for (uint32_t d = 0;;) {
@@ -280,10 +280,10 @@ KB_INLINE uintptr_t block_lowest(const kb_engine *e, unsigned k) {
 /* Free [s, end) where end is a multiple of 2^j and s is not: the pieces are
  * maximal aligned blocks, none of which can have a free buddy (each buddy
  * holds the units just before s, which are in use). */
-static void release_tail(kb_engine *e, uintptr_t s, uintptr_t end) {
+KB_INLINE void release_tail(kb_engine *e, uintptr_t s, uintptr_t end, bool heap) {
     while (s < end) {
         unsigned k = kb_ctz(s);
-        block_insert(e, k, s >> k);
+        block_insert(e, k, s >> k, heap);
         s += (uintptr_t)1 << k;
     }
 }
@@ -342,10 +342,11 @@ KB_INLINE bool block_starting_at(const kb_engine *e, uintptr_t x, unsigned *orde
  * the run is that long. Going left from such an end, each block is strictly
  * smaller than the one after it, so the bits of the result are exactly the
  * orders of the blocks it covers. */
-static uintptr_t run_before(const kb_engine *e, uintptr_t end, unsigned o, uintptr_t want) {
+KB_INLINE uintptr_t run_before(const kb_engine *e, uintptr_t end, unsigned o, uintptr_t want,
+                               bool heap) {
     uintptr_t t = 0;
     unsigned p;
-    if (!e->ctrl) {
+    if (!heap) {
         /* No marks (a frame engine): since the orders strictly decrease
          * going left, one pass down the orders, one bitmap probe each,
          * finds every block of the run: O(L), where asking "which block
@@ -368,17 +369,17 @@ static uintptr_t run_before(const kb_engine *e, uintptr_t end, unsigned o, uintp
 
 /* Take the blocks of the run [end - t, end) found by run_before: one per
  * bit of t, the lowest bit the leftmost block. */
-static void take_run_before(kb_engine *e, uintptr_t end, uintptr_t t) {
+KB_INLINE void take_run_before(kb_engine *e, uintptr_t end, uintptr_t t, bool heap) {
     uintptr_t x = end - t;
     for (; t; t &= t - 1) {
         unsigned p = kb_ctz(t);
-        block_remove(e, p, x >> p);
+        block_remove(e, p, x >> p, heap);
         x += (uintptr_t)1 << p;
     }
 }
 
 /* Length of the free run that starts at unit x, up to at least `want`. */
-static uintptr_t run_after(const kb_engine *e, uintptr_t x, uintptr_t want) {
+KB_INLINE uintptr_t run_after(const kb_engine *e, uintptr_t x, uintptr_t want) {
     uintptr_t u = 0;
     unsigned p;
     while (u < want && block_starting_at(e, x + u, &p))
@@ -388,14 +389,14 @@ static uintptr_t run_after(const kb_engine *e, uintptr_t x, uintptr_t want) {
 
 /* Take the units [x, end) of the free run that starts at x; the part of its
  * last block past `end` stays free. */
-static void take_run_after(kb_engine *e, uintptr_t x, uintptr_t end) {
+KB_INLINE void take_run_after(kb_engine *e, uintptr_t x, uintptr_t end) {
     unsigned p = 0;
     while (x < end) {
         (void)block_starting_at(e, x, &p);
-        block_remove(e, p, x >> p);
+        block_remove(e, p, x >> p, true);
         x += (uintptr_t)1 << p;
     }
-    release_tail(e, end, x);
+    release_tail(e, end, x, true);
 }
 
 /* How many blocks of one order the spanning search looks at: a bounded
@@ -460,16 +461,16 @@ static bool take_spanning(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, ui
                 break;
             uintptr_t blk = base + kb_ctz(w);
             uintptr_t b = blk << o;
-            uintptr_t t = run_before(e, b, o, n - size) & ~amask;
+            uintptr_t t = run_before(e, b, o, n - size, true) & ~amask;
             uintptr_t need = t + size >= n ? 0 : n - t - size;
             if (need && run_after(e, b + size, need) < need)
                 continue;
-            take_run_before(e, b, t);
-            block_remove(e, o, blk);
+            take_run_before(e, b, t, true);
+            block_remove(e, o, blk, true);
             if (need)
                 take_run_after(e, b + size, b - t + n);
             else
-                release_tail(e, b - t + n, b + size);
+                release_tail(e, b - t + n, b + size, true);
             *start = b - t;
             return true;
         }
@@ -477,7 +478,8 @@ static bool take_spanning(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, ui
     return false;
 }
 
-bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start) {
+KB_INLINE bool take_impl(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start,
+                         bool heap) {
     kb_word candidates = k < KB_WORD_BITS ? e->nonempty >> k : 0;
     if (!candidates)
         return false;
@@ -488,7 +490,7 @@ bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_
      * it costs a bitmap probe per order (F2: 788 instead of 434
      * instructions per operation), and page-frame requests are mostly
      * powers of two anyway. */
-    if (e->ctrl && ka < k && take_spanning(e, n, k, ka, start))
+    if (heap && ka < k && take_spanning(e, n, k, ka, start))
         return true;
     unsigned j = k + kb_ctz(candidates);
     uintptr_t blk = block_lowest(e, j);
@@ -498,57 +500,68 @@ bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_
         /* Start in the free run just before the block when there is one:
          * the small blocks left over by earlier allocations get used, and
          * runs of exact sizes pack densely (341 runs of 3 in 1024). */
-        t = run_before(e, b, k, n) & ~(((uintptr_t)1 << ka) - 1);
-        take_run_before(e, b, t);
+        t = run_before(e, b, k, n, heap) & ~(((uintptr_t)1 << ka) - 1);
+        take_run_before(e, b, t, heap);
     }
     if (t >= n) {
-        release_tail(e, b - t + n, b);
+        release_tail(e, b - t + n, b, heap);
     } else {
-        block_remove(e, j, blk);
-        release_tail(e, b - t + n, b + ((uintptr_t)1 << j));
+        block_remove(e, j, blk, heap);
+        release_tail(e, b - t + n, b + ((uintptr_t)1 << j), heap);
     }
     *start = b - t;
     return true;
 }
 
+bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start) {
+    return e->ctrl ? take_impl(e, n, k, ka, start, true) : take_impl(e, n, k, ka, start, false);
+}
+
 /* Is block b of order k free? For release's buddy tests: heap engines read
  * the block's first control byte (a free block of order k, and only one,
  * starts with kb_free_mark(k) there), frame engines test the bitmap. */
-KB_INLINE bool buddy_is_free(const kb_engine *e, unsigned k, uintptr_t b) {
-    if (e->ctrl && k < KB_CTRL_ORDER) {
+KB_INLINE bool buddy_is_free(const kb_engine *e, unsigned k, uintptr_t b, bool heap) {
+    if (heap && k < KB_CTRL_ORDER) {
         uintptr_t u = (b << k) - e->lo;
         return u < e->hi - e->lo && e->ctrl[u] == kb_free_mark(k);
     }
     return block_is_free(e, k, b);
 }
 
-void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) {
+KB_INLINE void release_impl(kb_engine *e, uintptr_t a, uintptr_t b, bool heap) {
     unsigned top = e->orders - 1;
     for (unsigned k = 0; a < b; k++, a >>= 1, b >>= 1) {
         if (k == top) {
             for (; a < b; a++)
-                block_insert(e, k, a);
+                block_insert(e, k, a, heap);
             return;
         }
         if (a & 1) { /* left edge: its buddy a - 1 lies outside the range */
-            if (buddy_is_free(e, k, a - 1)) {
-                block_remove(e, k, a - 1);
+            if (buddy_is_free(e, k, a - 1, heap)) {
+                block_remove(e, k, a - 1, heap);
                 a--;
             } else {
-                block_insert(e, k, a);
+                block_insert(e, k, a, heap);
                 a++;
             }
         }
         if (a < b && (b & 1)) { /* right edge: its buddy b lies outside */
-            if (buddy_is_free(e, k, b)) {
-                block_remove(e, k, b);
+            if (buddy_is_free(e, k, b, heap)) {
+                block_remove(e, k, b, heap);
                 b++;
             } else {
                 b--;
-                block_insert(e, k, b);
+                block_insert(e, k, b, heap);
             }
         }
     }
+}
+
+void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) {
+    if (e->ctrl)
+        release_impl(e, a, b, true);
+    else
+        release_impl(e, a, b, false);
 }
 
 bool kb_engine_free_block_at(const kb_engine *e, uintptr_t u, unsigned *order) {
@@ -634,7 +647,7 @@ bool kb_engine_claim(kb_engine *e, uintptr_t a, uintptr_t b) {
     uintptr_t head = a, tail = b;
     for (u = a; u < b; u = (blk + 1) << k) {
         (void)kb_engine_find_free(e, u, &k, &blk);
-        block_remove(e, k, blk);
+        block_remove(e, k, blk, e->ctrl != NULL);
         if (u == a)
             head = blk << k;
         tail = (blk + 1) << k;
