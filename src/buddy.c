@@ -206,25 +206,41 @@ KB_INLINE void order_emptied(kb_engine *e, unsigned k) {
         *e->owner_mask &= ~bit;
 }
 
+/* The engine's fields that bitmap and mark updates use, copied into locals
+ * once per operation: stores through the control bytes (uint8_t) may alias
+ * anything, so read through `e` they would be reloaded after every store. */
+typedef struct {
+    kb_engine *e;
+    uint8_t *ctrl;
+    kb_word *words;
+    const kb_order *order;
+    uintptr_t lo;
+} kb_view;
+
+KB_INLINE kb_view view_of(kb_engine *e) {
+    kb_view v = {e, e->ctrl, e->words, e->order, e->lo};
+    return v;
+}
+
 /* Heap engines also mark the first and last unit of every free block in
  * the control bytes (see kbuddy_internal.h), so that the block starting or
  * ending at a unit is known in O(1) during placement. */
-KB_INLINE void block_mark(kb_engine *e, unsigned k, uintptr_t b, uint8_t mark, bool heap) {
+KB_INLINE void block_mark(const kb_view *v, unsigned k, uintptr_t b, uint8_t mark, bool heap) {
     if (heap) {
-        uintptr_t first = (b << k) - e->lo;
-        e->ctrl[first] = mark;
-        e->ctrl[first + ((uintptr_t)1 << k) - 1] = mark;
+        uintptr_t first = (b << k) - v->lo;
+        v->ctrl[first] = mark;
+        v->ctrl[first + ((uintptr_t)1 << k) - 1] = mark;
     }
 }
 
 /* Mark block b of order k free: set its bit, and each summary bit above
  * whose word was zero. */
-KB_INLINE void block_insert(kb_engine *e, unsigned k, uintptr_t b, bool heap) {
-    block_mark(e, k, b, kb_free_mark(k), heap);
-    const kb_order *o = &e->order[k];
+KB_INLINE void block_insert(const kb_view *v, unsigned k, uintptr_t b, bool heap) {
+    block_mark(v, k, b, kb_free_mark(k), heap);
+    const kb_order *o = &v->order[k];
     uintptr_t i = b - o->first;
     for (uint32_t d = 0;;) {
-        kb_word *w = &e->words[o->off[d] + (i >> KB_WORD_SHIFT)];
+        kb_word *w = &v->words[o->off[d] + (i >> KB_WORD_SHIFT)];
         kb_word old = *w;
         *w = old | kb_bit(i);
         if (old)
@@ -233,17 +249,17 @@ KB_INLINE void block_insert(kb_engine *e, unsigned k, uintptr_t b, bool heap) {
             break;
         i >>= KB_WORD_SHIFT;
     }
-    order_filled(e, k);
+    order_filled(v->e, k);
 }
 
 /* Mark block b of order k not free (it must be free): clear its bit, and
  * each summary bit above whose word became zero. */
-KB_INLINE void block_remove(kb_engine *e, unsigned k, uintptr_t b, bool heap) {
-    block_mark(e, k, b, 0, heap);
-    const kb_order *o = &e->order[k];
+KB_INLINE void block_remove(const kb_view *v, unsigned k, uintptr_t b, bool heap) {
+    block_mark(v, k, b, 0, heap);
+    const kb_order *o = &v->order[k];
     uintptr_t i = b - o->first;
     for (uint32_t d = 0;;) {
-        kb_word *w = &e->words[o->off[d] + (i >> KB_WORD_SHIFT)];
+        kb_word *w = &v->words[o->off[d] + (i >> KB_WORD_SHIFT)];
         kb_word now = *w & ~kb_bit(i);
         *w = now;
         if (now)
@@ -252,7 +268,7 @@ KB_INLINE void block_remove(kb_engine *e, unsigned k, uintptr_t b, bool heap) {
             break;
         i >>= KB_WORD_SHIFT;
     }
-    order_emptied(e, k);
+    order_emptied(v->e, k);
 }
 
 /* Is block b of order k free? Any b, in range or not. */
@@ -280,10 +296,10 @@ KB_INLINE uintptr_t block_lowest(const kb_engine *e, unsigned k) {
 /* Free [s, end) where end is a multiple of 2^j and s is not: the pieces are
  * maximal aligned blocks, none of which can have a free buddy (each buddy
  * holds the units just before s, which are in use). */
-KB_INLINE void release_tail(kb_engine *e, uintptr_t s, uintptr_t end, bool heap) {
+KB_INLINE void release_tail(const kb_view *v, uintptr_t s, uintptr_t end, bool heap) {
     while (s < end) {
         unsigned k = kb_ctz(s);
-        block_insert(e, k, s >> k, heap);
+        block_insert(v, k, s >> k, heap);
         s += (uintptr_t)1 << k;
     }
 }
@@ -369,11 +385,11 @@ KB_INLINE uintptr_t run_before(const kb_engine *e, uintptr_t end, unsigned o, ui
 
 /* Take the blocks of the run [end - t, end) found by run_before: one per
  * bit of t, the lowest bit the leftmost block. */
-KB_INLINE void take_run_before(kb_engine *e, uintptr_t end, uintptr_t t, bool heap) {
+KB_INLINE void take_run_before(const kb_view *v, uintptr_t end, uintptr_t t, bool heap) {
     uintptr_t x = end - t;
     for (; t; t &= t - 1) {
         unsigned p = kb_ctz(t);
-        block_remove(e, p, x >> p, heap);
+        block_remove(v, p, x >> p, heap);
         x += (uintptr_t)1 << p;
     }
 }
@@ -389,14 +405,14 @@ KB_INLINE uintptr_t run_after(const kb_engine *e, uintptr_t x, uintptr_t want) {
 
 /* Take the units [x, end) of the free run that starts at x; the part of its
  * last block past `end` stays free. */
-KB_INLINE void take_run_after(kb_engine *e, uintptr_t x, uintptr_t end) {
+KB_INLINE void take_run_after(const kb_view *v, uintptr_t x, uintptr_t end) {
     unsigned p = 0;
     while (x < end) {
-        (void)block_starting_at(e, x, &p);
-        block_remove(e, p, x >> p, true);
+        (void)block_starting_at(v->e, x, &p);
+        block_remove(v, p, x >> p, true);
         x += (uintptr_t)1 << p;
     }
-    release_tail(e, end, x, true);
+    release_tail(v, end, x, true);
 }
 
 /* How many blocks of one order the spanning search looks at: a bounded
@@ -451,6 +467,7 @@ static kb_word free_word_from(const kb_engine *e, unsigned k, uintptr_t from, ui
  * tails leave behind, instead of splitting a larger block. */
 static bool take_spanning(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start) {
     uintptr_t amask = ((uintptr_t)1 << ka) - 1;
+    kb_view v = view_of(e);
     for (unsigned o = k; o-- > ka && o + 2 >= k;) {
         if (!((e->nonempty >> o) & 1u))
             continue;
@@ -465,12 +482,12 @@ static bool take_spanning(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, ui
             uintptr_t need = t + size >= n ? 0 : n - t - size;
             if (need && run_after(e, b + size, need) < need)
                 continue;
-            take_run_before(e, b, t, true);
-            block_remove(e, o, blk, true);
+            take_run_before(&v, b, t, true);
+            block_remove(&v, o, blk, true);
             if (need)
-                take_run_after(e, b + size, b - t + n);
+                take_run_after(&v, b + size, b - t + n);
             else
-                release_tail(e, b - t + n, b + size, true);
+                release_tail(&v, b - t + n, b + size, true);
             *start = b - t;
             return true;
         }
@@ -493,6 +510,7 @@ KB_INLINE bool take_impl(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uin
     if (heap && ka < k && take_spanning(e, n, k, ka, start))
         return true;
     unsigned j = k + kb_ctz(candidates);
+    kb_view v = view_of(e);
     uintptr_t blk = block_lowest(e, j);
     uintptr_t b = blk << j;
     uintptr_t t = 0;
@@ -501,13 +519,13 @@ KB_INLINE bool take_impl(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uin
          * the small blocks left over by earlier allocations get used, and
          * runs of exact sizes pack densely (341 runs of 3 in 1024). */
         t = run_before(e, b, k, n, heap) & ~(((uintptr_t)1 << ka) - 1);
-        take_run_before(e, b, t, heap);
+        take_run_before(&v, b, t, heap);
     }
     if (t >= n) {
-        release_tail(e, b - t + n, b, heap);
+        release_tail(&v, b - t + n, b, heap);
     } else {
-        block_remove(e, j, blk, heap);
-        release_tail(e, b - t + n, b + ((uintptr_t)1 << j), heap);
+        block_remove(&v, j, blk, heap);
+        release_tail(&v, b - t + n, b + ((uintptr_t)1 << j), heap);
     }
     *start = b - t;
     return true;
@@ -520,38 +538,40 @@ bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_
 /* Is block b of order k free? For release's buddy tests: heap engines read
  * the block's first control byte (a free block of order k, and only one,
  * starts with kb_free_mark(k) there), frame engines test the bitmap. */
-KB_INLINE bool buddy_is_free(const kb_engine *e, unsigned k, uintptr_t b, bool heap) {
+KB_INLINE bool buddy_is_free(const kb_view *v, uintptr_t span, unsigned k, uintptr_t b, bool heap) {
     if (heap && k < KB_CTRL_ORDER) {
-        uintptr_t u = (b << k) - e->lo;
-        return u < e->hi - e->lo && e->ctrl[u] == kb_free_mark(k);
+        uintptr_t u = (b << k) - v->lo;
+        return u < span && v->ctrl[u] == kb_free_mark(k);
     }
-    return block_is_free(e, k, b);
+    return block_is_free(v->e, k, b);
 }
 
 KB_INLINE void release_impl(kb_engine *e, uintptr_t a, uintptr_t b, bool heap) {
     unsigned top = e->orders - 1;
+    kb_view v = view_of(e);
+    uintptr_t span = e->hi - e->lo;
     for (unsigned k = 0; a < b; k++, a >>= 1, b >>= 1) {
         if (k == top) {
             for (; a < b; a++)
-                block_insert(e, k, a, heap);
+                block_insert(&v, k, a, heap);
             return;
         }
         if (a & 1) { /* left edge: its buddy a - 1 lies outside the range */
-            if (buddy_is_free(e, k, a - 1, heap)) {
-                block_remove(e, k, a - 1, heap);
+            if (buddy_is_free(&v, span, k, a - 1, heap)) {
+                block_remove(&v, k, a - 1, heap);
                 a--;
             } else {
-                block_insert(e, k, a, heap);
+                block_insert(&v, k, a, heap);
                 a++;
             }
         }
         if (a < b && (b & 1)) { /* right edge: its buddy b lies outside */
-            if (buddy_is_free(e, k, b, heap)) {
-                block_remove(e, k, b, heap);
+            if (buddy_is_free(&v, span, k, b, heap)) {
+                block_remove(&v, k, b, heap);
                 b++;
             } else {
                 b--;
-                block_insert(e, k, b, heap);
+                block_insert(&v, k, b, heap);
             }
         }
     }
@@ -643,11 +663,12 @@ bool kb_engine_claim(kb_engine *e, uintptr_t a, uintptr_t b) {
     for (u = a; u < b; u = (blk + 1) << k)
         if (!kb_engine_find_free(e, u, &k, &blk))
             return false;
+    kb_view v = view_of(e);
     /* Pass 2: remove them, then give back what lies outside [a, b). */
     uintptr_t head = a, tail = b;
     for (u = a; u < b; u = (blk + 1) << k) {
         (void)kb_engine_find_free(e, u, &k, &blk);
-        block_remove(e, k, blk, e->ctrl != NULL);
+        block_remove(&v, k, blk, e->ctrl != NULL);
         if (u == a)
             head = blk << k;
         tail = (blk + 1) << k;
