@@ -103,7 +103,7 @@ static void record_write(uint8_t *c, uintptr_t n, size_t size) {
 /* Decode a record; false if it is malformed (the count must fit before
  * `limit` units, a long record must describe at least two units and lie
  * within them, and the end mark must be where the count says). */
-static bool record_read(const uint8_t *c, uintptr_t limit, uintptr_t *units, size_t *len) {
+KB_INLINE bool record_read(const uint8_t *c, uintptr_t limit, uintptr_t *units, size_t *len) {
     uint8_t c0 = c[0];
     uintptr_t n = 1;
     size_t i = 1;
@@ -150,7 +150,7 @@ typedef struct {
 } live_block;
 
 /* Resolve ptr to the live allocation it starts, or say why it does not. */
-static kbuddy_status find_live(const kbuddy_heap *h, const void *ptr, live_block *out) {
+KB_INLINE kbuddy_status find_live(const kbuddy_heap *h, const void *ptr, live_block *out) {
     uintptr_t addr = (uintptr_t)ptr;
     region *r = region_of(h, addr);
     if (!r)
