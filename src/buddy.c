@@ -461,6 +461,33 @@ static kb_word free_word_from(const kb_engine *e, unsigned k, uintptr_t from, ui
     return e->words[o->off[0] + (i >> KB_WORD_SHIFT)] & ~(kb_bit(i) - 1);
 }
 
+/* An upper bound, from two control bytes, on the free units on both sides
+ * of the free block of order o at unit b that take_spanning can use: going
+ * left, run_before's blocks have strictly decreasing orders below the first
+ * one's p, so they hold less than 2^(p+1) units; going right from x = b +
+ * 2^o, a first block of order q < ctz(x) is the left half of a pair whose
+ * other half is not wholly free (I2), so the run ends within 2^(q+1) units.
+ * Rejecting a probe with it changes nothing but the work done. */
+KB_INLINE uintptr_t span_bound(const kb_engine *e, uintptr_t b, unsigned o) {
+    const uintptr_t any = ~(uintptr_t)0 >> 2;
+    uintptr_t lo = e->lo, x = b + ((uintptr_t)1 << o), before = 0, after = 0;
+    if (b > lo) {
+        uint8_t c = e->ctrl[b - 1 - lo];
+        if ((c & KB_CTRL_FREE_MASK) == KB_CTRL_FREE) {
+            unsigned p = c & KB_CTRL_ORDER;
+            before = p == KB_CTRL_ORDER ? any : p < o ? ((uintptr_t)2 << p) - 1 : 0;
+        }
+    }
+    if (x < e->hi) {
+        uint8_t c = e->ctrl[x - lo];
+        if ((c & KB_CTRL_FREE_MASK) == KB_CTRL_FREE) {
+            unsigned q = c & KB_CTRL_ORDER;
+            after = q < KB_CTRL_ORDER && q < kb_ctz(x) ? ((uintptr_t)2 << q) - 1 : any;
+        }
+    }
+    return before + after;
+}
+
 /* Look for a run of n free units made of smaller blocks: around the lowest
  * few blocks of order k - 1 and k - 2, extended by the free runs on both
  * sides. Placing an allocation there uses up the small blocks that trimmed
@@ -478,6 +505,8 @@ static bool take_spanning(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, ui
                 break;
             uintptr_t blk = base + kb_ctz(w);
             uintptr_t b = blk << o;
+            if (span_bound(e, b, o) < n - size)
+                continue;
             uintptr_t t = run_before(e, b, o, n - size, true) & ~amask;
             uintptr_t need = t + size >= n ? 0 : n - t - size;
             if (need && run_after(e, b + size, need) < need)
