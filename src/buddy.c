@@ -467,15 +467,17 @@ static kb_word free_word_from(const kb_engine *e, unsigned k, uintptr_t from, ui
  * one's p, so they hold less than 2^(p+1) units; going right from x = b +
  * 2^o, a first block of order q < ctz(x) is the left half of a pair whose
  * other half is not wholly free (I2), so the run ends within 2^(q+1) units.
- * Rejecting a probe with it changes nothing but the work done. */
-KB_INLINE uintptr_t span_bound(const kb_engine *e, uintptr_t b, unsigned o) {
+ * The part before is used rounded down to the alignment (amask), and the
+ * largest multiple of 2^ka below 2^(p+1) bounds it. Rejecting a probe with
+ * this changes nothing but the work done. */
+KB_INLINE uintptr_t span_bound(const kb_engine *e, uintptr_t b, unsigned o, uintptr_t amask) {
     const uintptr_t any = ~(uintptr_t)0 >> 2;
     uintptr_t lo = e->lo, x = b + ((uintptr_t)1 << o), before = 0, after = 0;
     if (b > lo) {
         uint8_t c = e->ctrl[b - 1 - lo];
         if ((c & KB_CTRL_FREE_MASK) == KB_CTRL_FREE) {
             unsigned p = c & KB_CTRL_ORDER;
-            before = p == KB_CTRL_ORDER ? any : p < o ? ((uintptr_t)2 << p) - 1 : 0;
+            before = p == KB_CTRL_ORDER ? any : p < o ? (((uintptr_t)2 << p) - 1) & ~amask : 0;
         }
     }
     if (x < e->hi) {
@@ -505,7 +507,7 @@ static bool take_spanning(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, ui
                 break;
             uintptr_t blk = base + kb_ctz(w);
             uintptr_t b = blk << o;
-            if (span_bound(e, b, o) < n - size)
+            if (span_bound(e, b, o, amask) < n - size)
                 continue;
             uintptr_t t = run_before(e, b, o, n - size, true) & ~amask;
             uintptr_t need = t + size >= n ? 0 : n - t - size;
