@@ -136,6 +136,12 @@ static size_t record_size(const uint8_t *c, uintptr_t n) {
 
 static void record_clear(uint8_t *c, uintptr_t n, size_t len) {
     c[n - 1] = 0;
+    if (n >= 8 && len <= 8) {
+        /* Every byte of [0, n) not in the record is already 0: clear the
+         * first eight in one store. */
+        __builtin_memset(c, 0, 8);
+        return;
+    }
     while (len--)
         c[len] = 0;
 }
