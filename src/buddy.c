@@ -562,8 +562,18 @@ KB_INLINE bool take_impl(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uin
     return true;
 }
 
+static KB_NOINLINE bool take_heap(kb_engine *e, uintptr_t n, unsigned k, unsigned ka,
+                                  uintptr_t *start) {
+    return take_impl(e, n, k, ka, start, true);
+}
+
+static KB_NOINLINE bool take_frames(kb_engine *e, uintptr_t n, unsigned k, unsigned ka,
+                                    uintptr_t *start) {
+    return take_impl(e, n, k, ka, start, false);
+}
+
 bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start) {
-    return e->ctrl ? take_impl(e, n, k, ka, start, true) : take_impl(e, n, k, ka, start, false);
+    return e->ctrl ? take_heap(e, n, k, ka, start) : take_frames(e, n, k, ka, start);
 }
 
 /* Is block b of order k free? For release's buddy tests: heap engines read
@@ -608,11 +618,19 @@ KB_INLINE void release_impl(kb_engine *e, uintptr_t a, uintptr_t b, bool heap) {
     }
 }
 
+static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
+    release_impl(e, a, b, true);
+}
+
+static KB_NOINLINE void release_frames(kb_engine *e, uintptr_t a, uintptr_t b) {
+    release_impl(e, a, b, false);
+}
+
 void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) {
     if (e->ctrl)
-        release_impl(e, a, b, true);
+        release_heap(e, a, b);
     else
-        release_impl(e, a, b, false);
+        release_frames(e, a, b);
 }
 
 bool kb_engine_free_block_at(const kb_engine *e, uintptr_t u, unsigned *order) {

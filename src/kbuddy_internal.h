@@ -19,10 +19,12 @@
 #define KB_LIKELY(x) __builtin_expect(!!(x), 1)
 #define KB_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define KB_INLINE static inline __attribute__((always_inline))
+#define KB_NOINLINE __attribute__((noinline))
 #else
 #define KB_LIKELY(x) (x)
 #define KB_UNLIKELY(x) (x)
 #define KB_INLINE static inline
+#define KB_NOINLINE
 #endif
 
 typedef uint64_t kb_word;
