@@ -587,34 +587,52 @@ KB_INLINE bool buddy_is_free(const kb_view *v, uintptr_t span, unsigned k, uintp
     return block_is_free(v->e, k, b);
 }
 
+/* One order of a release: the two edge blocks of [a, b) at order k either
+ * merge with their free buddy or become free blocks. */
+KB_INLINE void release_edges(const kb_view *v, uintptr_t span, unsigned k, uintptr_t *pa,
+                             uintptr_t *pb, bool heap) {
+    uintptr_t a = *pa, b = *pb;
+    if (a & 1) { /* left edge: its buddy a - 1 lies outside the range */
+        if (buddy_is_free(v, span, k, a - 1, heap)) {
+            block_remove(v, k, a - 1, heap);
+            a--;
+        } else {
+            block_insert(v, k, a, heap);
+            a++;
+        }
+    }
+    if (a < b && (b & 1)) { /* right edge: its buddy b lies outside */
+        if (buddy_is_free(v, span, k, b, heap)) {
+            block_remove(v, k, b, heap);
+            b++;
+        } else {
+            b--;
+            block_insert(v, k, b, heap);
+        }
+    }
+    *pa = a;
+    *pb = b;
+}
+
 KB_INLINE void release_impl(kb_engine *e, uintptr_t a, uintptr_t b, bool heap) {
     unsigned top = e->orders - 1;
     kb_view v = view_of(e);
     uintptr_t span = e->hi - e->lo;
-    for (unsigned k = 0; a < b; k++, a >>= 1, b >>= 1) {
+    unsigned k = 0;
+    if (heap) {
+        /* The orders whose buddy test is a control byte, without the
+         * per-order checks for the top order and for saturated marks. */
+        unsigned fast = top < KB_CTRL_ORDER ? top : KB_CTRL_ORDER;
+        for (; k < fast && a < b; k++, a >>= 1, b >>= 1)
+            release_edges(&v, span, k, &a, &b, true);
+    }
+    for (; a < b; k++, a >>= 1, b >>= 1) {
         if (k == top) {
             for (; a < b; a++)
                 block_insert(&v, k, a, heap);
             return;
         }
-        if (a & 1) { /* left edge: its buddy a - 1 lies outside the range */
-            if (buddy_is_free(&v, span, k, a - 1, heap)) {
-                block_remove(&v, k, a - 1, heap);
-                a--;
-            } else {
-                block_insert(&v, k, a, heap);
-                a++;
-            }
-        }
-        if (a < b && (b & 1)) { /* right edge: its buddy b lies outside */
-            if (buddy_is_free(&v, span, k, b, heap)) {
-                block_remove(&v, k, b, heap);
-                b++;
-            } else {
-                b--;
-                block_insert(&v, k, b, heap);
-            }
-        }
+        release_edges(&v, span, k, &a, &b, heap);
     }
 }
 
