@@ -323,11 +323,12 @@ KB_INLINE bool unit_in_range(const kb_engine *e, uintptr_t u) { return u - e->lo
  * mark; false when u carries no free mark. A mark saturates at order 31, so
  * for larger blocks the bitmaps of orders 31 and up are asked which one
  * holds u (`at_start`: a block starting at u, else one ending at u). */
-KB_INLINE bool marked_block(const kb_engine *e, uintptr_t u, bool at_start, unsigned *order) {
+KB_INLINE bool marked_block(const kb_engine *e, uintptr_t u, bool at_start, unsigned *order,
+                             bool small) {
     uint8_t c = e->ctrl[u - e->lo];
     if ((c & KB_CTRL_FREE_MASK) != KB_CTRL_FREE)
         return false;
-    if ((c & KB_CTRL_ORDER) != KB_CTRL_ORDER) {
+    if (small || (c & KB_CTRL_ORDER) != KB_CTRL_ORDER) {
         *order = c & KB_CTRL_ORDER;
         return true;
     }
@@ -343,14 +344,15 @@ KB_INLINE bool marked_block(const kb_engine *e, uintptr_t u, bool at_start, unsi
 
 /* Order of the free block that ends at unit y (y a block boundary), if it
  * is below `limit`. Heap engines only. */
-KB_INLINE bool block_ending_at(const kb_engine *e, uintptr_t y, unsigned limit, unsigned *order) {
-    return unit_in_range(e, y - 1) && marked_block(e, y - 1, false, order) && *order < limit;
+KB_INLINE bool block_ending_at(const kb_engine *e, uintptr_t y, unsigned limit, unsigned *order,
+                               bool small) {
+    return unit_in_range(e, y - 1) && marked_block(e, y - 1, false, order, small) && *order < limit;
 }
 
 /* Order of the free block that starts at unit x (x a block boundary). Heap
  * engines only. */
-KB_INLINE bool block_starting_at(const kb_engine *e, uintptr_t x, unsigned *order) {
-    return unit_in_range(e, x) && marked_block(e, x, true, order);
+KB_INLINE bool block_starting_at(const kb_engine *e, uintptr_t x, unsigned *order, bool small) {
+    return unit_in_range(e, x) && marked_block(e, x, true, order, small);
 }
 
 /* Length of the free run that ends at unit `end` (a multiple of 2^o),
@@ -359,7 +361,7 @@ KB_INLINE bool block_starting_at(const kb_engine *e, uintptr_t x, unsigned *orde
  * smaller than the one after it, so the bits of the result are exactly the
  * orders of the blocks it covers. */
 KB_INLINE uintptr_t run_before(const kb_engine *e, uintptr_t end, unsigned o, uintptr_t want,
-                               bool heap) {
+                               bool heap, bool small) {
     uintptr_t t = 0;
     unsigned p;
     if (!heap) {
@@ -376,7 +378,7 @@ KB_INLINE uintptr_t run_before(const kb_engine *e, uintptr_t end, unsigned o, ui
         }
         return t;
     }
-    while (t < want && block_ending_at(e, end - t, o, &p)) {
+    while (t < want && block_ending_at(e, end - t, o, &p, small)) {
         t += (uintptr_t)1 << p;
         o = p;
     }
@@ -395,20 +397,20 @@ KB_INLINE void take_run_before(const kb_view *v, uintptr_t end, uintptr_t t, boo
 }
 
 /* Length of the free run that starts at unit x, up to at least `want`. */
-KB_INLINE uintptr_t run_after(const kb_engine *e, uintptr_t x, uintptr_t want) {
+KB_INLINE uintptr_t run_after(const kb_engine *e, uintptr_t x, uintptr_t want, bool small) {
     uintptr_t u = 0;
     unsigned p;
-    while (u < want && block_starting_at(e, x + u, &p))
+    while (u < want && block_starting_at(e, x + u, &p, small))
         u += (uintptr_t)1 << p;
     return u;
 }
 
 /* Take the units [x, end) of the free run that starts at x; the part of its
  * last block past `end` stays free. */
-KB_INLINE void take_run_after(const kb_view *v, uintptr_t x, uintptr_t end) {
+KB_INLINE void take_run_after(const kb_view *v, uintptr_t x, uintptr_t end, bool small) {
     unsigned p = 0;
     while (x < end) {
-        (void)block_starting_at(v->e, x, &p);
+        (void)block_starting_at(v->e, x, &p, small);
         block_remove(v, p, x >> p, true);
         x += (uintptr_t)1 << p;
     }
@@ -471,21 +473,22 @@ static kb_word free_word_from(const kb_engine *e, unsigned k, uintptr_t from, ui
  * The part before is used rounded down to the alignment (amask), and the
  * largest multiple of 2^ka below 2^(p+1) bounds it. Rejecting a probe with
  * this changes nothing but the work done. */
-KB_INLINE uintptr_t span_bound(const kb_engine *e, uintptr_t b, unsigned o, uintptr_t amask) {
+KB_INLINE uintptr_t span_bound(const kb_engine *e, uintptr_t b, unsigned o, uintptr_t amask,
+                               bool small) {
     const uintptr_t any = ~(uintptr_t)0 >> 2;
     uintptr_t lo = e->lo, x = b + ((uintptr_t)1 << o), before = 0, after = 0;
     if (b > lo) {
         uint8_t c = e->ctrl[b - 1 - lo];
         if ((c & KB_CTRL_FREE_MASK) == KB_CTRL_FREE) {
             unsigned p = c & KB_CTRL_ORDER;
-            before = p == KB_CTRL_ORDER ? any : p < o ? (((uintptr_t)2 << p) - 1) & ~amask : 0;
+            before = !small && p == KB_CTRL_ORDER ? any : p < o ? (((uintptr_t)2 << p) - 1) & ~amask : 0;
         }
     }
     if (x < e->hi) {
         uint8_t c = e->ctrl[x - lo];
         if ((c & KB_CTRL_FREE_MASK) == KB_CTRL_FREE) {
             unsigned q = c & KB_CTRL_ORDER;
-            after = q < KB_CTRL_ORDER && q < kb_ctz(x) ? ((uintptr_t)2 << q) - 1 : any;
+            after = (small || q < KB_CTRL_ORDER) && q < kb_ctz(x) ? ((uintptr_t)2 << q) - 1 : any;
         }
     }
     return before + after;
@@ -495,7 +498,8 @@ KB_INLINE uintptr_t span_bound(const kb_engine *e, uintptr_t b, unsigned o, uint
  * few blocks of order k - 1 and k - 2, extended by the free runs on both
  * sides. Placing an allocation there uses up the small blocks that trimmed
  * tails leave behind, instead of splitting a larger block. */
-static bool take_spanning(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start) {
+KB_INLINE bool take_spanning(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start,
+                             bool small) {
     uintptr_t amask = ((uintptr_t)1 << ka) - 1;
     kb_view v = view_of(e);
     for (unsigned o = k; o-- > ka && o + 2 >= k;) {
@@ -508,16 +512,16 @@ static bool take_spanning(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, ui
                 break;
             uintptr_t blk = base + kb_ctz(w);
             uintptr_t b = blk << o;
-            if (span_bound(e, b, o, amask) < n - size)
+            if (span_bound(e, b, o, amask, small) < n - size)
                 continue;
-            uintptr_t t = run_before(e, b, o, n - size, true) & ~amask;
+            uintptr_t t = run_before(e, b, o, n - size, true, small) & ~amask;
             uintptr_t need = t + size >= n ? 0 : n - t - size;
-            if (need && run_after(e, b + size, need) < need)
+            if (need && run_after(e, b + size, need, small) < need)
                 continue;
             take_run_before(&v, b, t, true);
             block_remove(&v, o, blk, true);
             if (need)
-                take_run_after(&v, b + size, b - t + n);
+                take_run_after(&v, b + size, b - t + n, small);
             else
                 release_tail(&v, b - t + n, b + size, true);
             *start = b - t;
@@ -528,7 +532,7 @@ static bool take_spanning(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, ui
 }
 
 KB_INLINE bool take_impl(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start,
-                         bool heap) {
+                         bool heap, bool small) {
     kb_word candidates = k < KB_WORD_BITS ? e->nonempty >> k : 0;
     if (!candidates)
         return false;
@@ -539,7 +543,7 @@ KB_INLINE bool take_impl(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uin
      * it costs a bitmap probe per order (F2: 788 instead of 434
      * instructions per operation), and page-frame requests are mostly
      * powers of two anyway. */
-    if (heap && ka < k && take_spanning(e, n, k, ka, start))
+    if (heap && ka < k && take_spanning(e, n, k, ka, start, small))
         return true;
     unsigned j = k + kb_ctz(candidates);
     kb_view v = view_of(e);
@@ -550,7 +554,7 @@ KB_INLINE bool take_impl(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uin
         /* Start in the free run just before the block when there is one:
          * the small blocks left over by earlier allocations get used, and
          * runs of exact sizes pack densely (341 runs of 3 in 1024). */
-        t = run_before(e, b, k, n, heap) & ~(((uintptr_t)1 << ka) - 1);
+        t = run_before(e, b, k, n, heap, small) & ~(((uintptr_t)1 << ka) - 1);
         take_run_before(&v, b, t, heap);
     }
     if (t >= n) {
@@ -565,12 +569,16 @@ KB_INLINE bool take_impl(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uin
 
 static KB_NOINLINE bool take_heap(kb_engine *e, uintptr_t n, unsigned k, unsigned ka,
                                   uintptr_t *start) {
-    return take_impl(e, n, k, ka, start, true);
+    /* With fewer than 31 orders no mark saturates: a variant without the
+     * tests for it. */
+    if (e->orders <= KB_CTRL_ORDER)
+        return take_impl(e, n, k, ka, start, true, true);
+    return take_impl(e, n, k, ka, start, true, false);
 }
 
 static KB_NOINLINE bool take_frames(kb_engine *e, uintptr_t n, unsigned k, unsigned ka,
                                     uintptr_t *start) {
-    return take_impl(e, n, k, ka, start, false);
+    return take_impl(e, n, k, ka, start, false, false);
 }
 
 bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start) {
