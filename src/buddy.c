@@ -506,11 +506,12 @@ KB_INLINE bool take_spanning(kb_engine *e, uintptr_t n, unsigned k, unsigned ka,
         if (!((e->nonempty >> o) & 1u))
             continue;
         uintptr_t base = 0, size = (uintptr_t)1 << o;
-        kb_word w = 0;
-        for (unsigned tries = 0; tries < SPAN_BUDGET; tries++, w &= w - 1) {
-            if (!w && !(w = free_word_from(e, o, base + (tries ? KB_WORD_BITS : 0), &base)))
+        kb_word w = free_word_from(e, o, 0, &base); /* non-zero: the order has a block */
+        for (unsigned tries = 0; tries < SPAN_BUDGET; tries++) {
+            if (!w && !(w = free_word_from(e, o, base + KB_WORD_BITS, &base)))
                 break;
             uintptr_t blk = base + kb_ctz(w);
+            w &= w - 1;
             uintptr_t b = blk << o;
             if (span_bound(e, b, o, amask, small) < n - size)
                 continue;
