@@ -488,7 +488,8 @@ KB_INLINE uintptr_t span_bound(const kb_engine *e, uintptr_t b, unsigned o, uint
         uint8_t c = e->ctrl[x - lo];
         if ((c & KB_CTRL_FREE_MASK) == KB_CTRL_FREE) {
             unsigned q = c & KB_CTRL_ORDER;
-            after = (small || q < KB_CTRL_ORDER) && q < kb_ctz(x) ? ((uintptr_t)2 << q) - 1 : any;
+            uintptr_t m = ((uintptr_t)2 << q) - 1; /* q < ctz(x): x is a multiple of m + 1 */
+            after = (!small && q == KB_CTRL_ORDER) || (x & m) ? any : m;
         }
     }
     return before + after;
