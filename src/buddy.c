@@ -631,10 +631,9 @@ KB_INLINE void release_impl(kb_engine *e, uintptr_t a, uintptr_t b, bool heap) {
     uintptr_t span = e->hi - e->lo;
     unsigned k = 0;
     if (heap) {
-        /* The orders whose buddy test is a control byte, without the
-         * per-order checks for the top order and for saturated marks. */
-        unsigned fast = top < KB_CTRL_ORDER ? top : KB_CTRL_ORDER;
-        for (; k < fast && a < b; k++, a >>= 1, b >>= 1)
+        /* The orders below the top whose buddy test is a control byte: no
+         * top or saturated-mark case to test for inside the edges. */
+        for (; a < b && k < top && k < KB_CTRL_ORDER; k++, a >>= 1, b >>= 1)
             release_edges(&v, span, k, &a, &b, true);
     }
     for (; a < b; k++, a >>= 1, b >>= 1) {
