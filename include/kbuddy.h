@@ -235,6 +235,17 @@ kbuddy_status kbuddy_add_region(kbuddy_heap *heap, void *start, size_t size);
 void *kbuddy_alloc(kbuddy_heap *heap, size_t size, size_t align)
     KBUDDY_MALLOC_ATTR KBUDDY_ALLOC_ALIGN(3);
 
+/* Allocate up to `count` blocks of `size` bytes, each exactly what
+ * kbuddy_alloc(heap, size, 1) returns (a separate allocation, freed on its
+ * own), side by side in one run when a free block can hold them all, else
+ * one by one. Stores them in out[0 .. n) and returns n: fewer than count
+ * only when memory runs out (the out-of-memory handler is not called), 0
+ * when heap or out is NULL, count is 0 or the rounded size would overflow.
+ * For caches that refill in batches: one engine operation for the whole
+ * run, and blocks that lie together, so that one CPU's blocks do not share
+ * cache lines of bookkeeping with another's. O(R + L + count). */
+size_t kbuddy_alloc_many(kbuddy_heap *heap, size_t size, size_t count, void **out);
+
 /* Free an allocation made by kbuddy_alloc or kbuddy_realloc on this heap.
  * Returns KBUDDY_OK (also for ptr == NULL), or:
  *   KBUDDY_EINVAL       heap is NULL;

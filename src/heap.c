@@ -85,7 +85,7 @@ static unsigned order_for(uintptr_t n, unsigned ka) {
 /* Allocation records in the control bytes                                   */
 /* ------------------------------------------------------------------------ */
 
-static void record_write(uint8_t *c, uintptr_t n, size_t size) {
+KB_INLINE void record_write(uint8_t *c, uintptr_t n, size_t size) {
     uint8_t slack = (uint8_t)((n << UNIT_SHIFT) - size);
     if (n == 1) {
         c[0] = (uint8_t)(KB_CTRL_START | slack);
@@ -265,7 +265,11 @@ kbuddy_status kbuddy_add_region(kbuddy_heap *h, void *start, size_t size) {
 /* Allocation and free                                                       */
 /* ------------------------------------------------------------------------ */
 
-static void *alloc_locked(kbuddy_heap *h, size_t size, uintptr_t n, unsigned k, unsigned ka) {
+/* Take `count` allocations of n units (size bytes each), side by side, from
+ * one run of count * n units, whose block order is k. NULL when no region
+ * has a free block of order k. */
+KB_INLINE void *alloc_run_locked(kbuddy_heap *h, size_t size, uintptr_t n, size_t count,
+                                 unsigned k, unsigned ka) {
     if (k >= KBUDDY_MAX_ORDERS || !(h->orders_free >> k))
         return NULL;
     /* Lowest address first: the first region with a large enough block. */
@@ -273,12 +277,35 @@ static void *alloc_locked(kbuddy_heap *h, size_t size, uintptr_t n, unsigned k, 
     while (!(r->engine.nonempty >> k))
         r = r->next;
     uintptr_t u;
-    (void)kb_engine_take(&r->engine, n, k, ka, &u);
-    record_write(ctrl_of(r, u), n, size);
-    h->allocated += (size_t)(n << UNIT_SHIFT);
-    h->user += size;
-    h->allocations++;
+    (void)kb_engine_take(&r->engine, n * count, k, ka, &u);
+    for (size_t i = 0; i < count; i++)
+        record_write(ctrl_of(r, u + i * n), n, size);
+    h->allocated += (size_t)((n * count) << UNIT_SHIFT);
+    h->user += size * count;
+    h->allocations += count;
     return unit_ptr(r, u);
+}
+
+KB_INLINE void *alloc_locked(kbuddy_heap *h, size_t size, uintptr_t n, unsigned k, unsigned ka) {
+    return alloc_run_locked(h, size, n, 1, k, ka);
+}
+
+size_t kbuddy_alloc_many(kbuddy_heap *h, size_t size, size_t count, void **out) {
+    if (!h || !out || count == 0 || size > SIZE_MAX - (UNIT - 1))
+        return 0;
+    uintptr_t n = units_for(size);
+    size_t got = 0;
+    kb_lock(&h->lock);
+    if (count > 1 && n <= (MAX_REGION_UNITS >> 1) / count) {
+        unsigned char *run = alloc_run_locked(h, size, n, count, kb_ceil_log2(n * count), 0);
+        for (; run && got < count; got++)
+            out[got] = run + ((got * n) << UNIT_SHIFT);
+    }
+    for (unsigned k = kb_ceil_log2(n); got < count; got++) /* no run: one by one */
+        if ((out[got] = alloc_locked(h, size, n, k, 0)) == NULL)
+            break;
+    kb_unlock(&h->lock);
+    return got;
 }
 
 void *kbuddy_alloc(kbuddy_heap *h, size_t size, size_t align) {

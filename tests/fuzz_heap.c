@@ -369,6 +369,38 @@ static void op_alloc(void) {
         violation("usable_size");
 }
 
+/* A batch: up to 8 separate allocations of one size, each checked and
+ * owned like op_alloc's. It may stop short only when a single block of
+ * that size no longer fits. */
+static void op_alloc_many(void) {
+    size_t size = decode_size(), count = 1 + get8() % 8;
+    if (nlive + count > MAX_LIVE)
+        return;
+    bool valid = size <= SIZE_MAX - (UNIT - 1);
+    unsigned char *out[8];
+    size_t got = kbuddy_alloc_many(&heap, size, count, (void **)out);
+    if (!valid && got)
+        violation("alloc_many of an overflowing size succeeded");
+    kbuddy_stats st;
+    kbuddy_get_stats(&heap, &st);
+    if (valid && got < count && block_needed(size, 1) <= st.largest_free)
+        violation("alloc_many stopped short with a large enough block free");
+    for (size_t i = 0; i < got; i++) {
+        unsigned char *p = out[i];
+        if ((uintptr_t)p % UNIT)
+            violation("alloc_many misaligned");
+        live_t *l = &live[nlive];
+        *l = (live_t){p, size, 1, round_units(size), next_seed++};
+        own(nlive, (uintptr_t)p, l->usable);
+        nlive++;
+        sum_usable += l->usable;
+        sum_size += size;
+        fill(p, l->usable, l->seed);
+        if (kbuddy_usable_size(&heap, p) != l->usable)
+            violation("usable_size after alloc_many");
+    }
+}
+
 static void op_free(uint8_t how) {
     if (!nlive)
         return;
@@ -601,8 +633,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         case 1:
         case 2:
         case 3:
-        case 4:
             op_alloc();
+            break;
+        case 4:
+            op_alloc_many();
             break;
         case 5:
         case 6:

@@ -1818,6 +1818,99 @@ TEST(realloc_moves_when_it_cannot_grow_and_keeps_the_contents) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* Batches                                                                    */
+/* ------------------------------------------------------------------------ */
+
+TEST(alloc_many_places_separate_allocations_side_by_side) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    void *out[8];
+    CHECK_EQ(kbuddy_alloc_many(&h, 100, 8, out), 8);
+    size_t usable = round_units(100);
+    for (size_t i = 0; i < 8; i++) {
+        CHECK((unsigned char *)out[i] == (unsigned char *)out[0] + i * usable);
+        CHECK_EQ(kbuddy_usable_size(&h, out[i]), usable);
+        CHECK(walk_has_used(&h, out[i], usable));
+        fill(out[i], usable, 50 + i);
+    }
+    CHECK_STATS(&h, 1 << 16, total, 8 * usable, 800, 8, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    /* Each is an allocation of its own: freed one by one, any order, with
+     * the size it was asked for. */
+    static const size_t order[8] = {3, 0, 7, 5, 1, 6, 2, 4};
+    for (size_t i = 0; i < 8; i++) {
+        CHECK(holds(out[order[i]], usable, 50 + order[i]));
+        CHECK_STATUS(kbuddy_free_sized(&h, out[order[i]], 100, 1), KBUDDY_OK);
+        CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    }
+    CHECK_STATS(&h, 1 << 16, total, 0, 0, 0, 1);
+    free(a);
+}
+
+TEST(alloc_many_goes_one_by_one_without_a_run_and_stops_when_full) {
+    unsigned char *a = arena_new(1 << 18);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 9, 100000) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    void **v;
+    size_t n = fill_with_units(&h, &v);
+    REQUIRE(n > 1000);
+    kbuddy_set_oom_handler(&h, oom_count_and_decline, NULL);
+    oom_calls = 0;
+    /* Every other unit free: no two free units are adjacent. */
+    size_t freed = 0;
+    for (size_t i = 0; i < n; i += 2, freed++)
+        CHECK_STATUS(kbuddy_free(&h, v[i]), KBUDDY_OK);
+    void **out = calloc(freed + 10, sizeof *out);
+    REQUIRE(out);
+    CHECK_EQ(kbuddy_alloc_many(&h, 1, 10, out), 10);
+    for (size_t i = 0; i < 10; i++)
+        CHECK_EQ(kbuddy_usable_size(&h, out[i]), UNIT);
+    /* Asking for more than there is gives exactly what there is. */
+    CHECK_EQ(kbuddy_alloc_many(&h, UNIT, freed + 10, out + 10), freed - 10);
+    CHECK_EQ(oom_calls, 0);
+    CHECK_EQ(stats_of(&h).largest_free, 0);
+    CHECK_STATS(&h, 100000, total, n * UNIT, (n - freed) + 10 + (freed - 10) * UNIT, n, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    for (size_t i = 0; i < freed; i++)
+        CHECK_STATUS(kbuddy_free(&h, out[i]), KBUDDY_OK);
+    for (size_t i = 1; i < n; i += 2)
+        CHECK_STATUS(kbuddy_free(&h, v[i]), KBUDDY_OK);
+    CHECK_STATS(&h, 100000, total, 0, 0, 0, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(out);
+    free(v);
+    free(a);
+}
+
+TEST(alloc_many_refuses_bad_arguments_and_changes_nothing) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    void *out[4];
+    CHECK_EQ(kbuddy_alloc_many(NULL, 10, 4, out), 0);
+    snapshot before, after;
+    snap_take(&before, &h, a, 1 << 16);
+    CHECK_EQ(kbuddy_alloc_many(&h, 10, 4, NULL), 0);
+    CHECK_EQ(kbuddy_alloc_many(&h, 10, 0, out), 0);
+    CHECK_EQ(kbuddy_alloc_many(&h, opaque(SIZE_MAX), 4, out), 0);
+    CHECK_EQ(kbuddy_alloc_many(&h, opaque(SIZE_MAX / 2), 4, out), 0);
+    snap_take(&after, &h, a, 1 << 16);
+    CHECK(snap_same(&before, &after));
+    snap_free(&before);
+    snap_free(&after);
+    free(a);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Resize in place                                                           */
 /* ------------------------------------------------------------------------ */
 
