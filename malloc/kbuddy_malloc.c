@@ -759,6 +759,17 @@ static NOINLINE bool cache_overflow(kcache *cc, unsigned c, void *p) {
 /* Allocation                                                               */
 /* ------------------------------------------------------------------------ */
 
+/* A small block for a CPU without a cache: straight from the core heap.
+ * Out of line, like every cold path below, so that the fast paths save
+ * few registers. */
+static NOINLINE void *alloc_uncached(unsigned c) {
+    lock();
+    void *p = core_take(c, TAG_LIVE);
+    g_large_calls++;
+    unlock();
+    return p;
+}
+
 static void *alloc_small(unsigned c) {
     unsigned long irq = irq_off();
     kcache *cc = my_cache();
@@ -771,10 +782,7 @@ static void *alloc_small(unsigned c) {
             held_sub(cc, 1, class_units(c));
         }
     } else {
-        lock();
-        p = core_take(c, TAG_LIVE);
-        g_large_calls++;
-        unlock();
+        p = alloc_uncached(c);
     }
     irq_on(irq);
     return p;
@@ -912,6 +920,29 @@ static kbuddy_status claim_large(void *ptr, tagref t) {
     return (tag & TAG_LIVE) ? KBUDDY_EBADPTR : why_not_live(ptr, tag);
 }
 
+/* A large block goes back to the core heap under the lock. */
+static NOINLINE kbuddy_status release_large(void *ptr, tagref t, bool sized, size_t size,
+                                            size_t align) {
+    kbuddy_status st = claim_large(ptr, t);
+    if (st != KBUDDY_OK)
+        return st;
+    lock();
+    g_large_calls++;
+    st = sized ? kbuddy_free_sized(&g_heap, ptr, size, align) : kbuddy_free(&g_heap, ptr);
+    if (st != KBUDDY_OK) /* refused: the block stays the program's */
+        tag_set(t, TAG_LIVE | TAG_LARGE);
+    unlock();
+    return st;
+}
+
+/* A small block freed on a CPU without a cache. */
+static NOINLINE void release_uncached(void *ptr) {
+    lock();
+    core_give(ptr);
+    g_large_calls++;
+    unlock();
+}
+
 /* Free ptr; with `sized`, first check that size (and align) can be its. */
 static kbuddy_status release(void *ptr, bool sized, size_t size, size_t align) {
     uintptr_t a = (uintptr_t)ptr;
@@ -938,15 +969,8 @@ static kbuddy_status release(void *ptr, bool sized, size_t size, size_t align) {
         if (LIKELY(tag_cas(t, &tag, tag ^ TAG_FLIP)))
             break;
     }
-    if (c == TAG_LARGE) {
-        if ((st = claim_large(ptr, t)) != KBUDDY_OK)
-            goto out;
-        lock();
-        g_large_calls++;
-        st = sized ? kbuddy_free_sized(&g_heap, ptr, size, align) : kbuddy_free(&g_heap, ptr);
-        if (st != KBUDDY_OK) /* refused: the block stays the program's */
-            tag_set(t, TAG_LIVE | TAG_LARGE);
-        unlock();
+    if (UNLIKELY(c == TAG_LARGE)) {
+        st = release_large(ptr, t, sized, size, align);
     } else if (LIKELY(cc != NULL)) {
         mag *m = cc->slot[c].loaded;
         if (LIKELY(m->count < m->cap)) {
@@ -956,10 +980,7 @@ static kbuddy_status release(void *ptr, bool sized, size_t size, size_t align) {
             held_add(cc, 1, class_units(c));
         }
     } else {
-        lock();
-        core_give(ptr);
-        g_large_calls++;
-        unlock();
+        release_uncached(ptr);
     }
 out:
     irq_on(irq);
