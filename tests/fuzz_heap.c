@@ -335,6 +335,22 @@ static size_t decode_align(void) {
     return (size_t)1 << (a % 20);
 }
 
+/* A new live allocation p of size bytes aligned to align: checked, owned
+ * by the model, filled with its pattern. */
+static void adopt(unsigned char *p, size_t size, size_t align) {
+    if ((uintptr_t)p % (align > UNIT ? align : UNIT))
+        violation("alloc misaligned");
+    live_t *l = &live[nlive];
+    *l = (live_t){p, size, align, round_units(size), next_seed++};
+    own(nlive, (uintptr_t)p, l->usable);
+    nlive++;
+    sum_usable += l->usable;
+    sum_size += size;
+    fill(p, l->usable, l->seed);
+    if (kbuddy_usable_size(&heap, p) != l->usable)
+        violation("usable_size");
+}
+
 static void op_alloc(void) {
     size_t size = decode_size(), align = decode_align();
     bool valid = align && !(align & (align - 1)) && size <= SIZE_MAX - (UNIT - 1);
@@ -356,17 +372,7 @@ static void op_alloc(void) {
         violation("invalid alloc succeeded");
     if (size > before.largest_free)
         violation("alloc beyond largest_free succeeded");
-    if ((uintptr_t)p % (align > UNIT ? align : UNIT))
-        violation("alloc misaligned");
-    live_t *l = &live[nlive];
-    *l = (live_t){p, size, align, round_units(size), next_seed++};
-    own(nlive, (uintptr_t)p, l->usable);
-    nlive++;
-    sum_usable += l->usable;
-    sum_size += size;
-    fill(p, l->usable, l->seed);
-    if (kbuddy_usable_size(&heap, p) != l->usable)
-        violation("usable_size");
+    adopt(p, size, align);
 }
 
 /* A batch: up to 8 separate allocations of one size, each checked and
@@ -385,20 +391,8 @@ static void op_alloc_many(void) {
     kbuddy_get_stats(&heap, &st);
     if (valid && got < count && block_needed(size, 1) <= st.largest_free)
         violation("alloc_many stopped short with a large enough block free");
-    for (size_t i = 0; i < got; i++) {
-        unsigned char *p = out[i];
-        if ((uintptr_t)p % UNIT)
-            violation("alloc_many misaligned");
-        live_t *l = &live[nlive];
-        *l = (live_t){p, size, 1, round_units(size), next_seed++};
-        own(nlive, (uintptr_t)p, l->usable);
-        nlive++;
-        sum_usable += l->usable;
-        sum_size += size;
-        fill(p, l->usable, l->seed);
-        if (kbuddy_usable_size(&heap, p) != l->usable)
-            violation("usable_size after alloc_many");
-    }
+    for (size_t i = 0; i < got; i++)
+        adopt(out[i], size, 1);
 }
 
 static void op_free(uint8_t how) {
