@@ -381,14 +381,13 @@ static kbuddy_status resize_common(kbuddy_heap *h, void *ptr, size_t size, size_
     *old = 0;
     if (!h || !ptr || !kb_is_pow2(align))
         return KBUDDY_EINVAL;
-    if (size > SIZE_MAX - (UNIT - 1))
-        return KBUDDY_ENOMEM;
     live_block b;
     kb_lock(&h->lock);
     kbuddy_status st = find_live(h, ptr, &b);
     if (st == KBUDDY_OK) {
         *old = (size_t)(b.n << UNIT_SHIFT);
-        if (((uintptr_t)ptr & (align - 1)) || !resize_in_place(h, &b, size, units_for(size)))
+        if (size > SIZE_MAX - (UNIT - 1) || ((uintptr_t)ptr & (align - 1)) ||
+            !resize_in_place(h, &b, size, units_for(size)))
             st = KBUDDY_ENOMEM;
     }
     kb_unlock(&h->lock);
@@ -407,7 +406,7 @@ void *kbuddy_realloc(kbuddy_heap *h, void *ptr, size_t size, size_t align) {
     kbuddy_status st = resize_common(h, ptr, size, align, &old);
     if (st == KBUDDY_OK)
         return ptr;
-    if (st != KBUDDY_ENOMEM || old == 0) /* not a live block, or a bad size */
+    if (st != KBUDDY_ENOMEM || size > SIZE_MAX - (UNIT - 1)) /* not live, or a bad size */
         return NULL;
     /* Move: the lock is not held while copying. */
     void *q = kbuddy_alloc(h, size, align);

@@ -1998,6 +1998,11 @@ TEST(resize_in_place_refuses_what_is_not_a_live_block_and_changes_nothing) {
     CHECK_REFUSED(&h, a, 1 << 16, kbuddy_resize_in_place(&h, p, 10, opaque(3)), KBUDDY_EINVAL);
     CHECK_REFUSED(&h, a, 1 << 16, kbuddy_resize_in_place(&h, p, 10, 0), KBUDDY_EINVAL);
     CHECK_REFUSED(&h, a, 1 << 16, kbuddy_resize_in_place(&h, &local, 10, 1), KBUDDY_EFOREIGN);
+    /* What the pointer is comes first, whatever the size. */
+    CHECK_REFUSED(&h, a, 1 << 16, kbuddy_resize_in_place(&h, &local, opaque(SIZE_MAX), 1),
+                  KBUDDY_EFOREIGN);
+    CHECK_REFUSED(&h, a, 1 << 16, kbuddy_resize_in_place(&h, q, opaque(SIZE_MAX), 1),
+                  KBUDDY_EDOUBLEFREE);
     CHECK_REFUSED(&h, a, 1 << 16, kbuddy_resize_in_place(&h, p + UNIT, 10, 1), KBUDDY_EBADPTR);
     CHECK_REFUSED(&h, a, 1 << 16, kbuddy_resize_in_place(&h, q, 10, 1), KBUDDY_EDOUBLEFREE);
     /* A block that does not meet the stated alignment cannot keep it in
