@@ -497,9 +497,10 @@ static void op_bad_free(void) {
     }
 }
 
-static void resized(size_t slot, unsigned char *q, size_t nsize);
-
-static void op_realloc(void) {
+/* realloc, or with in_place kbuddy_resize_in_place, which must succeed
+ * exactly where realloc would keep the pointer: always for sizes that fit
+ * the usable size, never by moving; refused, nothing changes. */
+static void op_realloc(bool in_place) {
     if (!nlive)
         return;
     size_t slot = get8() % nlive;
@@ -509,13 +510,21 @@ static void op_realloc(void) {
     bool valid = nsize <= SIZE_MAX - (UNIT - 1);
     kbuddy_stats before;
     kbuddy_get_stats(&heap, &before);
-    unsigned char *q = kbuddy_realloc(&heap, l->p, nsize, l->align);
+    unsigned char *q;
+    if (in_place) {
+        kbuddy_status st = kbuddy_resize_in_place(&heap, l->p, nsize, l->align);
+        if (st != KBUDDY_OK && st != KBUDDY_ENOMEM)
+            violation("resize of a live block gave a pointer error");
+        q = st == KBUDDY_OK ? l->p : NULL;
+    } else {
+        q = kbuddy_realloc(&heap, l->p, nsize, l->align);
+    }
     if (q && !valid)
         violation("realloc to an overflowing size succeeded");
     if (!q) {
         if (valid && round_units(nsize) <= l->usable)
             violation("realloc to a size that fits failed");
-        if (valid && block_needed(nsize, l->align) <= before.largest_free)
+        if (!in_place && valid && block_needed(nsize, l->align) <= before.largest_free)
             violation("realloc failed though a move would fit");
         kbuddy_stats after;
         kbuddy_get_stats(&heap, &after);
@@ -524,16 +533,9 @@ static void op_realloc(void) {
         expect_pattern(l);
         return;
     }
-    if (round_units(nsize) <= l->usable && q != l->p)
-        violation("realloc that fits moved");
-    resized(slot, q, nsize);
-}
-
-/* The model's side of a successful realloc or resize of live[slot] to
- * nsize bytes at q (which may be where it was). */
-static void resized(size_t slot, unsigned char *q, size_t nsize) {
-    live_t *l = &live[slot];
     size_t nusable = round_units(nsize);
+    if (nusable <= l->usable && q != l->p)
+        violation("realloc that fits moved");
     if ((uintptr_t)q % (l->align > UNIT ? l->align : UNIT))
         violation("realloc misaligned");
     size_t keep = l->size < nsize ? l->size : nsize;
@@ -555,36 +557,6 @@ static void resized(size_t slot, unsigned char *q, size_t nsize) {
     fill(q, nusable, l->seed);
     if (kbuddy_usable_size(&heap, q) != nusable)
         violation("usable_size after realloc");
-}
-
-/* Resize in place: succeeds exactly when realloc would keep the pointer,
- * which the model knows for sizes that fit; refused, nothing changes. */
-static void op_resize(void) {
-    if (!nlive)
-        return;
-    size_t slot = get8() % nlive;
-    live_t *l = &live[slot];
-    expect_pattern(l);
-    size_t nsize = decode_size();
-    bool valid = nsize <= SIZE_MAX - (UNIT - 1);
-    kbuddy_stats before;
-    kbuddy_get_stats(&heap, &before);
-    kbuddy_status st = kbuddy_resize_in_place(&heap, l->p, nsize, l->align);
-    if (st == KBUDDY_OK) {
-        if (!valid)
-            violation("resize to an overflowing size succeeded");
-        resized(slot, l->p, nsize);
-        return;
-    }
-    if (st != KBUDDY_ENOMEM)
-        violation("resize of a live block gave a pointer error");
-    if (valid && round_units(nsize) <= l->usable)
-        violation("resize to a size that fits was refused");
-    kbuddy_stats after;
-    kbuddy_get_stats(&heap, &after);
-    if (memcmp(&before, &after, sizeof after) != 0)
-        violation("refused resize changed the statistics");
-    expect_pattern(l);
 }
 
 static void op_probe(void) {
@@ -644,10 +616,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             op_bad_free();
             break;
         case 10:
-            op_realloc();
+            op_realloc(false);
             break;
         case 11:
-            op_resize();
+            op_realloc(true);
             break;
         case 12:
             if (nlive) {
