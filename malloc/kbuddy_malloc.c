@@ -1050,8 +1050,9 @@ static void *realloc_large(void *ptr, size_t size) {
     if (st == KBUDDY_OK) {
         lock();
         g_large_calls++;
-        old = kbuddy_usable_size(&g_heap, ptr);
         in_place = kbuddy_resize_in_place(&g_heap, ptr, size, UNIT) == KBUDDY_OK;
+        if (!in_place) /* refused, so unchanged: how much to copy */
+            old = kbuddy_usable_size(&g_heap, ptr);
         tag_set(t, TAG_LIVE | TAG_LARGE);
         unlock();
     }
