@@ -363,7 +363,7 @@ KB_INLINE bool block_starting_at(const kb_engine *e, uintptr_t x, unsigned *orde
 KB_INLINE uintptr_t run_before(const kb_engine *e, uintptr_t end, unsigned o, uintptr_t want,
                                bool heap, bool small) {
     uintptr_t t = 0;
-    unsigned p;
+    unsigned p = 0; /* set by block_ending_at before each use; gcc -Og cannot see that */
     if (!heap) {
         /* No marks (a frame engine): since the orders strictly decrease
          * going left, one pass down the orders, one bitmap probe each,
@@ -399,7 +399,7 @@ KB_INLINE void take_run_before(const kb_view *v, uintptr_t end, uintptr_t t, boo
 /* Length of the free run that starts at unit x, up to at least `want`. */
 KB_INLINE uintptr_t run_after(const kb_engine *e, uintptr_t x, uintptr_t want, bool small) {
     uintptr_t u = 0;
-    unsigned p;
+    unsigned p = 0; /* set by block_starting_at before each use (see run_before) */
     while (u < want && block_starting_at(e, x + u, &p, small))
         u += (uintptr_t)1 << p;
     return u;

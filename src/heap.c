@@ -425,10 +425,12 @@ size_t kbuddy_usable_size(const kbuddy_heap *h, const void *ptr) {
     if (!h || !ptr)
         return 0;
     live_block b;
+    size_t usable = 0; /* read b only where find_live filled it: gcc -O1 warns otherwise */
     kb_lock(&h->lock);
-    kbuddy_status st = find_live(h, ptr, &b);
+    if (find_live(h, ptr, &b) == KBUDDY_OK)
+        usable = (size_t)(b.n << UNIT_SHIFT);
     kb_unlock(&h->lock);
-    return st == KBUDDY_OK ? (size_t)(b.n << UNIT_SHIFT) : 0;
+    return usable;
 }
 
 /* ------------------------------------------------------------------------ */
