@@ -205,7 +205,10 @@ void kbuddy_init(kbuddy_heap *heap);
  *                    around the end of the address space;
  *   KBUDDY_ENOMEM    the region cannot hold its bookkeeping and at least one
  *                    minimum block (a few hundred bytes are enough);
- *   KBUDDY_EOVERLAP  the range overlaps a region already added.
+ *   KBUDDY_EOVERLAP  the range overlaps a region already added, whatever
+ *                    its size.
+ * When several apply, the first in this order wins: EINVAL, EOVERLAP, ENOMEM
+ * (a region that both overlaps and is too small gets EOVERLAP).
  * On error the heap is unchanged.
  * O(R + L + size / (64 * KBUDDY_MIN_BLOCK)): the bitmaps are cleared. */
 kbuddy_status kbuddy_add_region(kbuddy_heap *heap, void *start, size_t size);

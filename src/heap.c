@@ -210,26 +210,27 @@ kbuddy_status kbuddy_add_region(kbuddy_heap *h, void *start, size_t size) {
      * fitting is monotone in the count). Larger regions never serve less. */
     uintptr_t hdr = align_up(s, sizeof(kb_word));
     uintptr_t meta = hdr + sizeof(region);
-    if (meta >= e || meta < s)
-        return KBUDDY_ENOMEM;
-    uintptr_t end_unit = e >> UNIT_SHIFT;
-    uintptr_t fit = 0, over = end_unit - (meta >> UNIT_SHIFT) + 1;
-    if (over > MAX_REGION_UNITS + 1)
-        over = MAX_REGION_UNITS + 1;
-    while (over - fit > 1) { /* invariant: fit fits (0 trivially), over does not */
-        uintptr_t n = fit + (over - fit) / 2;
-        if (units_start(meta, n) + n <= end_unit)
-            fit = n;
-        else
-            over = n;
+    uintptr_t n = 0; /* units the region can serve; 0: too small to be of use */
+    if (meta < e && meta >= s) {
+        uintptr_t end_unit = e >> UNIT_SHIFT;
+        uintptr_t fit = 0, over = end_unit - (meta >> UNIT_SHIFT) + 1;
+        if (over > MAX_REGION_UNITS + 1)
+            over = MAX_REGION_UNITS + 1;
+        while (over - fit > 1) { /* invariant: fit fits (0 trivially), over does not */
+            uintptr_t mid = fit + (over - fit) / 2;
+            if (units_start(meta, mid) + mid <= end_unit)
+                fit = mid;
+            else
+                over = mid;
+        }
+        n = fit;
     }
-    if (fit == 0)
-        return KBUDDY_ENOMEM;
-    uintptr_t n = fit, lo = units_start(meta, n);
 
     kb_lock(&h->lock);
     /* Regions are sorted and disjoint, so sorted by end too: skip those that
-     * end at or before s; the next one overlaps iff it starts before e. */
+     * end at or before s; the next one overlaps iff it starts before e.
+     * An overlap is reported whatever the size: it is the caller's mistake
+     * about which memory is whose, and saying ENOMEM would hide it. */
     region **link = &h->regions;
     while (*link && (*link)->end <= s)
         link = &(*link)->next;
@@ -237,6 +238,11 @@ kbuddy_status kbuddy_add_region(kbuddy_heap *h, void *start, size_t size) {
         kb_unlock(&h->lock);
         return KBUDDY_EOVERLAP;
     }
+    if (n == 0) {
+        kb_unlock(&h->lock);
+        return KBUDDY_ENOMEM;
+    }
+    uintptr_t lo = units_start(meta, n);
 
     unsigned char *base = start;
     region *r = (region *)(void *)(base + (hdr - s));

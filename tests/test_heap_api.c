@@ -886,6 +886,42 @@ TEST(overlapping_region_is_rejected_in_every_configuration) {
     free(a);
 }
 
+TEST(overlapping_region_too_small_to_use_still_gets_eoverlap) {
+    /* A region too small to hold its bookkeeping would get ENOMEM on free
+     * memory; overlapping a region is the bigger mistake and wins, whatever
+     * the size. Every size from 1 byte to past the smallest usable region,
+     * at the start, inside and at the end of an existing region. */
+    enum { LEN = 1 << 18 };
+    unsigned char *a = arena_new(LEN);
+    REQUIRE(a);
+    unsigned char *r = a + 65536 + 7;
+    const size_t rs = 100000;
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, r, rs) == KBUDDY_OK);
+    /* The smallest region that serves on free memory (for the loop bound). */
+    size_t usable = 0;
+    for (size_t n = 1; n < 4096 && !usable; n++) {
+        kbuddy_heap probe;
+        kbuddy_init(&probe);
+        if (kbuddy_add_region(&probe, a + 7, n) == KBUDDY_OK)
+            usable = n;
+    }
+    REQUIRE(usable > 1);
+    CHECK_STATUS(kbuddy_add_region(&h, a + 7, usable - 1), KBUDDY_ENOMEM); /* free memory */
+    unsigned char *at[] = {r - 1, r, r + 5000, r + rs - 1};
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++)
+        for (size_t n = 1; n <= usable + 64; n += (n < 300 ? 1 : 17)) {
+            if (at[i] + n <= r) /* ends before r: not an overlap */
+                continue;
+            CHECK_REFUSED(&h, a, LEN, kbuddy_add_region(&h, at[i], n), KBUDDY_EOVERLAP);
+        }
+    /* EINVAL still comes first: a wrapping range that also overlaps. */
+    CHECK_STATUS(kbuddy_add_region(&h, r, SIZE_MAX), KBUDDY_EINVAL);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Allocation                                                                */
 /* ------------------------------------------------------------------------ */
