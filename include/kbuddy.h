@@ -362,9 +362,21 @@ struct kbuddy_frames {
     kbuddy_lock lock;
 };
 
-/* Bytes of metadata a window of `nframes` frames needs: at most 4 bits per
- * frame plus a fixed few hundred bytes (about 3.1 bits per frame for large
- * windows). O(log nframes). */
+/* The largest window a frame allocator manages: 2^36 frames (256 TiB of
+ * 4 KiB pages) where size_t has 64 bits, every size_t value elsewhere. The
+ * free bitmaps are addressed with 32-bit word offsets, which is what sets
+ * the limit. */
+#if SIZE_MAX > 0xffffffffu
+#define KBUDDY_FRAMES_MAX ((size_t)1 << 36)
+#else
+#define KBUDDY_FRAMES_MAX SIZE_MAX
+#endif
+
+/* Bytes of metadata a window of `nframes` frames needs, whatever its base:
+ * at most 4 bits per frame plus a fixed few hundred bytes (about 3.03 bits
+ * per frame for large windows). SIZE_MAX when nframes > KBUDDY_FRAMES_MAX,
+ * and 0 when nframes is 0 (both refused by kbuddy_frames_init).
+ * O(log nframes). */
 size_t kbuddy_frames_meta_size(size_t nframes);
 
 /* Set up `fa` to manage frame numbers [base, base + nframes), with its
@@ -372,7 +384,8 @@ size_t kbuddy_frames_meta_size(size_t nframes);
  * a few wasted bytes). Nothing is free until kbuddy_frames_add.
  * Returns KBUDDY_OK, or
  *   KBUDDY_EINVAL  fa or meta is NULL, nframes is 0, or base + nframes wraps;
- *   KBUDDY_ENOMEM  meta_size < kbuddy_frames_meta_size(nframes).
+ *   KBUDDY_ENOMEM  meta_size < kbuddy_frames_meta_size(nframes), or
+ *                  nframes > KBUDDY_FRAMES_MAX.
  * O(meta_size / 8): the buffer is cleared. Not thread-safe; clears any lock
  * installed before (install it afterwards). */
 kbuddy_status kbuddy_frames_init(kbuddy_frames *fa, size_t base, size_t nframes,

@@ -25,8 +25,10 @@ static size_t used_words(size_t nframes) {
 size_t kbuddy_frames_meta_size(size_t nframes) {
     if (nframes == 0)
         return 0;
+    if (nframes > KBUDDY_FRAMES_MAX)
+        return SIZE_MAX;
     size_t words = kb_engine_words_bound(nframes);
-    if (words == 0)
+    if (words == 0) /* cannot happen up to KBUDDY_FRAMES_MAX (a test checks) */
         return SIZE_MAX;
     return 7u + kb_orders_for(nframes) * sizeof(kb_order) +
            (words + used_words(nframes)) * sizeof(kb_word);

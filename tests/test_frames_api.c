@@ -8,6 +8,7 @@
  */
 #include "kbtest.h"
 #include "kbuddy.h"
+#include "kbuddy_internal.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -305,6 +306,8 @@ TEST(meta_size_at_most_four_bits_per_frame) {
     for (unsigned k = 1; k <= 36; k++) {
         for (int d = -1; d <= 1; d++) {
             size_t n = ((size_t)1 << k) + (size_t)(intmax_t)d;
+            if (n > KBUDDY_FRAMES_MAX)
+                continue;
             size_t m = kbuddy_frames_meta_size(n);
             CHECK(m <= (n + 1) / 2 + 640);
             if (n >= 8192)
@@ -347,6 +350,45 @@ TEST(init_with_too_small_meta_buffer_is_enomem) {
     kbuddy_frames fa;
     CHECK_STATUS(kbuddy_frames_init(&fa, 0, (size_t)1 << 40, small, sizeof small),
                  KBUDDY_ENOMEM);
+}
+
+/* Bytes init lays out for the window [base, base + n) (white box: the
+ * layout of frames.c), to hold kbuddy_frames_meta_size to its word. */
+static size_t layout_bytes(size_t base, size_t n) {
+    size_t words = kb_engine_words(base, base + n);
+    if (words == 0)
+        return SIZE_MAX;
+    return 7u + kb_orders_for(n) * sizeof(kb_order) + (words + (n + 63) / 64) * sizeof(kb_word);
+}
+
+TEST(meta_size_is_honest_up_to_the_documented_limit) {
+    /* Windows up to KBUDDY_FRAMES_MAX get a finite size that covers the
+     * layout at every base alignment (such windows cannot be allocated
+     * here, so the layout is computed, not built); above it, SIZE_MAX and
+     * ENOMEM, as the header says. */
+    const size_t max = KBUDDY_FRAMES_MAX;
+    CHECK_EQ(max, (size_t)1 << 36);
+    size_t ns[] = {max, max - 1, max / 2 + 1, ((size_t)1 << 33) + 12345, (size_t)1 << 30, 1024};
+    for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+        size_t n = ns[i], m = kbuddy_frames_meta_size(n);
+        CHECK(m != SIZE_MAX);
+        CHECK(m <= n / 2 + 640);
+        for (unsigned k = 0; k < 40; k++) {
+            size_t base = ((size_t)1 << k) - 1; /* the worst: just below a boundary */
+            CHECK(layout_bytes(base, n) <= m);
+            CHECK(layout_bytes(base + 1, n) <= m);
+        }
+    }
+    /* At the limit the bitmaps themselves cost 3 bits a frame: the size is
+     * not inflated either. */
+    CHECK(kbuddy_frames_meta_size(max) >= max / 8 * 3);
+    CHECK(kbuddy_frames_meta_size(max) * 8 <= max / 100 * 304);
+    CHECK_EQ(kbuddy_frames_meta_size(max + 1), SIZE_MAX);
+    CHECK_EQ(kbuddy_frames_meta_size((size_t)1 << 40), SIZE_MAX);
+    CHECK_EQ(kbuddy_frames_meta_size(SIZE_MAX), SIZE_MAX);
+    unsigned char meta[512];
+    kbuddy_frames fa;
+    CHECK_STATUS(kbuddy_frames_init(&fa, 0, max + 1, meta, sizeof meta), KBUDDY_ENOMEM);
 }
 
 TEST(init_rejects_bad_arguments) {
