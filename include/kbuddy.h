@@ -337,6 +337,22 @@ kbuddy_status kbuddy_check(const kbuddy_heap *heap);
 typedef void (*kbuddy_walk_fn)(void *ctx, void *start, size_t size, bool used);
 void kbuddy_walk(const kbuddy_heap *heap, kbuddy_walk_fn fn, void *ctx);
 
+/* Report the whole pages of free memory, so that they can be given back:
+ * fn(ctx, start, size) for every maximal span of free memory whose start and
+ * end are multiples of `page` (a power of two), in address order; returns the
+ * bytes reported (0 when heap or fn is NULL or page is not a power of two).
+ * The heap keeps no bookkeeping inside free memory, so the caller may drop
+ * the contents of these pages (madvise(MADV_DONTNEED), or decommit them)
+ * without telling the heap, on one condition: memory must be readable and
+ * writable again before the heap hands it out (hosted: pages come back as
+ * zeroes on first touch by themselves). Drop the pages inside fn: it runs
+ * with the heap's lock held, so no allocation can take them meanwhile; once
+ * kbuddy_heap_trim returns they may be handed out at any time. fn must not
+ * call into the heap. Nothing of the heap changes.
+ * O(L * (R + S) + size / (64 * page)) for R regions and S spans. */
+typedef void (*kbuddy_span_fn)(void *ctx, void *start, size_t size);
+size_t kbuddy_heap_trim(const kbuddy_heap *heap, size_t page, kbuddy_span_fn fn, void *ctx);
+
 /* Install the out-of-memory handler (NULL removes it). When an allocation
  * finds no block, fn(heap, size, align, ctx) is called without the lock held;
  * it may add regions (kbuddy_add_region) or free memory and return true to

@@ -702,6 +702,47 @@ bool kb_engine_any_free(const kb_engine *e, uintptr_t a, uintptr_t b) {
     return false;
 }
 
+/* The first unit of the lowest free block of order k numbered `from` or
+ * higher, or UINTPTR_MAX when there is none. O(D) amortised. */
+static uintptr_t next_free_unit(const kb_engine *e, unsigned k, uintptr_t from) {
+    if (!(e->nonempty >> k & 1u))
+        return UINTPTR_MAX;
+    uintptr_t base;
+    kb_word w = free_word_from(e, k, from, &base);
+    return w ? (base + kb_ctz(w)) << k : UINTPTR_MAX;
+}
+
+uintptr_t kb_engine_free_runs(const kb_engine *e, unsigned k, kb_run_fn fn, void *ctx) {
+    /* Merge the orders' free blocks in address order: each order keeps a
+     * cursor on its next block, and the lowest cursor is taken each time.
+     * By I2 the runs found are maximal: free memory next to a run but not
+     * in it lies in blocks of order below k. */
+    uintptr_t next[KBUDDY_MAX_ORDERS] = {0}; /* [k, orders) set below */
+    for (unsigned j = k; j < e->orders; j++)
+        next[j] = next_free_unit(e, j, 0);
+    uintptr_t a = 0, b = 0, total = 0;
+    for (;;) {
+        unsigned j = k;
+        for (unsigned i = k + 1; i < e->orders; i++)
+            if (next[i] < next[j])
+                j = i;
+        if (j >= e->orders || next[j] == UINTPTR_MAX)
+            break;
+        uintptr_t s = next[j], t = s + ((uintptr_t)1 << j);
+        if (s != b) {
+            if (a < b)
+                fn(ctx, a, b);
+            a = s;
+        }
+        b = t;
+        total += t - s;
+        next[j] = next_free_unit(e, j, (s >> j) + 1);
+    }
+    if (a < b)
+        fn(ctx, a, b);
+    return total;
+}
+
 uintptr_t kb_engine_free_units_in(const kb_engine *e, uintptr_t a, uintptr_t b) {
     if (a < e->lo)
         a = e->lo;

@@ -524,6 +524,36 @@ void kbuddy_walk(const kbuddy_heap *h, kbuddy_walk_fn fn, void *ctx) {
     kb_unlock(&h->lock);
 }
 
+typedef struct {
+    region *r;
+    kbuddy_span_fn fn;
+    void *ctx;
+} trimmer;
+
+static void trim_run(void *ctx, uintptr_t a, uintptr_t b) {
+    const trimmer *t = ctx;
+    t->fn(t->ctx, unit_ptr(t->r, a), (size_t)((b - a) << UNIT_SHIFT));
+}
+
+size_t kbuddy_heap_trim(const kbuddy_heap *h, size_t page, kbuddy_span_fn fn, void *ctx) {
+    if (!h || !fn || !kb_is_pow2(page))
+        return 0;
+    /* Whole aligned pages of free memory are exactly the free blocks of the
+     * page's order and above (kb_engine_free_runs), since blocks are aligned
+     * to their size in absolute addresses. */
+    unsigned k = page <= UNIT ? 0u : kb_floor_log2(page) - UNIT_SHIFT;
+    size_t units = 0;
+    kb_lock(&h->lock);
+    for (region *r = h->regions; r; r = r->next) {
+        if (k >= r->engine.orders)
+            continue;
+        trimmer t = {r, fn, ctx};
+        units += kb_engine_free_runs(&r->engine, k, trim_run, &t);
+    }
+    kb_unlock(&h->lock);
+    return units << UNIT_SHIFT;
+}
+
 static bool region_is_sane(const kbuddy_heap *h, const region *r, const region *prev) {
     const kb_engine *e = &r->engine;
     uintptr_t self = (uintptr_t)r;

@@ -168,6 +168,13 @@ uintptr_t kb_engine_free_units_in(const kb_engine *e, uintptr_t a, uintptr_t b);
  * return false. O(L^2) in the worst case; used by in-place realloc. */
 bool kb_engine_claim(kb_engine *e, uintptr_t a, uintptr_t b);
 
+/* Call fn(ctx, a, b) for every maximal run [a, b) of units covered by free
+ * blocks of order k or above, in address order; return the units covered.
+ * Since every fully free aligned block lies inside one free block (I2),
+ * these are exactly the free units of whole, aligned blocks of order k.
+ * O(L * (R + 1) + D * R) for R runs' blocks. */
+typedef void (*kb_run_fn)(void *ctx, uintptr_t a, uintptr_t b);
+uintptr_t kb_engine_free_runs(const kb_engine *e, unsigned k, kb_run_fn fn, void *ctx);
 /* Check the bitmaps' own invariants: summaries agree with the words below,
  * no bit outside the range, no two free buddies. Count the free blocks and
  * free units. Returns false on any violation. O(size / 64 + free blocks). */

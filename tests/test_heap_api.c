@@ -467,6 +467,7 @@ TEST(null_heap_is_refused_by_every_function) {
     wlist l = {NULL, 0, 0, false};
     kbuddy_walk(NULL, wlist_add, &l);
     CHECK_EQ(l.n, 0);
+    CHECK_EQ(kbuddy_heap_trim(NULL, 4096, NULL, NULL), 0);
     kbuddy_set_oom_handler(NULL, NULL, NULL);
     kbuddy_set_lock(NULL, NULL);
 }
@@ -2747,6 +2748,216 @@ TEST(walk_callback_runs_with_the_lock_held_for_a_consistent_view) {
     CHECK(w.calls > 1);
     CHECK_EQ(w.held, w.calls);
     CHECK_EQ(cl.acquires, cl.releases);
+    free(a);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Trim: whole free pages reported                                           */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    uintptr_t start[4096];
+    size_t size[4096];
+    size_t n;
+    bool out_of_order, overflow;
+    count_lock *lock; /* when set: count calls made without the lock held */
+    size_t unlocked;
+    unsigned char scribble; /* when non-zero: overwrite every span with it */
+} spans;
+
+static void spans_add(void *ctx, void *start, size_t size) {
+    spans *s = ctx;
+    if (s->lock && s->lock->depth == 0)
+        s->unlocked++;
+    if (s->n && (uintptr_t)start <= s->start[s->n - 1] + s->size[s->n - 1])
+        s->out_of_order = true; /* not ascending, or not maximal */
+    if (s->scribble)
+        memset(start, s->scribble, size);
+    if (s->n == sizeof s->start / sizeof s->start[0]) {
+        s->overflow = true;
+        return;
+    }
+    s->start[s->n] = (uintptr_t)start;
+    s->size[s->n++] = size;
+}
+
+/* The spans trim must report, from the walk: the whole pages of each run
+ * of adjacent free blocks. */
+static void spans_expected(const kbuddy_heap *h, size_t page, spans *out) {
+    memset(out, 0, sizeof *out);
+    if (page < UNIT)
+        page = UNIT;
+    wlist l = walk_of(h);
+    for (size_t i = 0; i < l.n;) {
+        if (l.v[i].used) {
+            i++;
+            continue;
+        }
+        uintptr_t s = l.v[i].start, e = s + l.v[i].size;
+        for (i++; i < l.n && !l.v[i].used && l.v[i].start == e; i++)
+            e += l.v[i].size;
+        uintptr_t a = ROUND_UP(s, page), b = e / page * page;
+        if (a < b && out->n < sizeof out->start / sizeof out->start[0]) {
+            out->start[out->n] = a;
+            out->size[out->n++] = b - a;
+        }
+    }
+    wlist_free(&l);
+}
+
+static bool spans_equal(const spans *a, const spans *b) {
+    if (a->n != b->n || a->overflow || b->overflow)
+        return false;
+    for (size_t i = 0; i < a->n; i++)
+        if (a->start[i] != b->start[i] || a->size[i] != b->size[i])
+            return false;
+    return true;
+}
+
+TEST(trim_refuses_bad_arguments_and_reports_nothing_on_an_empty_heap) {
+    static spans got;
+    memset(&got, 0, sizeof got);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    CHECK_EQ(kbuddy_heap_trim(&h, 4096, spans_add, &got), 0);
+    CHECK_EQ(kbuddy_heap_trim(NULL, 4096, spans_add, &got), 0);
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 20) == KBUDDY_OK);
+    CHECK_EQ(kbuddy_heap_trim(&h, 4096, NULL, &got), 0);
+    CHECK_EQ(kbuddy_heap_trim(&h, 0, spans_add, &got), 0);
+    CHECK_EQ(kbuddy_heap_trim(&h, 3000, spans_add, &got), 0);
+    CHECK_EQ(got.n, 0);
+    /* A page larger than any block: nothing whole to report. */
+    CHECK_EQ(kbuddy_heap_trim(&h, (size_t)1 << 40, spans_add, &got), 0);
+    CHECK_EQ(got.n, 0);
+    free(a);
+}
+
+TEST(trim_reports_exactly_the_whole_free_pages_in_address_order) {
+    /* Random allocations and frees over three oddly aligned regions; after
+     * each burst, every page size from below a unit to 1 MiB is checked
+     * against the spans computed from the walk. */
+    enum { LEN = 8 << 20 };
+    unsigned char *a = arena_new(LEN);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 4099, (3 << 20) - 5000) == KBUDDY_OK);
+    REQUIRE(kbuddy_add_region(&h, a + (3 << 20), (2 << 20) + 777) == KBUDDY_OK);
+    REQUIRE(kbuddy_add_region(&h, a + (6 << 20) + 64, (2 << 20) - 64) == KBUDDY_OK);
+    static const size_t pages[] = {1, UNIT, 64, 4096, 16384, 1 << 16, 1 << 20};
+    static void *live[2000];
+    static spans got, want;
+    memset(live, 0, sizeof live);
+    uint64_t r = 0x9e3779b97f4a7c15u;
+    for (int round = 0; round < 40; round++) {
+        for (int op = 0; op < 300; op++) {
+            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+            size_t i = (size_t)(r % 2000);
+            if (live[i]) {
+                CHECK_STATUS(kbuddy_free(&h, live[i]), KBUDDY_OK);
+                live[i] = NULL;
+            } else {
+                size_t size = (size_t)((r >> 20) % (round % 4 == 0 ? 70000 : 5000)) + 1;
+                live[i] = kbuddy_alloc(&h, size, (size_t)1 << ((r >> 40) % 13));
+            }
+        }
+        kbuddy_stats before = stats_of(&h);
+        for (size_t p = 0; p < sizeof pages / sizeof pages[0]; p++) {
+            memset(&got, 0, sizeof got);
+            size_t bytes = kbuddy_heap_trim(&h, pages[p], spans_add, &got);
+            spans_expected(&h, pages[p], &want);
+            CHECK(spans_equal(&got, &want));
+            CHECK(!got.out_of_order);
+            size_t sum = 0;
+            for (size_t i = 0; i < got.n; i++) {
+                sum += got.size[i];
+                CHECK_EQ(got.start[i] % pages[p], 0);
+                CHECK_EQ(got.size[i] % (pages[p] < UNIT ? UNIT : pages[p]), 0);
+            }
+            CHECK_EQ(bytes, sum);
+        }
+        kbuddy_stats after = stats_of(&h);
+        CHECK(memcmp(&before, &after, sizeof before) == 0);
+        CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+        if (kbtest_failures)
+            break;
+    }
+    /* Everything freed: each region's free memory is one span per page
+     * size (its units, rounded inwards to pages). */
+    for (size_t i = 0; i < 2000; i++)
+        if (live[i])
+            CHECK_STATUS(kbuddy_free(&h, live[i]), KBUDDY_OK);
+    memset(&got, 0, sizeof got);
+    CHECK(kbuddy_heap_trim(&h, 4096, spans_add, &got) + 3 * 4096 * 2 > stats_of(&h).total);
+    CHECK_EQ(got.n, 3);
+    free(a);
+}
+
+TEST(trimmed_pages_may_lose_their_contents_without_harming_the_heap) {
+    /* What a caller does with a span (madvise, decommit) is simulated by
+     * overwriting it inside the callback; the heap and every live block must
+     * not notice, through further allocations, frees and checks. */
+    enum { LEN = 4 << 20 };
+    unsigned char *a = arena_new(LEN);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 333, LEN - 666) == KBUDDY_OK);
+    static void *live[1000];
+    static size_t len[1000];
+    static spans got;
+    memset(live, 0, sizeof live);
+    uint64_t r = 12345;
+    for (int round = 0; round < 60; round++) {
+        for (int op = 0; op < 200; op++) {
+            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+            size_t i = (size_t)(r % 1000);
+            if (live[i]) {
+                CHECK(holds(live[i], len[i], i));
+                CHECK_STATUS(kbuddy_free(&h, live[i]), KBUDDY_OK);
+                live[i] = NULL;
+            } else {
+                len[i] = (size_t)((r >> 24) % 20000) + 1;
+                live[i] = kbuddy_alloc(&h, len[i], 8);
+                if (live[i])
+                    fill(live[i], len[i], i);
+            }
+        }
+        memset(&got, 0, sizeof got);
+        got.scribble = (unsigned char)(0xA5 ^ round);
+        (void)kbuddy_heap_trim(&h, 4096, spans_add, &got);
+        CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+        for (size_t i = 0; i < 1000; i++)
+            if (live[i])
+                CHECK(holds(live[i], len[i], i));
+        if (kbtest_failures)
+            break;
+    }
+    free(a);
+}
+
+TEST(trim_callback_runs_with_the_lock_held) {
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    count_lock cl = {0, 0, 0, 0};
+    kbuddy_lock lk = {cl_acquire, cl_release, &cl};
+    kbuddy_set_lock(&h, &lk);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 20) == KBUDDY_OK);
+    void *p = kbuddy_alloc(&h, 100000, 1), *q = kbuddy_alloc(&h, 100, 1);
+    REQUIRE(p && q && (uintptr_t)q > (uintptr_t)p);
+    CHECK_STATUS(kbuddy_free(&h, p), KBUDDY_OK);
+    static spans got;
+    memset(&got, 0, sizeof got);
+    got.lock = &cl;
+    CHECK(kbuddy_heap_trim(&h, 4096, spans_add, &got) > 0);
+    CHECK(got.n >= 2); /* before and after the block */
+    CHECK_EQ(got.unlocked, 0);
+    CHECK_EQ(cl.acquires, cl.releases);
+    CHECK_EQ(cl.depth, 0);
     free(a);
 }
 
