@@ -5,7 +5,8 @@
 #   make check    everything CI runs: tests in several builds, sanitizers,
 #                 fuzzing, coverage, the freestanding cross-compile, linters
 #   make bench    the benchmark table
-#   make install  PREFIX=/usr/local
+#   make install  PREFIX=/usr/local  (headers, libkbuddy.a, libkbuddy_malloc.a,
+#                 libkbuddy-malloc.so, CMake package, pkg-config files, sources)
 
 CC ?= cc
 PREFIX ?= /usr/local
@@ -18,7 +19,7 @@ BUILD ?= build
 CORE_SRC := $(wildcard src/*.c)
 
 .PHONY: all demo demo-hosted check test test-release test-shift4 test-asan test-tsan coverage \
-        fuzz freestanding lint bench install clean
+        fuzz freestanding lint bench install test-install clean
 
 all:
 	$(CMAKE) -S . -B $(BUILD)/release -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -103,6 +104,11 @@ bench: all
 
 install: all
 	$(CMAKE) --install $(BUILD)/release --prefix $(PREFIX)
+
+# Install into a temporary prefix and build an outside project against it:
+# find_package, pkg-config, add_subdirectory, the installed sources, LD_PRELOAD.
+test-install:
+	@./tests/consumer/run.sh
 
 clean:
 	rm -rf $(BUILD)
