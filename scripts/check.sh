@@ -5,6 +5,13 @@
 set -u
 cd "$(dirname "$0")/.."
 
+# Every tool the steps use, installed now if missing (Debian packages,
+# apt-get as root or through sudo); where that cannot be done, deps.sh
+# prints the command to type and nothing runs.
+if ! ./scripts/deps.sh check; then
+  echo "checks: not run: tools missing (above)"; exit 1
+fi
+
 steps=(
   "release build + unit tests (gcc -Werror)|make --no-print-directory test-release"
   "16-byte minimum blocks (KBUDDY_MIN_BLOCK_SHIFT=4)|make --no-print-directory test-shift4"
