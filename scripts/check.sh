@@ -3,7 +3,7 @@
 # one run reports everything. Each step's output is shown; the closing line
 # counts the steps: "checks: N passed, N failed".
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 # Every tool the steps use, installed now if missing (Debian packages,
 # apt-get as root or through sudo); where that cannot be done, deps.sh

@@ -12,7 +12,7 @@
 # sudo, apt failed, or KBUDDY_NO_INSTALL=1) it prints the exact command to
 # type and exits 1. Exit 0: every tool is there now.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 # tool -> Debian package (bookworm and later).
 declare -A PKG=(

@@ -12,7 +12,7 @@
 # so that clean here means clean under any subset of them. gcc's
 # -Wmaybe-uninitialized depends on the inliner, hence every level.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 top=$(pwd)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -81,6 +81,6 @@ for tc in "${toolchains[@]}"; do
   done
   echo
 done
-echo "outside symbols used anywhere: $(echo $used_all | tr ' ' '\n' | sort -u | grep -v '^$' | tr '\n' ' ')"
+echo "outside symbols used anywhere: $(echo "$used_all" | tr ' ' '\n' | sort -u | grep -v '^$' | tr '\n' ' ')"
 for d in "${details[@]+"${details[@]}"}"; do echo; echo "FAILED: $d"; done
 exit $status

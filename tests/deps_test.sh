@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2016  # the stubs are written with $ left for them to expand
 # scripts/deps.sh on a pretend machine: a PATH of stubs, where apt-get and
 # sudo only write down how they were called (and "install" stub tools), and
 # id says who we are. Checks, exactly: nothing present-and-complete ever

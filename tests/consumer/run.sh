@@ -12,7 +12,7 @@
 # prints "...: ok"; any failure fails the script. The prefix and the
 # builds live in a temporary directory removed at exit.
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 2
 top=$(pwd)
 src=$top/tests/consumer
 work=$(mktemp -d)
@@ -39,8 +39,11 @@ build_consumer() {
 step "make install PREFIX=$prefix"
 make --no-print-directory install PREFIX="$prefix" >"$work/install.log" 2>&1 ||
   { tail -n 30 "$work/install.log"; bad "make install"; exit 1; }
-libdir=$(cd "$prefix" && ls -d lib lib64 lib/* 2>/dev/null | while read -r d; do
-           [ -f "$prefix/$d/libkbuddy.a" ] && echo "$d" && break; done)
+libdir=lib # or lib64, lib/<multiarch>: wherever GNUInstallDirs put it
+for d in lib lib64 "$prefix"/lib/*; do
+  d=${d#"$prefix"/}
+  if [ -f "$prefix/$d/libkbuddy.a" ]; then libdir=$d; break; fi
+done
 expected=(include/kbuddy.h include/kbuddy_malloc.h "$libdir/libkbuddy.a" "$libdir/libkbuddy_malloc.a"
           "$libdir/libkbuddy-malloc.so" "$libdir/cmake/kbuddy/kbuddyConfig.cmake"
           "$libdir/cmake/kbuddy/kbuddyConfigVersion.cmake" "$libdir/cmake/kbuddy/kbuddyTargets.cmake"
@@ -67,7 +70,8 @@ else
   v=$(pkg-config --modversion kbuddy-malloc)
   hv=$(awk '/#define KBUDDY_VERSION_(MAJOR|MINOR|PATCH)/ { printf "%s%s", s, $3; s = "." }' include/kbuddy.h)
   [ "$v" = "$hv" ] || bad "pkg-config version $v, header $hv"
-  # shellcheck disable=SC2046
+  # Split on purpose: pkg-config's output is a list of flags.
+  # shellcheck disable=SC2207
   cmd=("$CC" -std=c11 -Wall -Wextra -Werror -DCONSUMER_HOW='"pkg-config"' $(pkg-config --cflags kbuddy-malloc)
        "$src/consumer.c" -o "$work/pc-consumer" $(pkg-config --libs kbuddy-malloc))
   echo "   ${cmd[*]}"
