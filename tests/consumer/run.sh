@@ -8,6 +8,8 @@
 #      must build the two libraries and nothing else
 #   4. the installed sources compiled with the consumer's flags (kernels)
 #   5. the consumer under LD_PRELOAD of the installed libkbuddy-malloc.so
+#   6. add_subdirectory into a bare-metal riscv64 cross build: a kernel's
+#      static library on kbuddy::malloc, no libc, threads or -fPIC
 # Each consumer run checks exact results of heap, frame and kbm_ calls and
 # prints "...: ok"; any failure fails the script. The prefix and the
 # builds live in a temporary directory removed at exit.
@@ -107,5 +109,22 @@ if run_consumer env LD_PRELOAD="$prefix/$libdir/libkbuddy-malloc.so" KBUDDY_MALL
   else bad "LD_PRELOAD: libkbuddy-malloc.so did not report; was it loaded?"; fi
 else bad "LD_PRELOAD consumer"; fi
 
-[ $fail -eq 0 ] && echo "consumer: ok (find_package, pkg-config, add_subdirectory, sources, LD_PRELOAD)"
+step "6. add_subdirectory in a bare-metal riscv64 cross build (riscv64-elf.cmake)"
+if ! command -v riscv64-unknown-elf-gcc >/dev/null; then bad "riscv64-unknown-elf-gcc not found"
+elif build_consumer "$work/kernel" -DKBUDDY_VIA=kernel -DKBUDDY_SOURCE_DIR="$top" \
+       -DCMAKE_TOOLCHAIN_FILE="$src/riscv64-elf.cmake"; then
+  # No libc, no threads, no -fPIC: the kernel's objects and kbuddy's need
+  # nothing outside them but memcpy/memset/memmove.
+  objs=("$work/kernel/libkernel.a" "$work/kernel/kbuddy/libkbuddy_malloc.a" "$work/kernel/kbuddy/libkbuddy.a")
+  undef=$(riscv64-unknown-elf-nm -u "${objs[@]}" | awk 'NF == 2 { print $2 }' | sort -u)
+  defined=$(riscv64-unknown-elf-nm --defined-only "${objs[@]}" | awk 'NF == 3 { print $3 }' | sort -u)
+  outside=$(comm -23 <(echo "$undef") <(echo "$defined") | grep -v '^$' | tr '\n' ' ')
+  echo "   built libkernel.a, libkbuddy_malloc.a, libkbuddy.a for riscv64; outside symbols: $outside"
+  [ -z "$(echo "$outside" | tr ' ' '\n' | grep -Ev '^(memcpy|memset|memmove)?$')" ] ||
+    bad "the cross-built kernel needs symbols beyond memcpy/memset/memmove"
+  ! grep -q -- '-fPIC' "$work/kernel/kbuddy/CMakeFiles/kbuddy.dir/flags.make" ||
+    bad "the bare-metal build compiles kbuddy with -fPIC"
+else bad "bare-metal cross build"; fi
+
+[ $fail -eq 0 ] && echo "consumer: ok (find_package, pkg-config, add_subdirectory, sources, LD_PRELOAD, riscv64 add_subdirectory)"
 exit $fail
