@@ -3,9 +3,13 @@
 #
 #   make demo     run the main demo (the QEMU kernel; hosted fallback)
 #   make check    everything CI runs: tests in several builds, sanitizers,
-#                 fuzzing, coverage, the freestanding cross-compile, linters
+#                 fuzzing, coverage, the freestanding cross-compile, linters,
+#                 the install
+# Both first install the Debian packages of any tool they miss
+# (scripts/deps.sh; KBUDDY_NO_INSTALL=1: only say what to install).
 #   make bench    the benchmark table
-#   make install  PREFIX=/usr/local
+#   make install  PREFIX=/usr/local  (headers, libkbuddy.a, libkbuddy_malloc.a,
+#                 libkbuddy-malloc.so, CMake package, pkg-config files, sources)
 
 CC ?= cc
 PREFIX ?= /usr/local
@@ -18,15 +22,21 @@ BUILD ?= build
 CORE_SRC := $(wildcard src/*.c)
 
 .PHONY: all demo demo-hosted check test test-release test-shift4 test-asan test-tsan coverage \
-        fuzz freestanding lint bench install clean
+        fuzz freestanding lint bench install test-install clean
 
 all:
 	$(CMAKE) -S . -B $(BUILD)/release -DCMAKE_BUILD_TYPE=Release >/dev/null
 	$(CMAKE) --build $(BUILD)/release -j$(JOBS)
 
+# The QEMU kernel, after scripts/deps.sh has installed the cross compiler
+# and QEMU if they were missing. Where they cannot be installed, the same
+# demo runs as a Linux program (the hosted fallback), and says so.
 demo:
-	@if [ -f examples/riscv/Makefile ]; then $(MAKE) -C examples/riscv run; \
-	 else $(MAKE) demo-hosted; fi
+	@if [ ! -f examples/riscv/Makefile ]; then $(MAKE) --no-print-directory demo-hosted; \
+	 elif ./scripts/deps.sh demo; then $(MAKE) --no-print-directory -C examples/riscv run; \
+	 else echo "kbuddy demo: the RISC-V kernel cannot be booted here (the tools above could not be"; \
+	   echo "  installed): running the hosted fallback, the same demo as a Linux program"; echo; \
+	   $(MAKE) --no-print-directory -C examples/riscv hosted; fi
 
 demo-hosted: all
 	./$(BUILD)/release/examples/hosted_demo
@@ -103,6 +113,11 @@ bench: all
 
 install: all
 	$(CMAKE) --install $(BUILD)/release --prefix $(PREFIX)
+
+# Install into a temporary prefix and build an outside project against it:
+# find_package, pkg-config, add_subdirectory, the installed sources, LD_PRELOAD.
+test-install:
+	@./tests/consumer/run.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -3,7 +3,14 @@
 # one run reports everything. Each step's output is shown; the closing line
 # counts the steps: "checks: N passed, N failed".
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
+
+# Every tool the steps use, installed now if missing (Debian packages,
+# apt-get as root or through sudo); where that cannot be done, deps.sh
+# prints the command to type and nothing runs.
+if ! ./scripts/deps.sh check; then
+  echo "checks: not run: tools missing (above)"; exit 1
+fi
 
 steps=(
   "release build + unit tests (gcc -Werror)|make --no-print-directory test-release"
@@ -14,6 +21,7 @@ steps=(
   "libFuzzer targets|make --no-print-directory fuzz"
   "freestanding cross-compile + nm|make --no-print-directory freestanding"
   "cppcheck + clang-tidy|make --no-print-directory lint"
+  "install + outside project (find_package, pkg-config, add_subdirectory)|make --no-print-directory test-install"
 )
 if [ -f examples/riscv/Makefile ]; then
   steps+=("QEMU demo kernel (-smp 4)|make --no-print-directory -C examples/riscv check")
