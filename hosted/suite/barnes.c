@@ -96,7 +96,7 @@ static void teardown(node *n) {
 
 int main(int argc, char **argv) {
     suite_args(argc, argv);
-    size_t nb = 20000, steps = scaled(60);
+    size_t nb = 20000, steps = scaled(300);
     body *bs = xmalloc(nb * sizeof *bs);
     rng r = rng_seed(3);
     uint64_t total = 0;

@@ -38,7 +38,7 @@ static void *worker(void *arg) {
 int main(int argc, char **argv) {
     suite_args(argc, argv);
     rounds = scaled(5000);
-    writes = 10000;
+    writes = 100000;
     for (size_t i = 0; i < T; i++)
         handed[i] = xmalloc(OBJ);
     run_threads(T, worker);

@@ -34,7 +34,7 @@ static void *worker(void *arg) {
 int main(int argc, char **argv) {
     suite_args(argc, argv);
     rounds = scaled(5000);
-    writes = 10000;
+    writes = 100000;
     run_threads(T, worker);
     uint64_t check = 0;
     for (size_t i = 0; i < T; i++)

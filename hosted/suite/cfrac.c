@@ -74,7 +74,7 @@ int main(int argc, char **argv) {
     suite_args(argc, argv);
     rng r = rng_seed(1);
     uint64_t check = 0;
-    size_t rounds = scaled(20000);
+    size_t rounds = scaled(800000);
     for (size_t k = 0; k < rounds; k++) {
         /* x = product of a few random numbers plus random terms: the
          * intermediate values are freed as soon as they are used. */

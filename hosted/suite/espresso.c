@@ -25,7 +25,7 @@ int main(int argc, char **argv) {
     suite_args(argc, argv);
     rng r = rng_seed(2);
     uint64_t check = 0, next = 1;
-    size_t ops = scaled(6000000);
+    size_t ops = scaled(15000000);
     for (size_t k = 0; k < ops; k++) {
         size_t i = rnd(&r) % SLOTS;
         if (blk[i] && rnd(&r) % 8 == 0) { /* grow it: realloc keeps the prefix */

@@ -8,7 +8,7 @@
 
 int main(int argc, char **argv) {
     suite_args(argc, argv);
-    size_t rounds = scaled(2000);
+    size_t rounds = scaled(5000);
     uint64_t check = 0;
     unsigned char *b[100];
     for (size_t k = 0; k < rounds; k++)

@@ -41,7 +41,7 @@ static void *worker(void *arg) {
 
 int main(int argc, char **argv) {
     suite_args(argc, argv);
-    ops = scaled(3000000);
+    ops = scaled(4000000);
     for (size_t t = 1; t <= 4; t *= 2)
         run_threads(t, worker);
     uint64_t check = 0;

@@ -90,7 +90,7 @@ static void *worker(void *arg) {
 
 int main(int argc, char **argv) {
     suite_args(argc, argv);
-    ops = scaled(2000000);
+    ops = scaled(4000000);
     for (size_t i = 0; i < T; i++)
         pthread_mutex_init(&mailbox[i].lock, NULL);
     run_threads(T, worker);
