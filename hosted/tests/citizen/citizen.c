@@ -26,6 +26,8 @@
  * through dlsym, as preload_selftest.c does: under glibc they are absent.
  */
 #define _GNU_SOURCE
+#include "kbuddy_malloc.h"
+
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -584,6 +586,60 @@ static int m_info(void) {
     return 0;
 }
 
+/* Bad frees of a large block (256 MiB, above any sensible direct-mapping
+ * threshold) are refused like any other: an interior pointer (16 bytes,
+ * one page, half way in) and, after the real free, a double free. Each
+ * must be counted in bad_frees, change nothing (the block's contents
+ * intact, kbuddy_malloc_check OK) and not crash. kbuddy only: glibc aborts
+ * on such frees, so under glibc the case only reports "not applicable". */
+typedef void (*stats_fn)(kbuddy_malloc_stats *);
+
+static int m_large_bad_free(void) {
+    stats_fn get_stats = (stats_fn)(uintptr_t)dlsym(RTLD_DEFAULT, "kbuddy_malloc_get_stats");
+    check_fn kcheck = (check_fn)(uintptr_t)dlsym(RTLD_DEFAULT, "kbuddy_malloc_check");
+    put("applicable", get_stats && kcheck);
+    if (!get_stats || !kcheck) {
+        put("ok", 1);
+        return 0;
+    }
+    const size_t n = (size_t)256 << 20;
+    unsigned char *p = malloc(n);
+    if (!p) {
+        put("ok", 0);
+        return 0;
+    }
+    for (size_t i = 0; i < n; i += (size_t)1 << 20) /* one byte per MiB */
+        p[i] = (unsigned char)(i >> 20);
+    p[n - 1] = 0xA5;
+    kbuddy_malloc_stats st;
+    get_stats(&st);
+    size_t before = st.bad_frees;
+    free(p + 16);
+    free(p + 4096);
+    free(p + n / 2);
+    get_stats(&st);
+    size_t interior = st.bad_frees - before;
+    int intact = p[n - 1] == 0xA5;
+    for (size_t i = 0; i < n; i += (size_t)1 << 20)
+        intact &= p[i] == (unsigned char)(i >> 20);
+    int check_ok = kcheck() == 0;
+    free(p);
+    get_stats(&st);
+    size_t after_free = st.bad_frees - before;
+    free(p); /* double free: refused without touching p's pages */
+    get_stats(&st);
+    put("ok", 1);
+    put("interior_refused", (double)interior);
+    put("intact", intact);
+    put("check_ok", check_ok && kcheck() == 0);
+    put("good_free_refused", (double)(after_free - interior));
+    put("double_free_refused", (double)(st.bad_frees - before - after_free));
+    void *q = malloc(1000); /* and the allocator goes on */
+    put("allocates_after", q != NULL);
+    free(q);
+    return 0;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Cases: what to measure, how long it may take, and the target             */
 /* ------------------------------------------------------------------------ */
@@ -605,17 +661,29 @@ static double fig(const figures *f, const char *key) {
 static int verdicts; /* misses found by check() */
 static const figures *G, *L;
 
+/* A figure as text: "n/a" if the run did not report it. */
+static const char *txt(const figures *f, const char *key, char *buf, size_t cap) {
+    for (int i = 0; i < f->n; i++)
+        if (strcmp(f->key[i], key) == 0) {
+            snprintf(buf, cap, "%.4g", f->val[i]);
+            return buf;
+        }
+    return "n/a";
+}
+
 /* One line of the report: the figure under glibc and under the library,
  * the target in words, and whether the library's figure meets it. */
 static void check(const char *key, int met, const char *target) {
-    printf("  %-30s glibc %10.4g   library %10.4g   target %-34s %s\n", key, fig(G, key), fig(L, key),
-           target, met ? "ok" : "MISSED");
+    char a[32], b[32];
+    printf("  %-30s glibc %10s   library %10s   target %-34s %s\n", key, txt(G, key, a, sizeof a),
+           txt(L, key, b, sizeof b), target, met ? "ok" : "MISSED");
     if (!met)
         verdicts++;
 }
 
 static void show(const char *key) {
-    printf("  %-30s glibc %10.4g   library %10.4g\n", key, fig(G, key), fig(L, key));
+    char a[32], b[32];
+    printf("  %-30s glibc %10s   library %10s\n", key, txt(G, key, a, sizeof a), txt(L, key, b, sizeof b));
 }
 
 #define g(k) fig(G, k)
@@ -703,6 +771,20 @@ static void t_info(void) {
     check("mallopt_mxfast", l("mallopt_mxfast") == want, tw);
 }
 
+static void t_large_bad_free(void) {
+    check("ok", l("ok") == 1, "== 1");
+    if (l("applicable") != 1) {
+        printf("  not applicable: the library has no kbuddy_malloc_get_stats (glibc aborts on bad frees)\n");
+        return;
+    }
+    check("interior_refused", l("interior_refused") == 3, "== 3 (all counted as bad frees)");
+    check("intact", l("intact") == 1, "== 1 (the block unchanged)");
+    check("check_ok", l("check_ok") == 1, "== 1 (kbuddy_malloc_check OK)");
+    check("good_free_refused", l("good_free_refused") == 0, "== 0 (the real free accepted)");
+    check("double_free_refused", l("double_free_refused") == 1, "== 1");
+    check("allocates_after", l("allocates_after") == 1, "== 1");
+}
+
 typedef struct {
     const char *name;
     int (*measure)(void);
@@ -728,6 +810,7 @@ static const testcase cases[] = {
     {"ulimit_large", m_ulimit_large, t_reach, 120, "ulimit -v 1 GiB, one malloc(n): largest n"},
     {"fail_vmsize", m_fail_vmsize, t_fail_vmsize, 120, "ulimit -v 400000, 200 failing mallocs: VmSize growth"},
     {"fork", m_fork, t_fork, 240, "fork while 3 threads allocate: child checks OK, allocates"},
+    {"large_bad_free", m_large_bad_free, t_large_bad_free, 60, "bad frees of a 256 MiB block are refused, nothing changed"},
     {"info", m_info, t_info, 60, "mallinfo2/malloc_stats/malloc_info/mallopt are the allocator's own"},
 };
 #define NCASES (sizeof cases / sizeof cases[0])
