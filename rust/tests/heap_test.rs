@@ -1,0 +1,81 @@
+//! The rCore tutorial's `heap_test`, with `LockedHeap<32>` as this
+//! program's `#[global_allocator]`. `#![no_main]` with a C `main`: as in a
+//! kernel, nothing allocates before the heap is initialised (an allocation
+//! before `init_heap` would find the heap empty and abort the program).
+#![no_main]
+
+use core::ffi::{c_char, c_int};
+use kbuddy::LockedHeap;
+
+#[global_allocator]
+static HEAP_ALLOCATOR: LockedHeap<32> = LockedHeap::empty();
+
+const KERNEL_HEAP_SIZE: usize = 0x30_0000;
+static mut HEAP_SPACE: [u8; KERNEL_HEAP_SIZE] = [0; KERNEL_HEAP_SIZE];
+
+fn heap_range() -> core::ops::Range<usize> {
+    let start = core::ptr::addr_of!(HEAP_SPACE) as usize;
+    start..start + KERNEL_HEAP_SIZE
+}
+
+pub fn init_heap() {
+    unsafe {
+        HEAP_ALLOCATOR
+            .lock()
+            .init(core::ptr::addr_of_mut!(HEAP_SPACE) as usize, KERNEL_HEAP_SIZE);
+    }
+}
+
+pub fn heap_test() {
+    use std::boxed::Box;
+    use std::vec::Vec;
+    let bss_range = heap_range();
+    let a = Box::new(5);
+    assert_eq!(*a, 5);
+    assert!(bss_range.contains(&(a.as_ref() as *const _ as usize)));
+    drop(a);
+    let mut v: Vec<usize> = Vec::new();
+    for i in 0..500 {
+        v.push(i);
+    }
+    for (i, x) in v.iter().enumerate() {
+        assert_eq!(*x, i);
+    }
+    assert!(bss_range.contains(&(v.as_ptr() as usize)));
+    drop(v);
+}
+
+#[no_mangle]
+pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+    // Nothing was allocated before the heap existed: it is empty.
+    let before = HEAP_ALLOCATOR.lock().stats();
+    assert_eq!(before, kbuddy::Stats::default());
+    init_heap();
+    let s = HEAP_ALLOCATOR.lock().stats();
+    assert_eq!((s.regions, s.allocations, s.allocated, s.user), (1, 0, 0, 0));
+    assert_eq!(s.total + s.overhead, KERNEL_HEAP_SIZE);
+    assert!(s.total > KERNEL_HEAP_SIZE / 100 * 95, "bookkeeping under 5%");
+
+    heap_test();
+    // Every allocation of heap_test was given back exactly.
+    let after = HEAP_ALLOCATOR.lock().stats();
+    assert_eq!(after, s);
+    assert_eq!(HEAP_ALLOCATOR.lock().check(), Ok(()));
+
+    // The Vec grew by realloc, in place where it could: one block at the end.
+    let mut v: Vec<u64> = Vec::with_capacity(4);
+    let first = v.as_ptr();
+    for i in 0..1000 {
+        v.push(i);
+    }
+    assert_eq!(v.as_ptr(), first, "the only block in the heap grows in place");
+    assert!(heap_range().contains(&(v.as_ptr() as usize)));
+    let s2 = HEAP_ALLOCATOR.lock().stats();
+    assert_eq!(s2.allocations, 1);
+    assert_eq!(s2.user, v.capacity() * 8);
+    drop(v);
+    assert_eq!(HEAP_ALLOCATOR.lock().stats(), s);
+
+    println!("heap_test passed!");
+    0
+}
