@@ -32,7 +32,7 @@ pub struct Block {
 /// `dealloc(ptr, layout)`: buddy_system_allocator's `Heap` on kbuddy.
 ///
 /// Differences from the original, all in the caller's favour:
-/// - a request takes its size rounded up to 32 bytes ([`MIN_BLOCK`]), not
+/// - a request takes its size rounded up to 32 bytes ([`MIN_BLOCK`](crate::MIN_BLOCK)), not
 ///   to a power of two; the rest of the block goes back to the free lists;
 /// - `dealloc` is O(log n) whatever is free, and checks what it frees: a
 ///   foreign, interior, double or mis-sized free is refused with nothing
@@ -102,7 +102,7 @@ impl<const ORDER: usize> Heap<ORDER> {
     /// re-bound first (O(R), once per move).
     fn raw(&self) -> *mut ffi::kbuddy_heap {
         let p = self.raw.get();
-        if self.home.get() != p as *const _ {
+        if !ptr::eq(self.home.get(), p) {
             // SAFETY: p is this heap's own struct; the heap is not Sync, so
             // no other thread uses it, and no C call is in progress.
             unsafe { ffi::kbuddy_rebind(p) };

@@ -28,10 +28,11 @@
 //! ```toml
 //! kbuddy = { path = "../kbuddy/rust" }   # was: buddy_system_allocator = "0.6"
 //! ```
-//! ```ignore
+//! ```no_run
 //! use kbuddy::LockedHeap;                // was: use buddy_system_allocator::LockedHeap;
 //! #[global_allocator]
 //! static HEAP_ALLOCATOR: LockedHeap<32> = LockedHeap::empty();   // unchanged
+//! # fn main() {}
 //! ```
 //!
 //! The C is compiled with `$CC` (`CC_<target>`, `TARGET_CC` for cross builds,

@@ -253,8 +253,9 @@ impl PerCpuHeap {
         }
     }
 
-    /// Give every cached block back to the core heap (this CPU's cache and
-    /// the depot; other CPUs' caches as far as the layer allows).
+    /// Give the calling CPU's cached blocks and every block in the depot
+    /// back to the core heap, with the magazines that held them; run it on
+    /// every CPU to empty all caches. O(cached blocks) under the lock.
     pub fn flush_caches(&self) {
         // SAFETY: thread-safe C call.
         unsafe { ffi::kbuddy_malloc_flush_caches() }
