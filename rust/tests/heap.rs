@@ -367,7 +367,9 @@ fn a_moved_heap_keeps_working() {
 #[test]
 fn oom_handler_adds_a_region_and_the_allocation_is_retried() {
     static CALLS: AtomicUsize = AtomicUsize::new(0);
-    static mut SPACE: [u64; 8192] = [0; 8192];
+    // 128 KiB: whatever its address, it holds an aligned 32 KiB block
+    // for the 20000-byte request after its bookkeeping.
+    static mut SPACE: [u64; 16384] = [0; 16384];
     static LAST: AtomicUsize = AtomicUsize::new(0);
     fn grow(heap: &mut Heap<32>, layout: &Layout) -> bool {
         LAST.store(layout.size(), Ordering::Relaxed);
@@ -375,7 +377,7 @@ fn oom_handler_adds_a_region_and_the_allocation_is_retried() {
             return false;
         }
         let start = core::ptr::addr_of_mut!(SPACE) as usize;
-        unsafe { heap.add_to_heap(start, start + 65536) };
+        unsafe { heap.add_to_heap(start, start + 131072) };
         true
     }
     let (_buf, mut heap) = heap_of(8192);
@@ -385,13 +387,13 @@ fn oom_handler_adds_a_region_and_the_allocation_is_retried() {
     assert_eq!(LAST.load(Ordering::Relaxed), 20000);
     assert_eq!(heap.stats().regions, 2);
     let start = core::ptr::addr_of!(SPACE) as usize;
-    assert!((start..start + 65536).contains(&(p.as_ptr() as usize)));
-    // A second large request: the handler declines, the allocation fails.
-    assert!(heap.alloc(layout(60000, 8)).is_err());
+    assert!((start..start + 131072).contains(&(p.as_ptr() as usize)));
+    // A request larger than every region: the handler declines, it fails.
+    assert!(heap.alloc(layout(200000, 8)).is_err());
     assert_eq!(CALLS.load(Ordering::Relaxed), 2);
-    assert_eq!(LAST.load(Ordering::Relaxed), 60000);
+    assert_eq!(LAST.load(Ordering::Relaxed), 200000);
     heap.set_oom_handler(None);
-    assert!(heap.alloc(layout(60000, 8)).is_err());
+    assert!(heap.alloc(layout(200000, 8)).is_err());
     assert_eq!(CALLS.load(Ordering::Relaxed), 2);
     heap.dealloc(p, layout(20000, 8));
 }
