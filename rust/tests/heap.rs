@@ -443,12 +443,16 @@ fn locked_heap_as_global_alloc_allocs_reallocs_and_refuses() {
     let (_buf, start, end) = region(1 << 16, 0);
     unsafe { HEAP.lock().add_to_heap(start, end) };
     unsafe {
-        let l = layout(100, 8);
+        let l = layout(1000, 8);
         let p = HEAP.alloc(l);
         assert!(!p.is_null());
         p.write_bytes(7, 100);
-        // Grows in place: the memory after it is free.
-        let q = HEAP.realloc(p, l, 1000);
+        // Shrinks in place, giving the tail back; grows back into it.
+        let small = HEAP.realloc(p, l, 100);
+        assert_eq!(small, p);
+        assert_eq!(HEAP.lock().stats_alloc_user(), 100);
+        assert_eq!(HEAP.lock().stats_alloc_actual(), 128);
+        let q = HEAP.realloc(p, layout(100, 8), 1000);
         assert_eq!(q, p);
         assert_eq!(HEAP.lock().stats_alloc_user(), 1000);
         let r = HEAP.alloc(layout(10, 1));
@@ -474,7 +478,8 @@ fn locked_heap_as_global_alloc_allocs_reallocs_and_refuses() {
 #[test]
 fn locked_heap_is_shared_by_threads() {
     static HEAP: LockedHeap<32> = LockedHeap::new();
-    let (_buf, start, end) = region(1 << 20, 0);
+    // Room for every thread's live blocks at once (about 0.5 MiB each).
+    let (_buf, start, end) = region(8 << 20, 0);
     unsafe { HEAP.lock().add_to_heap(start, end) };
     let threads: Vec<_> = (0..4)
         .map(|t| {

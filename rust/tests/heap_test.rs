@@ -66,17 +66,26 @@ pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     assert_eq!(after, s);
     assert_eq!(HEAP_ALLOCATOR.lock().check(), Ok(()));
 
-    // The Vec grew by realloc, in place where it could: one block at the end.
+    // Vec grows and shrinks through the heap's realloc: contents kept,
+    // statistics exact, and in place when the memory after the block is
+    // free (shrinking gives the tail back, so growing again reuses it).
     let mut v: Vec<u64> = Vec::with_capacity(4);
-    let first = v.as_ptr();
     for i in 0..1000 {
         v.push(i);
     }
-    assert_eq!(v.as_ptr(), first, "the only block in the heap grows in place");
+    assert!(v.iter().enumerate().all(|(i, x)| *x == i as u64));
     assert!(heap_range().contains(&(v.as_ptr() as usize)));
     let s2 = HEAP_ALLOCATOR.lock().stats();
-    assert_eq!(s2.allocations, 1);
-    assert_eq!(s2.user, v.capacity() * 8);
+    assert_eq!((s2.allocations, s2.user), (1, v.capacity() * 8));
+    let block = v.as_ptr();
+    v.truncate(10);
+    v.shrink_to_fit();
+    assert_eq!(v.as_ptr(), block, "shrinks in place");
+    assert_eq!(HEAP_ALLOCATOR.lock().stats().user, 80);
+    v.reserve_exact(990);
+    assert_eq!(v.as_ptr(), block, "grows back in place");
+    assert_eq!(HEAP_ALLOCATOR.lock().stats().user, 8000);
+    assert!(v.iter().enumerate().all(|(i, x)| *x == i as u64));
     drop(v);
     assert_eq!(HEAP_ALLOCATOR.lock().stats(), s);
 
