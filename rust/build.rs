@@ -35,7 +35,7 @@ fn c_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("kbuddy: cannot read {}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "c"))
+        .filter(|p| matches!(p.extension().and_then(|x| x.to_str()), Some("c")))
         .collect();
     files.sort();
     files
@@ -58,6 +58,29 @@ fn main() {
     let host = env::var("HOST").unwrap();
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+
+    // The crate builds with Rust 1.63 (Debian 12's); a few things need
+    // newer compilers. core::error::Error is stable from 1.81.
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let minor = Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|v| v.split('.').nth(1).and_then(|m| m.parse::<u32>().ok()))
+        .unwrap_or(0);
+    if minor >= 80 {
+        // Declared for the unexpected_cfgs lint (older cargo warns on it).
+        println!("cargo:rustc-check-cfg=cfg(kbuddy_core_error)");
+        println!("cargo:rustc-check-cfg=cfg(kbuddy_const_mut_refs)");
+    }
+    // A const fn may take a fn(&mut T) from Rust 1.83.
+    if minor >= 83 {
+        println!("cargo:rustc-cfg=kbuddy_const_mut_refs");
+    }
+    if minor >= 81 {
+        println!("cargo:rustc-cfg=kbuddy_core_error");
+    }
 
     for d in ["include", "src", "malloc"] {
         println!("cargo:rerun-if-changed={}", root.join(d).display());
@@ -85,7 +108,7 @@ fn main() {
         _ => "-O2",
     };
     flags.push(opt.into());
-    if env::var("DEBUG").is_ok_and(|d| d != "false" && d != "0") {
+    if matches!(env::var("DEBUG").as_deref(), Ok(d) if d != "false" && d != "0") {
         flags.push("-g".into());
     }
     if os == "none" {

@@ -73,8 +73,7 @@ impl Error {
     pub fn description(self) -> &'static str {
         // SAFETY: kbuddy_strerror returns a static, NUL-terminated ASCII
         // string for every value.
-        let s = unsafe { core::ffi::CStr::from_ptr(ffi::kbuddy_strerror(self.status())) };
-        s.to_str().unwrap_or("unknown status")
+        unsafe { ffi::static_str(ffi::kbuddy_strerror(self.status())) }
     }
 }
 
@@ -84,6 +83,8 @@ impl fmt::Display for Error {
     }
 }
 
+/// `core::error::Error` exists from Rust 1.81 (build.rs sets the cfg).
+#[cfg(kbuddy_core_error)]
 impl core::error::Error for Error {}
 
 /// A heap's statistics (`kbuddy_stats`), exact at the moment they are

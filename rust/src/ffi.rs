@@ -4,7 +4,31 @@
 //! a test compares their sizes and offsets with what the C compiler says.
 #![allow(non_camel_case_types, dead_code)]
 
-use core::ffi::{c_char, c_int, c_uint, c_ulong, c_void};
+pub use core::ffi::c_void;
+
+// C's integer types, spelled out here because core::ffi has them only from
+// Rust 1.64 and the crate builds with Debian's 1.63.
+pub type c_int = i32;
+pub type c_uint = u32;
+#[cfg(all(target_pointer_width = "64", not(windows)))]
+pub type c_ulong = u64;
+#[cfg(not(all(target_pointer_width = "64", not(windows))))]
+pub type c_ulong = u32;
+/// Only ever behind a pointer (to a NUL-terminated string): the sign of
+/// `char` does not matter.
+pub type c_char = u8;
+
+/// The NUL-terminated C string at `p` (ASCII, static), as a `&str`.
+///
+/// # Safety
+/// `p` must point to a NUL-terminated string that lives for 'static.
+pub unsafe fn static_str(p: *const c_char) -> &'static str {
+    let mut n = 0;
+    while *p.add(n) != 0 {
+        n += 1;
+    }
+    core::str::from_utf8(core::slice::from_raw_parts(p, n)).unwrap_or("?")
+}
 
 pub type kbuddy_status = c_int;
 pub const KBUDDY_OK: kbuddy_status = 0;
@@ -237,7 +261,18 @@ extern "C" {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::mem::{align_of, offset_of, size_of};
+    use core::mem::{align_of, size_of};
+
+    /// core::mem::offset_of! arrived in Rust 1.77.
+    macro_rules! offset_of {
+        ($t:ty, $f:ident) => {{
+            let u = core::mem::MaybeUninit::<$t>::uninit();
+            let base = u.as_ptr();
+            // SAFETY: only the field's address is taken, nothing is read.
+            let field = unsafe { core::ptr::addr_of!((*base).$f) };
+            field as usize - base as usize
+        }};
+    }
 
     extern "C" {
         static kbuddy_rs_layout: [usize; 21];

@@ -188,9 +188,10 @@ impl<const ORDER: usize> FrameAllocator<ORDER> {
             old_runs.push((r.first, r.count));
         });
         let bytes = Self::meta_size(end - start);
+        let words = (bytes + 7) / 8;
         let mut meta: Vec<u64> = Vec::new();
-        meta.try_reserve_exact(bytes.div_ceil(8)).map_err(|_| Error::NoMemory)?;
-        meta.resize(bytes.div_ceil(8), 0);
+        meta.try_reserve_exact(words).map_err(|_| Error::NoMemory)?;
+        meta.resize(words, 0);
         let mut meta = meta.into_boxed_slice();
         let mut raw = ffi::kbuddy_frames::ZERO;
         // SAFETY: meta is owned by self from here on; moving the Box does
@@ -350,7 +351,7 @@ impl<const ORDER: usize> FrameAllocator<ORDER> {
             used: bool,
         ) {
             // SAFETY: ctx is the &mut F passed below, alive for the call.
-            let f = unsafe { &mut *ctx.cast::<F>() };
+            let f = &mut *ctx.cast::<F>();
             f(FrameRun { first, count, used });
         }
         if self.ready {

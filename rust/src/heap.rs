@@ -72,7 +72,9 @@ pub struct Heap<const ORDER: usize = 32> {
     home: Cell<*const ffi::kbuddy_heap>,
     on_bad_free: OnBadFree,
     bad_frees: usize,
-    oom: Option<OomHandler<ORDER>>,
+    /// The `OomHandler<ORDER>`, type-erased: before Rust 1.83 a const fn may
+    /// not mention a type with `&mut` in it, and new() must stay const.
+    oom: *const (),
 }
 
 // SAFETY: the heap owns its regions' bookkeeping; nothing in it is tied to
@@ -88,7 +90,7 @@ impl<const ORDER: usize> Heap<ORDER> {
             home: Cell::new(ptr::null()),
             on_bad_free: OnBadFree::Panic,
             bad_frees: 0,
-            oom: None,
+            oom: ptr::null(),
         }
     }
 
@@ -176,13 +178,13 @@ impl<const ORDER: usize> Heap<ORDER> {
             if let Some(p) = NonNull::new(p.cast::<u8>()) {
                 return Ok(p);
             }
-            match self.oom {
-                Some(handler) => {
-                    if !handler(self, &layout) {
-                        return Err(());
-                    }
-                }
-                None => return Err(()),
+            if self.oom.is_null() {
+                return Err(());
+            }
+            // SAFETY: only set_oom_handler stores here, an OomHandler<ORDER>.
+            let handler: OomHandler<ORDER> = unsafe { core::mem::transmute(self.oom) };
+            if !handler(self, &layout) {
+                return Err(());
             }
         }
     }
@@ -328,7 +330,7 @@ impl<const ORDER: usize> Heap<ORDER> {
             used: bool,
         ) {
             // SAFETY: ctx is the &mut F passed below, alive for the call.
-            let f = unsafe { &mut *ctx.cast::<F>() };
+            let f = &mut *ctx.cast::<F>();
             f(Block { start: start as usize, size, used });
         }
         // SAFETY: the callback does not call into the heap (it cannot: the
@@ -341,7 +343,7 @@ impl<const ORDER: usize> Heap<ORDER> {
     /// Install (or, with `None`, remove) the out-of-memory handler that
     /// [`alloc`](Self::alloc) calls when no block fits. O(1).
     pub fn set_oom_handler(&mut self, handler: Option<OomHandler<ORDER>>) {
-        self.oom = handler;
+        self.oom = handler.map_or(ptr::null(), |f| f as *const ());
     }
 
     /// Choose what [`dealloc`](Self::dealloc) does with a refused free.
@@ -397,7 +399,10 @@ extern "C" fn bad_free_abort(ptr: usize, size: usize, align: usize, status: i32)
 /// `GlobalAlloc::dealloc` for a locked heap: the refusal policy applied
 /// without unwinding.
 fn global_dealloc<const ORDER: usize>(heap: &Mutex<Heap<ORDER>>, ptr: *mut u8, layout: Layout) {
-    let Some(p) = NonNull::new(ptr) else { return };
+    let p = match NonNull::new(ptr) {
+        Some(p) => p,
+        None => return,
+    };
     let mut h = heap.lock();
     if let Err(e) = h.try_dealloc(p, layout) {
         h.bad_frees += 1;
@@ -414,7 +419,10 @@ fn global_realloc<const ORDER: usize>(
     layout: Layout,
     new_size: usize,
 ) -> *mut u8 {
-    let Some(p) = NonNull::new(ptr) else { return ptr::null_mut() };
+    let p = match NonNull::new(ptr) {
+        Some(p) => p,
+        None => return ptr::null_mut(),
+    };
     let mut h = heap.lock();
     match h.realloc_inner(p, layout, new_size) {
         Ok(p) => p.as_ptr(),
@@ -509,25 +517,50 @@ unsafe impl<const ORDER: usize> GlobalAlloc for LockedHeap<ORDER> {
 ///
 /// static mut SPACE: [u64; 512] = [0; 512];
 /// fn rescue(heap: &mut Heap<32>, _layout: &Layout) {
-///     let start = core::ptr::addr_of_mut!(SPACE) as usize;
-///     unsafe { heap.add_to_heap(start, start + 4096) };
+///     unsafe {
+///         let start = core::ptr::addr_of_mut!(SPACE) as usize;
+///         heap.add_to_heap(start, start + 4096);
+///     }
 /// }
-/// static HEAP: LockedHeapWithRescue<32> = LockedHeapWithRescue::new(rescue);
+/// let heap = LockedHeapWithRescue::<32>::new(rescue);
 ///
 /// let layout = Layout::from_size_align(100, 8).unwrap();
-/// let p = unsafe { HEAP.alloc(layout) };      // empty heap: rescue, retry
+/// let p = unsafe { heap.alloc(layout) };      // empty heap: rescue, retry
 /// assert!(!p.is_null());
-/// unsafe { HEAP.dealloc(p, layout) };
+/// unsafe { heap.dealloc(p, layout) };
 /// ```
+///
+/// `new` is a `const fn` from Rust 1.83 on (so that the heap can be a
+/// `static`, the `#[global_allocator]`); before that a `const fn` cannot
+/// take a `fn(&mut ...)`, and `new` is an ordinary function, as the
+/// original's is without its `const_fn` feature.
 pub struct LockedHeapWithRescue<const ORDER: usize = 32> {
     inner: Mutex<Heap<ORDER>>,
-    rescue: fn(&mut Heap<ORDER>, &Layout),
+    /// The `fn(&mut Heap<ORDER>, &Layout)`, type-erased for the same reason
+    /// as Heap's OOM handler.
+    rescue: *const (),
 }
+
+// SAFETY: rescue is a plain function pointer; the heap is behind the lock.
+unsafe impl<const ORDER: usize> Sync for LockedHeapWithRescue<ORDER> {}
+unsafe impl<const ORDER: usize> Send for LockedHeapWithRescue<ORDER> {}
 
 impl<const ORDER: usize> LockedHeapWithRescue<ORDER> {
     /// An empty heap that calls `rescue` when an allocation fails. O(1).
+    #[cfg(kbuddy_const_mut_refs)]
     pub const fn new(rescue: fn(&mut Heap<ORDER>, &Layout)) -> Self {
-        LockedHeapWithRescue { inner: Mutex::new(Heap::new()), rescue }
+        LockedHeapWithRescue { inner: Mutex::new(Heap::new()), rescue: rescue as *const () }
+    }
+
+    /// An empty heap that calls `rescue` when an allocation fails. O(1).
+    #[cfg(not(kbuddy_const_mut_refs))]
+    pub fn new(rescue: fn(&mut Heap<ORDER>, &Layout)) -> Self {
+        LockedHeapWithRescue { inner: Mutex::new(Heap::new()), rescue: rescue as *const () }
+    }
+
+    fn rescue(&self) -> fn(&mut Heap<ORDER>, &Layout) {
+        // SAFETY: new() stores a fn(&mut Heap<ORDER>, &Layout) here.
+        unsafe { core::mem::transmute(self.rescue) }
     }
 }
 
@@ -545,7 +578,7 @@ unsafe impl<const ORDER: usize> GlobalAlloc for LockedHeapWithRescue<ORDER> {
         match inner.alloc(layout) {
             Ok(p) => p.as_ptr(),
             Err(()) => {
-                (self.rescue)(&mut inner, &layout);
+                (self.rescue())(&mut inner, &layout);
                 inner.alloc(layout).map_or(ptr::null_mut(), NonNull::as_ptr)
             }
         }

@@ -4,7 +4,7 @@
 use crate::error::{Error, Stats};
 use crate::ffi;
 use core::alloc::{GlobalAlloc, Layout};
-use core::ffi::{c_char, c_uint, c_ulong, c_void, CStr};
+use crate::ffi::{c_char, c_uint, c_ulong, c_void};
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
@@ -39,28 +39,28 @@ static BAD_FREE: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
 
 unsafe extern "C" fn cpu_id_trampoline() -> c_uint {
     // SAFETY: only set_hooks stores here, and it stores a fn() -> usize.
-    let f: fn() -> usize = unsafe { core::mem::transmute(CPU_ID.load(Ordering::Relaxed)) };
+    let f: fn() -> usize = core::mem::transmute(CPU_ID.load(Ordering::Relaxed));
     c_uint::try_from(f()).unwrap_or(c_uint::MAX)
 }
 
 unsafe extern "C" fn irq_save_trampoline() -> c_ulong {
     // SAFETY: only set_hooks stores here, and it stores a fn() -> usize.
-    let f: fn() -> usize = unsafe { core::mem::transmute(IRQ_SAVE.load(Ordering::Relaxed)) };
+    let f: fn() -> usize = core::mem::transmute(IRQ_SAVE.load(Ordering::Relaxed));
     f() as c_ulong
 }
 
 unsafe extern "C" fn irq_restore_trampoline(state: c_ulong) {
     // SAFETY: only set_hooks stores here, and it stores a fn(usize).
-    let f: fn(usize) = unsafe { core::mem::transmute(IRQ_RESTORE.load(Ordering::Relaxed)) };
+    let f: fn(usize) = core::mem::transmute(IRQ_RESTORE.load(Ordering::Relaxed));
     f(state as usize)
 }
 
 unsafe extern "C" fn bad_free_trampoline(p: *mut c_void, status: ffi::kbuddy_status, func: *const c_char) {
     // SAFETY: only set_hooks stores here, and it stores this fn type.
     let f: fn(*mut u8, Error, &'static str) =
-        unsafe { core::mem::transmute(BAD_FREE.load(Ordering::Relaxed)) };
+        core::mem::transmute(BAD_FREE.load(Ordering::Relaxed));
     // SAFETY: func is one of the C layer's static names.
-    let name = unsafe { CStr::from_ptr(func) }.to_str().unwrap_or("?");
+    let name = ffi::static_str(func);
     f(p.cast(), Error::from_status(status).unwrap_or(Error::Corrupt), name);
 }
 
@@ -301,8 +301,9 @@ unsafe impl GlobalAlloc for PerCpuHeap {
         if layout.align() <= crate::MIN_BLOCK && new_size != 0 {
             ffi::kbm_realloc(ptr.cast(), new_size).cast()
         } else {
-            let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
-                return ptr::null_mut();
+            let new_layout = match Layout::from_size_align(new_size, layout.align()) {
+                Ok(l) => l,
+                Err(_) => return ptr::null_mut(),
             };
             let new = self.alloc(new_layout);
             if !new.is_null() {

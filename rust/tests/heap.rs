@@ -12,9 +12,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// A region of `bytes` bytes starting `offset` bytes into an 8-aligned
 /// buffer (kept alive by the caller).
 fn region(bytes: usize, offset: usize) -> (Vec<u64>, usize, usize) {
-    let buf = vec![0u64; (bytes + offset).div_ceil(8) + 1];
+    let buf = vec![0u64; (bytes + offset + 7) / 8 + 1];
     let start = buf.as_ptr() as usize + offset;
     (buf, start, start + bytes)
+}
+
+/// Static memory for handlers (which are plain fns), without `static mut`.
+struct Space<const N: usize>(core::cell::UnsafeCell<[u64; N]>);
+unsafe impl<const N: usize> Sync for Space<N> {}
+impl<const N: usize> Space<N> {
+    const fn new() -> Self {
+        Space(core::cell::UnsafeCell::new([0; N]))
+    }
+    fn start(&self) -> usize {
+        self.0.get() as usize
+    }
 }
 
 fn heap_of(bytes: usize) -> (Vec<u64>, Heap<32>) {
@@ -29,7 +41,7 @@ fn layout(size: usize, align: usize) -> Layout {
 }
 
 fn rounded(size: usize) -> usize {
-    size.max(1).div_ceil(MIN_BLOCK) * MIN_BLOCK
+    (size.max(1) + MIN_BLOCK - 1) / MIN_BLOCK * MIN_BLOCK
 }
 
 fn blocks(heap: &Heap<32>) -> Vec<Block> {
@@ -369,14 +381,14 @@ fn oom_handler_adds_a_region_and_the_allocation_is_retried() {
     static CALLS: AtomicUsize = AtomicUsize::new(0);
     // 128 KiB: whatever its address, it holds an aligned 32 KiB block
     // for the 20000-byte request after its bookkeeping.
-    static mut SPACE: [u64; 16384] = [0; 16384];
+    static SPACE: Space<16384> = Space::new();
     static LAST: AtomicUsize = AtomicUsize::new(0);
     fn grow(heap: &mut Heap<32>, layout: &Layout) -> bool {
         LAST.store(layout.size(), Ordering::Relaxed);
         if CALLS.fetch_add(1, Ordering::Relaxed) > 0 {
             return false;
         }
-        let start = core::ptr::addr_of_mut!(SPACE) as usize;
+        let start = SPACE.start();
         unsafe { heap.add_to_heap(start, start + 131072) };
         true
     }
@@ -386,7 +398,7 @@ fn oom_handler_adds_a_region_and_the_allocation_is_retried() {
     assert_eq!(CALLS.load(Ordering::Relaxed), 1);
     assert_eq!(LAST.load(Ordering::Relaxed), 20000);
     assert_eq!(heap.stats().regions, 2);
-    let start = core::ptr::addr_of!(SPACE) as usize;
+    let start = SPACE.start();
     assert!((start..start + 131072).contains(&(p.as_ptr() as usize)));
     // A request larger than every region: the handler declines, it fails.
     assert!(heap.alloc(layout(200000, 8)).is_err());
@@ -401,18 +413,23 @@ fn oom_handler_adds_a_region_and_the_allocation_is_retried() {
 #[test]
 fn rescue_runs_once_with_the_lock_held_then_the_allocation_is_retried() {
     static CALLS: AtomicUsize = AtomicUsize::new(0);
-    static mut SPACE: [u64; 1024] = [0; 1024];
+    static SPACE: Space<1024> = Space::new();
     static LAST: AtomicUsize = AtomicUsize::new(0);
+    static HEAP_AT: AtomicUsize = AtomicUsize::new(0);
     fn rescue(heap: &mut Heap<32>, layout: &Layout) {
         // With the lock held: the heap is locked while the rescue runs.
-        assert!(HEAP.is_locked());
+        let locked = unsafe { &*(HEAP_AT.load(Ordering::Relaxed) as *const LockedHeapWithRescue<32>) };
+        assert!(locked.is_locked());
         LAST.store(layout.size(), Ordering::Relaxed);
         if CALLS.fetch_add(1, Ordering::Relaxed) == 0 {
-            let start = core::ptr::addr_of_mut!(SPACE) as usize;
+            let start = SPACE.start();
             unsafe { heap.add_to_heap(start, start + 8192) };
         }
     }
-    static HEAP: LockedHeapWithRescue<32> = LockedHeapWithRescue::new(rescue);
+    let heap = LockedHeapWithRescue::<32>::new(rescue);
+    HEAP_AT.store(&heap as *const _ as usize, Ordering::Relaxed);
+    #[allow(non_snake_case)]
+    let HEAP = &heap;
     let l = layout(500, 16);
     let p = unsafe { HEAP.alloc(l) };
     assert!(!p.is_null());

@@ -4,7 +4,7 @@
 //! before `init_heap` would find the heap empty and abort the program).
 #![no_main]
 
-use core::ffi::{c_char, c_int};
+use std::os::raw::{c_char, c_int};
 use kbuddy::LockedHeap;
 
 #[global_allocator]
@@ -13,8 +13,9 @@ static HEAP_ALLOCATOR: LockedHeap<32> = LockedHeap::empty();
 const KERNEL_HEAP_SIZE: usize = 0x30_0000;
 static mut HEAP_SPACE: [u8; KERNEL_HEAP_SIZE] = [0; KERNEL_HEAP_SIZE];
 
+#[allow(unused_unsafe)] // needed before Rust 1.82, redundant after
 fn heap_range() -> core::ops::Range<usize> {
-    let start = core::ptr::addr_of!(HEAP_SPACE) as usize;
+    let start = unsafe { core::ptr::addr_of!(HEAP_SPACE) } as usize;
     start..start + KERNEL_HEAP_SIZE
 }
 
@@ -27,8 +28,6 @@ pub fn init_heap() {
 }
 
 pub fn heap_test() {
-    use std::boxed::Box;
-    use std::vec::Vec;
     let bss_range = heap_range();
     let a = Box::new(5);
     assert_eq!(*a, 5);

@@ -4,7 +4,7 @@
 #![no_main]
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::ffi::{c_char, c_int};
+use std::os::raw::{c_char, c_int};
 use kbuddy::{Error, Hooks, PerCpuHeap};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,8 +37,9 @@ fn bad_free(p: *mut u8, e: Error, func: &'static str) {
     BAD.lock().unwrap().push((p as usize, e, func));
 }
 
+#[allow(unused_unsafe)] // needed before Rust 1.82, redundant after
 fn in_heap(p: *const u8) -> bool {
-    let start = core::ptr::addr_of!(HEAP_SPACE) as usize;
+    let start = unsafe { core::ptr::addr_of!(HEAP_SPACE) } as usize;
     (start..start + HEAP_SIZE).contains(&(p as usize))
 }
 
@@ -76,12 +77,12 @@ pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
         for shift in 0..=12 {
             let l = Layout::from_size_align(100 + shift * 300, 1 << shift).unwrap();
             let p = HEAP.alloc_zeroed(l);
-            assert!(!p.is_null() && (p as usize).is_multiple_of(l.align()) && in_heap(p));
+            assert!(!p.is_null() && p as usize & (l.align() - 1) == 0 && in_heap(p));
             assert!(std::slice::from_raw_parts(p, l.size()).iter().all(|&b| b == 0));
             assert!(HEAP.usable_size(p) >= l.size());
             p.write_bytes(shift as u8, l.size());
             let q = HEAP.realloc(p, l, l.size() * 2);
-            assert!(!q.is_null() && (q as usize).is_multiple_of(l.align()));
+            assert!(!q.is_null() && q as usize & (l.align() - 1) == 0);
             assert!(std::slice::from_raw_parts(q, l.size()).iter().all(|&b| b == shift as u8));
             live.push((q, Layout::from_size_align(l.size() * 2, l.align()).unwrap()));
         }
