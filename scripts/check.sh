@@ -14,6 +14,7 @@ steps=(
   "libFuzzer targets|make --no-print-directory fuzz"
   "freestanding cross-compile + nm|make --no-print-directory freestanding"
   "cppcheck + clang-tidy|make --no-print-directory lint"
+  "Rust crate: cargo test, clippy (rust/)|scripts/rust.sh"
 )
 if [ -f examples/riscv/Makefile ]; then
   steps+=("QEMU demo kernel (-smp 4)|make --no-print-directory -C examples/riscv check")

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The Rust crate (rust/): its tests and doc examples with the cargo on PATH,
+# clippy when it is installed, the same tests with Debian's cargo (Rust 1.63,
+# the crate's oldest supported) when that is installed too, and a bare-metal
+# RISC-V build when the riscv64gc-unknown-none-elf target is installed.
+# Everything offline: the crate has no dependencies.
+set -eu
+cd "$(dirname "$0")/../rust"
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install Debian's cargo (apt-get install cargo) or rustup" >&2
+  exit 1
+fi
+# A failing test must print its message, not a backtrace: symbolising one
+# needs more memory than the no_main tests' heaps hold.
+export RUST_BACKTRACE=0
+
+echo "-- cargo test ($(cargo --version))"
+cargo test --offline
+
+if cargo clippy --version >/dev/null 2>&1; then
+  echo "-- cargo clippy"
+  cargo clippy --offline --all-targets -- -D warnings
+else
+  echo "-- cargo clippy: not installed, skipped"
+fi
+
+if [ -x /usr/bin/cargo ] && [ -x /usr/bin/rustc ] && [ "$(command -v cargo)" != /usr/bin/cargo ]; then
+  echo "-- cargo test with Debian's toolchain ($(/usr/bin/rustc --version))"
+  CARGO_TARGET_DIR=target/debian RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc \
+    /usr/bin/cargo test --offline
+fi
+
+if command -v rustup >/dev/null 2>&1 &&
+   rustup target list --installed 2>/dev/null | grep -qx riscv64gc-unknown-none-elf; then
+  echo "-- cargo build --target riscv64gc-unknown-none-elf"
+  cargo build --offline --target riscv64gc-unknown-none-elf
+else
+  echo "-- riscv64gc-unknown-none-elf: target not installed, skipped"
+fi
