@@ -7,6 +7,7 @@ use core::alloc::Layout;
 use core::ffi::c_void;
 use core::fmt;
 use core::ops::Range;
+use core::ptr;
 
 #[cfg(feature = "alloc")]
 use alloc::{boxed::Box, vec::Vec};
@@ -52,16 +53,16 @@ pub struct FrameRun {
 ///   allocator for its B-trees.
 /// - **Exact counts.** `alloc(count)` takes exactly `count` frames (aligned
 ///   to `count.next_power_of_two()`, as the original's blocks are); the rest
-///   of the block stays free. `dealloc(start, count)` frees exactly `count`
-///   frames, and may free part of an allocation.
+///   of the block stays free, and `dealloc(start, count)` frees exactly
+///   those `count` frames. [`dealloc_part`](Self::dealloc_part) gives back
+///   any part of an allocation (half of a huge page).
 /// - **Merging.** Adjacent ranges added separately merge, and so do the two
 ///   halves of a top-order block; frame 0 is an ordinary frame.
-/// - **Bad frees.** [`try_dealloc`](Self::try_dealloc) refuses runs that
-///   leave the window, were never added (`Foreign`) or are already free
-///   (`DoubleFree`), with nothing changed; `dealloc` applies an
-///   [`OnBadFree`] policy. The frame allocator keeps one used bit per
-///   frame, not allocation records, so freeing part of an allocation, or
-///   a run spanning two allocations, is accepted.
+/// - **Bad frees.** [`try_dealloc`](Self::try_dealloc) refuses frames
+///   outside the window or never added (`Foreign`), already free
+///   (`DoubleFree`), a start inside an allocation (`BadPointer`) and a
+///   count that is not the allocation's (`Size`), with nothing changed;
+///   `dealloc` applies an [`OnBadFree`] policy.
 /// - `ORDER` is accepted for compatibility and ignored (no block limit).
 ///
 /// ```
@@ -80,6 +81,11 @@ pub struct FrameAllocator<const ORDER: usize = 32> {
     raw: ffi::kbuddy_frames,
     /// Whether raw has been set up by kbuddy_frames_init.
     ready: bool,
+    /// One bit per frame of the window, set on the first frame of each live
+    /// allocation, after the C bookkeeping in the same buffer: what lets
+    /// try_dealloc tell an interior or mis-sized free from a partial one
+    /// (the C allocator keeps used bits, not allocations).
+    starts: *mut u64,
     #[cfg(feature = "alloc")]
     owned: Option<Box<[u64]>>,
     on_bad_free: OnBadFree,
@@ -93,11 +99,41 @@ unsafe impl<const ORDER: usize> Send for FrameAllocator<ORDER> {}
 unsafe impl<const ORDER: usize> Sync for FrameAllocator<ORDER> {}
 
 impl<const ORDER: usize> FrameAllocator<ORDER> {
-    /// Bytes of metadata a window of `frames` frames needs (at most 4 bits
-    /// per frame plus a few hundred bytes). O(log frames).
+    /// Bytes of metadata a window of `frames` frames needs: kbuddy's
+    /// (about 3 bits per frame) plus one bit per frame marking where
+    /// allocations start, about 4.1 bits per frame in all, plus a few
+    /// hundred bytes. O(log frames).
     pub fn meta_size(frames: usize) -> usize {
         // SAFETY: a pure function.
-        unsafe { ffi::kbuddy_frames_meta_size(frames) }
+        let c = unsafe { ffi::kbuddy_frames_meta_size(frames) };
+        c.saturating_add(7).saturating_add(Self::start_words(frames) * 8)
+    }
+
+    fn start_words(frames: usize) -> usize {
+        frames / 64 + usize::from(frames % 64 != 0)
+    }
+
+    /// Set up raw over [base, base + count) in meta (meta_size(count) bytes
+    /// checked by the caller or by C), the start bits after C's part.
+    unsafe fn init_raw(
+        raw: &mut ffi::kbuddy_frames,
+        base: usize,
+        count: usize,
+        meta: *mut u8,
+        meta_size: usize,
+    ) -> Result<*mut u64, Error> {
+        if count == 0 || base.checked_add(count).is_none() {
+            return Err(Error::Invalid);
+        }
+        if meta_size < Self::meta_size(count) {
+            return Err(Error::NoMemory);
+        }
+        let c = ffi::kbuddy_frames_meta_size(count);
+        Error::check(ffi::kbuddy_frames_init(raw, base, count, meta.cast(), c))?;
+        let at = meta.add(c);
+        let starts = at.add(at.align_offset(8)).cast::<u64>();
+        ptr::write_bytes(starts, 0, Self::start_words(count));
+        Ok(starts)
     }
 
     /// An allocator without a window: nothing can be allocated until
@@ -108,6 +144,7 @@ impl<const ORDER: usize> FrameAllocator<ORDER> {
         FrameAllocator {
             raw: ffi::kbuddy_frames::ZERO,
             ready: false,
+            starts: core::ptr::null_mut(),
             owned: None,
             on_bad_free: OnBadFree::Panic,
             bad_frees: 0,
@@ -128,8 +165,8 @@ impl<const ORDER: usize> FrameAllocator<ORDER> {
 
     /// An allocator over frames `[base, base + count)`, its bookkeeping in
     /// `meta`, which must hold at least [`meta_size`](Self::meta_size)`(count)`
-    /// bytes (8-byte alignment wastes nothing). `Invalid` for `count == 0`
-    /// or a wrapping window; `NoMemory` if `meta` is too small.
+    /// bytes (any alignment). `Invalid` for `count == 0` or a wrapping
+    /// window; `NoMemory` if `meta` is too small.
     /// O(meta.len() / 8).
     pub fn with_meta(base: usize, count: usize, meta: &'static mut [u8]) -> Result<Self, Error> {
         // SAFETY: a 'static exclusive borrow outlives the allocator.
@@ -150,12 +187,13 @@ impl<const ORDER: usize> FrameAllocator<ORDER> {
         let mut fa = FrameAllocator {
             raw: ffi::kbuddy_frames::ZERO,
             ready: false,
+            starts: core::ptr::null_mut(),
             #[cfg(feature = "alloc")]
             owned: None,
             on_bad_free: OnBadFree::Panic,
             bad_frees: 0,
         };
-        Error::check(ffi::kbuddy_frames_init(&mut fa.raw, base, count, meta.cast(), meta_size))?;
+        fa.starts = Self::init_raw(&mut fa.raw, base, count, meta, meta_size)?;
         fa.ready = true;
         Ok(fa)
     }
@@ -196,14 +234,15 @@ impl<const ORDER: usize> FrameAllocator<ORDER> {
         let mut raw = ffi::kbuddy_frames::ZERO;
         // SAFETY: meta is owned by self from here on; moving the Box does
         // not move its buffer.
-        Error::check(unsafe {
-            ffi::kbuddy_frames_init(&mut raw, start, end - start, meta.as_mut_ptr().cast(), bytes)
-        })?;
+        let starts = unsafe {
+            Self::init_raw(&mut raw, start, end - start, meta.as_mut_ptr().cast(), bytes)
+        }?;
         for (first, count) in old_runs {
             // SAFETY: raw was set up above; the runs lie in the new window.
             Error::check(unsafe { ffi::kbuddy_frames_add(&mut raw, first, count) })?;
         }
         self.raw = raw;
+        self.starts = starts;
         self.owned = Some(meta);
         self.ready = true;
         Ok(())
@@ -286,20 +325,24 @@ impl<const ORDER: usize> FrameAllocator<ORDER> {
         let mut first = 0;
         // SAFETY: raw is set up; first is a valid output.
         let st = unsafe { ffi::kbuddy_frames_alloc(&mut self.raw, count, align, &mut first) };
-        (st == ffi::KBUDDY_OK).then_some(first)
+        if st != ffi::KBUDDY_OK {
+            return None;
+        }
+        let i = first - self.raw.engine.lo;
+        // SAFETY: i is inside the window.
+        unsafe { bits::set(self.starts, i) };
+        Some(first)
     }
 
-    /// Free frames `[start, start + count)` (0 is taken as 1). A run
-    /// [`try_dealloc`](Self::try_dealloc) refuses changes nothing, is
-    /// counted, and panics or is ignored as
+    /// Free the allocation of `count` frames at `start` (0 is taken as 1),
+    /// as `alloc` returned it. A free [`try_dealloc`](Self::try_dealloc)
+    /// refuses changes nothing, is counted, and panics or is ignored as
     /// [`set_on_bad_free`](Self::set_on_bad_free) chose (default: panic).
     /// O(L + count / 64).
     pub fn dealloc(&mut self, start: usize, count: usize) {
-        if let Err(e) = self.try_dealloc(start, count.max(1)) {
-            self.bad_frees += 1;
-            if self.on_bad_free == OnBadFree::Panic {
-                panic!("kbuddy: dealloc of frames {start}..+{count} refused: {e}");
-            }
+        let count = count.max(1);
+        if let Err(e) = self.try_dealloc(start, count) {
+            self.refused(start, count, e);
         }
     }
 
@@ -308,17 +351,94 @@ impl<const ORDER: usize> FrameAllocator<ORDER> {
         self.dealloc(start, layout.size().max(1));
     }
 
-    /// Free frames `[start, start + count)`, or say why not: `Invalid`
-    /// (`count == 0`), `Foreign` (a frame outside the window or never
-    /// added), `DoubleFree` (a frame already free). A refused call changes
-    /// nothing. Any run of allocated frames is accepted, including part of
-    /// an allocation. O(L + count / 64).
+    /// Free the allocation of `count` frames at `start`, or say why not:
+    /// `Invalid` (`count == 0`), `Foreign` (a frame outside the window or
+    /// never added), `DoubleFree` (a frame already free), `BadPointer`
+    /// (`start` is inside an allocation, not its first frame), `Size`
+    /// (`count` is not the allocation's: shorter, or running into the next
+    /// allocation). A refused call changes nothing. To give back part of an
+    /// allocation, use [`try_dealloc_part`](Self::try_dealloc_part).
+    /// O(L + count / 64).
     pub fn try_dealloc(&mut self, start: usize, count: usize) -> Result<(), Error> {
-        if !self.ready {
-            return Err(if count == 0 { Error::Invalid } else { Error::Foreign });
+        let (a, b) = self.run_in_window(start, count)?;
+        let (used, starts) = (self.raw.used as *const u64, self.starts as *const u64);
+        // SAFETY: [a, b) lies in the window, which both bitmaps cover.
+        let exact = unsafe {
+            if !bits::all_set(used, a, b) {
+                // Some frame is free or was never added: kbuddy refuses the
+                // run, changing nothing, and says which.
+                return Error::check(ffi::kbuddy_frames_free(&mut self.raw, start, count));
+            }
+            if !bits::get(starts, a) {
+                return Err(Error::BadPointer);
+            }
+            let n = self.raw.engine.hi - self.raw.engine.lo;
+            // No other allocation starts inside the run, and the frame after
+            // it does not continue this one.
+            let spans_two = bits::any_set(starts, a + 1, b);
+            let continues = b < n && bits::get(used, b) && !bits::get(starts, b);
+            !spans_two && !continues
+        };
+        if !exact {
+            return Err(Error::Size);
         }
+        // SAFETY: raw is set up; the run is one whole allocation.
+        Error::check(unsafe { ffi::kbuddy_frames_free(&mut self.raw, start, count) })?;
+        // SAFETY: a is in the window.
+        unsafe { bits::clear(self.starts, a) };
+        Ok(())
+    }
+
+    /// Free frames `[start, start + count)`: any run of allocated frames,
+    /// also part of an allocation (half of a huge page) or several whole
+    /// ones. What is left of a split allocation is freed later by its own
+    /// first frame and count. A refused run (see
+    /// [`try_dealloc_part`](Self::try_dealloc_part)) is handled as `dealloc`
+    /// handles one. O(L + count / 64).
+    pub fn dealloc_part(&mut self, start: usize, count: usize) {
+        if let Err(e) = self.try_dealloc_part(start, count) {
+            self.refused(start, count, e);
+        }
+    }
+
+    /// Free frames `[start, start + count)`, any run of allocated frames, or
+    /// say why not: `Invalid` (`count == 0`), `Foreign` (a frame outside the
+    /// window or never added), `DoubleFree` (a frame already free). A
+    /// refused call changes nothing. O(L + count / 64).
+    pub fn try_dealloc_part(&mut self, start: usize, count: usize) -> Result<(), Error> {
+        let (a, b) = self.run_in_window(start, count)?;
         // SAFETY: raw is set up; kbuddy checks the run.
-        Error::check(unsafe { ffi::kbuddy_frames_free(&mut self.raw, start, count) })
+        Error::check(unsafe { ffi::kbuddy_frames_free(&mut self.raw, start, count) })?;
+        let n = self.raw.engine.hi - self.raw.engine.lo;
+        // SAFETY: [a, b) lies in the window.
+        unsafe {
+            // A frame right after the run that is still allocated now starts
+            // the rest of its allocation.
+            if b < n && bits::get(self.raw.used, b) {
+                bits::set(self.starts, b);
+            }
+            bits::clear_range(self.starts, a, b);
+        }
+        Ok(())
+    }
+
+    /// The run [start, start + count) as window offsets [a, b), or why not.
+    fn run_in_window(&self, start: usize, count: usize) -> Result<(usize, usize), Error> {
+        if count == 0 {
+            return Err(Error::Invalid);
+        }
+        let w = self.window();
+        if start < w.start || start >= w.end || count > w.end - start {
+            return Err(Error::Foreign);
+        }
+        Ok((start - w.start, start - w.start + count))
+    }
+
+    fn refused(&mut self, start: usize, count: usize, e: Error) {
+        self.bad_frees += 1;
+        if self.on_bad_free == OnBadFree::Panic {
+            panic!("kbuddy: dealloc of frames {start}..+{count} refused: {e}");
+        }
     }
 
     /// Exact statistics. O(1).
@@ -337,7 +457,17 @@ impl<const ORDER: usize> FrameAllocator<ORDER> {
             return Ok(());
         }
         // SAFETY: raw is set up.
-        Error::check(unsafe { ffi::kbuddy_frames_check(&self.raw) })
+        Error::check(unsafe { ffi::kbuddy_frames_check(&self.raw) })?;
+        // Every allocation start is an allocated frame.
+        let n = self.raw.engine.hi - self.raw.engine.lo;
+        for w in 0..Self::start_words(n) {
+            // SAFETY: both bitmaps have start_words(n) words.
+            let (s, u) = unsafe { (*self.starts.add(w), *self.raw.used.add(w)) };
+            if s & !u != 0 {
+                return Err(Error::Corrupt);
+            }
+        }
+        Ok(())
     }
 
     /// Call `f` for every run of free or allocated frames in order (free
@@ -389,5 +519,50 @@ impl<const ORDER: usize> fmt::Debug for FrameAllocator<ORDER> {
             .field("allocated", &s.allocated)
             .field("largest_free", &s.largest_free)
             .finish()
+    }
+}
+
+/// Flat bitmaps of u64 words, bit i in word i / 64 at bit i % 64 (the
+/// layout of kbuddy's used bits, which the allocator reads).
+mod bits {
+    pub unsafe fn get(w: *const u64, i: usize) -> bool {
+        *w.add(i / 64) >> (i % 64) & 1 != 0
+    }
+    pub unsafe fn set(w: *mut u64, i: usize) {
+        *w.add(i / 64) |= 1 << (i % 64);
+    }
+    pub unsafe fn clear(w: *mut u64, i: usize) {
+        *w.add(i / 64) &= !(1 << (i % 64));
+    }
+    /// Mask of bits [a, b) within word a / 64, b at most that word's end.
+    fn mask(a: usize, b: usize) -> u64 {
+        let lo = a % 64;
+        let n = b - a;
+        (if n >= 64 { !0 } else { (1u64 << n) - 1 }) << lo
+    }
+    /// Calls f(word index, mask) for the words covering [a, b).
+    fn spans(a: usize, b: usize, mut f: impl FnMut(usize, u64) -> bool) -> bool {
+        let mut i = a;
+        while i < b {
+            let end = (i / 64 + 1) * 64;
+            let e = if end < b { end } else { b };
+            if !f(i / 64, mask(i, e)) {
+                return false;
+            }
+            i = e;
+        }
+        true
+    }
+    pub unsafe fn all_set(w: *const u64, a: usize, b: usize) -> bool {
+        spans(a, b, |k, m| *w.add(k) & m == m)
+    }
+    pub unsafe fn any_set(w: *const u64, a: usize, b: usize) -> bool {
+        !spans(a, b, |k, m| *w.add(k) & m == 0)
+    }
+    pub unsafe fn clear_range(w: *mut u64, a: usize, b: usize) {
+        spans(a, b, |k, m| {
+            *w.add(k) &= !m;
+            true
+        });
     }
 }
