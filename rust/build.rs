@@ -137,6 +137,14 @@ fn main() {
     if let Some(extra) = tool_var("CFLAGS", &target, &host) {
         flags.extend(extra.split_whitespace().map(String::from));
     }
+    // The heap's granule is a compile-time choice of the C (32 bytes, or
+    // 16 with -DKBUDDY_MIN_BLOCK_SHIFT=4); the crate's MIN_BLOCK follows it.
+    if minor >= 80 {
+        println!("cargo:rustc-check-cfg=cfg(kbuddy_min_block_16)");
+    }
+    if flags.iter().any(|f| f.ends_with("KBUDDY_MIN_BLOCK_SHIFT=4")) {
+        println!("cargo:rustc-cfg=kbuddy_min_block_16");
+    }
 
     // layout.c: sizes and offsets of the C structs the crate mirrors, so
     // that a test can prove the hand-written declarations match (an object

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The Rust crate (rust/): its tests and doc examples with the cargo on PATH,
-# clippy when it is installed, the same tests with Debian's cargo (Rust 1.63,
-# the crate's oldest supported) when that is installed too, and a bare-metal
-# RISC-V build when the riscv64gc-unknown-none-elf target is installed.
+# clippy when it is installed, the tests again over 16-byte minimum blocks,
+# and with Debian's cargo (Rust 1.63, the oldest the crate supports) when
+# that is installed too, and a bare-metal RISC-V build when the
+# riscv64gc-unknown-none-elf target is installed.
 # Everything offline: the crate has no dependencies.
 set -eu
 cd "$(dirname "$0")/../rust"
@@ -24,6 +25,9 @@ if cargo clippy --version >/dev/null 2>&1; then
 else
   echo "-- cargo clippy: not installed, skipped"
 fi
+
+echo "-- cargo test with 16-byte minimum blocks (CFLAGS=-DKBUDDY_MIN_BLOCK_SHIFT=4)"
+CFLAGS=-DKBUDDY_MIN_BLOCK_SHIFT=4 CARGO_TARGET_DIR=target/shift4 cargo test --offline
 
 if [ -x /usr/bin/cargo ] && [ -x /usr/bin/rustc ] && [ "$(command -v cargo)" != /usr/bin/cargo ]; then
   echo "-- cargo test with Debian's toolchain ($(/usr/bin/rustc --version))"

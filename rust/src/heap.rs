@@ -61,7 +61,9 @@ pub struct Block {
 /// let layout = Layout::from_size_align(100, 8).unwrap();
 /// let p = heap.alloc(layout).unwrap();
 /// assert_eq!(heap.stats_alloc_user(), 100);
-/// assert_eq!(heap.stats_alloc_actual(), 128);  // 100 rounded up to 32 bytes
+/// // 100 rounded up to whole minimum blocks: 128 with 32-byte blocks
+/// let min = kbuddy::MIN_BLOCK;
+/// assert_eq!(heap.stats_alloc_actual(), (100 + min - 1) / min * min);
 /// heap.dealloc(p, layout);
 /// assert_eq!(heap.try_dealloc(p, layout), Err(kbuddy::Error::DoubleFree));
 /// assert_eq!(heap.stats_alloc_actual(), 0);

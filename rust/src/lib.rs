@@ -60,5 +60,12 @@ pub use lock::{Mutex, MutexGuard};
 pub use malloc::{Hooks, MallocStats, PerCpuHeap};
 
 /// The heap's minimum block, in bytes (`KBUDDY_MIN_BLOCK`): every request is
-/// rounded up to a multiple of it, and every block is aligned to it.
+/// rounded up to a multiple of it, and every block is aligned to it. 32, or
+/// 16 when the C is built with `CFLAGS=-DKBUDDY_MIN_BLOCK_SHIFT=4`.
+#[cfg(not(kbuddy_min_block_16))]
 pub const MIN_BLOCK: usize = 32;
+/// The heap's minimum block, in bytes (`KBUDDY_MIN_BLOCK`): every request is
+/// rounded up to a multiple of it, and every block is aligned to it. 16:
+/// the C is built with `-DKBUDDY_MIN_BLOCK_SHIFT=4`.
+#[cfg(kbuddy_min_block_16)]
+pub const MIN_BLOCK: usize = 16;
