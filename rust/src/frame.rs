@@ -113,8 +113,8 @@ impl<const ORDER: usize> FrameAllocator<ORDER> {
         frames / 64 + usize::from(frames % 64 != 0)
     }
 
-    /// Set up raw over [base, base + count) in meta (meta_size(count) bytes
-    /// checked by the caller or by C), the start bits after C's part.
+    /// Set up raw over [base, base + count) in meta, the start bits after
+    /// C's part; the pointer to the start bits.
     unsafe fn init_raw(
         raw: &mut ffi::kbuddy_frames,
         base: usize,

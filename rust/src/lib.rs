@@ -31,7 +31,9 @@
 //! ```no_run
 //! use kbuddy::LockedHeap;                // was: use buddy_system_allocator::LockedHeap;
 //! #[global_allocator]
-//! static HEAP_ALLOCATOR: LockedHeap<32> = LockedHeap::empty();   // unchanged
+//! static HEAP_ALLOCATOR: LockedHeap<32> = LockedHeap::empty();
+//! // 0.6's spelling compiles as well: ORDER defaults to 32.
+//! static OLD_STYLE: LockedHeap = LockedHeap::empty();
 //! # fn main() {}
 //! ```
 //!
