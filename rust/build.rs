@@ -104,8 +104,9 @@ fn main() {
     let opt = match env::var("OPT_LEVEL").as_deref() {
         Ok("0") => "-O0",
         Ok("1") => "-O1",
+        Ok("2") => "-O2",
         Ok("s") | Ok("z") => "-Os",
-        _ => "-O2",
+        _ => "-O3",
     };
     flags.push(opt.into());
     if matches!(env::var("DEBUG").as_deref(), Ok(d) if d != "false" && d != "0") {
