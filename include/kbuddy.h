@@ -363,6 +363,14 @@ void kbuddy_set_oom_handler(kbuddy_heap *heap, kbuddy_oom_fn fn, void *ctx);
  * O(1). */
 void kbuddy_set_lock(kbuddy_heap *heap, const kbuddy_lock *lock);
 
+/* Tell a heap that its struct has moved: `heap` holds a byte-for-byte copy
+ * of a heap whose old copy will not be used again (a struct returned by
+ * value, or a language runtime that moves objects, as Rust does). Each
+ * region's bookkeeping points back at the heap struct; this re-points it at
+ * `heap`. Call it after the copy and before any other call on the new copy.
+ * Harmless on a heap that has not moved. Takes the heap's lock. O(R). */
+void kbuddy_rebind(kbuddy_heap *heap);
+
 /* ------------------------------------------------------------------------ */
 /* The page-frame allocator                                                 */
 /* ------------------------------------------------------------------------ */

@@ -22,6 +22,7 @@ steps=(
   "freestanding cross-compile + nm|make --no-print-directory freestanding"
   "cppcheck + clang-tidy|make --no-print-directory lint"
   "install + outside project (find_package, pkg-config, add_subdirectory)|make --no-print-directory test-install"
+  "Rust crate: cargo test, clippy (rust/)|scripts/rust.sh"
 )
 if [ -f examples/riscv/Makefile ]; then
   steps+=("QEMU demo kernel (-smp 4)|make --no-print-directory -C examples/riscv check")

@@ -635,3 +635,14 @@ void kbuddy_set_lock(kbuddy_heap *h, const kbuddy_lock *lock) {
     else
         kb_zero(&h->lock, sizeof h->lock);
 }
+
+void kbuddy_rebind(kbuddy_heap *h) {
+    if (!h)
+        return;
+    kb_lock(&h->lock);
+    for (region *r = h->regions; r; r = r->next) {
+        r->engine.owner_mask = &h->orders_free;
+        r->engine.owner_count = h->regions_with_order;
+    }
+    kb_unlock(&h->lock);
+}

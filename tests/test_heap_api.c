@@ -441,6 +441,53 @@ TEST(init_empties_a_dirty_heap_and_forgets_its_regions) {
     free(a);
 }
 
+TEST(rebind_makes_a_moved_heap_work_at_its_new_address) {
+    unsigned char *a = arena_new(1 << 16), *b = arena_new(1 << 14);
+    REQUIRE(a && b);
+    kbuddy_heap *old = malloc(sizeof *old), *moved = malloc(sizeof *moved);
+    REQUIRE(old && moved);
+    kbuddy_init(old);
+    REQUIRE(kbuddy_add_region(old, a, 1 << 16) == KBUDDY_OK);
+    REQUIRE(kbuddy_add_region(old, b, 1 << 14) == KBUDDY_OK);
+    void *p = kbuddy_alloc(old, 1000, 64), *q = kbuddy_alloc(old, 5000, 1);
+    REQUIRE(p && q);
+    kbuddy_stats before = stats_of(old);
+    kbuddy_rebind(old); /* not moved: nothing changes */
+    CHECK_STATUS(kbuddy_check(old), KBUDDY_OK);
+
+    /* Move it; the old copy is poisoned so that nothing can still use it. */
+    memcpy(moved, old, sizeof *moved);
+    memset(old, 0x5A, sizeof *old);
+    /* The regions still point at the old struct: the check sees that. */
+    CHECK_STATUS(kbuddy_check(moved), KBUDDY_ECORRUPT);
+    kbuddy_rebind(moved);
+    CHECK_STATUS(kbuddy_check(moved), KBUDDY_OK);
+    kbuddy_stats st = stats_of(moved);
+    CHECK_EQ(st.total, before.total);
+    CHECK_EQ(st.allocated, before.allocated);
+    CHECK_EQ(st.user, 1000 + 5000);
+    CHECK_EQ(st.largest_free, before.largest_free);
+    CHECK_EQ(st.regions, 2);
+
+    /* Frees merge and allocations split through the new struct's summaries. */
+    CHECK_STATUS(kbuddy_free_sized(moved, p, 1000, 64), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_free(moved, q), KBUDDY_OK);
+    st = stats_of(moved);
+    CHECK_EQ(st.allocated, 0);
+    CHECK_EQ(st.allocations, 0);
+    CHECK_STATUS(kbuddy_check(moved), KBUDDY_OK);
+    void *big = kbuddy_alloc(moved, st.largest_free, 1);
+    CHECK(big != NULL);
+    CHECK_EQ(stats_of(moved).largest_free < st.largest_free, 1);
+    CHECK_STATUS(kbuddy_free(moved, big), KBUDDY_OK);
+    CHECK_EQ(stats_of(moved).largest_free, st.largest_free);
+    CHECK_STATUS(kbuddy_check(moved), KBUDDY_OK);
+    free(old);
+    free(moved);
+    free(a);
+    free(b);
+}
+
 TEST(null_heap_is_refused_by_every_function) {
     unsigned char buf[1024];
     kbuddy_stats st;
@@ -470,6 +517,7 @@ TEST(null_heap_is_refused_by_every_function) {
     CHECK_EQ(kbuddy_heap_trim(NULL, 4096, NULL, NULL), 0);
     kbuddy_set_oom_handler(NULL, NULL, NULL);
     kbuddy_set_lock(NULL, NULL);
+    kbuddy_rebind(NULL);
 }
 
 /* ------------------------------------------------------------------------ */
