@@ -587,6 +587,24 @@ bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_
     return e->ctrl ? take_heap(e, n, k, ka, start) : take_frames(e, n, k, ka, start);
 }
 
+bool kb_engine_take_lowest(kb_engine *e, uintptr_t n, unsigned k, uintptr_t *start) {
+    kb_word candidates = k < KB_WORD_BITS ? e->nonempty >> k : 0;
+    if (!candidates)
+        return false;
+    /* No search and no unaligned start: one block removed, and the tail
+     * given back as the pieces [n, 2^j) breaks into (at most one per order
+     * below j), none of which has a free buddy. Its free then merges back
+     * in one pass with one edge per order. */
+    unsigned j = k + kb_ctz(candidates);
+    kb_view v = view_of(e);
+    uintptr_t blk = block_lowest(e, j);
+    uintptr_t b = blk << j;
+    block_remove(&v, j, blk, true);
+    release_tail(&v, b + n, b + ((uintptr_t)1 << j), true);
+    *start = b;
+    return true;
+}
+
 /* Is block b of order k free? For release's buddy tests: heap engines read
  * the block's first control byte (a free block of order k, and only one,
  * starts with kb_free_mark(k) there), frame engines test the bitmap. */

@@ -277,7 +277,10 @@ KB_INLINE void *alloc_run_locked(kbuddy_heap *h, size_t size, uintptr_t n, size_
     while (!(r->engine.nonempty >> k))
         r = r->next;
     uintptr_t u;
-    (void)kb_engine_take(&r->engine, n * count, k, ka, &u);
+    if (h->placement == KBUDDY_PLACE_FAST)
+        (void)kb_engine_take_lowest(&r->engine, n * count, k, &u);
+    else
+        (void)kb_engine_take(&r->engine, n * count, k, ka, &u);
     for (size_t i = 0; i < count; i++)
         record_write(ctrl_of(r, u + i * n), n, size);
     h->allocated += (size_t)((n * count) << UNIT_SHIFT);
@@ -566,7 +569,8 @@ static kbuddy_status check_locked(const kbuddy_heap *h) {
             return KBUDDY_ECORRUPT;
     if (mask != h->orders_free || regions != h->region_count || total != h->total ||
         total + h->overhead != bytes || (size_t)(w.used_units << UNIT_SHIFT) != h->allocated ||
-        w.user != h->user || w.allocations != h->allocations || !hint_found)
+        w.user != h->user || w.allocations != h->allocations || !hint_found ||
+        h->placement > KBUDDY_PLACE_FAST)
         return KBUDDY_ECORRUPT;
     return KBUDDY_OK;
 }
@@ -587,6 +591,15 @@ void kbuddy_set_oom_handler(kbuddy_heap *h, kbuddy_oom_fn fn, void *ctx) {
     h->oom = fn;
     h->oom_ctx = ctx;
     kb_unlock(&h->lock);
+}
+
+kbuddy_status kbuddy_set_placement(kbuddy_heap *h, kbuddy_placement placement) {
+    if (!h || (placement != KBUDDY_PLACE_DENSE && placement != KBUDDY_PLACE_FAST))
+        return KBUDDY_EINVAL;
+    kb_lock(&h->lock);
+    h->placement = (unsigned int)placement;
+    kb_unlock(&h->lock);
+    return KBUDDY_OK;
 }
 
 void kbuddy_set_lock(kbuddy_heap *h, const kbuddy_lock *lock) {
