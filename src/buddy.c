@@ -643,17 +643,11 @@ KB_INLINE void release_edges(const kb_view *v, uintptr_t span, unsigned k, uintp
     *pb = b;
 }
 
-KB_INLINE void release_impl(kb_engine *e, uintptr_t a, uintptr_t b, bool heap) {
+/* The general release from order k up: block numbers a, b at order k. */
+KB_INLINE void release_impl(kb_engine *e, uintptr_t a, uintptr_t b, unsigned k, bool heap) {
     unsigned top = e->orders - 1;
     kb_view v = view_of(e);
     uintptr_t span = e->hi - e->lo;
-    unsigned k = 0;
-    if (heap) {
-        /* The orders below the top whose buddy test is a control byte: no
-         * top or saturated-mark case to test for inside the edges. */
-        for (; a < b && k < top && k < KB_CTRL_ORDER; k++, a >>= 1, b >>= 1)
-            release_edges(&v, span, k, &a, &b, true);
-    }
     for (; a < b; k++, a >>= 1, b >>= 1) {
         if (k == top) {
             for (; a < b; a++)
@@ -664,12 +658,97 @@ KB_INLINE void release_impl(kb_engine *e, uintptr_t a, uintptr_t b, bool heap) {
     }
 }
 
+/* The bitmap half of block_insert / block_remove for order o's tree: leaf
+ * bit i, then the summaries above as far as a word changes between zero
+ * and non-zero. */
+KB_INLINE void tree_set(kb_engine *e, kb_word *words, const kb_order *o, unsigned k, uintptr_t i) {
+    for (uint32_t d = 0;;) {
+        kb_word *w = &words[o->off[d] + (i >> KB_WORD_SHIFT)];
+        kb_word old = *w;
+        *w = old | kb_bit(i);
+        if (old)
+            return;
+        if (++d == o->depth)
+            break;
+        i >>= KB_WORD_SHIFT;
+    }
+    order_filled(e, k);
+}
+
+KB_INLINE void tree_clear(kb_engine *e, kb_word *words, const kb_order *o, unsigned k,
+                          uintptr_t i) {
+    for (uint32_t d = 0;;) {
+        kb_word *w = &words[o->off[d] + (i >> KB_WORD_SHIFT)];
+        kb_word now = *w & ~kb_bit(i);
+        *w = now;
+        if (now)
+            return;
+        if (++d == o->depth)
+            break;
+        i >>= KB_WORD_SHIFT;
+    }
+    order_emptied(e, k);
+}
+
+static KB_NOINLINE void release_rest(kb_engine *e, uintptr_t a, uintptr_t b, unsigned k) {
+    release_impl(e, a, b, k, true);
+}
+
+/* A heap release. Below the top order and below saturated marks (order 31)
+ * every buddy test is one control byte, and the loop keeps, besides the
+ * block numbers a and b, the control-byte index of each edge (x, y) and
+ * the block size s, so that no step needs a variable shift: the edge and
+ * buddy positions move by s, the mark by one. What is left (top order,
+ * orders of 31 and up) goes to the general loop. */
 static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
-    release_impl(e, a, b, true);
+    uint8_t *const ctrl = e->ctrl;
+    kb_word *const words = e->words;
+    const kb_order *o = e->order;
+    const uintptr_t span = e->hi - e->lo;
+    unsigned top = e->orders - 1;
+    /* The mark of order k is KB_CTRL_FREE + k here: it doubles as k. */
+    const uint8_t end = (uint8_t)(KB_CTRL_FREE + (top < KB_CTRL_ORDER ? top : KB_CTRL_ORDER));
+    uintptr_t x = a - e->lo, y = b - e->lo, s = 1;
+    uint8_t mark = KB_CTRL_FREE;
+    for (; a < b && mark < end; a >>= 1, b >>= 1, s <<= 1, mark++, o++) {
+        if (a & 1) { /* the left edge's buddy a - 1 lies outside the range */
+            uintptr_t u = x - s; /* wraps past span when it would lie before lo */
+            if (u < span && ctrl[u] == mark) {
+                ctrl[u] = 0;
+                ctrl[u + s - 1] = 0;
+                tree_clear(e, words, o, mark - KB_CTRL_FREE, a - 1 - o->first);
+                a--;
+                x = u;
+            } else {
+                ctrl[x] = mark;
+                ctrl[x + s - 1] = mark;
+                tree_set(e, words, o, mark - KB_CTRL_FREE, a - o->first);
+                a++;
+                x += s;
+            }
+        }
+        if (a < b && (b & 1)) { /* the right edge's buddy b lies outside */
+            if (y < span && ctrl[y] == mark) {
+                ctrl[y] = 0;
+                ctrl[y + s - 1] = 0;
+                tree_clear(e, words, o, mark - KB_CTRL_FREE, b - o->first);
+                b++;
+                y += s;
+            } else {
+                b--;
+                y -= s;
+                ctrl[y] = mark;
+                ctrl[y + s - 1] = mark;
+                tree_set(e, words, o, mark - KB_CTRL_FREE, b - o->first);
+            }
+        }
+    }
+    if (a < b)
+        release_rest(e, a, b, (unsigned)(mark - KB_CTRL_FREE));
 }
 
 static KB_NOINLINE void release_frames(kb_engine *e, uintptr_t a, uintptr_t b) {
-    release_impl(e, a, b, false);
+    release_impl(e, a, b, 0, false);
 }
 
 void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) {
