@@ -587,24 +587,6 @@ bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_
     return e->ctrl ? take_heap(e, n, k, ka, start) : take_frames(e, n, k, ka, start);
 }
 
-bool kb_engine_take_lowest(kb_engine *e, uintptr_t n, unsigned k, uintptr_t *start) {
-    kb_word candidates = k < KB_WORD_BITS ? e->nonempty >> k : 0;
-    if (!candidates)
-        return false;
-    /* No search and no unaligned start: one block removed, and the tail
-     * given back as the pieces [n, 2^j) breaks into (at most one per order
-     * below j), none of which has a free buddy. Its free then merges back
-     * in one pass with one edge per order. */
-    unsigned j = k + kb_ctz(candidates);
-    kb_view v = view_of(e);
-    uintptr_t blk = block_lowest(e, j);
-    uintptr_t b = blk << j;
-    block_remove(&v, j, blk, true);
-    release_tail(&v, b + n, b + ((uintptr_t)1 << j), true);
-    *start = b;
-    return true;
-}
-
 /* Is block b of order k free? For release's buddy tests: heap engines read
  * the block's first control byte (a free block of order k, and only one,
  * starts with kb_free_mark(k) there), frame engines test the bitmap. */
@@ -690,8 +672,47 @@ KB_INLINE void tree_clear(kb_engine *e, kb_word *words, const kb_order *o, unsig
     order_emptied(e, k);
 }
 
+/* block_insert / block_remove of a heap engine, out of line for the rare
+ * paths (orders from the top or from 31 up), so that they cost little code. */
+static KB_NOINLINE void heap_block_insert(kb_engine *e, unsigned k, uintptr_t b) {
+    kb_view v = view_of(e);
+    block_insert(&v, k, b, true);
+}
+
+static KB_NOINLINE void heap_block_remove(kb_engine *e, unsigned k, uintptr_t b) {
+    kb_view v = view_of(e);
+    block_remove(&v, k, b, true);
+}
+
+/* What a heap release leaves to do from order k (the top order, orders of
+ * 31 and up): the general loop, with the buddy test on the bitmap. */
 static KB_NOINLINE void release_rest(kb_engine *e, uintptr_t a, uintptr_t b, unsigned k) {
-    release_impl(e, a, b, k, true);
+    unsigned top = e->orders - 1;
+    for (; a < b; k++, a >>= 1, b >>= 1) {
+        if (k == top) {
+            for (; a < b; a++)
+                heap_block_insert(e, k, a);
+            return;
+        }
+        if (a & 1) {
+            if (block_is_free(e, k, a - 1)) {
+                heap_block_remove(e, k, a - 1);
+                a--;
+            } else {
+                heap_block_insert(e, k, a);
+                a++;
+            }
+        }
+        if (a < b && (b & 1)) {
+            if (block_is_free(e, k, b)) {
+                heap_block_remove(e, k, b);
+                b++;
+            } else {
+                b--;
+                heap_block_insert(e, k, b);
+            }
+        }
+    }
 }
 
 /* A heap release. Below the top order and below saturated marks (order 31)

@@ -277,10 +277,9 @@ KB_INLINE void *alloc_run_locked(kbuddy_heap *h, size_t size, uintptr_t n, size_
     while (!(r->engine.nonempty >> k))
         r = r->next;
     uintptr_t u;
-    if (h->placement == KBUDDY_PLACE_FAST)
-        (void)kb_engine_take_lowest(&r->engine, n * count, k, &u);
-    else
-        (void)kb_engine_take(&r->engine, n * count, k, ka, &u);
+    /* Fast placement: aligned to the whole block, which searches no run
+     * and starts at the block (see kb_engine_take). */
+    (void)kb_engine_take(&r->engine, n * count, k, h->placement == KBUDDY_PLACE_FAST ? k : ka, &u);
     for (size_t i = 0; i < count; i++)
         record_write(ctrl_of(r, u + i * n), n, size);
     h->allocated += (size_t)((n * count) << UNIT_SHIFT);
