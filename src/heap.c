@@ -297,15 +297,21 @@ size_t kbuddy_alloc_many(kbuddy_heap *h, size_t size, size_t count, void **out) 
         return 0;
     uintptr_t n = units_for(size);
     size_t got = 0;
+    /* First the whole run at once, if its size is sane; failing that, one
+     * by one. (One call site: the engine's take is inlined only once.) */
+    size_t batch = count > 1 && n <= (MAX_REGION_UNITS >> 1) / count ? count : 1;
     kb_lock(&h->lock);
-    if (count > 1 && n <= (MAX_REGION_UNITS >> 1) / count) {
-        unsigned char *run = alloc_run_locked(h, size, n, count, kb_ceil_log2(n * count), 0);
-        for (; run && got < count; got++)
-            out[got] = run + ((got * n) << UNIT_SHIFT);
-    }
-    for (unsigned k = kb_ceil_log2(n); got < count; got++) /* no run: one by one */
-        if ((out[got] = alloc_locked(h, size, n, k, 0)) == NULL)
+    while (got < count) {
+        unsigned char *p = alloc_run_locked(h, size, n, batch, kb_ceil_log2(n * batch), 0);
+        if (!p && batch > 1) {
+            batch = 1;
+            continue;
+        }
+        if (!p)
             break;
+        for (size_t i = 0; i < batch; i++)
+            out[got++] = p + ((i * n) << UNIT_SHIFT);
+    }
     kb_unlock(&h->lock);
     return got;
 }
