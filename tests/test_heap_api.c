@@ -2838,6 +2838,9 @@ TEST(counting_lock_is_taken_and_released_in_balance_by_every_function) {
     o.lock = &cl;
     o.say_true = 1;
     CHECK_LOCKED(cl, 1, kbuddy_set_oom_handler(&h, oom_handler, &o));
+    CHECK_LOCKED(cl, 1, CHECK_STATUS(kbuddy_set_placement(&h, KBUDDY_PLACE_FAST), KBUDDY_OK));
+    CHECK_LOCKED(cl, 0, CHECK_STATUS(kbuddy_set_placement(&h, (kbuddy_placement)9), KBUDDY_EINVAL));
+    CHECK_LOCKED(cl, 1, CHECK_STATUS(kbuddy_set_placement(&h, KBUDDY_PLACE_DENSE), KBUDDY_OK));
     CHECK_LOCKED(cl, 2, r = kbuddy_alloc(&h, 1 << 20, 1)); /* two tries */
     CHECK(r == NULL);
     CHECK_EQ(o.calls, 2);
