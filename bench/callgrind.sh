@@ -31,15 +31,17 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT INT TERM
 cd "$TMP" # anything valgrind leaves behind goes with it
 
-# ir WORKLOAD ALLOC [OPS]: instructions executed inside the workload's loop.
+# ir WORKLOAD ALLOC [OPS] [PLACEMENT]: instructions executed inside the
+# workload's loop (PLACEMENT: the kbuddy heap's, dense by default).
 ir() {
-    out="$TMP/cg.$1.$2"
+    out="$TMP/cg.$1.$2.${4:-dense}"
     ops=${3:-$OPS}
     # The bench exits 1 when a call failed or kbuddy_check (run after the
     # loop, uncounted) found damage: the count stands, but say so.
     rc=0
     valgrind --tool=callgrind --collect-atstart=no --toggle-collect='bench_loop_*' \
         --callgrind-out-file="$out" "$BENCH" --only "$1" --ops "$ops" --alloc "$2" \
+        --placement "${4:-dense}" \
         >"$TMP/log" 2>&1 || rc=$?
     if [ "$rc" != 0 ]; then
         [ -f "$out" ] || { echo "callgrind.sh: $1 $2 failed:" >&2; cat "$TMP/log" >&2; exit 1; }
@@ -65,6 +67,7 @@ done
 KBM=0
 "$BENCH" --only W3 --ops 1 --alloc kbuddy-malloc >/dev/null 2>&1 && KBM=1
 for w in W3 W4; do
+    eval "kbf_$w=\$(ir $w kbuddy $OPS fast)"
     eval "kbu_$w=\$(ir $w kbuddy-unsized)"
     eval "glibc_$w=\$(ir $w glibc)"
     if [ "$KBM" = 1 ]; then eval "kbm_$w=\$(ir $w kbuddy-malloc)"; fi
@@ -86,6 +89,7 @@ done
 
 kb() { eval "per_op \$kb_$1 \$noop_$1"; }
 kbu() { eval "per_op \$kbu_$1 \$noop_$1"; }
+kbf() { eval "per_op \$kbf_$1 \$noop_$1"; }
 kbm() { if [ "$KBM" = 1 ]; then eval "per_op \$kbm_$1 \$noop_$1"; else echo -; fi; }
 gl() { eval "per_op \$glibc_$1 \$noop_$1"; }
 half() { awk -v x="$1" 'BEGIN { printf "%.1f", x / 2 }'; }
@@ -93,26 +97,27 @@ half() { awk -v x="$1" 'BEGIN { printf "%.1f", x / 2 }'; }
 # Reference figures (allocator's own instructions per operation) from
 # bench-workloads.md, measured the same way.
 if [ "${MARKDOWN:-0}" = 1 ]; then
-    echo "| workload | kbuddy | kbuddy (unsized free) | kbuddy_malloc | glibc (here) | o1heap | buddy_system_allocator | TLSF | glibc (ref) |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    echo "| W3 random | $(kb W3) | $(kbu W3) | $(kbm W3) | $(gl W3) | 65 | 124 | 140 | 198 |"
-    echo "| W4 random-aligned | $(kb W4) | $(kbu W4) | $(kbm W4) | $(gl W4) | 69 | 135 | 213 | 426 |"
-    echo "| F1 frames | $(kb F1) | - | - | - | - | - | - | - |"
-    echo "| F2 frames-mixed | $(kb F2) | - | - | - | - | - | - | - |"
-    echo "| W1 pair (per alloc+free) | $(kb W1) | - | - | $(gl W1) | - | - | - | - |"
-    echo "| W2 batch | $(half "$(kb W2)") | - | - | $(half "$(gl W2)") | - | - | - | - |"
+    echo "| workload | kbuddy | kbuddy fast placement | kbuddy (unsized free) | kbuddy_malloc | glibc (here) | o1heap | buddy_system_allocator | TLSF | glibc (ref) |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "| W3 random | $(kb W3) | $(kbf W3) | $(kbu W3) | $(kbm W3) | $(gl W3) | 65 | 124 | 140 | 198 |"
+    echo "| W4 random-aligned | $(kb W4) | $(kbf W4) | $(kbu W4) | $(kbm W4) | $(gl W4) | 69 | 135 | 213 | 426 |"
+    echo "| F1 frames | $(kb F1) | - | - | - | - | - | - | - | - |"
+    echo "| F2 frames-mixed | $(kb F2) | - | - | - | - | - | - | - | - |"
+    echo "| W1 pair (per alloc+free) | $(kb W1) | - | - | - | $(gl W1) | - | - | - | - |"
+    echo "| W2 batch | $(half "$(kb W2)") | - | - | - | $(half "$(gl W2)") | - | - | - | - |"
 else
     echo "callgrind: instructions per operation, allocator's own (minus the no-op loop), $OPS ops"
-    fmt="%-18s %8s %10s %9s %9s   %6s %6s %6s %6s\n"
-    printf "$fmt" workload kbuddy kb-unsized kb-malloc glibc o1heap bsa TLSF glibc
-    printf "$fmt" "" "" "" "" "(here)" "(ref)" "(ref)" "(ref)" "(ref)"
-    printf "$fmt" "W3 random" "$(kb W3)" "$(kbu W3)" "$(kbm W3)" "$(gl W3)" 65 124 140 198
-    printf "$fmt" "W4 random-aligned" "$(kb W4)" "$(kbu W4)" "$(kbm W4)" "$(gl W4)" 69 135 213 426
-    printf "$fmt" "F1 frames" "$(kb F1)" - - - - - - -
-    printf "$fmt" "F2 frames-mixed" "$(kb F2)" - - - - - - -
-    printf "$fmt" "W1 pair (a+f)" "$(kb W1)" - - "$(gl W1)" - - - -
-    printf "$fmt" "W2 batch" "$(half "$(kb W2)")" - - "$(half "$(gl W2)")" - - - -
+    fmt="%-18s %8s %8s %10s %9s %9s   %6s %6s %6s %6s\n"
+    printf "$fmt" workload kbuddy kb-fast kb-unsized kb-malloc glibc o1heap bsa TLSF glibc
+    printf "$fmt" "" "" "" "" "" "(here)" "(ref)" "(ref)" "(ref)" "(ref)"
+    printf "$fmt" "W3 random" "$(kb W3)" "$(kbf W3)" "$(kbu W3)" "$(kbm W3)" "$(gl W3)" 65 124 140 198
+    printf "$fmt" "W4 random-aligned" "$(kb W4)" "$(kbf W4)" "$(kbu W4)" "$(kbm W4)" "$(gl W4)" 69 135 213 426
+    printf "$fmt" "F1 frames" "$(kb F1)" - - - - - - - -
+    printf "$fmt" "F2 frames-mixed" "$(kb F2)" - - - - - - - -
+    printf "$fmt" "W1 pair (a+f)" "$(kb W1)" - - - "$(gl W1)" - - - -
+    printf "$fmt" "W2 batch" "$(half "$(kb W2)")" - - - "$(half "$(gl W2)")" - - - -
     echo "kbuddy frees with kbuddy_free_sized, kb-unsized with kbuddy_free;"
+    echo "kb-fast = kbuddy with kbuddy_set_placement(KBUDDY_PLACE_FAST), sized frees;"
     echo "kb-malloc = kbm_malloc/kbm_free_sized (kbuddy_malloc.h: per-thread caches over the core heap);"
     echo "bsa = Rust buddy_system_allocator 0.11; (ref) figures from bench-workloads.md."
     echo "raw Ir: W3 kbuddy=$kb_W3 noop=$noop_W3; W4 kbuddy=$kb_W4 noop=$noop_W4;" \

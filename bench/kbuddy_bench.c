@@ -30,7 +30,10 @@
  *
  * Usage: kbuddy_bench [--runs N] [--only W3,W4,...] [--ops N] [--markdown]
  *                     [--smoke] [--alloc kbuddy|kbuddy-unsized|glibc|noop]
+ *                     [--placement fast|dense]
  *   --alloc with --only <one workload> runs that loop once (callgrind mode).
+ *   --placement sets the kbuddy heap's kbuddy_placement for every workload
+ *   (W5 included).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -123,6 +126,7 @@ typedef struct frame_ops {
 } frame_ops;
 
 static kbuddy_heap g_heap;
+static kbuddy_placement g_placement = KBUDDY_PLACE_DENSE; /* --placement */
 static unsigned char *g_region;
 static kbuddy_frames g_frames;
 static void *g_frames_meta;
@@ -235,7 +239,9 @@ static const frame_ops frames[NFALLOC] = {
  * every allocator alike, so set-up is identical in all modes. */
 static void reset_kbuddy(void) {
     kbuddy_init(&g_heap);
-    kbuddy_status st = kbuddy_add_region(&g_heap, g_region, REGION_SIZE);
+    kbuddy_status st = kbuddy_set_placement(&g_heap, g_placement);
+    if (st == KBUDDY_OK)
+        st = kbuddy_add_region(&g_heap, g_region, REGION_SIZE);
     if (st != KBUDDY_OK) {
         fprintf(stderr, "kbuddy_add_region: %s\n", kbuddy_strerror(st));
         exit(2);
@@ -980,7 +986,7 @@ static int run_all(const options *o) {
         snprintf(b2, sizeof b2, "%zu", w5_allocs);
         snprintf(b3, sizeof b3, "%zu", w5_live);
         row_begin();
-        cell_left(16, "kbuddy");
+        cell_left(16, g_placement == KBUDDY_PLACE_FAST ? "kbuddy (fast)" : "kbuddy");
         cellf(12, "%.1f", w5_pct);
         cell(16, b1);
         cell(12, b2);
@@ -1010,11 +1016,13 @@ static void usage(void) {
     fprintf(stderr,
             "usage: kbuddy_bench [--runs N] [--only W1,W2,...,F2] [--ops N] [--markdown]\n"
             "                    [--smoke] [--alloc kbuddy|kbuddy-unsized|glibc|noop]\n"
+            "                    [--placement fast|dense]\n"
             "  --runs N     timed runs per figure, median reported (default 5)\n"
             "  --only LIST  workloads to run (default all: W1..W7 F1 F2)\n"
             "  --ops N      operation count for W1 W3 W4 W6 F1 F2 (W2: blocks x rounds;\n"
             "               W7 with --alloc: N)\n"
             "  --alloc A    run --only's single workload loop once with A (callgrind)\n"
+            "  --placement fast|dense   the kbuddy heap's placement (default dense)\n"
             "  --markdown   print Markdown tables\n"
             "  --smoke      tiny sizes, one run: proves the bench builds and runs\n");
 }
@@ -1055,6 +1063,16 @@ int main(int argc, char **argv) {
             o.ops = (size_t)strtoull(argv[++i], NULL, 10);
         } else if (!strcmp(arg, "--alloc") && has_val) {
             o.alloc = argv[++i];
+        } else if (!strcmp(arg, "--placement") && has_val) {
+            const char *pl = argv[++i];
+            if (!strcmp(pl, "fast")) {
+                g_placement = KBUDDY_PLACE_FAST;
+            } else if (!strcmp(pl, "dense")) {
+                g_placement = KBUDDY_PLACE_DENSE;
+            } else {
+                usage();
+                return 2;
+            }
         } else if (!strcmp(arg, "--markdown")) {
             o.markdown = true;
         } else if (!strcmp(arg, "--smoke")) {

@@ -271,6 +271,66 @@ KB_INLINE void block_remove(const kb_view *v, unsigned k, uintptr_t b, bool heap
     order_emptied(v->e, k);
 }
 
+/* The bitmap half of block_insert / block_remove for order o's tree: leaf
+ * bit i, then the summaries above as far as a word changes between zero
+ * and non-zero. */
+KB_INLINE void tree_set(kb_engine *e, kb_word *words, const kb_order *o, uintptr_t i) {
+    for (uint32_t d = 0;;) {
+        kb_word *w = &words[o->off[d] + (i >> KB_WORD_SHIFT)];
+        kb_word old = *w;
+        *w = old | kb_bit(i);
+        if (old)
+            return;
+        if (++d == o->depth)
+            break;
+        i >>= KB_WORD_SHIFT;
+    }
+    order_filled(e, (unsigned)(o - e->order)); /* rare: the order's k */
+}
+
+KB_INLINE void tree_clear(kb_engine *e, kb_word *words, const kb_order *o, uintptr_t i) {
+    for (uint32_t d = 0;;) {
+        kb_word *w = &words[o->off[d] + (i >> KB_WORD_SHIFT)];
+        kb_word now = *w & ~kb_bit(i);
+        *w = now;
+        if (now)
+            return;
+        if (++d == o->depth)
+            break;
+        i >>= KB_WORD_SHIFT;
+    }
+    order_emptied(e, (unsigned)(o - e->order));
+}
+
+/* block_insert / block_remove of a heap engine, out of line for the rare
+ * paths (orders from the top or from 31 up), so that they cost little code. */
+static KB_NOINLINE void heap_block_insert(kb_engine *e, unsigned k, uintptr_t b) {
+    kb_view v = view_of(e);
+    block_insert(&v, k, b, true);
+}
+
+static KB_NOINLINE void heap_block_remove(kb_engine *e, unsigned k, uintptr_t b) {
+    kb_view v = view_of(e);
+    block_remove(&v, k, b, true);
+}
+
+/* The updates of the take paths: out of line for heap engines whose marks
+ * can saturate (31 orders or more, regions of 2^31 units and up), so that
+ * their copy of the take code stays small; inline for the others. */
+KB_INLINE void take_insert(const kb_view *v, unsigned k, uintptr_t b, bool heap, bool small) {
+    if (heap && !small)
+        heap_block_insert(v->e, k, b);
+    else
+        block_insert(v, k, b, heap);
+}
+
+KB_INLINE void take_remove(const kb_view *v, unsigned k, uintptr_t b, bool heap, bool small) {
+    if (heap && !small)
+        heap_block_remove(v->e, k, b);
+    else
+        block_remove(v, k, b, heap);
+}
+
 /* Is block b of order k free? Any b, in range or not. */
 KB_INLINE bool block_is_free(const kb_engine *e, unsigned k, uintptr_t b) {
     const kb_order *o = &e->order[k];
@@ -296,10 +356,10 @@ KB_INLINE uintptr_t block_lowest(const kb_engine *e, unsigned k) {
 /* Free [s, end) where end is a multiple of 2^j and s is not: the pieces are
  * maximal aligned blocks, none of which can have a free buddy (each buddy
  * holds the units just before s, which are in use). */
-KB_INLINE void release_tail(const kb_view *v, uintptr_t s, uintptr_t end, bool heap) {
+KB_INLINE void release_tail(const kb_view *v, uintptr_t s, uintptr_t end, bool heap, bool small) {
     while (s < end) {
         unsigned k = kb_ctz(s);
-        block_insert(v, k, s >> k, heap);
+        take_insert(v, k, s >> k, heap, small);
         s += (uintptr_t)1 << k;
     }
 }
@@ -387,11 +447,12 @@ KB_INLINE uintptr_t run_before(const kb_engine *e, uintptr_t end, unsigned o, ui
 
 /* Take the blocks of the run [end - t, end) found by run_before: one per
  * bit of t, the lowest bit the leftmost block. */
-KB_INLINE void take_run_before(const kb_view *v, uintptr_t end, uintptr_t t, bool heap) {
+KB_INLINE void take_run_before(const kb_view *v, uintptr_t end, uintptr_t t, bool heap,
+                                bool small) {
     uintptr_t x = end - t;
     for (; t; t &= t - 1) {
         unsigned p = kb_ctz(t);
-        block_remove(v, p, x >> p, heap);
+        take_remove(v, p, x >> p, heap, small);
         x += (uintptr_t)1 << p;
     }
 }
@@ -411,10 +472,10 @@ KB_INLINE void take_run_after(const kb_view *v, uintptr_t x, uintptr_t end, bool
     unsigned p = 0;
     while (x < end) {
         (void)block_starting_at(v->e, x, &p, small);
-        block_remove(v, p, x >> p, true);
+        take_remove(v, p, x >> p, true, small);
         x += (uintptr_t)1 << p;
     }
-    release_tail(v, end, x, true);
+    release_tail(v, end, x, true, small);
 }
 
 /* How many blocks of one order the spanning search looks at: a bounded
@@ -520,12 +581,12 @@ KB_INLINE bool take_spanning(kb_engine *e, uintptr_t n, unsigned k, unsigned ka,
             uintptr_t need = t + size >= n ? 0 : n - t - size;
             if (need && run_after(e, b + size, need, small) < need)
                 continue;
-            take_run_before(&v, b, t, true);
-            block_remove(&v, o, blk, true);
+            take_run_before(&v, b, t, true, small);
+            take_remove(&v, o, blk, true, small);
             if (need)
                 take_run_after(&v, b + size, b - t + n, small);
             else
-                release_tail(&v, b - t + n, b + size, true);
+                release_tail(&v, b - t + n, b + size, true, small);
             *start = b - t;
             return true;
         }
@@ -557,13 +618,13 @@ KB_INLINE bool take_impl(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uin
          * the small blocks left over by earlier allocations get used, and
          * runs of exact sizes pack densely (341 runs of 3 in 1024). */
         t = run_before(e, b, k, n, heap, small) & ~(((uintptr_t)1 << ka) - 1);
-        take_run_before(&v, b, t, heap);
+        take_run_before(&v, b, t, heap, small);
     }
     if (t >= n) {
-        release_tail(&v, b - t + n, b, heap);
+        release_tail(&v, b - t + n, b, heap, small);
     } else {
-        block_remove(&v, j, blk, heap);
-        release_tail(&v, b - t + n, b + ((uintptr_t)1 << j), heap);
+        take_remove(&v, j, blk, heap, small);
+        release_tail(&v, b - t + n, b + ((uintptr_t)1 << j), heap, small);
     }
     *start = b - t;
     return true;
@@ -583,8 +644,51 @@ static KB_NOINLINE bool take_frames(kb_engine *e, uintptr_t n, unsigned k, unsig
     return take_impl(e, n, k, ka, start, false, false);
 }
 
+/* take_impl for a heap engine of at most 31 orders when the allocation is
+ * aligned to its whole block (ka >= k): the lowest block of the smallest
+ * non-empty order j >= k, used from its start. Its tail [n, 2^j) goes
+ * back as one block per set bit of 2^j - n, lowest first; walking the
+ * orders up with the block number, the control-byte index and the size
+ * kept as they move (no variable shift per piece). */
+static KB_NOINLINE bool take_block_start(kb_engine *e, uintptr_t n, unsigned k, uintptr_t *start) {
+    kb_word candidates = k < KB_WORD_BITS ? e->nonempty >> k : 0;
+    if (!candidates)
+        return false;
+    uint8_t *const ctrl = e->ctrl;
+    kb_word *const words = e->words;
+    unsigned j = k + kb_ctz(candidates);
+    const kb_order *o = &e->order[j];
+    uintptr_t blk = block_lowest(e, j);
+    uintptr_t b = blk << j, x = b - e->lo, s = (uintptr_t)1 << j;
+    ctrl[x] = 0;
+    ctrl[x + s - 1] = 0;
+    tree_clear(e, words, o, blk - o->first);
+    *start = b;
+    uintptr_t tail = s - n, bn = b + n; /* bn: the next piece's block number */
+    uint8_t mark = KB_CTRL_FREE;          /* kb_free_mark of the order */
+    x += n;
+    o = e->order;
+    for (s = 1; tail; tail >>= 1, bn >>= 1, s <<= 1, mark++, o++) {
+        if (tail & 1) {
+            ctrl[x] = mark;
+            ctrl[x + s - 1] = mark;
+            tree_set(e, words, o, bn - o->first);
+            bn++;
+            x += s;
+        }
+    }
+    return true;
+}
+
 bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start) {
-    return e->ctrl ? take_heap(e, n, k, ka, start) : take_frames(e, n, k, ka, start);
+    if (!e->ctrl)
+        return take_frames(e, n, k, ka, start);
+    /* Aligned to the whole block (the fast placement, and requests whose
+     * alignment sets their order) in an engine of at most 31 orders: a
+     * function of its own, without the search's setup. */
+    if (ka >= k && e->orders <= KB_CTRL_ORDER)
+        return take_block_start(e, n, k, start);
+    return take_heap(e, n, k, ka, start);
 }
 
 /* Is block b of order k free? For release's buddy tests: heap engines read
@@ -625,17 +729,11 @@ KB_INLINE void release_edges(const kb_view *v, uintptr_t span, unsigned k, uintp
     *pb = b;
 }
 
-KB_INLINE void release_impl(kb_engine *e, uintptr_t a, uintptr_t b, bool heap) {
+/* The general release from order k up: block numbers a, b at order k. */
+KB_INLINE void release_impl(kb_engine *e, uintptr_t a, uintptr_t b, unsigned k, bool heap) {
     unsigned top = e->orders - 1;
     kb_view v = view_of(e);
     uintptr_t span = e->hi - e->lo;
-    unsigned k = 0;
-    if (heap) {
-        /* The orders below the top whose buddy test is a control byte: no
-         * top or saturated-mark case to test for inside the edges. */
-        for (; a < b && k < top && k < KB_CTRL_ORDER; k++, a >>= 1, b >>= 1)
-            release_edges(&v, span, k, &a, &b, true);
-    }
     for (; a < b; k++, a >>= 1, b >>= 1) {
         if (k == top) {
             for (; a < b; a++)
@@ -646,12 +744,92 @@ KB_INLINE void release_impl(kb_engine *e, uintptr_t a, uintptr_t b, bool heap) {
     }
 }
 
+/* What a heap release leaves to do from order k (the top order, orders of
+ * 31 and up): the general loop, with the buddy test on the bitmap. */
+static KB_NOINLINE void release_rest(kb_engine *e, uintptr_t a, uintptr_t b, unsigned k) {
+    unsigned top = e->orders - 1;
+    for (; a < b; k++, a >>= 1, b >>= 1) {
+        if (k == top) {
+            for (; a < b; a++)
+                heap_block_insert(e, k, a);
+            return;
+        }
+        if (a & 1) {
+            if (block_is_free(e, k, a - 1)) {
+                heap_block_remove(e, k, a - 1);
+                a--;
+            } else {
+                heap_block_insert(e, k, a);
+                a++;
+            }
+        }
+        if (a < b && (b & 1)) {
+            if (block_is_free(e, k, b)) {
+                heap_block_remove(e, k, b);
+                b++;
+            } else {
+                b--;
+                heap_block_insert(e, k, b);
+            }
+        }
+    }
+}
+
+/* A heap release. Below the top order and below saturated marks (order 31)
+ * every buddy test is one control byte, and the loop keeps, besides the
+ * block numbers a and b, the control-byte index of each edge (x, y) and
+ * the block size s, so that no step needs a variable shift: the edge and
+ * buddy positions move by s, the mark by one. What is left (top order,
+ * orders of 31 and up) goes to the general loop. */
 static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
-    release_impl(e, a, b, true);
+    uint8_t *const ctrl = e->ctrl;
+    kb_word *const words = e->words;
+    const kb_order *o = e->order;
+    const uintptr_t span = e->hi - e->lo;
+    unsigned top = e->orders - 1;
+    /* The mark of order k is KB_CTRL_FREE + k here: it doubles as k. */
+    const uint8_t end = (uint8_t)(KB_CTRL_FREE + (top < KB_CTRL_ORDER ? top : KB_CTRL_ORDER));
+    uintptr_t x = a - e->lo, y = b - e->lo, s = 1;
+    uint8_t mark = KB_CTRL_FREE;
+    for (; a < b && mark < end; a >>= 1, b >>= 1, s <<= 1, mark++, o++) {
+        if (a & 1) { /* the left edge's buddy a - 1 lies outside the range */
+            uintptr_t u = x - s; /* wraps past span when it would lie before lo */
+            if (u < span && ctrl[u] == mark) {
+                ctrl[u] = 0;
+                ctrl[u + s - 1] = 0;
+                tree_clear(e, words, o, a - 1 - o->first);
+                a--;
+                x = u;
+            } else {
+                ctrl[x] = mark;
+                ctrl[x + s - 1] = mark;
+                tree_set(e, words, o, a - o->first);
+                a++;
+                x += s;
+            }
+        }
+        if (a < b && (b & 1)) { /* the right edge's buddy b lies outside */
+            if (y < span && ctrl[y] == mark) {
+                ctrl[y] = 0;
+                ctrl[y + s - 1] = 0;
+                tree_clear(e, words, o, b - o->first);
+                b++;
+                y += s;
+            } else {
+                b--;
+                y -= s;
+                ctrl[y] = mark;
+                ctrl[y + s - 1] = mark;
+                tree_set(e, words, o, b - o->first);
+            }
+        }
+    }
+    if (a < b)
+        release_rest(e, a, b, (unsigned)(mark - KB_CTRL_FREE));
 }
 
 static KB_NOINLINE void release_frames(kb_engine *e, uintptr_t a, uintptr_t b) {
-    release_impl(e, a, b, false);
+    release_impl(e, a, b, 0, false);
 }
 
 void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) {

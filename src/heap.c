@@ -283,7 +283,9 @@ KB_INLINE void *alloc_run_locked(kbuddy_heap *h, size_t size, uintptr_t n, size_
     while (!(r->engine.nonempty >> k))
         r = r->next;
     uintptr_t u;
-    (void)kb_engine_take(&r->engine, n * count, k, ka, &u);
+    /* Fast placement: aligned to the whole block, which searches no run
+     * and starts at the block (see kb_engine_take). */
+    (void)kb_engine_take(&r->engine, n * count, k, h->placement == KBUDDY_PLACE_FAST ? k : ka, &u);
     for (size_t i = 0; i < count; i++)
         record_write(ctrl_of(r, u + i * n), n, size);
     h->allocated += (size_t)((n * count) << UNIT_SHIFT);
@@ -301,15 +303,21 @@ size_t kbuddy_alloc_many(kbuddy_heap *h, size_t size, size_t count, void **out) 
         return 0;
     uintptr_t n = units_for(size);
     size_t got = 0;
+    /* First the whole run at once, if its size is sane; failing that, one
+     * by one. (One call site: the engine's take is inlined only once.) */
+    size_t batch = count > 1 && n <= (MAX_REGION_UNITS >> 1) / count ? count : 1;
     kb_lock(&h->lock);
-    if (count > 1 && n <= (MAX_REGION_UNITS >> 1) / count) {
-        unsigned char *run = alloc_run_locked(h, size, n, count, kb_ceil_log2(n * count), 0);
-        for (; run && got < count; got++)
-            out[got] = run + ((got * n) << UNIT_SHIFT);
-    }
-    for (unsigned k = kb_ceil_log2(n); got < count; got++) /* no run: one by one */
-        if ((out[got] = alloc_locked(h, size, n, k, 0)) == NULL)
+    while (got < count) {
+        unsigned char *p = alloc_run_locked(h, size, n, batch, kb_ceil_log2(n * batch), 0);
+        if (!p && batch > 1) {
+            batch = 1;
+            continue;
+        }
+        if (!p)
             break;
+        for (size_t i = 0; i < batch; i++)
+            out[got++] = p + ((i * n) << UNIT_SHIFT);
+    }
     kb_unlock(&h->lock);
     return got;
 }
@@ -604,7 +612,8 @@ static kbuddy_status check_locked(const kbuddy_heap *h) {
             return KBUDDY_ECORRUPT;
     if (mask != h->orders_free || regions != h->region_count || total != h->total ||
         total + h->overhead != bytes || (size_t)(w.used_units << UNIT_SHIFT) != h->allocated ||
-        w.user != h->user || w.allocations != h->allocations || !hint_found)
+        w.user != h->user || w.allocations != h->allocations || !hint_found ||
+        h->placement > KBUDDY_PLACE_FAST)
         return KBUDDY_ECORRUPT;
     return KBUDDY_OK;
 }
@@ -625,6 +634,15 @@ void kbuddy_set_oom_handler(kbuddy_heap *h, kbuddy_oom_fn fn, void *ctx) {
     h->oom = fn;
     h->oom_ctx = ctx;
     kb_unlock(&h->lock);
+}
+
+kbuddy_status kbuddy_set_placement(kbuddy_heap *h, kbuddy_placement placement) {
+    if (!h || (placement != KBUDDY_PLACE_DENSE && placement != KBUDDY_PLACE_FAST))
+        return KBUDDY_EINVAL;
+    kb_lock(&h->lock);
+    h->placement = (unsigned int)placement;
+    kb_unlock(&h->lock);
+    return KBUDDY_OK;
 }
 
 void kbuddy_set_lock(kbuddy_heap *h, const kbuddy_lock *lock) {

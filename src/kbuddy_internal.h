@@ -144,8 +144,10 @@ void kb_engine_init(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order, k
  * used, starting early in the free run just before it when that run can
  * hold part of the allocation; whatever of the block is left over stays
  * free. Returns false, changing nothing, when no order >= k has a free
- * block. O(L). */
+ * block. O(L). With ka == k no run is searched and the block is used from
+ * its start: the heap's fast placement (KBUDDY_PLACE_FAST). */
 bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start);
+
 
 /* Free units [a, b) (none of them free now, all inside [lo, hi)), merging
  * with free buddies. O(L). */

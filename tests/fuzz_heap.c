@@ -634,10 +634,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         case 14:
             op_probe();
             break;
-        default:
+        default: {
+            /* Switch placement now and then: every contract holds under
+             * both, also for blocks placed under the other. */
+            uint8_t x = get8();
+            if (x & 0x80) {
+                if (kbuddy_set_placement(&heap, x & 1 ? KBUDDY_PLACE_FAST : KBUDDY_PLACE_DENSE) !=
+                    KBUDDY_OK)
+                    violation("set_placement");
+                if ((x & 0x40) && kbuddy_set_placement(&heap, (kbuddy_placement)(2 + (x & 0x3f))) !=
+                                      KBUDDY_EINVAL)
+                    violation("set_placement of an unknown value");
+            }
             if (kbuddy_check(&heap) != KBUDDY_OK)
                 violation("kbuddy_check");
             break;
+        }
         }
         stats_expect();
         if (op_no % CHECK_EVERY == 0 && kbuddy_check(&heap) != KBUDDY_OK)

@@ -518,6 +518,7 @@ TEST(null_heap_is_refused_by_every_function) {
     kbuddy_set_oom_handler(NULL, NULL, NULL);
     kbuddy_set_lock(NULL, NULL);
     kbuddy_rebind(NULL);
+    CHECK_STATUS(kbuddy_set_placement(NULL, KBUDDY_PLACE_DENSE), KBUDDY_EINVAL);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1349,6 +1350,181 @@ TEST(aligned_alloc_takes_the_lowest_free_block_of_the_smallest_sufficient_order)
     }
     CHECK(checked > 300);
     CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Placement (kbuddy_set_placement)                                          */
+/* ------------------------------------------------------------------------ */
+
+/* The size of the block an allocation of `size` bytes aligned to `align`
+ * needs: a power of two of minimum blocks, at least the alignment. */
+static size_t block_for(size_t size, size_t align) {
+    size_t b = UNIT;
+    while (b < round_units(size))
+        b <<= 1;
+    return b < align ? align : b;
+}
+
+/* A fixed churn of mixed sizes and alignments on `h` (a fresh region of
+ * 1 MiB at a + 77). Returns how many allocations were NOT placed at the
+ * start of the lowest free block of the smallest sufficient size; every
+ * allocation is checked to reserve exactly its rounded size. The heap is
+ * emptied again and must be back to its fresh state. */
+static size_t churn_off_block_starts(kbuddy_heap *h, unsigned char *a) {
+    if (kbuddy_add_region(h, a + 77, 1 << 20) != KBUDDY_OK) {
+        KBTEST_FAIL("kbuddy_add_region failed");
+        return SIZE_MAX;
+    }
+    snapshot fresh;
+    snap_take(&fresh, h, a, 1 << 21);
+    enum { N = 800 };
+    void *v[N] = {0};
+    size_t off = 0, placed = 0;
+    for (size_t i = 0; i < N; i++) {
+        size_t size = (i * 733 + 5) % 3000, align = (size_t)1 << (i % 7 ? 3 : i % 11);
+        uintptr_t want = lowest_smallest_free_block(h, block_for(size, align));
+        kbuddy_stats before = stats_of(h);
+        v[i] = kbuddy_alloc(h, size, align);
+        if (want == UINTPTR_MAX) {
+            CHECK(v[i] == NULL);
+            continue;
+        }
+        if (!v[i]) {
+            KBTEST_FAIL("allocation %zu failed while a block was free", i);
+            return SIZE_MAX;
+        }
+        placed++;
+        off += (uintptr_t)v[i] != want;
+        CHECK_EQ((uintptr_t)v[i] & (align - 1), 0);
+        CHECK_EQ(kbuddy_usable_size(h, v[i]), round_units(size));
+        kbuddy_stats after = stats_of(h);
+        CHECK_EQ(after.allocated - before.allocated, round_units(size));
+        if (i % 3 == 2) { /* churn: free an earlier one */
+            size_t j = (i * 7) % i;
+            if (v[j]) {
+                CHECK_STATUS(kbuddy_free(h, v[j]), KBUDDY_OK);
+                v[j] = NULL;
+            }
+        }
+    }
+    CHECK(placed > N / 2);
+    CHECK_STATUS(kbuddy_check(h), KBUDDY_OK);
+    for (size_t i = 0; i < N; i++)
+        if (v[i])
+            CHECK_STATUS(kbuddy_free(h, v[i]), KBUDDY_OK);
+    snapshot end;
+    snap_take(&end, h, a, 0);
+    CHECK(walks_equal(&end.walk, &fresh.walk));
+    CHECK(stats_equal(&end.st, &fresh.st));
+    snap_free(&end);
+    snap_free(&fresh);
+    return off;
+}
+
+/* KBUDDY_PLACE_FAST: every allocation starts the lowest free block of the
+ * smallest sufficient order, and keeps exactly its rounded size. The
+ * default (dense) placement starts some of them in runs of smaller blocks
+ * instead. */
+TEST(fast_placement_takes_the_lowest_free_block_of_the_smallest_sufficient_order) {
+    unsigned char *a = arena_new(1 << 21);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    CHECK_STATUS(kbuddy_set_placement(&h, KBUDDY_PLACE_FAST), KBUDDY_OK);
+    CHECK_EQ(churn_off_block_starts(&h, a), 0);
+    kbuddy_init(&h); /* dense again */
+    memset(a, ARENA_FILL, 1 << 21);
+    CHECK(churn_off_block_starts(&h, a) > 0);
+    free(a);
+}
+
+/* Both a static initialiser and kbuddy_init give dense placement. */
+TEST(static_initialiser_and_init_give_dense_placement) {
+    unsigned char *a = arena_new(1 << 21);
+    REQUIRE(a);
+    kbuddy_heap s = KBUDDY_HEAP_INIT;
+    CHECK(churn_off_block_starts(&s, a) > 0);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    CHECK_STATUS(kbuddy_set_placement(&h, KBUDDY_PLACE_FAST), KBUDDY_OK);
+    kbuddy_init(&h);
+    memset(a, ARENA_FILL, 1 << 21);
+    CHECK(churn_off_block_starts(&h, a) > 0);
+    free(a);
+}
+
+/* Fill a fresh region of 1 MiB with random sizes (align 8) and random frees
+ * until the first failure; the peak of requested bytes live. */
+static size_t fill_peak(kbuddy_placement placement, unsigned char *a) {
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    CHECK_STATUS(kbuddy_set_placement(&h, placement), KBUDDY_OK);
+    if (kbuddy_add_region(&h, a, 1 << 20) != KBUDDY_OK) {
+        KBTEST_FAIL("kbuddy_add_region failed");
+        return 0;
+    }
+    enum { MAXLIVE = 4096 };
+    static void *v[MAXLIVE];
+    static size_t sz[MAXLIVE];
+    size_t n = 0, cur = 0, peak = 0;
+    uint64_t r = 7;
+    while (n < MAXLIVE) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        size_t size = 1 + (size_t)(r % 4096);
+        void *p = kbuddy_alloc(&h, size, 8);
+        if (!p)
+            break;
+        v[n] = p;
+        sz[n++] = size;
+        cur += size;
+        peak = cur > peak ? cur : peak;
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        if (r % 3 == 0) {
+            size_t k = (size_t)(r >> 8) % n;
+            CHECK_STATUS(kbuddy_free_sized(&h, v[k], sz[k], 8), KBUDDY_OK);
+            cur -= sz[k];
+            v[k] = v[--n];
+            sz[k] = sz[n];
+        }
+    }
+    CHECK(n < MAXLIVE);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    return peak;
+}
+
+/* What the dense placement costs is bought with density: the same
+ * requests fill a region further than under the fast placement (workload W5
+ * of the bench: about 90% against 74%). */
+TEST(dense_placement_fills_a_region_further_than_fast) {
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    size_t dense = fill_peak(KBUDDY_PLACE_DENSE, a);
+    size_t fast = fill_peak(KBUDDY_PLACE_FAST, a);
+    CHECK(fast > (1 << 20) / 2);
+    CHECK(dense > fast + fast / 10);
+    free(a);
+}
+
+TEST(set_placement_refuses_null_and_unknown_values_and_changes_nothing) {
+    unsigned char *a = arena_new(1 << 21);
+    REQUIRE(a);
+    CHECK_STATUS(kbuddy_set_placement(NULL, KBUDDY_PLACE_FAST), KBUDDY_EINVAL);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    CHECK_STATUS(kbuddy_set_placement(&h, KBUDDY_PLACE_FAST), KBUDDY_OK);
+    REQUIRE(kbuddy_add_region(&h, a + 77, 1 << 20) == KBUDDY_OK);
+    void *p = kbuddy_alloc(&h, 100, 8);
+    REQUIRE(p);
+    CHECK_REFUSED(&h, a, 1 << 21, kbuddy_set_placement(&h, (kbuddy_placement)2), KBUDDY_EINVAL);
+    CHECK_REFUSED(&h, a, 1 << 21, kbuddy_set_placement(&h, (kbuddy_placement)-1), KBUDDY_EINVAL);
+    CHECK_STATUS(kbuddy_free(&h, p), KBUDDY_OK);
+    /* Still fast: the refusals did not change the placement. */
+    kbuddy_init(&h);
+    CHECK_STATUS(kbuddy_set_placement(&h, KBUDDY_PLACE_FAST), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_set_placement(&h, (kbuddy_placement)7), KBUDDY_EINVAL);
+    memset(a, ARENA_FILL, 1 << 21);
+    CHECK_EQ(churn_off_block_starts(&h, a), 0);
     free(a);
 }
 
@@ -2747,6 +2923,9 @@ TEST(counting_lock_is_taken_and_released_in_balance_by_every_function) {
     o.lock = &cl;
     o.say_true = 1;
     CHECK_LOCKED(cl, 1, kbuddy_set_oom_handler(&h, oom_handler, &o));
+    CHECK_LOCKED(cl, 1, CHECK_STATUS(kbuddy_set_placement(&h, KBUDDY_PLACE_FAST), KBUDDY_OK));
+    CHECK_LOCKED(cl, 0, CHECK_STATUS(kbuddy_set_placement(&h, (kbuddy_placement)9), KBUDDY_EINVAL));
+    CHECK_LOCKED(cl, 1, CHECK_STATUS(kbuddy_set_placement(&h, KBUDDY_PLACE_DENSE), KBUDDY_OK));
     CHECK_LOCKED(cl, 2, r = kbuddy_alloc(&h, 1 << 20, 1)); /* two tries */
     CHECK(r == NULL);
     CHECK_EQ(o.calls, 2);

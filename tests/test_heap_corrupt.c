@@ -517,6 +517,17 @@ TEST(wrong_statistics_counters_are_detected) {
     fixture_free(&f);
 }
 
+TEST(unknown_placement_is_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    static const unsigned bad[] = {2, 3, 0x80, ~0u};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        f.h.placement = bad[i];
+        EXPECT_DETECTED(&f);
+    }
+    fixture_free(&f);
+}
+
 TEST(region_list_out_of_order_is_detected) {
     fixture f;
     REQUIRE(fixture_setup(&f));

@@ -741,6 +741,13 @@ static void plan_regions(void) {
     }
 }
 
+/* The placement each run starts with, and how often (in operations; 0:
+ * never) it switches to the other one: both placements keep every contract
+ * the model checks, and blocks placed under one are freed under the other. */
+static kbuddy_placement model_placement = KBUDDY_PLACE_DENSE;
+static unsigned long switch_every;
+static kbuddy_placement current_placement;
+
 static void model_reset(uint64_t seed) {
     rng_state = seed * UINT64_C(0x9E3779B97F4A7C15) + 1;
     memset(arena, 0xA5, ARENA_SIZE);
@@ -762,6 +769,8 @@ static void model_reset(uint64_t seed) {
     freed_next = 0;
     next_seed = seed << 32;
     kbuddy_init(&heap);
+    CHECK_STATUS(kbuddy_set_placement(&heap, model_placement), KBUDDY_OK);
+    current_placement = model_placement;
     plan_regions();
 }
 
@@ -774,6 +783,11 @@ static void run(uint64_t seed, unsigned long nops) {
         int before_failures = kbtest_failures;
         if (ops_done % add_every == add_every / 2)
             add_next_region();
+        if (switch_every && ops_done % switch_every == switch_every - 1) {
+            current_placement = current_placement == KBUDDY_PLACE_FAST ? KBUDDY_PLACE_DENSE
+                                                                       : KBUDDY_PLACE_FAST;
+            CHECK_STATUS(kbuddy_set_placement(&heap, current_placement), KBUDDY_OK);
+        }
         unsigned r = (unsigned)(rnd() % 100);
         kbuddy_stats st;
         kbuddy_get_stats(&heap, &st);
@@ -885,6 +899,30 @@ TEST(model_random_operations_seed_3) {
 TEST(model_random_operations_seed_0x5eed) {
     REQUIRE(model_setup());
     run(0x5eed, OPS_PER_SEED);
+}
+
+/* Fast placement (kbuddy_set_placement) under the same model. */
+TEST(model_random_operations_fast_placement_seed_1) {
+    REQUIRE(model_setup());
+    model_placement = KBUDDY_PLACE_FAST;
+    run(1, OPS_PER_SEED);
+    model_placement = KBUDDY_PLACE_DENSE;
+}
+
+TEST(model_random_operations_fast_placement_seed_0xfa57) {
+    REQUIRE(model_setup());
+    model_placement = KBUDDY_PLACE_FAST;
+    run(0xfa57, OPS_PER_SEED);
+    model_placement = KBUDDY_PLACE_DENSE;
+}
+
+/* Placement switched back and forth during the run: blocks placed densely
+ * are freed, resized and merged while the heap places fast, and back. */
+TEST(model_random_operations_switching_placement) {
+    REQUIRE(model_setup());
+    switch_every = 997;
+    run(5, OPS_PER_SEED);
+    switch_every = 0;
 }
 
 /* The same with the heap's lock installed (a plain counting lock): results
