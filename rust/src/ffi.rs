@@ -87,6 +87,7 @@ pub struct kbuddy_heap {
     pub oom: kbuddy_oom_fn,
     pub oom_ctx: *mut c_void,
     pub lock: kbuddy_lock,
+    pub placement: c_uint,
 }
 
 impl kbuddy_heap {
@@ -105,6 +106,7 @@ impl kbuddy_heap {
         oom: None,
         oom_ctx: core::ptr::null_mut(),
         lock: kbuddy_lock::NONE,
+        placement: 0, // KBUDDY_PLACE_DENSE
     };
 }
 
@@ -222,6 +224,7 @@ extern "C" {
     pub fn kbuddy_check(heap: *const kbuddy_heap) -> kbuddy_status;
     pub fn kbuddy_walk(heap: *const kbuddy_heap, f: kbuddy_walk_fn, ctx: *mut c_void);
     pub fn kbuddy_rebind(heap: *mut kbuddy_heap);
+    pub fn kbuddy_set_placement(heap: *mut kbuddy_heap, placement: c_uint) -> kbuddy_status;
 
     pub fn kbuddy_frames_meta_size(nframes: usize) -> usize;
     pub fn kbuddy_frames_init(

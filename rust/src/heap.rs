@@ -16,6 +16,16 @@ use core::ptr::{self, NonNull};
 /// the allocation retried, `false` to make it fail.
 pub type OomHandler<const ORDER: usize> = fn(&mut Heap<ORDER>, &Layout) -> bool;
 
+/// Where a [`Heap`] places allocations; see [`Heap::set_placement`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Placement {
+    /// `KBUDDY_PLACE_DENSE`, the default.
+    Dense = 0,
+    /// `KBUDDY_PLACE_FAST`.
+    Fast = 1,
+}
+
 /// One block reported by [`Heap::walk`]: used blocks with their usable size,
 /// free blocks one buddy block at a time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -319,6 +329,16 @@ impl<const ORDER: usize> Heap<ORDER> {
     pub fn check(&self) -> Result<(), Error> {
         // SAFETY: raw() is a valid heap.
         Error::check(unsafe { ffi::kbuddy_check(self.raw()) })
+    }
+
+    /// Choose where allocations go (`kbuddy_set_placement`): dense (the
+    /// default) fills about 90% of a heap with random sizes; fast takes the
+    /// lowest smallest sufficient block, about 40% fewer instructions per
+    /// operation at about 74%. Every other promise is the same. O(1).
+    pub fn set_placement(&mut self, placement: Placement) {
+        // SAFETY: raw() is a valid heap; both values are known to C.
+        let st = unsafe { ffi::kbuddy_set_placement(self.raw(), placement as ffi::c_uint) };
+        debug_assert_eq!(st, 0);
     }
 
     /// Call `f` for every block, free or used, in address order

@@ -57,7 +57,7 @@ mod malloc;
 
 pub use error::{Error, OnBadFree, Stats};
 pub use frame::{FrameAllocator, FrameRun, FrameStats};
-pub use heap::{Block, Heap, LockedHeap, LockedHeapWithRescue, OomHandler};
+pub use heap::{Block, Heap, LockedHeap, LockedHeapWithRescue, OomHandler, Placement};
 pub use lock::{Mutex, MutexGuard};
 pub use malloc::{Hooks, MallocStats, PerCpuHeap};
 

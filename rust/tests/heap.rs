@@ -6,7 +6,9 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::mem::size_of;
 use core::ptr::NonNull;
-use kbuddy::{Block, Error, Heap, LockedHeap, LockedHeapWithRescue, OnBadFree, Stats, MIN_BLOCK};
+use kbuddy::{
+    Block, Error, Heap, LockedHeap, LockedHeapWithRescue, OnBadFree, Placement, Stats, MIN_BLOCK,
+};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A region of `bytes` bytes starting `offset` bytes into an 8-aligned
@@ -544,4 +546,33 @@ fn stats_has_all_seven_fields_and_debug_shows_them() {
     let want = format!("Heap {{ user: 33, allocated: {}, total: {}, largest_free: {}, regions: 1 }}", s.allocated, s.total, s.largest_free);
     assert_eq!(text, want);
     heap.dealloc(p, layout(33, 1));
+}
+
+#[test]
+fn fast_placement_takes_the_lowest_block_and_keeps_exact_stats() {
+    // Two 100-byte blocks, the first freed: dense placement may start a
+    // 200-byte request in the free run before a block; fast placement takes
+    // the lowest free block of the smallest sufficient order. Either way the
+    // statistics are exact and everything merges back.
+    for placement in [Placement::Dense, Placement::Fast] {
+        let (_buf, mut heap) = heap_of(1 << 20);
+        heap.set_placement(placement);
+        let fresh = heap.stats();
+        let mut live = Vec::new();
+        for i in 1..200usize {
+            let l = layout(i * 37 % 3000 + 1, 1 << (i % 8));
+            let p = heap.alloc(l).unwrap();
+            assert_eq!(p.as_ptr() as usize % l.align(), 0);
+            live.push((p, l));
+        }
+        let st = heap.stats();
+        assert_eq!(st.allocations, 199);
+        assert_eq!(st.allocated, live.iter().map(|(_, l)| rounded(l.size())).sum::<usize>());
+        heap.check().unwrap();
+        for (p, l) in live {
+            heap.try_dealloc(p, l).unwrap();
+        }
+        heap.check().unwrap();
+        assert_eq!(heap.stats(), fresh);
+    }
 }
