@@ -246,6 +246,18 @@ void *kbuddy_alloc(kbuddy_heap *heap, size_t size, size_t align)
  * cache lines of bookkeeping with another's. O(R + L + count). */
 size_t kbuddy_alloc_many(kbuddy_heap *heap, size_t size, size_t count, void **out);
 
+/* As kbuddy_alloc_many, but each block exactly what kbuddy_alloc(heap,
+ * size, align) returns: aligned to `align` (a power of two). The blocks lie
+ * side by side in one run when their rounded size is a multiple of align
+ * and a free block can hold them all, else they are taken one by one. For
+ * caches of size classes whose blocks must be naturally aligned. Returns
+ * how many were stored: fewer than count only when memory runs out (the
+ * out-of-memory handler is not called); 0 when heap or out is NULL, count
+ * is 0, align is not a power of two or the rounded size would overflow.
+ * O(R + L + count). */
+size_t kbuddy_alloc_many_aligned(kbuddy_heap *heap, size_t size, size_t align, size_t count,
+                                 void **out);
+
 /* Free an allocation made by kbuddy_alloc or kbuddy_realloc on this heap.
  * Returns KBUDDY_OK (also for ptr == NULL), or:
  *   KBUDDY_EINVAL       heap is NULL;

@@ -308,6 +308,28 @@ size_t kbuddy_alloc_many(kbuddy_heap *h, size_t size, size_t count, void **out) 
     return got;
 }
 
+size_t kbuddy_alloc_many_aligned(kbuddy_heap *h, size_t size, size_t align, size_t count,
+                                 void **out) {
+    if (!h || !out || count == 0 || !kb_is_pow2(align) || size > SIZE_MAX - (UNIT - 1))
+        return 0;
+    uintptr_t n = units_for(size);
+    unsigned ka = align_order(align);
+    size_t got = 0;
+    kb_lock(&h->lock);
+    /* One run keeps every block aligned only when the blocks are whole
+     * multiples of the alignment. */
+    if (count > 1 && !(n & (((uintptr_t)1 << ka) - 1)) && n <= (MAX_REGION_UNITS >> 1) / count) {
+        unsigned char *run = alloc_run_locked(h, size, n, count, order_for(n * count, ka), ka);
+        for (; run && got < count; got++)
+            out[got] = run + ((got * n) << UNIT_SHIFT);
+    }
+    for (unsigned k = order_for(n, ka); got < count; got++) /* no run: one by one */
+        if ((out[got] = alloc_locked(h, size, n, k, ka)) == NULL)
+            break;
+    kb_unlock(&h->lock);
+    return got;
+}
+
 void *kbuddy_alloc(kbuddy_heap *h, size_t size, size_t align) {
     if (!h || !kb_is_pow2(align) || size > SIZE_MAX - (UNIT - 1))
         return NULL;

@@ -1910,6 +1910,83 @@ TEST(alloc_many_refuses_bad_arguments_and_changes_nothing) {
     free(a);
 }
 
+TEST(alloc_many_aligned_runs_whole_multiples_of_the_alignment_side_by_side) {
+    unsigned char *a = arena_new(1 << 18);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    /* An odd start: the alignment asked for is absolute, not the region's. */
+    REQUIRE(kbuddy_add_region(&h, a + 9, (1 << 18) - 9) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    void *out[8];
+    /* 20 units each, aligned to 4 units: one run, each block aligned. */
+    size_t size = 20 * UNIT, align = 4 * UNIT;
+    CHECK_EQ(kbuddy_alloc_many_aligned(&h, size - 5, align, 8, out), 8);
+    for (size_t i = 0; i < 8; i++) {
+        CHECK((unsigned char *)out[i] == (unsigned char *)out[0] + i * size);
+        CHECK_EQ((uintptr_t)out[i] % align, 0);
+        CHECK_EQ(kbuddy_usable_size(&h, out[i]), size);
+        CHECK(walk_has_used(&h, out[i], size));
+        fill(out[i], size, 60 + i);
+    }
+    CHECK_STATS(&h, (1 << 18) - 9, total, 8 * size, 8 * (size - 5), 8, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    for (size_t i = 0; i < 8; i++) {
+        CHECK(holds(out[i], size, 60 + i));
+        CHECK_STATUS(kbuddy_free_sized(&h, out[i], size - 5, align), KBUDDY_OK);
+        CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    }
+    CHECK_STATS(&h, (1 << 18) - 9, total, 0, 0, 0, 1);
+    free(a);
+}
+
+TEST(alloc_many_aligned_takes_blocks_one_by_one_when_they_are_not_multiples) {
+    unsigned char *a = arena_new(1 << 18);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 9, (1 << 18) - 9) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    void *out[6];
+    /* 3 units each, aligned to 8 units: six separate aligned blocks. */
+    CHECK_EQ(kbuddy_alloc_many_aligned(&h, 3 * UNIT, 8 * UNIT, 6, out), 6);
+    for (size_t i = 0; i < 6; i++) {
+        CHECK_EQ((uintptr_t)out[i] % (8 * UNIT), 0);
+        CHECK_EQ(kbuddy_usable_size(&h, out[i]), 3 * UNIT);
+        for (size_t j = 0; j < i; j++)
+            CHECK(out[i] != out[j]);
+    }
+    CHECK_STATS(&h, (1 << 18) - 9, total, 18 * UNIT, 18 * UNIT, 6, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    for (size_t i = 0; i < 6; i++)
+        CHECK_STATUS(kbuddy_free_sized(&h, out[i], 3 * UNIT, 8 * UNIT), KBUDDY_OK);
+    CHECK_STATS(&h, (1 << 18) - 9, total, 0, 0, 0, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
+TEST(alloc_many_aligned_refuses_bad_arguments_and_changes_nothing) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    void *out[4];
+    CHECK_EQ(kbuddy_alloc_many_aligned(NULL, 10, 64, 4, out), 0);
+    snapshot before, after;
+    snap_take(&before, &h, a, 1 << 16);
+    CHECK_EQ(kbuddy_alloc_many_aligned(&h, 10, 64, 4, NULL), 0);
+    CHECK_EQ(kbuddy_alloc_many_aligned(&h, 10, 64, 0, out), 0);
+    CHECK_EQ(kbuddy_alloc_many_aligned(&h, 10, 0, 4, out), 0);
+    CHECK_EQ(kbuddy_alloc_many_aligned(&h, 10, 48, 4, out), 0);
+    CHECK_EQ(kbuddy_alloc_many_aligned(&h, opaque(SIZE_MAX), 64, 4, out), 0);
+    snap_take(&after, &h, a, 1 << 16);
+    CHECK(snap_same(&before, &after));
+    snap_free(&before);
+    snap_free(&after);
+    free(a);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Resize in place                                                           */
 /* ------------------------------------------------------------------------ */
