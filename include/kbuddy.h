@@ -270,6 +270,17 @@ size_t kbuddy_alloc_many_aligned(kbuddy_heap *heap, size_t size, size_t align, s
  * A refused call changes nothing. O(R + L). */
 kbuddy_status kbuddy_free(kbuddy_heap *heap, void *ptr);
 
+/* Free ptrs[0], ptrs[1], ... in order, as kbuddy_free would (NULL entries
+ * are skipped), stopping at the first that is not a live allocation of the
+ * heap (foreign, interior, already freed, also earlier in this batch): that
+ * one and those after it are left as they are. Returns how many entries
+ * were dealt with: count when all were freed, else the index of the
+ * refused one; 0 when heap or ptrs is NULL. Allocations that lie side by
+ * side and follow each other in the batch (in either direction) go back
+ * to the free lists as one run: one engine operation instead of one each.
+ * For caches that give blocks back in batches. O(R + count * L). */
+size_t kbuddy_free_many(kbuddy_heap *heap, void *const *ptrs, size_t count);
+
 /* Free, stating the size and alignment given at allocation (as Rust's
  * GlobalAlloc::dealloc and C23's free_aligned_sized do). The statement is
  * checked: besides every error of kbuddy_free it returns

@@ -356,6 +356,45 @@ static void release_live(kbuddy_heap *h, const live_block *b) {
     h->hint = b->r;
 }
 
+size_t kbuddy_free_many(kbuddy_heap *h, void *const *ptrs, size_t count) {
+    if (!h || !ptrs)
+        return 0;
+    size_t done = 0;
+    region *run = NULL; /* allocations already unrecorded, not yet released */
+    uintptr_t lo = 0, hi = 0;
+    kb_lock(&h->lock);
+    for (; done < count; done++) {
+        live_block b;
+        if (!ptrs[done])
+            continue;
+        /* A pointer into the pending run (freed twice in this batch) has
+         * no record left and is not free yet: EBADPTR, and the batch stops. */
+        if (find_live(h, ptrs[done], &b) != KBUDDY_OK)
+            break;
+        record_clear(ctrl_of(b.r, b.u), b.n, b.len);
+        h->allocated -= (size_t)(b.n << UNIT_SHIFT);
+        h->user -= b.size;
+        h->allocations--;
+        if (run == b.r && b.u == hi) {
+            hi += b.n;
+        } else if (run == b.r && b.u + b.n == lo) {
+            lo = b.u;
+        } else {
+            if (run)
+                kb_engine_release(&run->engine, lo, hi);
+            run = b.r;
+            lo = b.u;
+            hi = b.u + b.n;
+        }
+    }
+    if (run) {
+        kb_engine_release(&run->engine, lo, hi);
+        h->hint = run;
+    }
+    kb_unlock(&h->lock);
+    return done;
+}
+
 static kbuddy_status free_common(kbuddy_heap *h, void *ptr, bool sized, size_t size, size_t align) {
     if (!h)
         return KBUDDY_EINVAL;

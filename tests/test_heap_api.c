@@ -1987,6 +1987,78 @@ TEST(alloc_many_aligned_refuses_bad_arguments_and_changes_nothing) {
     free(a);
 }
 
+TEST(free_many_gives_back_runs_in_either_direction_and_scattered_blocks) {
+    unsigned char *a = arena_new(1 << 18);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 9, (1 << 18) - 9) == KBUDDY_OK);
+    kbuddy_stats empty = stats_of(&h);
+    void *out[24], *batch[25];
+    REQUIRE(kbuddy_alloc_many(&h, 100, 24, out) == 24);
+    size_t usable = round_units(100);
+    /* Ascending run, descending run, a NULL, then every other block. */
+    size_t k = 0;
+    for (size_t i = 0; i < 8; i++)
+        batch[k++] = out[i];
+    for (size_t i = 16; i-- > 8;)
+        batch[k++] = out[i];
+    batch[k++] = NULL;
+    for (size_t i = 16; i < 24; i += 2)
+        batch[k++] = out[i];
+    CHECK_EQ(kbuddy_free_many(&h, batch, k), k);
+    CHECK_STATS(&h, (1 << 18) - 9, empty.total, 4 * usable, 4 * 100, 4, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    for (size_t i = 0; i < 16; i++)
+        CHECK_EQ(kbuddy_usable_size(&h, out[i]), 0);
+    for (size_t i = 17; i < 24; i += 2)
+        CHECK_EQ(kbuddy_usable_size(&h, out[i]), usable);
+    k = 0;
+    for (size_t i = 17; i < 24; i += 2)
+        batch[k++] = out[i];
+    CHECK_EQ(kbuddy_free_many(&h, batch, k), k);
+    CHECK_STATS(&h, (1 << 18) - 9, empty.total, 0, 0, 0, 1);
+    CHECK_EQ(stats_of(&h).largest_free, empty.largest_free);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
+TEST(free_many_stops_at_the_first_bad_pointer_and_keeps_the_rest) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    void *out[4];
+    REQUIRE(kbuddy_alloc_many(&h, 64, 4, out) == 4);
+    int local;
+    /* A block twice in one batch: the second time it is refused (its run
+     * is not back in the free lists yet, so it reads as no allocation). */
+    void *dup[4] = {out[0], out[1], out[0], out[2]};
+    CHECK_EQ(kbuddy_free_many(&h, dup, 4), 2);
+    CHECK_STATS(&h, 1 << 16, total, 2 * 64, 2 * 64, 2, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    CHECK_EQ(kbuddy_usable_size(&h, out[2]), 64);
+    /* Already freed, interior, foreign: each stops the batch where it is. */
+    void *bad1[2] = {out[0], out[2]};
+    CHECK_EQ(kbuddy_free_many(&h, bad1, 2), 0);
+    void *bad2[2] = {(unsigned char *)out[2] + 32, out[3]};
+    CHECK_EQ(kbuddy_free_many(&h, bad2, 2), 0);
+    void *bad3[3] = {out[3], &local, out[2]};
+    CHECK_EQ(kbuddy_free_many(&h, bad3, 3), 1);
+    CHECK_STATS(&h, 1 << 16, total, 64, 64, 1, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    CHECK_EQ(kbuddy_free_many(NULL, out + 2, 1), 0);
+    CHECK_EQ(kbuddy_free_many(&h, NULL, 1), 0);
+    CHECK_EQ(kbuddy_free_many(&h, out + 2, 0), 0);
+    CHECK_STATS(&h, 1 << 16, total, 64, 64, 1, 1);
+    CHECK_EQ(kbuddy_free_many(&h, out + 2, 1), 1);
+    CHECK_STATS(&h, 1 << 16, total, 0, 0, 0, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Resize in place                                                           */
 /* ------------------------------------------------------------------------ */
