@@ -22,21 +22,27 @@
  *               another CPU than the one that allocated it simply goes into
  *               the freeing CPU's cache: magazines, not blocks, travel.
  *   malloc      kbm_malloc, kbm_free, ...: small requests (at most
- *               KBUDDY_MALLOC_CACHE_MAX bytes, alignment at most
- *               KBUDDY_MIN_BLOCK) go through the caches; the rest straight to
- *               the core heap.
+ *               KBUDDY_MALLOC_CACHE_MAX bytes with any alignment up to
+ *               KBUDDY_MALLOC_CACHE_MAX) go through the caches; the rest
+ *               straight to the core heap.
  *
  * Every block is an allocation of the core heap: a cached block is one the
  * core heap counts as allocated but that the program does not hold. Small
  * requests are rounded up to a size class: 32-byte steps up to 512 bytes,
- * then four classes per doubling (640, 768, 896, 1024, 1280, ...) up to
- * KBUDDY_MALLOC_CACHE_MAX (with the default 32-byte minimum block).
+ * then KBUDDY_MALLOC_CLASS_STEPS classes per doubling (576, 640, ..., 1024,
+ * 1152, ...) up to KBUDDY_MALLOC_CACHE_MAX (with the default 32-byte
+ * minimum block). The core heap hands a class's blocks out aligned to the
+ * largest power of two that divides the class size (a 640-byte block to
+ * 128, a 4096-byte block to 4096), so a request aligned to A is served by
+ * the class of its size rounded up to a multiple of A, from the caches.
  *
  * Bad frees. Nothing is ever written into a block the program holds or has
  * freed: the magazines are arrays outside the blocks, and the layer keeps a
  * state byte (a "tag") for the first minimum block of every block it hands
- * out, in a table at the head of each region (1 byte per 32 bytes, 3.1%).
- * free reads the tag of its pointer: "held by the program" (with the size
+ * out, in a table at the head of each region (1 byte per 32 bytes, 3.1%);
+ * the tag bytes of a small block's second and third minimum blocks hold
+ * the size requested, so that a sized free of a block of more than 64
+ * bytes is checked exactly. free reads the tag of its pointer: "held by the program" (with the size
  * class) is changed to "cached" with one compare-and-swap, so of two frees
  * of the same pointer, even racing on two CPUs, exactly one wins; "cached"
  * means a double free of a block sitting in some cache; no tag means the
@@ -116,6 +122,20 @@ extern "C" {
 #define KBUDDY_MALLOC_CACHE_SHIFT 12
 #endif
 #define KBUDDY_MALLOC_CACHE_MAX ((size_t)1 << KBUDDY_MALLOC_CACHE_SHIFT)
+
+/* Size classes per doubling above 16 minimum blocks (512 bytes): 8 (576,
+ * 640, ..., 1024, 1152, ...: at most 1/8 of a block unused by the
+ * request's rounding, W5 88% of the region in live requests) or 4 (640,
+ * 768, 896, 1024, 1280, ...: fewer magazines per CPU, W5 85%). 8 needs
+ * KBUDDY_MALLOC_CACHE_SHIFT at most 9 above KBUDDY_MIN_BLOCK_SHIFT (the
+ * classes must fit a tag's 6 bits); above that the default is 4. */
+#ifndef KBUDDY_MALLOC_CLASS_STEPS
+#if KBUDDY_MALLOC_CACHE_SHIFT - KBUDDY_MIN_BLOCK_SHIFT <= 9
+#define KBUDDY_MALLOC_CLASS_STEPS 8
+#else
+#define KBUDDY_MALLOC_CLASS_STEPS 4
+#endif
+#endif
 
 /* Bytes of blocks one magazine holds, roughly: a magazine of a class holds
  * KBUDDY_MALLOC_MAG_BYTES / class size blocks, but at least 8 and at most
