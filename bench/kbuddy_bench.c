@@ -214,6 +214,13 @@ static int kbm_free_op(void *ctx, void *p, size_t size, size_t align) {
     return 0;
 }
 
+#if defined(KBUDDY_BENCH_STATIC_HOOKS) && KBUDDY_BENCH_STATIC_HOOKS
+/* kbuddy_bench_hooks: the layer was built with kbm_bench_hooks.h, whose
+ * compile-time hooks read and write these. */
+unsigned kbm_bench_cpu;
+unsigned long kbm_bench_irq = 1;
+#endif
+
 /* --alloc kbm-hooks: as a kernel installs them, a cpu_id hook and interrupt
  * hooks that save and restore a flag (a kernel's read and clear of its
  * status register's interrupt-enable bit: a load and a store or two). */

@@ -161,13 +161,31 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 /* Hooks                                                                    */
 /* ------------------------------------------------------------------------ */
+/* Compile-time hooks, for kernels that want the fast paths to inline them
+ * (o1heap's style): compile malloc/kbuddy_malloc.c with
+ * -DKBUDDY_MALLOC_HOOKS_H='"my_hooks.h"', a header that defines
+ *   KBUDDY_MALLOC_CPU_ID()         this CPU's number, an unsigned expression
+ *                                  (evaluated with interrupts masked);
+ *   KBUDDY_MALLOC_IRQ_SAVE()       mask interrupts, giving the previous state
+ *                                  as an unsigned long (optional);
+ *   KBUDDY_MALLOC_IRQ_RESTORE(s)   restore that state (optional);
+ * as, say, a read of the thread pointer and csrrc/csrs of sstatus.SIE on
+ * RISC-V. They then replace the cpu_id, irq_save and irq_restore members of
+ * kbuddy_malloc_hooks, which are ignored; every other hook is as below.
+ * With function-pointer hooks each malloc and free makes three indirect
+ * calls and saves registers for them (bench/callgrind.sh shows what each
+ * way costs). */
+#ifdef KBUDDY_MALLOC_HOOKS_H
+#include KBUDDY_MALLOC_HOOKS_H
+#endif
+
 
 /* What the environment supplies. Every member may be NULL (zero): the
  * default is described with each. */
 typedef struct kbuddy_malloc_hooks {
     /* The number of the calling CPU, below KBUDDY_MALLOC_MAX_CPUS. Called
      * with interrupts masked (after irq_save). NULL: always CPU 0, i.e. one
-     * CPU. Not used in TLS builds. */
+     * CPU. Not used in TLS builds, nor with KBUDDY_MALLOC_CPU_ID. */
     unsigned (*cpu_id)(void);
 
     /* Mask interrupts on the calling CPU and return the previous state;
@@ -175,7 +193,7 @@ typedef struct kbuddy_malloc_hooks {
      * runs between the two, so that an interrupt handler that allocates
      * cannot find the CPU's cache half-updated or the lock taken by the code
      * it interrupted. NULL: nothing is masked (no handler allocates). Not
-     * used in TLS builds. */
+     * used in TLS builds, nor with KBUDDY_MALLOC_CPU_ID. */
     unsigned long (*irq_save)(void);
     void (*irq_restore)(unsigned long state);
 

@@ -295,7 +295,11 @@ static NOINLINE kcache *cache_create(unsigned cpu) {
     return cc;
 }
 
+#if STATIC_HOOKS
+static inline unsigned this_cpu(void) { return KBUDDY_MALLOC_CPU_ID(); }
+#else
 static inline unsigned this_cpu(void) { return g_hooks.cpu_id ? g_hooks.cpu_id() : 0u; }
+#endif
 
 static inline kcache *cache_fast(bool hooked) {
     if (!hooked)

@@ -102,9 +102,26 @@ static bool is_pow2(size_t x) { return x && !(x & (x - 1)); }
 static void lock(void) { g_lock.acquire(g_lock.ctx); }
 static void unlock(void) { g_lock.release(g_lock.ctx); }
 
+/* STATIC_HOOKS: the kernel's compile-time hooks (kbuddy_malloc.h), inlined
+ * into every path; the fast paths then always take them. */
+#if defined(KBUDDY_MALLOC_CPU_ID) && !KBUDDY_MALLOC_TLS
+#define STATIC_HOOKS 1
+#ifndef KBUDDY_MALLOC_IRQ_SAVE
+#define KBUDDY_MALLOC_IRQ_SAVE() 0ul
+#endif
+#ifndef KBUDDY_MALLOC_IRQ_RESTORE
+#define KBUDDY_MALLOC_IRQ_RESTORE(s) ((void)(s))
+#endif
+#else
+#define STATIC_HOOKS 0
+#endif
+
 #if KBUDDY_MALLOC_TLS
 static inline unsigned long irq_off(void) { return 0; }
 static inline void irq_on(unsigned long state) { (void)state; }
+#elif STATIC_HOOKS
+static inline unsigned long irq_off(void) { return KBUDDY_MALLOC_IRQ_SAVE(); }
+static inline void irq_on(unsigned long state) { KBUDDY_MALLOC_IRQ_RESTORE(state); }
 #else
 static inline unsigned long irq_off(void) { return g_hooks.irq_save ? g_hooks.irq_save() : 0; }
 static inline void irq_on(unsigned long state) {
@@ -201,9 +218,10 @@ static ALWAYS_INLINE void *alloc_small_impl(unsigned c, size_t size, bool hooked
     return alloc_small_slow(cc, c, size, irq);
 }
 
-#if KBUDDY_MALLOC_TLS
-#define HOOKED() false
-#else
+/* RUNTIME_HOOKS: the cpu_id and interrupt hooks are function pointers,
+ * perhaps installed: the fast paths exist in two copies. */
+#define RUNTIME_HOOKS (!KBUDDY_MALLOC_TLS && !STATIC_HOOKS)
+#if RUNTIME_HOOKS
 static NOINLINE void *alloc_small_hooked(unsigned c, size_t size) {
     return alloc_small_impl(c, size, true);
 }
@@ -211,11 +229,11 @@ static NOINLINE void *alloc_small_hooked(unsigned c, size_t size) {
 #endif
 
 static ALWAYS_INLINE void *alloc_small(unsigned c, size_t size) {
-#if !KBUDDY_MALLOC_TLS
+#if RUNTIME_HOOKS
     if (HOOKED())
         return alloc_small_hooked(c, size);
 #endif
-    return alloc_small_impl(c, size, false);
+    return alloc_small_impl(c, size, STATIC_HOOKS);
 }
 
 /* Above the cache limit (or aligned beyond it): the core heap, under the
@@ -486,7 +504,7 @@ static ALWAYS_INLINE void free_impl(void *ptr, int mode, size_t size, size_t ali
     free_slow(cc, ptr, mode, size, align, func, irq);
 }
 
-#if !KBUDDY_MALLOC_TLS
+#if RUNTIME_HOOKS
 static NOINLINE void free_plain_hooked(void *ptr) { free_impl(ptr, FREE_PLAIN, 0, 1, "free", true); }
 static NOINLINE void free_sized_hooked(void *ptr, size_t size) {
     free_impl(ptr, FREE_SIZED, size, 1, "free_sized", true);
@@ -499,37 +517,37 @@ static NOINLINE void free_aligned_hooked(void *ptr, size_t align, size_t size) {
 void kbm_free(void *ptr) {
     if (UNLIKELY(!ptr))
         return;
-#if !KBUDDY_MALLOC_TLS
+#if RUNTIME_HOOKS
     if (HOOKED()) {
         free_plain_hooked(ptr);
         return;
     }
 #endif
-    free_impl(ptr, FREE_PLAIN, 0, 1, "free", false);
+    free_impl(ptr, FREE_PLAIN, 0, 1, "free", STATIC_HOOKS);
 }
 
 void kbm_free_sized(void *ptr, size_t size) {
     if (UNLIKELY(!ptr))
         return;
-#if !KBUDDY_MALLOC_TLS
+#if RUNTIME_HOOKS
     if (HOOKED()) {
         free_sized_hooked(ptr, size);
         return;
     }
 #endif
-    free_impl(ptr, FREE_SIZED, size, 1, "free_sized", false);
+    free_impl(ptr, FREE_SIZED, size, 1, "free_sized", STATIC_HOOKS);
 }
 
 void kbm_free_aligned_sized(void *ptr, size_t align, size_t size) {
     if (UNLIKELY(!ptr))
         return;
-#if !KBUDDY_MALLOC_TLS
+#if RUNTIME_HOOKS
     if (HOOKED()) {
         free_aligned_hooked(ptr, align, size);
         return;
     }
 #endif
-    free_impl(ptr, FREE_ALIGNED, size, align, "free_aligned_sized", false);
+    free_impl(ptr, FREE_ALIGNED, size, align, "free_aligned_sized", STATIC_HOOKS);
 }
 
 /* The free inside realloc: as kbm_free, reported as "realloc". */
