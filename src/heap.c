@@ -356,21 +356,54 @@ static void release_live(kbuddy_heap *h, const live_block *b) {
     h->hint = b->r;
 }
 
+/* Does the record at c repeat the template t (the len bytes of a record
+ * of n units, then its last unit's byte, `last`)? Then it decodes to the
+ * same record: record_read looks at nothing else. */
+static bool record_repeats(const uint8_t *c, const uint8_t *t, size_t len, uintptr_t n, uint8_t last) {
+    for (size_t i = 0; i < len; i++)
+        if (c[i] != t[i])
+            return false;
+    return n - 1 < len || c[n - 1] == last;
+}
+
 size_t kbuddy_free_many(kbuddy_heap *h, void *const *ptrs, size_t count) {
     if (!h || !ptrs)
         return 0;
     size_t done = 0;
     region *run = NULL; /* allocations already unrecorded, not yet released */
     uintptr_t lo = 0, hi = 0;
+    /* The record of the last block freed: a block right next to the run
+     * whose record repeats it byte for byte is the same kind of allocation
+     * (a magazine's blocks are), and need not be decoded. */
+    uint8_t tmpl[16], last = 0;
+    live_block t = {0};
     kb_lock(&h->lock);
     for (; done < count; done++) {
         live_block b;
-        if (!ptrs[done])
+        uintptr_t addr = (uintptr_t)ptrs[done], u = addr >> UNIT_SHIFT;
+        if (!addr)
             continue;
-        /* A pointer into the pending run (freed twice in this batch) has
-         * no record left and is not free yet: EBADPTR, and the batch stops. */
-        if (find_live(h, ptrs[done], &b) != KBUDDY_OK)
-            break;
+        if (run && t.r == run && t.len && !(addr & (UNIT - 1)) && (u == hi || u + t.n == lo) &&
+            u >= run->engine.lo && u + t.n <= run->engine.hi &&
+            record_repeats(ctrl_of(run, u), tmpl, t.len, t.n, last)) {
+            b = t;
+            b.u = u;
+        } else {
+            /* A pointer into the pending run (freed twice in this batch)
+             * has no record left and is not free yet: EBADPTR, and the
+             * batch stops. */
+            if (find_live(h, ptrs[done], &b) != KBUDDY_OK)
+                break;
+            const uint8_t *c = ctrl_of(b.r, b.u);
+            t = b;
+            if (b.len <= sizeof tmpl) {
+                for (size_t i = 0; i < b.len; i++)
+                    tmpl[i] = c[i];
+                last = c[b.n - 1];
+            } else {
+                t.len = 0; /* no template */
+            }
+        }
         record_clear(ctrl_of(b.r, b.u), b.n, b.len);
         h->allocated -= (size_t)(b.n << UNIT_SHIFT);
         h->user -= b.size;

@@ -2023,6 +2023,32 @@ TEST(free_many_gives_back_runs_in_either_direction_and_scattered_blocks) {
     free(a);
 }
 
+TEST(free_many_decodes_every_neighbour_that_is_not_the_same_allocation) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    /* Three blocks side by side of different sizes, then the same three
+     * again: each neighbour's record differs from the one freed before. */
+    unsigned char *p[6];
+    static const size_t sizes[6] = {64, 96, 64, 64, 30, 200};
+    for (size_t i = 0; i < 6; i++)
+        REQUIRE((p[i] = kbuddy_alloc(&h, sizes[i], 1)) != NULL);
+    size_t allocated = stats_of(&h).allocated;
+    /* p[3]'s second unit: inside the block this batch is freeing. */
+    void *bad[3] = {p[3], p[3] + UNIT, p[4]};
+    CHECK_EQ(kbuddy_free_many(&h, bad, 3), 1);
+    CHECK_EQ(kbuddy_usable_size(&h, p[4]), UNIT);
+    CHECK_EQ(stats_of(&h).allocated, allocated - 64);
+    void *all[5] = {p[0], p[1], p[2], p[4], p[5]};
+    CHECK_EQ(kbuddy_free_many(&h, all, 5), 5);
+    CHECK_STATS(&h, 1 << 16, total, 0, 0, 0, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
 TEST(free_many_stops_at_the_first_bad_pointer_and_keeps_the_rest) {
     unsigned char *a = arena_new(1 << 16);
     REQUIRE(a);
