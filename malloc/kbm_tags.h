@@ -12,16 +12,14 @@
  * CACHED|c (it sits in a magazine), 0 (no block the layer handed out
  * starts here). The tag bytes of the second and third units of a small
  * block of 3 units or more are otherwise unused: they keep its "slack",
- * the class size minus the size requested (16 bits), so that a sized free
- * is checked exactly. Blocks of 1 and 2 units (32 and 64 bytes) keep none:
- * a sized free of one accepts any size up to the class size. The slack is
- * written by malloc (and realloc) and cleared when the block goes back to
- * the core heap. Where byte atomics are native (x86, aarch64: BYTE_TAGS)
- * each tag is its own atomic byte, so that malloc makes its block LIVE with
- * a plain store, not a locked read-modify-write: the tag line was often
- * last written by another CPU, and a locked instruction would wait for it.
- * Elsewhere they are packed four to a 32-bit atomic word: sub-word atomics
- * need libatomic on some targets (riscv64 with gcc 12).
+ * the class size minus the size requested, 6 bits in each, so that a
+ * sized free is checked exactly (modulo 4096, which only a request of 0
+ * bytes in a 4096-byte class, or classes above 4096 bytes, can reach).
+ * Their top two bits stay 0, so that they never look like a tag: a free
+ * of an interior pointer finds "no block starts here". Blocks of 1 and 2
+ * units (32 and 64 bytes) keep no slack: a sized free of one accepts any
+ * size up to the class size. The slack is written by malloc (and realloc)
+ * and cleared when the block goes back to the core heap.
  */
 
 #define TAG_LIVE 0x80u
@@ -161,15 +159,16 @@ static inline void spare_set(tagref t, unsigned k, unsigned v) {
 
 /* A small block's slack (see above): class c, its tag t. */
 #define SLACK_MIN_CLASS 2u /* the first class of 3 units */
+#define SLACK_MASK 0xfffu
 static inline bool has_slack(unsigned c) { return c >= SLACK_MIN_CLASS; }
 static inline void slack_set(tagref t, unsigned c, size_t slack) {
     if (has_slack(c)) {
-        spare_set(t, 1, (unsigned)(slack & 0xffu));
-        spare_set(t, 2, (unsigned)(slack >> 8));
+        spare_set(t, 1, (unsigned)(slack & 0x3fu));
+        spare_set(t, 2, (unsigned)((slack >> 6) & 0x3fu));
     }
 }
 static inline size_t slack_get(tagref t, unsigned c) {
-    return has_slack(c) ? spare_get(t, 1) | (size_t)spare_get(t, 2) << 8 : 0;
+    return has_slack(c) ? spare_get(t, 1) | (size_t)spare_get(t, 2) << 6 : 0;
 }
 /* Cleared before the block goes back to the core. */
 static inline void slack_clear(tagref t, unsigned c) { slack_set(t, c, 0); }

@@ -403,7 +403,7 @@ static ALWAYS_INLINE bool size_fits(int mode, unsigned c, tagref t, uintptr_t a,
                                     size_t align) {
     if (mode == FREE_PLAIN)
         return true;
-    if (has_slack(c) ? class_bytes(c) - size != slack_get(t, c) : size > class_bytes(c))
+    if (size > class_bytes(c) || (has_slack(c) && ((class_bytes(c) - size) & SLACK_MASK) != slack_get(t, c)))
         return false;
     return mode == FREE_SIZED || (is_pow2(align) && !(a & (align - 1)));
 }
@@ -779,12 +779,14 @@ static void check_block(void *vctx, void *start, size_t size, bool used) {
     unsigned tag = used ? tag_get(t) : 0, c = tag & TAG_CLASS;
     bool live = tag & TAG_LIVE, cached = tag & TAG_CACHED;
     bool small = tag && c < NCLASSES;
-    /* No tag but on a block's first unit, and no slack but on the second
-     * and third units of small blocks that keep one. */
+    /* No tag but on a block's first unit; no slack but on the second and
+     * third units of small blocks that keep one, never with a tag's bits. */
     size_t spare = small && has_slack(c) ? 2 : 0;
-    for (size_t off = used ? UNIT * (1 + spare) : 0; off < size; off += UNIT)
-        if (tag_get(tag_of(r, a + off)))
+    for (size_t off = used ? UNIT : 0; off < size; off += UNIT) {
+        unsigned b = tag_get(tag_of(r, a + off));
+        if (off > UNIT * spare ? b != 0 : (b & TAG_FLIP) != 0)
             k->bad = true;
+    }
     if (!used)
         return;
     if (!tag) { /* the layer's own */
@@ -793,8 +795,8 @@ static void check_block(void *vctx, void *start, size_t size, bool used) {
         return;
     }
     /* Exactly one state; a class that exists, of this block's size and
-     * naturally aligned, with a slack no larger than the class (a request
-     * of 0 bytes); large blocks are never cached. */
+     * naturally aligned, with a slack no larger than the class size (a
+     * request of 0 bytes); large blocks are never cached. */
     bool small_ok = small && size == class_bytes(c) && !(a & (class_align(c) - 1)) &&
                     slack_get(t, c) <= class_bytes(c);
     k->bad |= live == cached || !(small_ok || (c == TAG_LARGE && live));
