@@ -176,6 +176,7 @@ extern "C" {
  * calls and saves registers for them (bench/callgrind.sh shows what each
  * way costs). */
 #ifdef KBUDDY_MALLOC_HOOKS_H
+/* cppcheck-suppress preprocessorErrorDirective ; a header the build names */
 #include KBUDDY_MALLOC_HOOKS_H
 #endif
 
