@@ -125,10 +125,10 @@ static uint32_t core_take_run(unsigned c, unsigned tag, void **out, uint32_t wan
     return kept;
 }
 
-/* Clear the tag (and slack) of a block of class c. */
+/* Clear the tag (and kept size) of a block of class c. */
 static void untag(void *p, unsigned c) {
     tagref t = tag_of(region_of(&g_lock_hint, (uintptr_t)p), (uintptr_t)p);
-    slack_clear(t, c);
+    size_clear(t, c);
     tag_clear(t);
 }
 

@@ -11,15 +11,16 @@
  * Tags: LIVE|c (the program holds a block of class c, or TAG_LARGE),
  * CACHED|c (it sits in a magazine), 0 (no block the layer handed out
  * starts here). The tag bytes of the second and third units of a small
- * block of 3 units or more are otherwise unused: they keep its "slack",
- * the class size minus the size requested, 6 bits in each, so that a
- * sized free is checked exactly (modulo 4096, which only a request of 0
- * bytes in a 4096-byte class, or classes above 4096 bytes, can reach).
- * Their top two bits stay 0, so that they never look like a tag: a free
- * of an interior pointer finds "no block starts here". Blocks of 1 and 2
- * units (32 and 64 bytes) keep no slack: a sized free of one accepts any
- * size up to the class size. The slack is written by malloc (and realloc)
- * and cleared when the block goes back to the core heap.
+ * block of 3 units or more are otherwise unused: they keep the size
+ * requested, modulo 4096 (6 bits in each), so that a sized free is checked
+ * exactly: a class's requests are at most its size, and only a request of
+ * 0 bytes in a 4096-byte class (or classes above 4096 bytes, when the cache
+ * limit is raised) can differ from another by 4096. Their top two bits
+ * stay 0, so that they never look like a tag: a free of an interior
+ * pointer finds "no block starts here". Blocks of 1 and 2 units (32 and 64
+ * bytes) keep no size: a sized free of one accepts any size up to the
+ * class size. The size is written by malloc (and realloc) and cleared when
+ * the block goes back to the core heap.
  */
 
 #define TAG_LIVE 0x80u
@@ -99,7 +100,7 @@ static inline bool tag_cas(tagref t, unsigned *expected, unsigned desired) {
     *expected = e;
     return false;
 }
-/* The k-th byte after a block's tag (k = 1, 2): the slack, only ever
+/* The k-th byte after a block's tag (k = 1, 2): the kept size, only ever
  * written by the CPU that holds the block. */
 static inline unsigned spare_get(tagref t, unsigned k) {
     return atomic_load_explicit(t.p + k, memory_order_relaxed);
@@ -157,18 +158,19 @@ static inline void spare_set(tagref t, unsigned k, unsigned v) {
 }
 #endif
 
-/* A small block's slack (see above): class c, its tag t. */
-#define SLACK_MIN_CLASS 2u /* the first class of 3 units */
-#define SLACK_MASK 0xfffu
-static inline bool has_slack(unsigned c) { return c >= SLACK_MIN_CLASS; }
-static inline void slack_set(tagref t, unsigned c, size_t slack) {
-    if (has_slack(c)) {
-        spare_set(t, 1, (unsigned)(slack & 0x3fu));
-        spare_set(t, 2, (unsigned)((slack >> 6) & 0x3fu));
+/* A small block's requested size, modulo 4096 (see above): class c, its
+ * tag t. */
+#define SIZE_MIN_CLASS 2u /* the first class of 3 units */
+#define SIZE_MASK 0xfffu
+static inline bool keeps_size(unsigned c) { return c >= SIZE_MIN_CLASS; }
+static inline void size_set(tagref t, unsigned c, size_t size) {
+    if (keeps_size(c)) {
+        spare_set(t, 1, (unsigned)(size & 0x3fu));
+        spare_set(t, 2, (unsigned)((size >> 6) & 0x3fu));
     }
 }
-static inline size_t slack_get(tagref t, unsigned c) {
-    return has_slack(c) ? spare_get(t, 1) | (size_t)spare_get(t, 2) << 6 : 0;
+static inline size_t size_get(tagref t, unsigned c) {
+    return keeps_size(c) ? spare_get(t, 1) | (size_t)spare_get(t, 2) << 6 : 0;
 }
 /* Cleared before the block goes back to the core. */
-static inline void slack_clear(tagref t, unsigned c) { slack_set(t, c, 0); }
+static inline void size_clear(tagref t, unsigned c) { size_set(t, c, 0); }

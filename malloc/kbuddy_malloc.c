@@ -152,10 +152,10 @@ static void report(void *ptr, kbuddy_status st, const char *func) {
  * case is a NOINLINE function that finishes the call itself (including
  * irq_on and errno), so that the fast path can jump to it. */
 
-/* Make a block of class c LIVE for a request of size bytes: its slack,
- * then its tag (release: the slack is visible to whoever frees it). */
+/* Make a block of class c LIVE for a request of size bytes: its size,
+ * then its tag (release: the size is visible to whoever frees it). */
 static inline void make_live(tagref t, unsigned c, size_t size) {
-    slack_set(t, c, class_bytes(c) - size);
+    size_set(t, c, size);
     tag_live(t, c);
 }
 
@@ -392,18 +392,19 @@ static kbuddy_status release_large(void *ptr, tagref t, bool sized, size_t size,
 }
 
 /* What free states besides the pointer: nothing, the size, or the size
- * and the alignment. */
-enum { FREE_PLAIN, FREE_SIZED, FREE_ALIGNED };
+ * and the alignment; FREE_REALLOC is FREE_PLAIN on behalf of realloc. */
+enum { FREE_PLAIN, FREE_SIZED, FREE_ALIGNED, FREE_REALLOC };
+static const char *const k_free_name[] = {"free", "free_sized", "free_aligned_sized", "realloc"};
 
 /* Was the small block of class c at address a (tag t) allocated with this
  * size (and can it have been with this alignment)? Exactly the size
- * requested (or set by realloc), from the slack; blocks without slack
- * accept any size up to their class's. */
+ * requested (or set by realloc), as kept beside the tag; blocks that keep
+ * none accept any size up to their class's. */
 static ALWAYS_INLINE bool size_fits(int mode, unsigned c, tagref t, uintptr_t a, size_t size,
                                     size_t align) {
     if (mode == FREE_PLAIN)
         return true;
-    if (size > class_bytes(c) || (has_slack(c) && ((class_bytes(c) - size) & SLACK_MASK) != slack_get(t, c)))
+    if (size > class_bytes(c) || (keeps_size(c) && (size & SIZE_MASK) != size_get(t, c)))
         return false;
     return mode == FREE_SIZED || (is_pow2(align) && !(a & (align - 1)));
 }
@@ -413,11 +414,14 @@ static ALWAYS_INLINE bool size_fits(int mode, unsigned c, tagref t, uintptr_t a,
  * blocks, bad frees), a wrong size, a lost race, a full magazine. Finishes
  * the call: restores interrupts and reports a refusal. */
 static NOINLINE void free_slow(kcache *cc, void *ptr, int mode, size_t size, size_t align,
-                               const char *func, unsigned long irq) {
+                               unsigned long irq) {
     uintptr_t a = (uintptr_t)ptr;
     const mregion *local = &g_no_region;
     tagref t;
     unsigned tag, c = 0;
+    const char *func = k_free_name[mode];
+    if (mode == FREE_REALLOC)
+        mode = FREE_PLAIN;
     if (!cc)
         cc = my_cache();
     kbuddy_status st = locate(cc ? &cc->hint : &local, ptr, &t);
@@ -475,8 +479,7 @@ static NOINLINE void free_overflow(kcache *cc, unsigned c, void *ptr, unsigned l
  * tag says a live small block, the stated size is its own, and one
  * compare-and-swap makes it CACHED (of two racing frees exactly one wins);
  * then it goes into the CPU's loaded magazine. */
-static ALWAYS_INLINE void free_impl(void *ptr, int mode, size_t size, size_t align,
-                                    const char *func, bool hooked) {
+static ALWAYS_INLINE void free_impl(void *ptr, int mode, size_t size, size_t align, bool hooked) {
     uintptr_t a = (uintptr_t)ptr;
     unsigned long irq = hooked ? irq_off() : 0;
     kcache *cc = cache_fast(hooked);
@@ -501,16 +504,16 @@ static ALWAYS_INLINE void free_impl(void *ptr, int mode, size_t size, size_t ali
             }
         }
     }
-    free_slow(cc, ptr, mode, size, align, func, irq);
+    free_slow(cc, ptr, mode, size, align, irq);
 }
 
 #if RUNTIME_HOOKS
-static NOINLINE void free_plain_hooked(void *ptr) { free_impl(ptr, FREE_PLAIN, 0, 1, "free", true); }
+static NOINLINE void free_plain_hooked(void *ptr) { free_impl(ptr, FREE_PLAIN, 0, 1, true); }
 static NOINLINE void free_sized_hooked(void *ptr, size_t size) {
-    free_impl(ptr, FREE_SIZED, size, 1, "free_sized", true);
+    free_impl(ptr, FREE_SIZED, size, 1, true);
 }
 static NOINLINE void free_aligned_hooked(void *ptr, size_t align, size_t size) {
-    free_impl(ptr, FREE_ALIGNED, size, align, "free_aligned_sized", true);
+    free_impl(ptr, FREE_ALIGNED, size, align, true);
 }
 #endif
 
@@ -523,7 +526,7 @@ void kbm_free(void *ptr) {
         return;
     }
 #endif
-    free_impl(ptr, FREE_PLAIN, 0, 1, "free", STATIC_HOOKS);
+    free_impl(ptr, FREE_PLAIN, 0, 1, STATIC_HOOKS);
 }
 
 void kbm_free_sized(void *ptr, size_t size) {
@@ -535,7 +538,7 @@ void kbm_free_sized(void *ptr, size_t size) {
         return;
     }
 #endif
-    free_impl(ptr, FREE_SIZED, size, 1, "free_sized", STATIC_HOOKS);
+    free_impl(ptr, FREE_SIZED, size, 1, STATIC_HOOKS);
 }
 
 void kbm_free_aligned_sized(void *ptr, size_t align, size_t size) {
@@ -547,13 +550,13 @@ void kbm_free_aligned_sized(void *ptr, size_t align, size_t size) {
         return;
     }
 #endif
-    free_impl(ptr, FREE_ALIGNED, size, align, "free_aligned_sized", STATIC_HOOKS);
+    free_impl(ptr, FREE_ALIGNED, size, align, STATIC_HOOKS);
 }
 
 /* The free inside realloc: as kbm_free, reported as "realloc". */
 static void free_for_realloc(void *ptr) {
     unsigned long irq = irq_off();
-    free_slow(cache_peek(), ptr, FREE_PLAIN, 0, 1, "realloc", irq);
+    free_slow(cache_peek(), ptr, FREE_REALLOC, 0, 1, irq);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -637,7 +640,7 @@ void *kbm_realloc(void *ptr, size_t size) {
         return realloc_large(ptr, size);
     size_t have = class_bytes(c);
     if (size <= have && (size > have / 2 || class_of_size(size) == c)) {
-        slack_set(t, c, have - size); /* the program holds it: ours to write */
+        size_set(t, c, size); /* the program holds it: ours to write */
         return ptr;
     }
     void *q = kbm_malloc(size);
@@ -779,9 +782,10 @@ static void check_block(void *vctx, void *start, size_t size, bool used) {
     unsigned tag = used ? tag_get(t) : 0, c = tag & TAG_CLASS;
     bool live = tag & TAG_LIVE, cached = tag & TAG_CACHED;
     bool small = tag && c < NCLASSES;
-    /* No tag but on a block's first unit; no slack but on the second and
-     * third units of small blocks that keep one, never with a tag's bits. */
-    size_t spare = small && has_slack(c) ? 2 : 0;
+    /* No tag but on a block's first unit; no kept size but on the second
+     * and third units of small blocks that keep one, never with a tag's
+     * bits. */
+    size_t spare = small && keeps_size(c) ? 2 : 0;
     for (size_t off = used ? UNIT : 0; off < size; off += UNIT) {
         unsigned b = tag_get(tag_of(r, a + off));
         if (off > UNIT * spare ? b != 0 : (b & TAG_FLIP) != 0)
@@ -795,10 +799,10 @@ static void check_block(void *vctx, void *start, size_t size, bool used) {
         return;
     }
     /* Exactly one state; a class that exists, of this block's size and
-     * naturally aligned, with a slack no larger than the class size (a
-     * request of 0 bytes); large blocks are never cached. */
+     * naturally aligned, with a kept size no larger than the class size;
+     * large blocks are never cached. */
     bool small_ok = small && size == class_bytes(c) && !(a & (class_align(c) - 1)) &&
-                    slack_get(t, c) <= class_bytes(c);
+                    size_get(t, c) <= class_bytes(c);
     k->bad |= live == cached || !(small_ok || (c == TAG_LARGE && live));
     if (cached && small_ok) {
         k->cached++;
