@@ -15,12 +15,18 @@
  *     the lock, which also keeps every magazine they can reach alive.
  */
 
-/* A magazine: up to cap pointers to cached blocks of one class. */
+/* A magazine: up to cap cached blocks of one class, each with where its
+ * tag is (free found it; malloc then needs no region lookup). */
+typedef struct mentry {
+    void *p;
+    tagref t;
+} mentry;
+
 typedef struct mag {
     struct mag *next; /* in a depot list */
     _Atomic uint32_t count;
     uint32_t cap;
-    void *blk[];
+    mentry e[];
 } mag;
 
 typedef struct cslot {
@@ -92,60 +98,66 @@ static void internal_free(void *p, size_t bytes) {
     (void)kbuddy_free(&g_heap, p);
 }
 
-static size_t mag_size(uint32_t cap) { return sizeof(mag) + cap * sizeof(void *); }
+static size_t mag_size(uint32_t cap) { return sizeof(mag) + cap * sizeof(mentry); }
 
-/* Tag a block just taken from the core with `tag`, or give it back and
- * say false. */
-static bool core_tag(void *p, unsigned tag) {
+/* Tag a block just taken from the core with `tag` and say where the tag
+ * is, or give the block back and say false. */
+static bool core_tag(void *p, unsigned tag, tagref *t) {
     const mregion *r = region_of(&g_lock_hint, (uintptr_t)p);
     if (UNLIKELY(!r)) { /* a region added behind the layer's back */
         (void)kbuddy_free(&g_heap, p);
         return false;
     }
-    tag_set(tag_of(r, (uintptr_t)p), tag);
+    *t = tag_of(r, (uintptr_t)p);
+    tag_set(*t, tag);
     return true;
 }
 
-/* A block of class c from the core, naturally aligned, tagged `tag | c`. */
-static void *core_take(unsigned c, unsigned tag) {
+/* A block of class c from the core, naturally aligned, tagged `tag | c`
+ * (its tag in *t). */
+static void *core_take(unsigned c, unsigned tag, tagref *t) {
     void *p = kbuddy_alloc(&g_heap, class_bytes(c), class_align(c));
-    return p && core_tag(p, tag | c) ? p : NULL;
+    return p && core_tag(p, tag | c, t) ? p : NULL;
 }
 
 /* Up to `want` blocks of class c into out[], tagged `tag`, from one run of
  * the core heap (kbuddy_alloc_many_aligned): one engine operation instead
  * of one per block, and blocks (so their tags) that lie together, so that
  * two CPUs seldom write tags in the same cache line. Returns how many. */
-static uint32_t core_take_run(unsigned c, unsigned tag, void **out, uint32_t want) {
-    size_t got = kbuddy_alloc_many_aligned(&g_heap, class_bytes(c), class_align(c), want, out);
+static uint32_t core_take_run(unsigned c, unsigned tag, mentry *out, uint32_t want) {
+    void *got_p[MAG_MAX];
+    size_t got = kbuddy_alloc_many_aligned(&g_heap, class_bytes(c), class_align(c),
+                                           want < MAG_MAX ? want : MAG_MAX, got_p);
     uint32_t kept = 0;
     for (size_t i = 0; i < got; i++)
-        if (core_tag(out[i], tag | c))
-            out[kept++] = out[i];
+        if (core_tag(got_p[i], tag | c, &out[kept].t))
+            out[kept++].p = got_p[i];
     return kept;
 }
 
-/* Clear the tag (and kept size) of a block of class c. */
-static void untag(void *p, unsigned c) {
-    tagref t = tag_of(region_of(&g_lock_hint, (uintptr_t)p), (uintptr_t)p);
+/* Clear a block's tag (and kept size; class c). */
+static void untag(tagref t, unsigned c) {
     size_clear(t, c);
     tag_clear(t);
 }
 
 /* Untag a block of class c and give it back to the core. */
-static void core_give(void *p, unsigned c) {
-    untag(p, c);
+static void core_give(void *p, tagref t, unsigned c) {
+    untag(t, c);
     (void)kbuddy_free(&g_heap, p);
 }
 
 /* Untag a magazine's blocks (class c) and give them back to the core in
  * one batch (blocks that lie side by side go back as one run). */
 static void mag_release_blocks(mag *m, unsigned c) {
+    void *p[MAG_MAX];
     uint32_t n = mag_n(m);
-    for (uint32_t i = 0; i < n; i++)
-        untag(m->blk[i], c);
+    for (uint32_t i = 0; i < n; i++) {
+        untag(m->e[i].t, c);
+        p[i] = m->e[i].p;
+    }
     for (size_t i = 0; i < n;) {
-        i += kbuddy_free_many(&g_heap, &m->blk[i], n - i);
+        i += kbuddy_free_many(&g_heap, &p[i], n - i);
         if (i < n) /* refused: only if the core's records were damaged */
             i++;
     }
@@ -323,17 +335,17 @@ static inline kcache *cache_peek(void) {
 /* The loaded magazine of class c is empty: swap in the previous one if it
  * is full, else trade the empty one for a full one from the depot, else
  * fill it from the core heap, all under one lock acquisition. Returns a
- * block still tagged as cached, or NULL when out of memory. */
-static NOINLINE void *cache_refill(kcache *cc, unsigned c) {
+ * block still tagged as cached, or p == NULL when out of memory. */
+static NOINLINE mentry cache_refill(kcache *cc, unsigned c) {
     cslot *s = &cc->slot[c];
     mag *m = slot_prev(s), *loaded = slot_loaded(s);
     uint32_t n = mag_n(m);
     if (n) {
         slot_set(s, m, loaded);
         mag_set_n(m, n - 1);
-        return m->blk[n - 1];
+        return m->e[n - 1];
     }
-    void *p = NULL;
+    mentry e = {NULL, {0}};
     lock();
     depot *d = &g_depot[c];
     if ((m = d->full) != NULL) {
@@ -358,22 +370,23 @@ static NOINLINE void *cache_refill(kcache *cc, unsigned c) {
         }
         if (m) {
             n = mag_n(m);
-            uint32_t got = core_take_run(c, TAG_CACHED, &m->blk[n], m->cap - n);
-            while (n + got < m->cap && (p = core_take(c, TAG_CACHED)) != NULL)
-                m->blk[n + got++] = p;
+            uint32_t got = core_take_run(c, TAG_CACHED, &m->e[n], m->cap - n);
+            while (n + got < m->cap && (e.p = core_take(c, TAG_CACHED, &e.t)) != NULL)
+                m->e[n + got++] = e;
             mag_set_n(m, n + got);
             g_fills += got;
-        } else if ((p = core_take(c, TAG_CACHED)) != NULL) {
+            e.p = NULL;
+        } else if ((e.p = core_take(c, TAG_CACHED, &e.t)) != NULL) {
             g_fills++; /* no magazine to be had: just this block, LIVE at once */
             unlock();
-            return p;
+            return e;
         }
     }
     unlock();
     if (!m || !(n = mag_n(m)))
-        return NULL;
+        return e;
     mag_set_n(m, n - 1);
-    return m->blk[n - 1];
+    return m->e[n - 1];
 }
 
 /* The loaded magazine of class c is full: swap in the previous one if it
@@ -381,12 +394,12 @@ static NOINLINE void *cache_refill(kcache *cc, unsigned c) {
  * core heap when the depot holds enough, and load an empty one. p (tagged
  * cached) goes into it, or straight back to the core when no magazine can
  * be had. */
-static NOINLINE void cache_overflow(kcache *cc, unsigned c, void *p) {
+static NOINLINE void cache_overflow(kcache *cc, unsigned c, mentry e) {
     cslot *s = &cc->slot[c];
     mag *m = slot_prev(s), *loaded = slot_loaded(s);
     if (m->cap && !mag_n(m)) {
         slot_set(s, m, loaded);
-        m->blk[0] = p;
+        m->e[0] = e;
         mag_set_n(m, 1);
         return;
     }
@@ -410,11 +423,11 @@ static NOINLINE void cache_overflow(kcache *cc, unsigned c, void *p) {
     if (!fresh)
         fresh = mag_get_empty(c);
     if (!fresh) {
-        core_give(p, c);
+        core_give(e.p, e.t, c);
         unlock();
         return;
     }
-    fresh->blk[0] = p;
+    fresh->e[0] = e;
     mag_set_n(fresh, 1);
     slot_set(s, fresh, loaded);
     unlock();

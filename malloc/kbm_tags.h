@@ -83,6 +83,8 @@ static inline tagref tag_of(const mregion *r, uintptr_t a) {
     return (tagref){&r->tags[(a >> UNIT_SHIFT) - r->base]};
 }
 
+static inline bool tagref_same(tagref x, tagref y) { return x.p == y.p; }
+
 static inline unsigned tag_get(tagref t) { return atomic_load_explicit(t.p, memory_order_relaxed); }
 
 static inline void tag_set(tagref t, unsigned tag) {
@@ -113,6 +115,8 @@ static inline tagref tag_of(const mregion *r, uintptr_t a) {
     uintptr_t i = (a >> UNIT_SHIFT) - r->base;
     return (tagref){&r->tags[i >> 2], (unsigned)(i & 3u) * 8u};
 }
+
+static inline bool tagref_same(tagref x, tagref y) { return x.word == y.word && x.shift == y.shift; }
 
 static inline unsigned tag_get(tagref t) {
     return (atomic_load_explicit(t.word, memory_order_relaxed) >> t.shift) & 0xffu;

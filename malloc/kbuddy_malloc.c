@@ -160,59 +160,57 @@ static inline void make_live(tagref t, unsigned c, size_t size) {
 }
 
 /* Everything alloc_small's fast path leaves: no cache yet (or none to be
- * had), an empty magazine, a block outside the hinted region. Out of
- * memory even after the depot went back to the core: blocks of other
- * classes in this CPU's cache may be what the heap lacks, so they go back
- * too and the refill is tried once more. */
+ * had), an empty magazine. Out of memory even after the depot went back
+ * to the core: blocks of other classes in this CPU's cache may be what the
+ * heap lacks, so they go back too and the refill is tried once more. */
 static NOINLINE void *alloc_small_slow(kcache *cc, unsigned c, size_t size, unsigned long irq) {
-    void *p;
+    mentry e;
     if (!cc)
         cc = my_cache();
     if (cc) {
         mag *m = slot_loaded(&cc->slot[c]);
         uint32_t n = mag_n(m);
         if (n) {
-            p = m->blk[n - 1];
+            e = m->e[n - 1];
             mag_set_n(m, n - 1);
-        } else if ((p = cache_refill(cc, c)) == NULL) {
+        } else if ((e = cache_refill(cc, c)).p == NULL) {
             lock();
             bool any = cache_flush_locked(cc);
             unlock();
             if (any)
-                p = cache_refill(cc, c);
+                e = cache_refill(cc, c);
         }
-        if (p)
-            make_live(tag_of(region_of(&cc->hint, (uintptr_t)p), (uintptr_t)p), c, size);
+        if (e.p)
+            make_live(e.t, c, size);
     } else { /* a CPU without a cache: straight from the core heap */
         lock();
-        p = core_take(c, TAG_CACHED);
+        e.p = core_take(c, TAG_CACHED, &e.t);
         g_large_calls++;
-        if (p)
-            make_live(tag_of(region_of(&g_lock_hint, (uintptr_t)p), (uintptr_t)p), c, size);
+        if (e.p)
+            make_live(e.t, c, size);
         unlock();
     }
     irq_on(irq);
-    if (!p)
+    if (!e.p)
         SET_ERRNO(KBM_ENOMEM);
-    return p;
+    return e.p;
 }
 
 /* A block of class c for a request of size bytes: pop the CPU's loaded
- * magazine, make the block LIVE. */
+ * magazine (the block and where its tag is), make the block LIVE. */
 static ALWAYS_INLINE void *alloc_small_impl(unsigned c, size_t size, bool hooked) {
     unsigned long irq = hooked ? irq_off() : 0;
     kcache *cc = cache_fast(hooked);
     if (LIKELY(cc != NULL)) {
         mag *m = slot_loaded(&cc->slot[c]);
         uint32_t n = mag_n(m);
-        const mregion *r = cc->hint;
-        if (LIKELY(n != 0) && LIKELY((uintptr_t)m->blk[n - 1] - r->start < r->size)) {
-            void *p = m->blk[n - 1];
+        if (LIKELY(n != 0)) {
+            mentry e = m->e[n - 1];
             mag_set_n(m, n - 1);
-            make_live(tag_of(r, (uintptr_t)p), c, size);
+            make_live(e.t, c, size);
             if (hooked)
                 irq_on(irq);
-            return p;
+            return e.p;
         }
     }
     return alloc_small_slow(cc, c, size, irq);
@@ -396,6 +394,17 @@ static kbuddy_status release_large(void *ptr, tagref t, bool sized, size_t size,
 enum { FREE_PLAIN, FREE_SIZED, FREE_ALIGNED, FREE_REALLOC };
 static const char *const k_free_name[] = {"free", "free_sized", "free_aligned_sized", "realloc"};
 
+/* The largest size a block of class c can have been requested with, as
+ * far as a check of the kept size (mod 4096) needs it: with classes of at
+ * most 4096 bytes, a size of at most 4096 whose low 12 bits are the kept
+ * ones is the one requested (or 0 for 4096, or 4096 for 0), so the
+ * class's own size need not be looked up. */
+#if KBUDDY_MALLOC_CACHE_SHIFT <= 12
+#define SIZE_LIMIT(c) ((size_t)SIZE_MASK + 1)
+#else
+#define SIZE_LIMIT(c) class_bytes(c)
+#endif
+
 /* Was the small block of class c at address a (tag t) allocated with this
  * size (and can it have been with this alignment)? Exactly the size
  * requested (or set by realloc), as kept beside the tag; blocks that keep
@@ -404,8 +413,12 @@ static ALWAYS_INLINE bool size_fits(int mode, unsigned c, tagref t, uintptr_t a,
                                     size_t align) {
     if (mode == FREE_PLAIN)
         return true;
-    if (size > class_bytes(c) || (keeps_size(c) && (size & SIZE_MASK) != size_get(t, c)))
+    if (!keeps_size(c)) {
+        if (size > ((size_t)c + 1) << UNIT_SHIFT) /* classes 0 and 1: 1 and 2 units */
+            return false;
+    } else if ((size & SIZE_MASK) != size_get(t, c) || size > SIZE_LIMIT(c)) {
         return false;
+    }
     return mode == FREE_SIZED || (is_pow2(align) && !(a & (align - 1)));
 }
 
@@ -452,14 +465,14 @@ static NOINLINE void free_slow(kcache *cc, void *ptr, int mode, size_t size, siz
         mag *m = slot_loaded(&cc->slot[c]);
         uint32_t n = mag_n(m);
         if (n < m->cap) {
-            m->blk[n] = ptr;
+            m->e[n] = (mentry){ptr, t};
             mag_set_n(m, n + 1);
         } else {
-            cache_overflow(cc, c, ptr);
+            cache_overflow(cc, c, (mentry){ptr, t});
         }
     } else {
         lock();
-        core_give(ptr, c);
+        core_give(ptr, t, c);
         g_large_calls++;
         unlock();
     }
@@ -470,8 +483,8 @@ out:
 }
 
 /* The loaded magazine is full: cache_overflow, then finish the call. */
-static NOINLINE void free_overflow(kcache *cc, unsigned c, void *ptr, unsigned long irq) {
-    cache_overflow(cc, c, ptr);
+static NOINLINE void free_overflow(kcache *cc, unsigned c, void *ptr, tagref t, unsigned long irq) {
+    cache_overflow(cc, c, (mentry){ptr, t});
     irq_on(irq);
 }
 
@@ -493,13 +506,13 @@ static ALWAYS_INLINE void free_impl(void *ptr, int mode, size_t size, size_t ali
                 mag *m = slot_loaded(&cc->slot[c]);
                 uint32_t n = mag_n(m);
                 if (LIKELY(n < m->cap)) {
-                    m->blk[n] = ptr;
+                    m->e[n] = (mentry){ptr, t};
                     mag_set_n(m, n + 1);
                     if (hooked)
                         irq_on(irq);
                     return;
                 }
-                free_overflow(cc, c, ptr, irq);
+                free_overflow(cc, c, ptr, t, irq);
                 return;
             }
         }
@@ -810,14 +823,16 @@ static void check_block(void *vctx, void *start, size_t size, bool used) {
     }
 }
 
-/* Each block of a magazine of class c is tagged cached in that class. */
+/* Each block of a magazine of class c is tagged cached in that class, and
+ * the magazine knows where its tag is. */
 static bool mag_ok(mag *m, unsigned c, const mregion **hint) {
     uint32_t n = mag_n(m);
     if (n > m->cap || (m->cap && m->cap != mag_cap(c)))
         return false;
     for (uint32_t i = 0; i < n; i++) {
-        const mregion *r = region_of(hint, (uintptr_t)m->blk[i]);
-        if (!r || tag_get(tag_of(r, (uintptr_t)m->blk[i])) != (TAG_CACHED | c))
+        const mregion *r = region_of(hint, (uintptr_t)m->e[i].p);
+        if (!r || !tagref_same(m->e[i].t, tag_of(r, (uintptr_t)m->e[i].p)) ||
+            tag_get(m->e[i].t) != (TAG_CACHED | c))
             return false;
     }
     return true;
