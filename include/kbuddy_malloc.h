@@ -85,11 +85,12 @@
  * duration (the hooks' lock then need not).
  *
  * Complexity: the cached paths are O(1). A trade with the depot is O(1)
- * under the lock; filling or emptying a magazine is O(M) core calls under
- * one lock acquisition (M = blocks per magazine, at most 64). Large
- * requests cost what the core heap's calls cost (O(R + L), kbuddy.h),
- * under the lock. Resolving a pointer is O(1) for the region the CPU used
- * last, else O(number of regions).
+ * under the lock; filling or emptying a magazine is one batch call of the
+ * core heap (kbuddy_alloc_many_aligned, kbuddy_free_many: O(R + L + M) and
+ * O(R + M * L)) under one lock acquisition (M = blocks per magazine, at
+ * most 64). Large requests cost what the core heap's calls cost
+ * (O(R + L), kbuddy.h), under the lock. Resolving a pointer is O(1) for
+ * the region the CPU used last, else O(number of regions).
  */
 #ifndef KBUDDY_MALLOC_H
 #define KBUDDY_MALLOC_H
@@ -115,9 +116,10 @@ extern "C" {
 #define KBUDDY_MALLOC_MAX_REGIONS 64
 #endif
 
-/* log2 of the largest request served by the caches (4096 bytes). Requests
- * above it, and requests aligned above KBUDDY_MIN_BLOCK, go to the core heap
- * under the lock. 4 + KBUDDY_MIN_BLOCK_SHIFT .. 15 + KBUDDY_MIN_BLOCK_SHIFT. */
+/* log2 of the largest request served by the caches (4096 bytes), with any
+ * alignment up to it. Larger requests, and requests aligned beyond it, go
+ * to the core heap under the lock. 4 + KBUDDY_MIN_BLOCK_SHIFT ..
+ * 15 + KBUDDY_MIN_BLOCK_SHIFT. */
 #ifndef KBUDDY_MALLOC_CACHE_SHIFT
 #define KBUDDY_MALLOC_CACHE_SHIFT 12
 #endif
@@ -276,8 +278,10 @@ const kbuddy_heap *kbuddy_global_heap(void);
  * complexity of each call is given at the top of this file: O(1) through a
  * cache, else under the lock. All are thread-safe. */
 
-/* size bytes. size 0 gives a unique minimum block. NULL with errno ENOMEM
- * when no memory can be found (the grow hook declined). */
+/* size bytes. size 0 gives a unique minimum block. When the core heap has
+ * no room, the depot's blocks and then the calling CPU's own cached blocks
+ * go back to it, and then the grow hook is asked; NULL with errno ENOMEM
+ * when no memory can be found even so. */
 void *kbm_malloc(size_t size) KBUDDY_MALLOC_ATTR KBUDDY_ALLOC_SIZE(1);
 
 /* Free a block from any function of this family; NULL is ignored. A pointer
@@ -328,9 +332,12 @@ void *kbm_memalign(size_t align, size_t size) KBUDDY_MALLOC_ATTR KBUDDY_ALLOC_SI
 size_t kbm_malloc_usable_size(const void *ptr);
 
 /* C23: free a block stating its size. Refused (KBUDDY_ESIZE, bad_free hook,
- * func "free_sized") when the size cannot be the block's: larger than its
- * usable size, or, for large blocks, different from the size requested
- * (the core heap keeps it exactly). Otherwise as kbm_free. */
+ * func "free_sized") when the size is not the one requested (or given to
+ * the realloc that last resized it in place): exactly for large blocks
+ * (the core heap keeps it) and for cached blocks of more than 64 bytes
+ * (the layer keeps it modulo 4096, exact for classes of at most 4096
+ * bytes but for requests of 0 and 4096 bytes); blocks of 32 and 64 bytes
+ * accept any size up to theirs. Otherwise as kbm_free. */
 void kbm_free_sized(void *ptr, size_t size);
 
 /* C23: as kbm_free_sized, also stating the alignment, which must be a
@@ -379,7 +386,9 @@ typedef struct kbuddy_malloc_stats {
                                directly (large or over-aligned, or no cache)  */
 } kbuddy_malloc_stats;
 
-/* Fill *out (see kbuddy_malloc_stats). O(caches). Thread-safe. */
+/* Fill *out (see kbuddy_malloc_stats). O(caches x size classes): the cached
+ * figures are the magazines' counts, kept by nothing else, so that the
+ * fast paths count nothing. Thread-safe. */
 void kbuddy_malloc_get_stats(kbuddy_malloc_stats *out);
 
 /* Give the calling CPU's (thread's) cached blocks and every block in the
