@@ -372,42 +372,50 @@ size_t kbuddy_free_many(kbuddy_heap *h, void *const *ptrs, size_t count) {
     size_t done = 0;
     region *run = NULL; /* allocations already unrecorded, not yet released */
     uintptr_t lo = 0, hi = 0;
-    /* The record of the last block freed: a block right next to the run
+    /* The record of the last block decoded: a block right next to the run
      * whose record repeats it byte for byte is the same kind of allocation
-     * (a magazine's blocks are), and need not be decoded. */
+     * (a magazine's blocks are), and need not be decoded again. */
     uint8_t tmpl[16], last = 0;
     live_block t = {0};
+    size_t bytes = 0, user = 0, blocks = 0; /* statistics, applied at the end */
     kb_lock(&h->lock);
     for (; done < count; done++) {
         live_block b;
         uintptr_t addr = (uintptr_t)ptrs[done], u = addr >> UNIT_SHIFT;
         if (!addr)
             continue;
-        if (run && t.r == run && t.len && !(addr & (UNIT - 1)) && (u == hi || u + t.n == lo) &&
-            u >= run->engine.lo && u + t.n <= run->engine.hi &&
-            record_repeats(ctrl_of(run, u), tmpl, t.len, t.n, last)) {
-            b = t;
-            b.u = u;
-        } else {
-            /* A pointer into the pending run (freed twice in this batch)
-             * has no record left and is not free yet: EBADPTR, and the
-             * batch stops. */
-            if (find_live(h, ptrs[done], &b) != KBUDDY_OK)
-                break;
-            const uint8_t *c = ctrl_of(b.r, b.u);
-            t = b;
-            if (b.len <= sizeof tmpl) {
-                for (size_t i = 0; i < b.len; i++)
-                    tmpl[i] = c[i];
-                last = c[b.n - 1];
-            } else {
-                t.len = 0; /* no template */
+        if (t.len && !(addr & (UNIT - 1)) && (u == hi || u + t.n == lo) &&
+            u >= run->engine.lo && u + t.n <= run->engine.hi) {
+            uint8_t *c = ctrl_of(run, u);
+            if (record_repeats(c, tmpl, t.len, t.n, last)) {
+                record_clear(c, t.n, t.len);
+                bytes += (size_t)(t.n << UNIT_SHIFT);
+                user += t.size;
+                blocks++;
+                if (u == hi)
+                    hi += t.n;
+                else
+                    lo = u;
+                continue;
             }
         }
-        record_clear(ctrl_of(b.r, b.u), b.n, b.len);
-        h->allocated -= (size_t)(b.n << UNIT_SHIFT);
-        h->user -= b.size;
-        h->allocations--;
+        /* A pointer into the pending run (freed twice in this batch) has no
+         * record left and is not free yet: EBADPTR, and the batch stops. */
+        if (find_live(h, ptrs[done], &b) != KBUDDY_OK)
+            break;
+        uint8_t *c = ctrl_of(b.r, b.u);
+        t = b;
+        t.len = 0; /* no template unless the record fits */
+        if (b.len <= sizeof tmpl) {
+            for (size_t i = 0; i < b.len; i++)
+                tmpl[i] = c[i];
+            last = c[b.n - 1];
+            t.len = b.len;
+        }
+        record_clear(c, b.n, b.len);
+        bytes += (size_t)(b.n << UNIT_SHIFT);
+        user += b.size;
+        blocks++;
         if (run == b.r && b.u == hi) {
             hi += b.n;
         } else if (run == b.r && b.u + b.n == lo) {
@@ -424,6 +432,9 @@ size_t kbuddy_free_many(kbuddy_heap *h, void *const *ptrs, size_t count) {
         kb_engine_release(&run->engine, lo, hi);
         h->hint = run;
     }
+    h->allocated -= bytes;
+    h->user -= user;
+    h->allocations -= blocks;
     kb_unlock(&h->lock);
     return done;
 }
