@@ -2033,7 +2033,7 @@ TEST(free_many_decodes_every_neighbour_that_is_not_the_same_allocation) {
     /* Three blocks side by side of different sizes, then the same three
      * again: each neighbour's record differs from the one freed before. */
     unsigned char *p[6];
-    static const size_t sizes[6] = {64, 96, 64, 64, 30, 200};
+    static const size_t sizes[6] = {2 * UNIT, 3 * UNIT, 2 * UNIT, 2 * UNIT, UNIT - 2, 6 * UNIT + 8};
     for (size_t i = 0; i < 6; i++)
         REQUIRE((p[i] = kbuddy_alloc(&h, sizes[i], 1)) != NULL);
     size_t allocated = stats_of(&h).allocated;
@@ -2041,7 +2041,7 @@ TEST(free_many_decodes_every_neighbour_that_is_not_the_same_allocation) {
     void *bad[3] = {p[3], p[3] + UNIT, p[4]};
     CHECK_EQ(kbuddy_free_many(&h, bad, 3), 1);
     CHECK_EQ(kbuddy_usable_size(&h, p[4]), UNIT);
-    CHECK_EQ(stats_of(&h).allocated, allocated - 64);
+    CHECK_EQ(stats_of(&h).allocated, allocated - 2 * UNIT);
     void *all[5] = {p[0], p[1], p[2], p[4], p[5]};
     CHECK_EQ(kbuddy_free_many(&h, all, 5), 5);
     CHECK_STATS(&h, 1 << 16, total, 0, 0, 0, 1);
