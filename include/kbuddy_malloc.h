@@ -182,7 +182,6 @@ extern "C" {
 #include KBUDDY_MALLOC_HOOKS_H
 #endif
 
-
 /* What the environment supplies. Every member may be NULL (zero): the
  * default is described with each. */
 typedef struct kbuddy_malloc_hooks {
@@ -279,9 +278,10 @@ const kbuddy_heap *kbuddy_global_heap(void);
  * cache, else under the lock. All are thread-safe. */
 
 /* size bytes. size 0 gives a unique minimum block. When the core heap has
- * no room, the depot's blocks and then the calling CPU's own cached blocks
- * go back to it, and then the grow hook is asked; NULL with errno ENOMEM
- * when no memory can be found even so. */
+ * no room, the depot's blocks go back to it, then the grow hook is asked,
+ * and if there is still none, the calling CPU's own cached blocks go back
+ * and the request is tried once more; NULL with errno ENOMEM when no
+ * memory can be found even so. */
 void *kbm_malloc(size_t size) KBUDDY_MALLOC_ATTR KBUDDY_ALLOC_SIZE(1);
 
 /* Free a block from any function of this family; NULL is ignored. A pointer

@@ -265,8 +265,8 @@ static kcache *cache_new_locked(void) {
 
 /* Finding the calling CPU's cache. cache_fast: the cache if it exists,
  * NULL otherwise (the slow paths then call my_cache, which creates it);
- * `hooked` says whether the cpu_id hook may be installed (kbm_classes.h's
- * callers compile their fast paths once with and once without hooks).
+ * `hooked` says whether the cpu_id hook may be installed (the fast paths
+ * in kbuddy_malloc.c are compiled once with and once without hooks).
  * my_cache: the cache, created if need be; NULL for a CPU numbered beyond
  * the table (or when no memory for a cache can be found), which then works
  * through the lock. cache_peek: the cache if it exists. */
