@@ -21,7 +21,7 @@ BENCH=${1:-$ROOT/build/release/bench/kbuddy_bench}
 if [ ! -x "$BENCH" ]; then
     echo "building $BENCH" >&2
     cmake -S "$ROOT" -B "$ROOT/build/release" -DCMAKE_BUILD_TYPE=Release >/dev/null
-    cmake --build "$ROOT/build/release" -j2 --target kbuddy_bench >/dev/null
+    cmake --build "$ROOT/build/release" -j2 --target kbuddy_bench kbuddy_bench_hooks >/dev/null
 fi
 command -v valgrind >/dev/null || { echo "callgrind.sh: valgrind not found" >&2; exit 2; }
 
@@ -62,23 +62,38 @@ for w in W3 W4 F1 F2; do
     eval "noop_$w=\$(ir $w noop)"
     eval "kb_$w=\$(ir $w kbuddy)"
 done
-# The global allocator (kbuddy_malloc.h) where the bench was built with it:
-# its per-thread caches in front of the core heap.
+# The global allocator (kbuddy_malloc.h) where the bench was built with it,
+# in its kernel configuration (per-CPU caches, one CPU, built-in spinlock):
+# kbm without hooks, kbm-hooks with cpu_id and interrupt hooks installed.
 KBM=0
-"$BENCH" --only W3 --ops 1 --alloc kbuddy-malloc >/dev/null 2>&1 && KBM=1
+"$BENCH" --only W3 --ops 1 --alloc kbm >/dev/null 2>&1 && KBM=1
 for w in W3 W4; do
     eval "kbf_$w=\$(ir $w kbuddy $OPS fast)"
     eval "kbu_$w=\$(ir $w kbuddy-unsized)"
     eval "glibc_$w=\$(ir $w glibc)"
-    if [ "$KBM" = 1 ]; then eval "kbm_$w=\$(ir $w kbuddy-malloc)"; fi
 done
-# W1 and W2 too, for information (no reference figures): W1 per alloc+free
-# pair, W2 per operation (--ops is its number of allocations, as many frees).
+# W1 per alloc+free pair, W2 per operation (--ops is its number of
+# allocations, as many frees).
 for w in W1 W2; do
     eval "noop_$w=\$(ir $w noop)"
     eval "kb_$w=\$(ir $w kbuddy)"
     eval "glibc_$w=\$(ir $w glibc)"
 done
+# kbuddy_bench_hooks (beside the bench): the same layer built with
+# compile-time hooks (bench/kbm_bench_hooks.h), as a kernel inlines them.
+HOOKS_BENCH=$(dirname "$BENCH")/kbuddy_bench_hooks
+KBMI=0
+[ "$KBM" = 1 ] && [ -x "$HOOKS_BENCH" ] && KBMI=1
+if [ "$KBM" = 1 ]; then
+    for w in W1 W2 W3 W4; do
+        eval "kbm_$w=\$(ir $w kbm)"
+        eval "kbmh_$w=\$(ir $w kbm-hooks)"
+        if [ "$KBMI" = 1 ]; then eval "kbmi_$w=\$(BENCH=\$HOOKS_BENCH ir $w kbm)"; fi
+    done
+    # W5 is no instruction count: peak utilisation in percent (deterministic).
+    w5_kb=$("$BENCH" --only W5 --alloc kbuddy | sed -n 's/.*peak=\([0-9.]*\)%.*/\1/p')
+    w5_kbm=$("$BENCH" --only W5 --alloc kbm | sed -n 's/.*peak=\([0-9.]*\)%.*/\1/p')
+fi
 
 # W7: instructions per free of the second buddy at each N; flat is the goal.
 W7_SIZES="100 1000 10000 50000"
@@ -91,34 +106,47 @@ kb() { eval "per_op \$kb_$1 \$noop_$1"; }
 kbu() { eval "per_op \$kbu_$1 \$noop_$1"; }
 kbf() { eval "per_op \$kbf_$1 \$noop_$1"; }
 kbm() { if [ "$KBM" = 1 ]; then eval "per_op \$kbm_$1 \$noop_$1"; else echo -; fi; }
+kbmh() { if [ "$KBM" = 1 ]; then eval "per_op \$kbmh_$1 \$noop_$1"; else echo -; fi; }
+# W2 is counted per allocation (--ops allocations and as many frees): halve.
+kbm2() { if [ "$KBM" = 1 ]; then half "$(eval "per_op \$kbm_W2 \$noop_W2")"; else echo -; fi; }
+kbmh2() { if [ "$KBM" = 1 ]; then half "$(eval "per_op \$kbmh_W2 \$noop_W2")"; else echo -; fi; }
+kbmi() { if [ "$KBMI" = 1 ]; then eval "per_op \$kbmi_$1 \$noop_$1"; else echo -; fi; }
+kbmi2() { if [ "$KBMI" = 1 ]; then half "$(eval "per_op \$kbmi_W2 \$noop_W2")"; else echo -; fi; }
 gl() { eval "per_op \$glibc_$1 \$noop_$1"; }
 half() { awk -v x="$1" 'BEGIN { printf "%.1f", x / 2 }'; }
 
 # Reference figures (allocator's own instructions per operation) from
 # bench-workloads.md, measured the same way.
 if [ "${MARKDOWN:-0}" = 1 ]; then
-    echo "| workload | kbuddy | kbuddy fast placement | kbuddy (unsized free) | kbuddy_malloc | glibc (here) | o1heap | buddy_system_allocator | TLSF | glibc (ref) |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    echo "| W3 random | $(kb W3) | $(kbf W3) | $(kbu W3) | $(kbm W3) | $(gl W3) | 65 | 124 | 140 | 198 |"
-    echo "| W4 random-aligned | $(kb W4) | $(kbf W4) | $(kbu W4) | $(kbm W4) | $(gl W4) | 69 | 135 | 213 | 426 |"
-    echo "| F1 frames | $(kb F1) | - | - | - | - | - | - | - | - |"
-    echo "| F2 frames-mixed | $(kb F2) | - | - | - | - | - | - | - | - |"
-    echo "| W1 pair (per alloc+free) | $(kb W1) | - | - | - | $(gl W1) | - | - | - | - |"
-    echo "| W2 batch | $(half "$(kb W2)") | - | - | - | $(half "$(gl W2)") | - | - | - | - |"
+    echo "| workload | kbuddy | kbuddy (unsized free) | kbm | kbm + inline hooks | kbm + hook pointers | glibc (here) | o1heap | buddy_system_allocator | TLSF | glibc (ref) |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "| W1 pair (per alloc+free) | $(kb W1) | - | $(kbm W1) | $(kbmi W1) | $(kbmh W1) | $(gl W1) | 175 | 401 | 340 | 133 |"
+    echo "| W2 batch | $(half "$(kb W2)") | - | $(kbm2) | $(kbmi2) | $(kbmh2) | $(half "$(gl W2)") | 90 | 67 | 171 | 97 |"
+    echo "| W3 random | $(kb W3) | $(kbu W3) | $(kbm W3) | $(kbmi W3) | $(kbmh W3) | $(gl W3) | 65 | 124 | 140 | 198 |"
+    echo "| W4 random-aligned | $(kb W4) | $(kbu W4) | $(kbm W4) | $(kbmi W4) | $(kbmh W4) | $(gl W4) | 69 | 135 | 213 | 426 |"
+    echo "| W5 peak utilisation % | ${w5_kb:--} | - | ${w5_kbm:--} | - | - | n/a | 73.2 | 74.9 | 98.6 | n/a |"
+    echo "| F1 frames | $(kb F1) | - | - | - | - | - | - | - | - | - |"
+    echo "| F2 frames-mixed | $(kb F2) | - | - | - | - | - | - | - | - | - |"
+    echo
+    echo "kbuddy with fast placement (kbuddy_set_placement(KBUDDY_PLACE_FAST)): W3 $(kbf W3), W4 $(kbf W4)."
 else
     echo "callgrind: instructions per operation, allocator's own (minus the no-op loop), $OPS ops"
-    fmt="%-18s %8s %8s %10s %9s %9s   %6s %6s %6s %6s\n"
-    printf "$fmt" workload kbuddy kb-fast kb-unsized kb-malloc glibc o1heap bsa TLSF glibc
-    printf "$fmt" "" "" "" "" "" "(here)" "(ref)" "(ref)" "(ref)" "(ref)"
-    printf "$fmt" "W3 random" "$(kb W3)" "$(kbf W3)" "$(kbu W3)" "$(kbm W3)" "$(gl W3)" 65 124 140 198
-    printf "$fmt" "W4 random-aligned" "$(kb W4)" "$(kbf W4)" "$(kbu W4)" "$(kbm W4)" "$(gl W4)" 69 135 213 426
-    printf "$fmt" "F1 frames" "$(kb F1)" - - - - - - - -
-    printf "$fmt" "F2 frames-mixed" "$(kb F2)" - - - - - - - -
-    printf "$fmt" "W1 pair (a+f)" "$(kb W1)" - - - "$(gl W1)" - - - -
-    printf "$fmt" "W2 batch" "$(half "$(kb W2)")" - - - "$(half "$(gl W2)")" - - - -
-    echo "kbuddy frees with kbuddy_free_sized, kb-unsized with kbuddy_free;"
-    echo "kb-fast = kbuddy with kbuddy_set_placement(KBUDDY_PLACE_FAST), sized frees;"
-    echo "kb-malloc = kbm_malloc/kbm_free_sized (kbuddy_malloc.h: per-thread caches over the core heap);"
+    fmt="%-18s %8s %10s %8s %9s %9s %9s   %6s %6s %6s %6s\n"
+    printf "$fmt" workload kbuddy kb-unsized kbm kbm+ihook kbm+hook glibc o1heap bsa TLSF glibc
+    printf "$fmt" "" "" "" "" "" "" "(here)" "(ref)" "(ref)" "(ref)" "(ref)"
+    printf "$fmt" "W1 pair (a+f)" "$(kb W1)" - "$(kbm W1)" "$(kbmi W1)" "$(kbmh W1)" "$(gl W1)" 175 401 340 133
+    printf "$fmt" "W2 batch" "$(half "$(kb W2)")" - "$(kbm2)" "$(kbmi2)" "$(kbmh2)" "$(half "$(gl W2)")" 90 67 171 97
+    printf "$fmt" "W3 random" "$(kb W3)" "$(kbu W3)" "$(kbm W3)" "$(kbmi W3)" "$(kbmh W3)" "$(gl W3)" 65 124 140 198
+    printf "$fmt" "W4 random-aligned" "$(kb W4)" "$(kbu W4)" "$(kbm W4)" "$(kbmi W4)" "$(kbmh W4)" "$(gl W4)" 69 135 213 426
+    printf "$fmt" "W5 peak util. %" "${w5_kb:--}" - "${w5_kbm:--}" - - n/a 73.2 74.9 98.6 n/a
+    printf "$fmt" "F1 frames" "$(kb F1)" - - - - - - - - -
+    printf "$fmt" "F2 frames-mixed" "$(kb F2)" - - - - - - - - -
+    echo "kbuddy with fast placement (kbuddy_set_placement(KBUDDY_PLACE_FAST)): W3 $(kbf W3), W4 $(kbf W4)"
+    echo "kbuddy frees with kbuddy_free_sized, kb-unsized with kbuddy_free; kbm = the global"
+    echo "allocator (kbuddy_malloc.h) in its kernel configuration, one CPU, built-in spinlock:"
+    echo "kbm_malloc/kbm_aligned_alloc, kbm_free_sized/kbm_free_aligned_sized; kbm+ihook the same"
+    echo "with compile-time cpu_id and interrupt hooks (kbuddy_bench_hooks), kbm+hook with"
+    echo "function-pointer hooks installed. W2 per operation (half a pair)."
     echo "bsa = Rust buddy_system_allocator 0.11; (ref) figures from bench-workloads.md."
     echo "raw Ir: W3 kbuddy=$kb_W3 noop=$noop_W3; W4 kbuddy=$kb_W4 noop=$noop_W4;" \
          "F1 kbuddy=$kb_F1 noop=$noop_F1; F2 kbuddy=$kb_F2 noop=$noop_F2"

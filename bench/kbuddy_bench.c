@@ -29,7 +29,7 @@
  * machine is spread over every allocator alike.
  *
  * Usage: kbuddy_bench [--runs N] [--only W3,W4,...] [--ops N] [--markdown]
- *                     [--smoke] [--alloc kbuddy|kbuddy-unsized|glibc|noop]
+ *                     [--smoke] [--alloc kbuddy|kbuddy-unsized|glibc|noop|kbm|kbm-hooks]
  *                     [--placement fast|dense]
  *   --alloc with --only <one workload> runs that loop once (callgrind mode).
  *   --placement sets the kbuddy heap's kbuddy_placement for every workload
@@ -198,13 +198,16 @@ static int noopf_free(void *ctx, size_t first, size_t count) {
 }
 
 #if KBUDDY_BENCH_MALLOC
-/* The global allocator (kbuddy_malloc.h): kbm_malloc / kbm_free_sized on
- * the calling thread's cache, in front of a core heap given one region of
- * the same size. Not in the side-by-side tables (its heap cannot be reset
- * between runs); --alloc kbuddy-malloc measures it alone, for callgrind. */
+/* The global allocator (kbuddy_malloc.h) in its kernel configuration
+ * (bench/CMakeLists.txt builds malloc/ without TLS): per-CPU caches, one
+ * CPU, the built-in spinlock, in front of a core heap given a region of its
+ * own of the same size. kbm_malloc / kbm_aligned_alloc, freed with
+ * kbm_free_sized / kbm_free_aligned_sized, as a kernel's typed allocations
+ * (Rust's GlobalAlloc) are. Its heap cannot be reset between runs: each run
+ * ends with the caches flushed, which leaves the heap as empty as new. */
 static void *kbm_alloc_op(void *ctx, size_t size, size_t align) {
     (void)ctx;
-    return align <= KBUDDY_MIN_BLOCK ? kbm_malloc(size) : kbm_memalign(align, size);
+    return align <= KBUDDY_MIN_BLOCK ? kbm_malloc(size) : kbm_aligned_alloc(align, size);
 }
 static int kbm_free_op(void *ctx, void *p, size_t size, size_t align) {
     (void)ctx;
@@ -214,19 +217,46 @@ static int kbm_free_op(void *ctx, void *p, size_t size, size_t align) {
         kbm_free_aligned_sized(p, align, size);
     return 0;
 }
+
+#if defined(KBUDDY_BENCH_STATIC_HOOKS) && KBUDDY_BENCH_STATIC_HOOKS
+/* kbuddy_bench_hooks: the layer was built with kbm_bench_hooks.h, whose
+ * compile-time hooks read and write these. */
+unsigned kbm_bench_cpu;
+unsigned long kbm_bench_irq = 1;
+#endif
+
+/* --alloc kbm-hooks: as a kernel installs them, a cpu_id hook and interrupt
+ * hooks that save and restore a flag (a kernel's read and clear of its
+ * status register's interrupt-enable bit: a load and a store or two). */
+static unsigned long g_fake_irq = 1;
+static unsigned g_fake_cpu;
+static unsigned fake_cpu_id(void) { return g_fake_cpu; }
+static unsigned long fake_irq_save(void) {
+    unsigned long s = g_fake_irq;
+    g_fake_irq = 0;
+    return s;
+}
+static void fake_irq_restore(unsigned long s) { g_fake_irq = s; }
 #endif
 
 /* The first NALLOC run side by side; the rest only with --alloc. */
-enum { A_KB, A_KBU, A_GLIBC, A_NOOP, NALLOC, A_KBM = NALLOC };
+#if KBUDDY_BENCH_MALLOC
+enum { A_KB, A_KBU, A_GLIBC, A_NOOP, A_KBM, NALLOC, A_KBMH = NALLOC };
+#else
+enum { A_KB, A_KBU, A_GLIBC, A_NOOP, NALLOC, A_KBM = -1, A_KBMH = -2 };
+#endif
 static const heap_ops heaps[] = {
     {"kbuddy", kb_alloc, kb_free_sized, &g_heap},
     {"kbuddy-unsized", kb_alloc, kb_free_unsized, &g_heap},
     {"glibc", glibc_alloc, glibc_free, NULL},
     {"noop", noop_alloc, noop_free, NULL},
 #if KBUDDY_BENCH_MALLOC
-    {"kbuddy-malloc", kbm_alloc_op, kbm_free_op, NULL},
+    {"kbm", kbm_alloc_op, kbm_free_op, NULL},
+    {"kbm-hooks", kbm_alloc_op, kbm_free_op, NULL},
 #endif
 };
+/* Column headings of the side-by-side tables. */
+static const char *const heap_short[] = {"kbuddy", "kb-unsz", "glibc", "noop", "kbm", "kbm-hooks"};
 #define NHEAPS ((int)(sizeof heaps / sizeof heaps[0]))
 
 enum { FA_KB, FA_NOOP, NFALLOC };
@@ -420,6 +450,28 @@ static void check_heap(const char *what) {
     }
 }
 
+/* After a run of the global allocator (untimed): its caches back to the
+ * heap, which must then hold nothing but its own structures, and
+ * kbuddy_malloc_check. */
+static void check_kbm(const char *what, const heap_ops *a) {
+#if KBUDDY_BENCH_MALLOC
+    if (a->alloc != kbm_alloc_op)
+        return;
+    kbuddy_malloc_flush_caches();
+    kbuddy_malloc_stats st;
+    kbuddy_malloc_get_stats(&st);
+    kbuddy_status cs = kbuddy_malloc_check();
+    if (cs != KBUDDY_OK || st.live_blocks || st.cached_blocks) {
+        g_check_failures++;
+        fprintf(stderr, "ANOMALY: after %s with %s: kbuddy_malloc_check %s, %zu live, %zu cached\n",
+                what, a->name, kbuddy_strerror(cs), st.live_blocks, st.cached_blocks);
+    }
+#else
+    (void)what;
+    (void)a;
+#endif
+}
+
 static void free_slots(const heap_ops *a) {
     for (size_t i = 0; i < NSLOTS; i++) {
         if (g_slots[i].p)
@@ -466,6 +518,7 @@ static double run_heap(workload w, int ai, size_t ops) {
     note_errors(work_id[w], a->name, errs);
     if (a->ctx == &g_heap)
         check_heap(work_id[w]);
+    check_kbm(work_id[w], a);
     return (double)t / (double)units;
 }
 
@@ -485,14 +538,16 @@ static double run_frames(workload w, int fi, size_t ops) {
     return (double)t / (double)ops;
 }
 
-/* W5: kbuddy only. Returns the peak in percent; *allocs the successful
- * allocations before the first failure. */
+/* W5 with kbuddy (a fresh region) or the global allocator (its own region,
+ * empty: every earlier run ends with its caches flushed). Returns the peak
+ * in percent; *allocs the successful allocations before the first
+ * failure. */
 typedef struct {
     void *p;
     size_t size;
 } live;
 
-static double run_w5(size_t *allocs, size_t *peak_out, size_t *live_at_end) {
+static double run_w5(const heap_ops *a, size_t *allocs, size_t *peak_out, size_t *live_at_end) {
     reset_kbuddy();
     size_t cap = 1 << 16, n = 0, cur = 0, peak = 0, count = 0;
     live *lv = malloc(cap * sizeof *lv);
@@ -501,7 +556,7 @@ static double run_w5(size_t *allocs, size_t *peak_out, size_t *live_at_end) {
     uint64_t s = SEED_W5;
     for (;;) {
         size_t size = (size_t)(1 + xorshift64(&s) % 4096);
-        void *p = kbuddy_alloc(&g_heap, size, 8);
+        void *p = a->alloc(a->ctx, size, 8);
         if (!p)
             break;
         count++;
@@ -520,13 +575,17 @@ static double run_w5(size_t *allocs, size_t *peak_out, size_t *live_at_end) {
             peak = cur;
         if (xorshift64(&s) % 3 == 0) {
             size_t k = (size_t)(xorshift64(&s) % n);
-            if (kbuddy_free_sized(&g_heap, lv[k].p, lv[k].size, 8) != KBUDDY_OK)
-                note_errors("W5", "kbuddy", 1);
+            if (a->free(a->ctx, lv[k].p, lv[k].size, 8) != 0)
+                note_errors("W5", a->name, 1);
             cur -= lv[k].size;
             lv[k] = lv[--n];
         }
     }
-    check_heap("W5");
+    if (a->ctx == &g_heap)
+        check_heap("W5");
+    for (size_t i = 0; i < n; i++)
+        (void)a->free(a->ctx, lv[i].p, lv[i].size, 8);
+    check_kbm("W5", a);
     *allocs = count;
     *peak_out = peak;
     *live_at_end = n;
@@ -560,6 +619,7 @@ static void run_w6(int ai, size_t ops, double out[NPCT]) {
     size_t errs = bench_loop_random_timed(a, g_slots, ops, SEED_RANDOM, g_lat);
     free_slots(a);
     note_errors("W6", a->name, errs);
+    check_kbm("W6", a);
     qsort(g_lat, ops, sizeof *g_lat, cmp_u32);
     out[P50] = percentile(g_lat, ops, 0.50);
     out[P99] = percentile(g_lat, ops, 0.99);
@@ -637,6 +697,7 @@ static double run_w7(int ai, size_t n, size_t reps, size_t *strays_out) {
     }
     if (pairs)
         check_heap("W7");
+    check_kbm("W7", a);
     *strays_out = max_strays;
     return (double)total / (double)(n * reps);
 }
@@ -736,14 +797,12 @@ static void print_time_table(const options *o) {
                "kbuddy_free_sized, kbuddy-unsized with kbuddy_free. net = minus noop.\n\n");
     row_begin();
     cell_left(22, "workload");
-    cell(10, "kbuddy");
-    cell(10, "kb-unsz");
-    cell(10, "glibc");
-    cell(10, "noop");
+    for (int a = 0; a < NALLOC; a++)
+        cell(10, heap_short[a]);
     cell(10, "kb/glibc");
     cell(14, "net kb/glibc");
     row_end();
-    md_rule(7);
+    md_rule(NALLOC + 3);
     char label[64];
     for (size_t i = 0; i < sizeof heap_w / sizeof heap_w[0]; i++) {
         workload w = heap_w[i];
@@ -776,6 +835,8 @@ static void print_time_table(const options *o) {
         cell(10, "-");
         cell(10, "-");
         cellf(10, "%.1f", median(r_frames[w][FA_NOOP], o->runs));
+        for (int a = A_NOOP + 1; a < NALLOC; a++)
+            cell(10, "-");
         cell(10, "-");
         cell(14, "-");
         row_end();
@@ -854,7 +915,7 @@ static void print_w7_table(const options *o) {
 /* --alloc: run one workload's loop once, for callgrind. */
 #if KBUDDY_BENCH_MALLOC
 /* The global heap gets a region of its own, as large and as aligned as the
- * core heap's; the first kbm call sets up the calling thread's cache. */
+ * core heap's; the first kbm call sets up CPU 0's cache. */
 static bool kbm_setup(void) {
     void *r = aligned_alloc(REGION_ALIGN, REGION_SIZE);
     if (r)
@@ -878,8 +939,8 @@ static int run_single(const options *o) {
             }
             w = (workload)i;
         }
-    if (w == NWORK || w == W5) {
-        fprintf(stderr, "--alloc runs one of W1 W2 W3 W4 W6 W7 F1 F2 (give it with --only)\n");
+    if (w == NWORK) {
+        fprintf(stderr, "--alloc runs one of W1..W7 F1 F2 (give it with --only)\n");
         return 2;
     }
     /* W7: one measurement at N = --ops (default 1000), timed frees only in
@@ -906,10 +967,20 @@ static int run_single(const options *o) {
             return 2;
         }
 #if KBUDDY_BENCH_MALLOC
-        if (ai == A_KBM && !kbm_setup())
-            return 2;
+        if (ai == A_KBMH) {
+            kbuddy_malloc_hooks h = {0};
+            h.cpu_id = fake_cpu_id;
+            h.irq_save = fake_irq_save;
+            h.irq_restore = fake_irq_restore;
+            kbuddy_malloc_set_hooks(&h);
+        }
 #endif
-        if (w == W6) {
+        if (w == W5) {
+            size_t allocs, peak, live_end;
+            double pct = run_w5(&heaps[ai], &allocs, &peak, &live_end);
+            printf("W5 %s peak=%.2f%% allocs=%zu\n", o->alloc, pct, allocs);
+            ns = 0;
+        } else if (w == W6) {
             double pct[NPCT];
             run_w6(ai, ops, pct);
             ns = pct[P999];
@@ -926,11 +997,15 @@ static int run_single(const options *o) {
 }
 
 static int run_all(const options *o) {
-    size_t w5_allocs = 0, w5_peak = 0, w5_live = 0;
-    double w5_pct = 0;
+    /* W5 is deterministic: once, for kbuddy and (if built) kbm. */
+    static const int w5_alloc[] = {A_KB, A_KBM};
+    size_t w5_allocs[2] = {0}, w5_peak[2] = {0}, w5_live[2] = {0};
+    double w5_pct[2] = {0};
+    int w5_n = A_KBM >= 0 ? 2 : 1;
     bool progress = isatty(2);
     if (o->only[W5])
-        w5_pct = run_w5(&w5_allocs, &w5_peak, &w5_live); /* deterministic: once */
+        for (int i = 0; i < w5_n; i++)
+            w5_pct[i] = run_w5(&heaps[w5_alloc[i]], &w5_allocs[i], &w5_peak[i], &w5_live[i]);
 
     for (int run = 0; run < o->runs; run++) {
         if (progress)
@@ -981,17 +1056,21 @@ static int run_all(const options *o) {
         cell(12, "live at end");
         row_end();
         md_rule(5);
-        char b1[32], b2[32], b3[32];
-        snprintf(b1, sizeof b1, "%zu", w5_peak);
-        snprintf(b2, sizeof b2, "%zu", w5_allocs);
-        snprintf(b3, sizeof b3, "%zu", w5_live);
-        row_begin();
-        cell_left(16, g_placement == KBUDDY_PLACE_FAST ? "kbuddy (fast)" : "kbuddy");
-        cellf(12, "%.1f", w5_pct);
-        cell(16, b1);
-        cell(12, b2);
-        cell(12, b3);
-        row_end();
+        for (int i = 0; i < w5_n; i++) {
+            char b1[32], b2[32], b3[32];
+            snprintf(b1, sizeof b1, "%zu", w5_peak[i]);
+            snprintf(b2, sizeof b2, "%zu", w5_allocs[i]);
+            snprintf(b3, sizeof b3, "%zu", w5_live[i]);
+            row_begin();
+            cell_left(16, g_placement == KBUDDY_PLACE_FAST && strcmp(heaps[w5_alloc[i]].name, "kbuddy") == 0
+                               ? "kbuddy (fast)"
+                               : heaps[w5_alloc[i]].name);
+            cellf(12, "%.1f", w5_pct[i]);
+            cell(16, b1);
+            cell(12, b2);
+            cell(12, b3);
+            row_end();
+        }
         row_begin();
         cell_left(16, "glibc");
         cell(12, "n/a");
@@ -1015,13 +1094,15 @@ static int run_all(const options *o) {
 static void usage(void) {
     fprintf(stderr,
             "usage: kbuddy_bench [--runs N] [--only W1,W2,...,F2] [--ops N] [--markdown]\n"
-            "                    [--smoke] [--alloc kbuddy|kbuddy-unsized|glibc|noop]\n"
+            "                    [--smoke] [--alloc kbuddy|kbuddy-unsized|glibc|noop|kbm|kbm-hooks]\n"
             "                    [--placement fast|dense]\n"
             "  --runs N     timed runs per figure, median reported (default 5)\n"
             "  --only LIST  workloads to run (default all: W1..W7 F1 F2)\n"
             "  --ops N      operation count for W1 W3 W4 W6 F1 F2 (W2: blocks x rounds;\n"
             "               W7 with --alloc: N)\n"
-            "  --alloc A    run --only's single workload loop once with A (callgrind)\n"
+            "  --alloc A    run --only's single workload loop once with A (callgrind);\n"
+            "               kbm: the global allocator, kernel configuration, one CPU;\n"
+            "               kbm-hooks: the same with cpu_id and interrupt hooks installed\n"
             "  --placement fast|dense   the kbuddy heap's placement (default dense)\n"
             "  --markdown   print Markdown tables\n"
             "  --smoke      tiny sizes, one run: proves the bench builds and runs\n");
@@ -1113,6 +1194,10 @@ int main(int argc, char **argv) {
     }
     /* Fault the region in once, so no run pays for first touches. */
     memset(g_region, 0, REGION_SIZE);
+#if KBUDDY_BENCH_MALLOC
+    if (!kbm_setup()) /* in every mode alike */
+        return 2;
+#endif
 
     return o.alloc ? run_single(&o) : run_all(&o);
 }

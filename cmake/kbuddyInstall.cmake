@@ -28,7 +28,8 @@ install(FILES ${PROJECT_SOURCE_DIR}/include/kbuddy.h ${PROJECT_SOURCE_DIR}/inclu
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(EXPORT kbuddyTargets NAMESPACE kbuddy:: DESTINATION ${KBUDDY_CMAKE_DIR})
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/src/ DESTINATION ${KBUDDY_SHARE_DIR}/src)
-install(FILES ${PROJECT_SOURCE_DIR}/malloc/kbuddy_malloc.c DESTINATION ${KBUDDY_SHARE_DIR}/malloc)
+# The whole directory: kbuddy_malloc.c includes its parts (kbm_*.h) from beside it.
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/malloc/ DESTINATION ${KBUDDY_SHARE_DIR}/malloc)
 
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/kbuddyConfig.cmake.in
   ${PROJECT_BINARY_DIR}/kbuddyConfig.cmake

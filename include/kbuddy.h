@@ -286,6 +286,18 @@ void *kbuddy_alloc(kbuddy_heap *heap, size_t size, size_t align)
  * cache lines of bookkeeping with another's. O(R + L + count). */
 size_t kbuddy_alloc_many(kbuddy_heap *heap, size_t size, size_t count, void **out);
 
+/* As kbuddy_alloc_many, but each block exactly what kbuddy_alloc(heap,
+ * size, align) returns: aligned to `align` (a power of two). The blocks lie
+ * side by side in one run when their rounded size is a multiple of align
+ * and a free block can hold them all, else they are taken one by one. For
+ * caches of size classes whose blocks must be naturally aligned. Returns
+ * how many were stored: fewer than count only when memory runs out (the
+ * out-of-memory handler is not called); 0 when heap or out is NULL, count
+ * is 0, align is not a power of two or the rounded size would overflow.
+ * O(R + L + count). */
+size_t kbuddy_alloc_many_aligned(kbuddy_heap *heap, size_t size, size_t align, size_t count,
+                                 void **out);
+
 /* Free an allocation made by kbuddy_alloc or kbuddy_realloc on this heap.
  * Returns KBUDDY_OK (also for ptr == NULL), or:
  *   KBUDDY_EINVAL       heap is NULL;
@@ -297,6 +309,17 @@ size_t kbuddy_alloc_many(kbuddy_heap *heap, size_t size, size_t count, void **ou
  *                       memory outside any allocation was overwritten).
  * A refused call changes nothing. O(R + L). */
 kbuddy_status kbuddy_free(kbuddy_heap *heap, void *ptr);
+
+/* Free ptrs[0], ptrs[1], ... in order, as kbuddy_free would (NULL entries
+ * are skipped), stopping at the first that is not a live allocation of the
+ * heap (foreign, interior, already freed, also earlier in this batch): that
+ * one and those after it are left as they are. Returns how many entries
+ * were dealt with: count when all were freed, else the index of the
+ * refused one; 0 when heap or ptrs is NULL. Allocations that lie side by
+ * side and follow each other in the batch (in either direction) go back
+ * to the free lists as one run: one engine operation instead of one each.
+ * For caches that give blocks back in batches. O(R + count * L). */
+size_t kbuddy_free_many(kbuddy_heap *heap, void *const *ptrs, size_t count);
 
 /* Free, stating the size and alignment given at allocation (as Rust's
  * GlobalAlloc::dealloc and C23's free_aligned_sized do). The statement is

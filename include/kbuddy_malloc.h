@@ -22,21 +22,27 @@
  *               another CPU than the one that allocated it simply goes into
  *               the freeing CPU's cache: magazines, not blocks, travel.
  *   malloc      kbm_malloc, kbm_free, ...: small requests (at most
- *               KBUDDY_MALLOC_CACHE_MAX bytes, alignment at most
- *               KBUDDY_MIN_BLOCK) go through the caches; the rest straight to
- *               the core heap.
+ *               KBUDDY_MALLOC_CACHE_MAX bytes with any alignment up to
+ *               KBUDDY_MALLOC_CACHE_MAX) go through the caches; the rest
+ *               straight to the core heap.
  *
  * Every block is an allocation of the core heap: a cached block is one the
  * core heap counts as allocated but that the program does not hold. Small
  * requests are rounded up to a size class: 32-byte steps up to 512 bytes,
- * then four classes per doubling (640, 768, 896, 1024, 1280, ...) up to
- * KBUDDY_MALLOC_CACHE_MAX (with the default 32-byte minimum block).
+ * then KBUDDY_MALLOC_CLASS_STEPS classes per doubling (576, 640, ..., 1024,
+ * 1152, ...) up to KBUDDY_MALLOC_CACHE_MAX (with the default 32-byte
+ * minimum block). The core heap hands a class's blocks out aligned to the
+ * largest power of two that divides the class size (a 640-byte block to
+ * 128, a 4096-byte block to 4096), so a request aligned to A is served by
+ * the class of its size rounded up to a multiple of A, from the caches.
  *
  * Bad frees. Nothing is ever written into a block the program holds or has
  * freed: the magazines are arrays outside the blocks, and the layer keeps a
  * state byte (a "tag") for the first minimum block of every block it hands
- * out, in a table at the head of each region (1 byte per 32 bytes, 3.1%).
- * free reads the tag of its pointer: "held by the program" (with the size
+ * out, in a table at the head of each region (1 byte per 32 bytes, 3.1%);
+ * the tag bytes of a small block's second and third minimum blocks hold
+ * the size requested, so that a sized free of a block of more than 64
+ * bytes is checked exactly. free reads the tag of its pointer: "held by the program" (with the size
  * class) is changed to "cached" with one compare-and-swap, so of two frees
  * of the same pointer, even racing on two CPUs, exactly one wins; "cached"
  * means a double free of a block sitting in some cache; no tag means the
@@ -79,11 +85,12 @@
  * duration (the hooks' lock then need not).
  *
  * Complexity: the cached paths are O(1). A trade with the depot is O(1)
- * under the lock; filling or emptying a magazine is O(M) core calls under
- * one lock acquisition (M = blocks per magazine, at most 64). Large
- * requests cost what the core heap's calls cost (O(R + L), kbuddy.h),
- * under the lock. Resolving a pointer is O(1) for the region the CPU used
- * last, else O(number of regions).
+ * under the lock; filling or emptying a magazine is one batch call of the
+ * core heap (kbuddy_alloc_many_aligned, kbuddy_free_many: O(R + L + M) and
+ * O(R + M * L)) under one lock acquisition (M = blocks per magazine, at
+ * most 64). Large requests cost what the core heap's calls cost
+ * (O(R + L), kbuddy.h), under the lock. Resolving a pointer is O(1) for
+ * the region the CPU used last, else O(number of regions).
  */
 #ifndef KBUDDY_MALLOC_H
 #define KBUDDY_MALLOC_H
@@ -109,13 +116,28 @@ extern "C" {
 #define KBUDDY_MALLOC_MAX_REGIONS 64
 #endif
 
-/* log2 of the largest request served by the caches (4096 bytes). Requests
- * above it, and requests aligned above KBUDDY_MIN_BLOCK, go to the core heap
- * under the lock. 4 + KBUDDY_MIN_BLOCK_SHIFT .. 15 + KBUDDY_MIN_BLOCK_SHIFT. */
+/* log2 of the largest request served by the caches (4096 bytes), with any
+ * alignment up to it. Larger requests, and requests aligned beyond it, go
+ * to the core heap under the lock. 4 + KBUDDY_MIN_BLOCK_SHIFT ..
+ * 15 + KBUDDY_MIN_BLOCK_SHIFT. */
 #ifndef KBUDDY_MALLOC_CACHE_SHIFT
 #define KBUDDY_MALLOC_CACHE_SHIFT 12
 #endif
 #define KBUDDY_MALLOC_CACHE_MAX ((size_t)1 << KBUDDY_MALLOC_CACHE_SHIFT)
+
+/* Size classes per doubling above 16 minimum blocks (512 bytes): 8 (576,
+ * 640, ..., 1024, 1152, ...: at most 1/8 of a block unused by the
+ * request's rounding, W5 88% of the region in live requests) or 4 (640,
+ * 768, 896, 1024, 1280, ...: fewer magazines per CPU, W5 85%). 8 needs
+ * KBUDDY_MALLOC_CACHE_SHIFT at most 9 above KBUDDY_MIN_BLOCK_SHIFT (the
+ * classes must fit a tag's 6 bits); above that the default is 4. */
+#ifndef KBUDDY_MALLOC_CLASS_STEPS
+#if KBUDDY_MALLOC_CACHE_SHIFT - KBUDDY_MIN_BLOCK_SHIFT <= 9
+#define KBUDDY_MALLOC_CLASS_STEPS 8
+#else
+#define KBUDDY_MALLOC_CLASS_STEPS 4
+#endif
+#endif
 
 /* Bytes of blocks one magazine holds, roughly: a magazine of a class holds
  * KBUDDY_MALLOC_MAG_BYTES / class size blocks, but at least 8 and at most
@@ -141,13 +163,31 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 /* Hooks                                                                    */
 /* ------------------------------------------------------------------------ */
+/* Compile-time hooks, for kernels that want the fast paths to inline them
+ * (o1heap's style): compile malloc/kbuddy_malloc.c with
+ * -DKBUDDY_MALLOC_HOOKS_H='"my_hooks.h"', a header that defines
+ *   KBUDDY_MALLOC_CPU_ID()         this CPU's number, an unsigned expression
+ *                                  (evaluated with interrupts masked);
+ *   KBUDDY_MALLOC_IRQ_SAVE()       mask interrupts, giving the previous state
+ *                                  as an unsigned long (optional);
+ *   KBUDDY_MALLOC_IRQ_RESTORE(s)   restore that state (optional);
+ * as, say, a read of the thread pointer and csrrc/csrs of sstatus.SIE on
+ * RISC-V. They then replace the cpu_id, irq_save and irq_restore members of
+ * kbuddy_malloc_hooks, which are ignored; every other hook is as below.
+ * With function-pointer hooks each malloc and free makes three indirect
+ * calls and saves registers for them (bench/callgrind.sh shows what each
+ * way costs). */
+#ifdef KBUDDY_MALLOC_HOOKS_H
+/* cppcheck-suppress preprocessorErrorDirective ; a header the build names */
+#include KBUDDY_MALLOC_HOOKS_H
+#endif
 
 /* What the environment supplies. Every member may be NULL (zero): the
  * default is described with each. */
 typedef struct kbuddy_malloc_hooks {
     /* The number of the calling CPU, below KBUDDY_MALLOC_MAX_CPUS. Called
      * with interrupts masked (after irq_save). NULL: always CPU 0, i.e. one
-     * CPU. Not used in TLS builds. */
+     * CPU. Not used in TLS builds, nor with KBUDDY_MALLOC_CPU_ID. */
     unsigned (*cpu_id)(void);
 
     /* Mask interrupts on the calling CPU and return the previous state;
@@ -155,7 +195,7 @@ typedef struct kbuddy_malloc_hooks {
      * runs between the two, so that an interrupt handler that allocates
      * cannot find the CPU's cache half-updated or the lock taken by the code
      * it interrupted. NULL: nothing is masked (no handler allocates). Not
-     * used in TLS builds. */
+     * used in TLS builds, nor with KBUDDY_MALLOC_CPU_ID. */
     unsigned long (*irq_save)(void);
     void (*irq_restore)(unsigned long state);
 
@@ -237,8 +277,11 @@ const kbuddy_heap *kbuddy_global_heap(void);
  * complexity of each call is given at the top of this file: O(1) through a
  * cache, else under the lock. All are thread-safe. */
 
-/* size bytes. size 0 gives a unique minimum block. NULL with errno ENOMEM
- * when no memory can be found (the grow hook declined). */
+/* size bytes. size 0 gives a unique minimum block. When the core heap has
+ * no room, the depot's blocks go back to it, then the grow hook is asked,
+ * and if there is still none, the calling CPU's own cached blocks go back
+ * and the request is tried once more; NULL with errno ENOMEM when no
+ * memory can be found even so. */
 void *kbm_malloc(size_t size) KBUDDY_MALLOC_ATTR KBUDDY_ALLOC_SIZE(1);
 
 /* Free a block from any function of this family; NULL is ignored. A pointer
@@ -289,9 +332,12 @@ void *kbm_memalign(size_t align, size_t size) KBUDDY_MALLOC_ATTR KBUDDY_ALLOC_SI
 size_t kbm_malloc_usable_size(const void *ptr);
 
 /* C23: free a block stating its size. Refused (KBUDDY_ESIZE, bad_free hook,
- * func "free_sized") when the size cannot be the block's: larger than its
- * usable size, or, for large blocks, different from the size requested
- * (the core heap keeps it exactly). Otherwise as kbm_free. */
+ * func "free_sized") when the size is not the one requested (or given to
+ * the realloc that last resized it in place): exactly for large blocks
+ * (the core heap keeps it) and for cached blocks of more than 64 bytes
+ * (the layer keeps it modulo 4096, exact for classes of at most 4096
+ * bytes but for requests of 0 and 4096 bytes); blocks of 32 and 64 bytes
+ * accept any size up to theirs. Otherwise as kbm_free. */
 void kbm_free_sized(void *ptr, size_t size);
 
 /* C23: as kbm_free_sized, also stating the alignment, which must be a
@@ -340,7 +386,9 @@ typedef struct kbuddy_malloc_stats {
                                directly (large or over-aligned, or no cache)  */
 } kbuddy_malloc_stats;
 
-/* Fill *out (see kbuddy_malloc_stats). O(caches). Thread-safe. */
+/* Fill *out (see kbuddy_malloc_stats). O(caches x size classes): the cached
+ * figures are the magazines' counts, kept by nothing else, so that the
+ * fast paths count nothing. Thread-safe. */
 void kbuddy_malloc_get_stats(kbuddy_malloc_stats *out);
 
 /* Give the calling CPU's (thread's) cached blocks and every block in the

@@ -1,14 +1,23 @@
 /*
  * The global allocator: one kbuddy heap for the whole system, the malloc
- * family on it, and per-CPU magazine caches in front of it (Bonwick's
- * magazines and depot, as in Solaris' kmem and umem). The design is told in
- * include/kbuddy_malloc.h; this file owns all of it. Freestanding C11: the
- * core heap, <stdatomic.h>, memcpy and memset, nothing else.
+ * family on it, and per-CPU magazine caches in front of it. The design is
+ * told in include/kbuddy_malloc.h. Freestanding C11: the core heap,
+ * <stdatomic.h>, memcpy and memset, nothing else.
+ *
+ * One translation unit in parts, so that the fast paths inline across
+ * them (included in this order, each needing the ones before):
+ *   kbm_classes.h    size classes, their natural alignment, magazine sizes
+ *   kbm_tags.h       regions' tag tables: the state byte of every block
+ *   kbm_magazines.h  magazines, the depot, per-CPU caches, the core calls
+ *                    behind them
+ *   kbm_regions.h    regions and growth, the out-of-memory handler, hooks
+ *   this file        the malloc family: allocation, free (every bad free
+ *                    refused), large blocks, realloc, statistics, check
  *
  * Invariants
  *   - Every block is a core allocation of the global heap. A small block of
- *     class c is exactly class_units(c) minimum blocks, so the core heap's
- *     usable size is the class size.
+ *     class c is exactly class_units(c) minimum blocks, aligned to
+ *     class_align(c), so the core heap's usable size is the class size.
  *   - tag(u) != 0 iff unit u starts a block the layer handed out: LIVE|c
  *     (the program holds it; c = class, or TAG_LARGE), or CACHED|c (it sits
  *     in a magazine, per-CPU or in the depot). The layer's own structures
@@ -18,18 +27,6 @@
  *     compare-and-swap, so a pointer is freed at most once however many
  *     CPUs race to free it. CACHED becomes LIVE only at the hands of the CPU
  *     whose magazine holds the block.
- *   - A CPU's two magazines per class: `loaded` is any fill; `prev` is full
- *     or empty (or the shared empty sentinel). Per-CPU state is touched only
- *     by its CPU with interrupts masked; the depot, the core heap, the
- *     region table's writers and the counters without an owner only under
- *     the lock.
- *   - Tags are bytes. Where byte atomics are native (x86, aarch64:
- *     BYTE_TAGS) each is its own atomic byte, so that malloc makes its block
- *     LIVE with a plain store, not a locked read-modify-write: the tag line
- *     was often last written by another CPU (the one that freed the
- *     block), and a locked instruction would wait for it. Elsewhere they
- *     are packed four to a 32-bit atomic word: sub-word atomics need
- *     libatomic on some targets (riscv64 with gcc 12).
  */
 #include "kbuddy_malloc.h"
 
@@ -68,27 +65,18 @@ void *memset(void *dst, int c, size_t n);
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define NOINLINE __attribute__((noinline))
+#define ALWAYS_INLINE inline __attribute__((always_inline))
 #define TLS_MODEL __attribute__((tls_model("initial-exec")))
 #else
 #define LIKELY(x) (x)
 #define UNLIKELY(x) (x)
 #define NOINLINE
+#define ALWAYS_INLINE inline
 #define TLS_MODEL
 #endif
 
 #define UNIT_SHIFT KBUDDY_MIN_BLOCK_SHIFT
 #define UNIT ((size_t)KBUDDY_MIN_BLOCK)
-
-/* Size classes: 16 classes of 1..16 units, then four per doubling up to
- * 2^MAXU_LOG2 units. */
-#define MAXU_LOG2 (KBUDDY_MALLOC_CACHE_SHIFT - KBUDDY_MIN_BLOCK_SHIFT)
-#if MAXU_LOG2 < 4 || MAXU_LOG2 > 15
-#error "KBUDDY_MALLOC_CACHE_SHIFT must be 4..15 more than KBUDDY_MIN_BLOCK_SHIFT"
-#endif
-#define NCLASSES (16u + 4u * (MAXU_LOG2 - 4u))
-#define CACHE_MAX KBUDDY_MALLOC_CACHE_MAX
-#define MAG_MIN 8u
-#define MAG_MAX 64u
 
 /* The layer's own structures (per-CPU caches, magazines) are written by one
  * CPU each; they start and end on cache-line boundaries, so that no two
@@ -98,255 +86,49 @@ void *memset(void *dst, int c, size_t n);
 #endif
 #define LINE ((size_t)KBUDDY_MALLOC_CACHE_LINE)
 
-/* Tags. */
-#define TAG_LIVE 0x80u
-#define TAG_CACHED 0x40u
-#define TAG_CLASS 0x3fu
-#define TAG_LARGE 0x3fu /* class field of a block that bypasses the caches */
-#define TAG_FLIP (TAG_LIVE | TAG_CACHED)
-
 /* ------------------------------------------------------------------------ */
-/* Types and state                                                          */
+/* State and small helpers                                                  */
 /* ------------------------------------------------------------------------ */
-
-/* A region handed to the layer: its tag table covers the units of
- * [start, end), tag of unit u in byte (u - base) of the table. Entries are
- * written once, before g_nregions is raised past them (release), and never
- * change: lookups need no lock. */
-#if BYTE_TAGS
-typedef _Atomic unsigned char tagcell;
-typedef struct tagref {
-    tagcell *p;
-} tagref;
-#else
-typedef _Atomic uint32_t tagcell;
-typedef struct tagref {
-    tagcell *word;
-    unsigned shift;
-} tagref;
-#endif
-
-typedef struct mregion {
-    uintptr_t start, end, base;
-    tagcell *tags;
-} mregion;
-
-/* A magazine: up to cap pointers to cached blocks of one class. */
-typedef struct mag {
-    struct mag *next; /* in a depot list */
-    uint32_t count, cap;
-    void *blk[];
-} mag;
-
-typedef struct cslot {
-    mag *loaded, *prev;
-} cslot;
-
-/* One CPU's (thread's) cache. blocks/units count what its magazines hold;
- * only the owner writes them (relaxed), so that statistics can read them. */
-typedef struct kcache {
-    cslot slot[NCLASSES];
-    const mregion *hint; /* the region this CPU resolved last */
-    _Atomic size_t blocks, units;
-    struct kcache *next, **pprev; /* all caches, under the lock */
-} kcache;
-
-typedef struct depot {
-    mag *full, *empty;
-    uint32_t nfull, nempty;
-} depot;
 
 static kbuddy_heap g_heap = KBUDDY_HEAP_INIT;
 static kbuddy_malloc_hooks g_hooks;
 static kbuddy_spinlock g_spin = KBUDDY_SPINLOCK_INIT;
 static kbuddy_lock g_lock = {kbuddy_spinlock_acquire, kbuddy_spinlock_release, &g_spin};
-
-static mregion g_regions[KBUDDY_MALLOC_MAX_REGIONS];
-static _Atomic size_t g_nregions;
-static const mregion g_no_region; /* matches no address: the initial hint */
-
-/* Under the lock. */
-static depot g_depot[NCLASSES];
-static size_t g_depot_blocks, g_depot_units;
-static size_t g_internal_blocks, g_internal_bytes;
-static size_t g_region_bytes, g_tag_bytes;
-static size_t g_trades, g_fills, g_drains, g_large_calls;
-static kcache *g_caches;
-static const mregion *g_lock_hint = &g_no_region;
-
 static _Atomic size_t g_bad_frees;
-
-/* Never written: count == cap == 0 sends both fast paths to the slow one. */
-static mag g_empty_mag = {NULL, 0, 0};
-
-#if KBUDDY_MALLOC_TLS
-static _Thread_local kcache *tls_cache TLS_MODEL;
-static _Thread_local bool tls_exited TLS_MODEL;
-#else
-static kcache *g_cpu_cache[KBUDDY_MALLOC_MAX_CPUS]; /* slot i: only CPU i */
-#endif
-
-/* ------------------------------------------------------------------------ */
-/* Small helpers                                                             */
-/* ------------------------------------------------------------------------ */
+static bool g_hooked; /* cpu_id, irq_save or irq_restore installed */
 
 static bool is_pow2(size_t x) { return x && !(x & (x - 1)); }
 
 static void lock(void) { g_lock.acquire(g_lock.ctx); }
 static void unlock(void) { g_lock.release(g_lock.ctx); }
 
-#if KBUDDY_MALLOC_TLS
-static unsigned long irq_off(void) { return 0; }
-static void irq_on(unsigned long state) { (void)state; }
+/* STATIC_HOOKS: the kernel's compile-time hooks (kbuddy_malloc.h), inlined
+ * into every path; the fast paths then always take them. */
+#if defined(KBUDDY_MALLOC_CPU_ID) && !KBUDDY_MALLOC_TLS
+#define STATIC_HOOKS 1
+#ifndef KBUDDY_MALLOC_IRQ_SAVE
+#define KBUDDY_MALLOC_IRQ_SAVE() 0ul
+#endif
+#ifndef KBUDDY_MALLOC_IRQ_RESTORE
+#define KBUDDY_MALLOC_IRQ_RESTORE(s) ((void)(s))
+#endif
 #else
-static unsigned long irq_off(void) { return g_hooks.irq_save ? g_hooks.irq_save() : 0; }
-static void irq_on(unsigned long state) {
+#define STATIC_HOOKS 0
+#endif
+
+#if KBUDDY_MALLOC_TLS
+static inline unsigned long irq_off(void) { return 0; }
+static inline void irq_on(unsigned long state) { (void)state; }
+#elif STATIC_HOOKS
+static inline unsigned long irq_off(void) { return KBUDDY_MALLOC_IRQ_SAVE(); }
+static inline void irq_on(unsigned long state) { KBUDDY_MALLOC_IRQ_RESTORE(state); }
+#else
+static inline unsigned long irq_off(void) { return g_hooks.irq_save ? g_hooks.irq_save() : 0; }
+static inline void irq_on(unsigned long state) {
     if (g_hooks.irq_restore)
         g_hooks.irq_restore(state);
 }
 #endif
-
-/* floor(log2 m) for 16 <= m < 2^15, without a libgcc call on any target. */
-static unsigned log2_small(size_t m) {
-#if defined(__x86_64__) || defined(__aarch64__) || defined(__riscv_zbb)
-    return 63u - (unsigned)__builtin_clzll((unsigned long long)m);
-#else
-    unsigned k = 4;
-    while (m >> (k + 1))
-        k++;
-    return k;
-#endif
-}
-
-/* The class of a request of n units, 1 <= n <= 2^MAXU_LOG2. */
-static unsigned class_of_units(size_t n) {
-    if (n <= 16)
-        return (unsigned)n - 1u;
-    size_t m = n - 1;
-    unsigned k = log2_small(m);
-    return 16u + (k - 4u) * 4u + (unsigned)(m >> (k - 2u)) - 4u;
-}
-
-static unsigned class_of_size(size_t size) {
-    return class_of_units(size ? (size + UNIT - 1) >> UNIT_SHIFT : 1);
-}
-
-/* Units of class c: c + 1 below 16, then (5, 6, 7, 8) << 2, << 3, ... */
-#define CJ(c) ((c) < 16u ? 0u : (c)-16u) /* 0 below 16: no arm shifts too far */
-#define CU(c) ((c) < 16u ? (c) + 1u : (5u + CJ(c) % 4u) << (2u + CJ(c) / 4u))
-#define CU4(c) CU(c), CU((c) + 1u), CU((c) + 2u), CU((c) + 3u)
-static const uint32_t k_class_units[60] = { /* 60: the most classes there can be */
-    CU4(0u),  CU4(4u),  CU4(8u),  CU4(12u), CU4(16u), CU4(20u), CU4(24u), CU4(28u),
-    CU4(32u), CU4(36u), CU4(40u), CU4(44u), CU4(48u), CU4(52u), CU4(56u)};
-#undef CU4
-#undef CU
-#undef CJ
-
-static size_t class_units(unsigned c) { return k_class_units[c]; }
-
-static size_t class_bytes(unsigned c) { return class_units(c) << UNIT_SHIFT; }
-
-static uint32_t mag_cap(unsigned c) {
-    size_t n = KBUDDY_MALLOC_MAG_BYTES / class_bytes(c);
-    return n < MAG_MIN ? MAG_MIN : n > MAG_MAX ? MAG_MAX : (uint32_t)n;
-}
-
-/* The region holding address a, trying *hint first (and updating it). */
-static NOINLINE const mregion *region_find(const mregion **hint, uintptr_t a) {
-    size_t n = atomic_load_explicit(&g_nregions, memory_order_acquire);
-    for (size_t i = 0; i < n; i++) {
-        const mregion *r = &g_regions[i];
-        if (a - r->start < r->end - r->start) {
-            *hint = r;
-            return r;
-        }
-    }
-    return NULL;
-}
-
-static inline const mregion *region_of(const mregion **hint, uintptr_t a) {
-    const mregion *r = *hint;
-    if (LIKELY(a - r->start < r->end - r->start))
-        return r;
-    return region_find(hint, a);
-}
-
-/* Tag access. tag_set: set a tag that is 0; tag_clear: make it 0;
- * tag_live: CACHED|c -> LIVE|c, by the CPU whose magazine held the block
- * (nobody else writes a CACHED tag, so no read-modify-write is needed
- * where tags are bytes); tag_cas: replace the tag if it is *expected, else
- * store what it is in *expected and return false (only when the tag itself
- * differs: changes to neighbouring tags are retried). */
-#if BYTE_TAGS
-static inline tagref tag_of(const mregion *r, uintptr_t a) {
-    return (tagref){&r->tags[(a >> UNIT_SHIFT) - r->base]};
-}
-
-static inline unsigned tag_get(tagref t) { return atomic_load_explicit(t.p, memory_order_relaxed); }
-
-static inline void tag_set(tagref t, unsigned tag) {
-    atomic_store_explicit(t.p, (unsigned char)tag, memory_order_release);
-}
-static inline void tag_clear(tagref t) { atomic_store_explicit(t.p, 0, memory_order_release); }
-static inline void tag_live(tagref t, unsigned c) {
-    atomic_store_explicit(t.p, (unsigned char)(TAG_LIVE | c), memory_order_release);
-}
-static inline bool tag_cas(tagref t, unsigned *expected, unsigned desired) {
-    unsigned char e = (unsigned char)*expected;
-    if (atomic_compare_exchange_strong_explicit(t.p, &e, (unsigned char)desired, memory_order_acq_rel,
-                                                memory_order_relaxed))
-        return true;
-    *expected = e;
-    return false;
-}
-#else
-static inline tagref tag_of(const mregion *r, uintptr_t a) {
-    uintptr_t i = (a >> UNIT_SHIFT) - r->base;
-    return (tagref){&r->tags[i >> 2], (unsigned)(i & 3u) * 8u};
-}
-
-static inline unsigned tag_get(tagref t) {
-    return (atomic_load_explicit(t.word, memory_order_relaxed) >> t.shift) & 0xffu;
-}
-
-static inline void tag_set(tagref t, unsigned tag) {
-    atomic_fetch_or_explicit(t.word, (uint32_t)tag << t.shift, memory_order_release);
-}
-static inline void tag_clear(tagref t) {
-    atomic_fetch_and_explicit(t.word, ~((uint32_t)0xffu << t.shift), memory_order_release);
-}
-static inline void tag_live(tagref t, unsigned c) {
-    (void)c;
-    atomic_fetch_xor_explicit(t.word, (uint32_t)TAG_FLIP << t.shift, memory_order_acq_rel);
-}
-static inline bool tag_cas(tagref t, unsigned *expected, unsigned desired) {
-    uint32_t w = atomic_load_explicit(t.word, memory_order_relaxed);
-    for (;;) {
-        unsigned tag = (w >> t.shift) & 0xffu;
-        if (tag != *expected) {
-            *expected = tag;
-            return false;
-        }
-        uint32_t n = (w & ~((uint32_t)0xffu << t.shift)) | (uint32_t)desired << t.shift;
-        if (atomic_compare_exchange_weak_explicit(t.word, &w, n, memory_order_acq_rel, memory_order_relaxed))
-            return true;
-    }
-}
-#endif
-
-/* Only the owning CPU writes its counters. */
-static inline void held_add(kcache *cc, size_t blocks, size_t units) {
-    atomic_store_explicit(&cc->blocks, atomic_load_explicit(&cc->blocks, memory_order_relaxed) + blocks,
-                          memory_order_relaxed);
-    atomic_store_explicit(&cc->units, atomic_load_explicit(&cc->units, memory_order_relaxed) + units,
-                          memory_order_relaxed);
-}
-static inline void held_sub(kcache *cc, size_t blocks, size_t units) {
-    atomic_store_explicit(&cc->blocks, atomic_load_explicit(&cc->blocks, memory_order_relaxed) - blocks,
-                          memory_order_relaxed);
-    atomic_store_explicit(&cc->units, atomic_load_explicit(&cc->units, memory_order_relaxed) - units,
-                          memory_order_relaxed);
-}
 
 static void report(void *ptr, kbuddy_status st, const char *func) {
     atomic_fetch_add_explicit(&g_bad_frees, 1, memory_order_relaxed);
@@ -354,445 +136,116 @@ static void report(void *ptr, kbuddy_status st, const char *func) {
         g_hooks.bad_free(ptr, st, func);
 }
 
-/* ------------------------------------------------------------------------ */
-/* The core heap, under the lock                                             */
-/* ------------------------------------------------------------------------ */
-
-/* The layer's own structures: core allocations without a tag, in whole
- * cache lines. */
-static size_t internal_size(size_t bytes) { return (bytes + LINE - 1) & ~(LINE - 1); }
-
-static void *internal_alloc(size_t bytes) {
-    void *p = kbuddy_alloc(&g_heap, internal_size(bytes), LINE);
-    if (p) {
-        g_internal_blocks++;
-        g_internal_bytes += internal_size(bytes);
-    }
-    return p;
-}
-
-static void internal_free(void *p, size_t bytes) {
-    g_internal_blocks--;
-    g_internal_bytes -= internal_size(bytes);
-    (void)kbuddy_free(&g_heap, p);
-}
-
-static size_t mag_size(uint32_t cap) { return sizeof(mag) + cap * sizeof(void *); }
-
-/* A block of class c from the core, tagged `tag | c`. */
-/* Tag a block just taken from the core with `tag`, or give it back and
- * say false. */
-static bool core_tag(void *p, unsigned tag) {
-    const mregion *r = region_of(&g_lock_hint, (uintptr_t)p);
-    if (UNLIKELY(!r)) { /* a region added behind the layer's back */
-        (void)kbuddy_free(&g_heap, p);
-        return false;
-    }
-    tag_set(tag_of(r, (uintptr_t)p), tag);
-    return true;
-}
-
-static void *core_take(unsigned c, unsigned tag) {
-    void *p = kbuddy_alloc(&g_heap, class_bytes(c), UNIT);
-    return p && core_tag(p, tag | c) ? p : NULL;
-}
-
-/* Up to `want` blocks of class c into out[], tagged `tag`, from one run of
- * the core heap (kbuddy_alloc_many): one engine operation instead of one
- * per block, and blocks (so their tags) that lie together, so that two
- * CPUs seldom write tags in the same cache line. Returns how many. */
-static uint32_t core_take_run(unsigned c, unsigned tag, void **out, uint32_t want) {
-    size_t got = kbuddy_alloc_many(&g_heap, class_bytes(c), want, out);
-    uint32_t kept = 0;
-    for (size_t i = 0; i < got; i++)
-        if (core_tag(out[i], tag | c))
-            out[kept++] = out[i];
-    return kept;
-}
-
-/* Untag a block and give it back to the core. */
-static void core_give(void *p) {
-    tag_clear(tag_of(region_of(&g_lock_hint, (uintptr_t)p), (uintptr_t)p));
-    (void)kbuddy_free(&g_heap, p);
-}
-
-static void mag_release_blocks(mag *m) {
-    for (uint32_t i = 0; i < m->count; i++)
-        core_give(m->blk[i]);
-    g_drains += m->count;
-    m->count = 0;
-}
-
-/* An empty magazine for class c: from the depot, else a new one. */
-static mag *mag_get_empty(unsigned c) {
-    depot *d = &g_depot[c];
-    mag *m = d->empty;
-    if (m) {
-        d->empty = m->next;
-        d->nempty--;
-        return m;
-    }
-    uint32_t cap = mag_cap(c);
-    m = internal_alloc(mag_size(cap));
-    if (m) {
-        m->next = NULL;
-        m->count = 0;
-        m->cap = cap;
-    }
-    return m;
-}
-
-static void mag_retire_empty(mag *m, unsigned c) {
-    depot *d = &g_depot[c];
-    if (d->nempty < KBUDDY_MALLOC_DEPOT_MAGS) {
-        m->next = d->empty;
-        d->empty = m;
-        d->nempty++;
-    } else {
-        internal_free(m, mag_size(m->cap));
-    }
-}
-
-/* Give every block and magazine in the depot back to the core. True if
- * there was anything. */
-static bool depot_drain(void) {
-    bool any = false;
-    for (unsigned c = 0; c < NCLASSES; c++) {
-        depot *d = &g_depot[c];
-        for (mag *m; (m = d->full) != NULL;) {
-            d->full = m->next;
-            g_depot_blocks -= m->count;
-            g_depot_units -= m->count * class_units(c);
-            mag_release_blocks(m);
-            internal_free(m, mag_size(m->cap));
-            any = true;
-        }
-        for (mag *m; (m = d->empty) != NULL;) {
-            d->empty = m->next;
-            internal_free(m, mag_size(m->cap));
-            any = true;
-        }
-        d->nfull = d->nempty = 0;
-    }
-    return any;
-}
-
-static void cache_flush_locked(kcache *cc) {
-    for (unsigned c = 0; c < NCLASSES; c++) {
-        mag **ms[2] = {&cc->slot[c].loaded, &cc->slot[c].prev};
-        for (int i = 0; i < 2; i++) {
-            mag *m = *ms[i];
-            if (!m->cap)
-                continue;
-            held_sub(cc, m->count, m->count * class_units(c));
-            mag_release_blocks(m);
-            internal_free(m, mag_size(m->cap));
-            *ms[i] = &g_empty_mag;
-        }
-    }
-}
-
-/* ------------------------------------------------------------------------ */
-/* Regions                                                                   */
-/* ------------------------------------------------------------------------ */
-
-/* Layout: [start, t) alignment, [t, t + tag bytes) the tag table (one byte
- * per unit of the whole range, rounded up to words), the rest to the core. */
-static kbuddy_status add_region_locked(void *start, size_t size, bool zeroed) {
-    uintptr_t s = (uintptr_t)start;
-    if (!start || !size || size > UINTPTR_MAX - s)
-        return KBUDDY_EINVAL;
-    uintptr_t e = s + size;
-    size_t n = atomic_load_explicit(&g_nregions, memory_order_relaxed);
-    for (size_t i = 0; i < n; i++)
-        if (s < g_regions[i].end && g_regions[i].start < e)
-            return KBUDDY_EOVERLAP;
-    if (n == KBUDDY_MALLOC_MAX_REGIONS)
-        return KBUDDY_ENOMEM;
-    uintptr_t t = (s + 3u) & ~(uintptr_t)3u;
-    uintptr_t base = s >> UNIT_SHIFT;
-    uintptr_t tag_bytes = ((((e - 1) >> UNIT_SHIFT) - base + 1) + 3u) & ~(uintptr_t)3u;
-    if (t >= e || tag_bytes >= e - t)
-        return KBUDDY_ENOMEM;
-    uintptr_t core = t + tag_bytes;
-    unsigned char *bytes = start; /* pointers are derived from start, not made from integers */
-    kbuddy_status st = kbuddy_add_region(&g_heap, bytes + (core - s), (size_t)(e - core));
-    if (st != KBUDDY_OK)
-        return st;
-    if (!zeroed)
-        memset(bytes + (t - s), 0, (size_t)tag_bytes);
-    g_regions[n] = (mregion){s, e, base, (tagcell *)(void *)(bytes + (t - s))};
-    atomic_store_explicit(&g_nregions, n + 1, memory_order_release);
-    g_region_bytes += size;
-    g_tag_bytes += (size_t)(core - s);
-    return KBUDDY_OK;
-}
-
-/* The core heap's out-of-memory handler. Every core call is made with the
- * lock held (the core heap itself has none), so this runs under it too:
- * first the depot goes back to the heap, then the grow hook is asked for a
- * region in which the request surely fits: two blocks of the order it
- * needs (an aligned block of order k lies in any 2^(k+1) units) plus the
- * bookkeeping. */
-static bool on_oom(kbuddy_heap *h, size_t size, size_t align, void *ctx);
-
-static void install_oom(void) { kbuddy_set_oom_handler(&g_heap, on_oom, NULL); }
-
-static bool on_oom(kbuddy_heap *h, size_t size, size_t align, void *ctx) {
-    (void)h;
-    (void)ctx;
-    if (depot_drain())
-        return true;
-    if (!g_hooks.grow)
-        return false;
-    size_t block = UNIT;
-    while (block < size || block < align) {
-        if (block > SIZE_MAX / 8)
-            return false;
-        block <<= 1;
-    }
-    size_t need = 2 * block + block / 4 + 4096;
-    void *start;
-    size_t got;
-    if (!g_hooks.grow(need, &start, &got, g_hooks.grow_ctx))
-        return false;
-    return add_region_locked(start, got, g_hooks.grow_zeroed) == KBUDDY_OK;
-}
-
-kbuddy_status kbuddy_malloc_add_region(void *start, size_t size) {
-    unsigned long irq = irq_off();
-    lock();
-    kbuddy_status st = add_region_locked(start, size, false);
-    install_oom();
-    unlock();
-    irq_on(irq);
-    return st;
-}
-
-const kbuddy_heap *kbuddy_global_heap(void) { return &g_heap; }
-
-void kbuddy_malloc_set_hooks(const kbuddy_malloc_hooks *hooks) {
-    if (hooks)
-        g_hooks = *hooks;
-    else
-        memset(&g_hooks, 0, sizeof g_hooks);
-    if (g_hooks.lock.acquire && g_hooks.lock.release)
-        g_lock = g_hooks.lock;
-    else
-        g_lock = (kbuddy_lock){kbuddy_spinlock_acquire, kbuddy_spinlock_release, &g_spin};
-    install_oom();
-}
-
-/* ------------------------------------------------------------------------ */
-/* Per-CPU caches                                                            */
-/* ------------------------------------------------------------------------ */
-
-static kcache *cache_new_locked(void) {
-    kcache *cc = internal_alloc(sizeof *cc);
-    if (!cc)
-        return NULL;
-    for (unsigned c = 0; c < NCLASSES; c++)
-        cc->slot[c].loaded = cc->slot[c].prev = &g_empty_mag;
-    cc->hint = &g_no_region;
-    atomic_init(&cc->blocks, 0);
-    atomic_init(&cc->units, 0);
-    cc->next = g_caches;
-    cc->pprev = &g_caches;
-    if (g_caches)
-        g_caches->pprev = &cc->next;
-    g_caches = cc;
-    return cc;
-}
-
-#if KBUDDY_MALLOC_TLS
-static NOINLINE kcache *cache_create(void) {
-    if (tls_exited)
-        return NULL;
-    lock();
-    kcache *cc = cache_new_locked();
-    unlock();
-    if (cc) {
-        tls_cache = cc;
-        if (g_hooks.thread_cache_created)
-            g_hooks.thread_cache_created();
-    }
-    return cc;
-}
-
-static inline kcache *my_cache(void) {
-    kcache *cc = tls_cache;
-    return LIKELY(cc != NULL) ? cc : cache_create();
-}
-
-static inline kcache *cache_peek(void) { return tls_cache; }
-#else
-static NOINLINE kcache *cache_create(unsigned cpu) {
-    lock();
-    kcache *cc = cache_new_locked();
-    unlock();
-    g_cpu_cache[cpu] = cc;
-    return cc;
-}
-
-static inline unsigned this_cpu(void) { return g_hooks.cpu_id ? g_hooks.cpu_id() : 0u; }
-
-static inline kcache *my_cache(void) {
-    unsigned cpu = this_cpu();
-    if (UNLIKELY(cpu >= KBUDDY_MALLOC_MAX_CPUS))
-        return NULL;
-    kcache *cc = g_cpu_cache[cpu];
-    return LIKELY(cc != NULL) ? cc : cache_create(cpu);
-}
-
-static inline kcache *cache_peek(void) {
-    unsigned cpu = this_cpu();
-    return cpu < KBUDDY_MALLOC_MAX_CPUS ? g_cpu_cache[cpu] : NULL;
-}
-#endif
-
-/* The loaded magazine of class c is empty: swap in the previous one if it
- * is full, else trade the empty one for a full one from the depot, else
- * fill it from the core heap, all under one lock acquisition. Returns a
- * block still counted and tagged as cached, or NULL when out of memory. */
-static NOINLINE void *cache_refill(kcache *cc, unsigned c) {
-    cslot *s = &cc->slot[c];
-    mag *m = s->prev;
-    if (m->count) {
-        s->prev = s->loaded;
-        s->loaded = m;
-        return m->blk[--m->count];
-    }
-    size_t cu = class_units(c);
-    void *p = NULL;
-    lock();
-    depot *d = &g_depot[c];
-    if ((m = d->full) != NULL) {
-        d->full = m->next;
-        d->nfull--;
-        g_depot_blocks -= m->count;
-        g_depot_units -= m->count * cu;
-        g_trades++;
-        held_add(cc, m->count, m->count * cu);
-        if (s->prev->cap)
-            mag_retire_empty(s->prev, c);
-        s->prev = s->loaded;
-        s->loaded = m;
-    } else {
-        m = s->loaded;
-        if (!m->cap) {
-            if (s->prev->cap) { /* an empty real magazine in prev: use it */
-                m = s->prev;
-                s->prev = s->loaded;
-            } else {
-                m = mag_get_empty(c);
-            }
-            if (m)
-                s->loaded = m;
-        }
-        if (m) {
-            uint32_t got = core_take_run(c, TAG_CACHED, &m->blk[m->count], m->cap - m->count);
-            m->count += got;
-            while (m->count < m->cap && (p = core_take(c, TAG_CACHED)) != NULL) {
-                m->blk[m->count++] = p;
-                got++;
-            }
-            held_add(cc, got, got * cu);
-            g_fills += got;
-        } else if ((p = core_take(c, TAG_CACHED)) != NULL) {
-            held_add(cc, 1, cu); /* no magazine to be had: just this block */
-            g_fills++;
-            unlock();
-            return p;
-        }
-    }
-    unlock();
-    return m && m->count ? m->blk[--m->count] : NULL;
-}
-
-/* The loaded magazine of class c is full: swap in the previous one if it
- * is empty, else move the previous (full) one to the depot, or back to the
- * core heap when the depot holds enough, and load an empty one. Returns
- * false if p went straight back to the core (no magazine to be had). */
-static NOINLINE bool cache_overflow(kcache *cc, unsigned c, void *p) {
-    cslot *s = &cc->slot[c];
-    mag *m = s->prev;
-    if (m->cap && !m->count) {
-        s->prev = s->loaded;
-        s->loaded = m;
-        m->blk[m->count++] = p;
-        return true;
-    }
-    size_t cu = class_units(c);
-    mag *fresh = NULL;
-    lock();
-    if (m->cap) {
-        depot *d = &g_depot[c];
-        held_sub(cc, m->count, m->count * cu);
-        if (d->nfull < KBUDDY_MALLOC_DEPOT_MAGS) {
-            m->next = d->full;
-            d->full = m;
-            d->nfull++;
-            g_depot_blocks += m->count;
-            g_depot_units += m->count * cu;
-            g_trades++;
-        } else {
-            mag_release_blocks(m);
-            fresh = m;
-        }
-        s->prev = &g_empty_mag;
-    }
-    if (!fresh)
-        fresh = mag_get_empty(c);
-    if (!fresh) {
-        core_give(p);
-        unlock();
-        return false;
-    }
-    s->prev = s->loaded;
-    s->loaded = fresh;
-    unlock();
-    fresh->blk[fresh->count++] = p;
-    return true;
-}
+#include "kbm_classes.h"
+#include "kbm_tags.h"
+#include "kbm_magazines.h"
+#include "kbm_regions.h"
 
 /* ------------------------------------------------------------------------ */
 /* Allocation                                                               */
 /* ------------------------------------------------------------------------ */
 
-/* A small block for a CPU without a cache: straight from the core heap.
- * Out of line, like every cold path below, so that the fast paths save
- * few registers. */
-static NOINLINE void *alloc_uncached(unsigned c) {
-    lock();
-    void *p = core_take(c, TAG_LIVE);
-    g_large_calls++;
-    unlock();
-    return p;
+/* The fast paths below are written so that, with no hooks installed, they
+ * call nothing but in tail position: no registers to save, no frame. Each
+ * is compiled twice (`hooked` a constant): kernels that install cpu_id or
+ * the interrupt hooks take the second copy, which calls them. Every cold
+ * case is a NOINLINE function that finishes the call itself (including
+ * irq_on and errno), so that the fast path can jump to it. */
+
+/* Make a block of class c LIVE for a request of size bytes: its size,
+ * then its tag (release: the size is visible to whoever frees it). */
+static inline void make_live(tagref t, unsigned c, size_t size) {
+    size_set(t, c, size);
+    tag_live(t, c);
 }
 
-static void *alloc_small(unsigned c) {
-    unsigned long irq = irq_off();
-    kcache *cc = my_cache();
-    void *p;
-    if (LIKELY(cc != NULL)) {
-        mag *m = cc->slot[c].loaded;
-        p = LIKELY(m->count) ? m->blk[--m->count] : cache_refill(cc, c);
-        if (LIKELY(p != NULL)) {
-            tag_live(tag_of(region_of(&cc->hint, (uintptr_t)p), (uintptr_t)p), c);
-            held_sub(cc, 1, class_units(c));
+/* Everything alloc_small's fast path leaves: no cache yet (or none to be
+ * had), an empty magazine. Out of memory even after the depot went back
+ * to the core: blocks of other classes in this CPU's cache may be what the
+ * heap lacks, so they go back too and the refill is tried once more. */
+static NOINLINE void *alloc_small_slow(kcache *cc, unsigned c, size_t size, unsigned long irq) {
+    mentry e;
+    if (!cc)
+        cc = my_cache();
+    if (cc) {
+        mag *m = slot_loaded(&cc->slot[c]);
+        uint32_t n = mag_n(m);
+        if (n) {
+            e = m->e[n - 1];
+            mag_set_n(m, n - 1);
+        } else if ((e = cache_refill(cc, c)).p == NULL) {
+            lock();
+            bool any = cache_flush_locked(cc);
+            unlock();
+            if (any)
+                e = cache_refill(cc, c);
         }
-    } else {
-        p = alloc_uncached(c);
+        if (e.p)
+            make_live(e.t, c, size);
+    } else { /* a CPU without a cache: straight from the core heap */
+        lock();
+        e.p = core_take(c, TAG_CACHED, &e.t);
+        g_large_calls++;
+        if (e.p)
+            make_live(e.t, c, size);
+        unlock();
     }
     irq_on(irq);
-    return p;
+    if (!e.p)
+        SET_ERRNO(KBM_ENOMEM);
+    return e.p;
 }
 
+/* A block of class c for a request of size bytes: pop the CPU's loaded
+ * magazine (the block and where its tag is), make the block LIVE. */
+static ALWAYS_INLINE void *alloc_small_impl(unsigned c, size_t size, bool hooked) {
+    unsigned long irq = hooked ? irq_off() : 0;
+    kcache *cc = cache_fast(hooked);
+    if (LIKELY(cc != NULL)) {
+        mag *m = slot_loaded(&cc->slot[c]);
+        uint32_t n = mag_n(m);
+        if (LIKELY(n != 0)) {
+            mentry e = m->e[n - 1];
+            mag_set_n(m, n - 1);
+            make_live(e.t, c, size);
+            if (hooked)
+                irq_on(irq);
+            return e.p;
+        }
+    }
+    return alloc_small_slow(cc, c, size, irq);
+}
+
+/* RUNTIME_HOOKS: the cpu_id and interrupt hooks are function pointers,
+ * perhaps installed: the fast paths exist in two copies. */
+#define RUNTIME_HOOKS (!KBUDDY_MALLOC_TLS && !STATIC_HOOKS)
+#if RUNTIME_HOOKS
+static NOINLINE void *alloc_small_hooked(unsigned c, size_t size) {
+    return alloc_small_impl(c, size, true);
+}
+#define HOOKED() UNLIKELY(g_hooked)
+#endif
+
+static ALWAYS_INLINE void *alloc_small(unsigned c, size_t size) {
+#if RUNTIME_HOOKS
+    if (HOOKED())
+        return alloc_small_hooked(c, size);
+#endif
+    return alloc_small_impl(c, size, STATIC_HOOKS);
+}
+
+/* Above the cache limit (or aligned beyond it): the core heap, under the
+ * lock, tagged LIVE|LARGE. When the heap is out of memory even after the
+ * depot went back, this CPU's cache goes back too and the call is tried
+ * once more. Sets errno when it fails. */
 static NOINLINE void *alloc_large(size_t size, size_t align) {
     unsigned long irq = irq_off();
+    kcache *cc = cache_peek();
     lock();
     g_large_calls++;
     void *p = kbuddy_alloc(&g_heap, size, align);
+    if (!p && cc && cache_flush_locked(cc))
+        p = kbuddy_alloc(&g_heap, size, align);
     if (p) {
         const mregion *r = region_of(&g_lock_hint, (uintptr_t)p);
         if (LIKELY(r != NULL))
@@ -804,22 +257,25 @@ static NOINLINE void *alloc_large(size_t size, size_t align) {
     }
     unlock();
     irq_on(irq);
+    if (!p)
+        SET_ERRNO(KBM_ENOMEM);
     return p;
 }
 
-/* size bytes aligned to align (a power of two): through the caches when
- * they can serve it. errno is the callers' business. */
-static inline void *alloc_any(size_t size, size_t align) {
-    if (LIKELY(size <= CACHE_MAX && align <= UNIT))
-        return alloc_small(class_of_size(size));
+/* size bytes aligned to align (a power of two): through the caches for
+ * every size and alignment up to the cache limit (the class of the size
+ * rounded up to the alignment is a multiple of it, and its blocks are
+ * aligned to it). Sets errno when it fails. */
+static ALWAYS_INLINE void *alloc_any(size_t size, size_t align) {
+    if (LIKELY(size <= CACHE_MAX && align <= CACHE_MAX))
+        return alloc_small(class_of_aligned(size, align), size);
     return alloc_large(size, align < UNIT ? UNIT : align);
 }
 
 void *kbm_malloc(size_t size) {
-    void *p = alloc_any(size, UNIT);
-    if (UNLIKELY(!p))
-        SET_ERRNO(KBM_ENOMEM);
-    return p;
+    if (LIKELY(size <= CACHE_MAX))
+        return alloc_small(class_of_size(size), size);
+    return alloc_large(size, UNIT);
 }
 
 void *kbm_calloc(size_t n, size_t size) {
@@ -833,19 +289,12 @@ void *kbm_calloc(size_t n, size_t size) {
     return p;
 }
 
-static void *alloc_aligned(size_t align, size_t size) {
-    void *p = alloc_any(size, align);
-    if (!p)
-        SET_ERRNO(KBM_ENOMEM);
-    return p;
-}
-
 void *kbm_aligned_alloc(size_t align, size_t size) {
-    if (!is_pow2(align)) {
+    if (UNLIKELY(!is_pow2(align))) {
         SET_ERRNO(KBM_EINVAL);
         return NULL;
     }
-    return alloc_aligned(align, size);
+    return alloc_any(size, align);
 }
 
 void *kbm_memalign(size_t align, size_t size) {
@@ -859,13 +308,19 @@ void *kbm_memalign(size_t align, size_t size) {
             a <<= 1;
         align = a;
     }
-    return alloc_aligned(align, size);
+    return alloc_any(size, align);
 }
 
 int kbm_posix_memalign(void **out, size_t align, size_t size) {
     if (!out || !is_pow2(align) || align % sizeof(void *))
         return KBM_EINVAL;
+#if defined(KBUDDY_MALLOC_ERRNO) && KBUDDY_MALLOC_ERRNO
+    int saved = errno; /* POSIX: errno is not this function's business */
+#endif
     void *p = alloc_any(size, align);
+#if defined(KBUDDY_MALLOC_ERRNO) && KBUDDY_MALLOC_ERRNO
+    errno = saved;
+#endif
     if (!p)
         return KBM_ENOMEM;
     *out = p;
@@ -921,8 +376,7 @@ static kbuddy_status claim_large(void *ptr, tagref t) {
 }
 
 /* A large block goes back to the core heap under the lock. */
-static NOINLINE kbuddy_status release_large(void *ptr, tagref t, bool sized, size_t size,
-                                            size_t align) {
+static kbuddy_status release_large(void *ptr, tagref t, bool sized, size_t size, size_t align) {
     kbuddy_status st = claim_large(ptr, t);
     if (st != KBUDDY_OK)
         return st;
@@ -935,96 +389,203 @@ static NOINLINE kbuddy_status release_large(void *ptr, tagref t, bool sized, siz
     return st;
 }
 
-/* A small block freed on a CPU without a cache. */
-static NOINLINE void release_uncached(void *ptr) {
-    lock();
-    core_give(ptr);
-    g_large_calls++;
-    unlock();
+/* What free states besides the pointer: nothing, the size, or the size
+ * and the alignment; FREE_REALLOC is FREE_PLAIN on behalf of realloc. */
+enum { FREE_PLAIN, FREE_SIZED, FREE_ALIGNED, FREE_REALLOC };
+static const char *const k_free_name[] = {"free", "free_sized", "free_aligned_sized", "realloc"};
+
+/* The largest size a block of class c can have been requested with, as
+ * far as a check of the kept size (mod 4096) needs it: with classes of at
+ * most 4096 bytes, a size of at most 4096 whose low 12 bits are the kept
+ * ones is the one requested (or 0 for 4096, or 4096 for 0), so the
+ * class's own size need not be looked up. */
+#if KBUDDY_MALLOC_CACHE_SHIFT <= 12
+#define SIZE_LIMIT(c) ((size_t)SIZE_MASK + 1)
+#else
+#define SIZE_LIMIT(c) class_bytes(c)
+#endif
+
+/* Was the small block of class c at address a (tag t) allocated with this
+ * size (and can it have been with this alignment)? Exactly the size
+ * requested (or set by realloc), as kept beside the tag; blocks that keep
+ * none accept any size up to their class's. */
+static ALWAYS_INLINE bool size_fits(int mode, unsigned c, tagref t, uintptr_t a, size_t size,
+                                    size_t align) {
+    if (mode == FREE_PLAIN)
+        return true;
+    if (!keeps_size(c)) {
+        if (size > ((size_t)c + 1) << UNIT_SHIFT) /* classes 0 and 1: 1 and 2 units */
+            return false;
+    } else if ((size & SIZE_MASK) != size_get(t, c) || size > SIZE_LIMIT(c)) {
+        return false;
+    }
+    return mode == FREE_SIZED || (is_pow2(align) && !(a & (align - 1)));
 }
 
-/* Free ptr; with `sized`, first check that size (and align) can be its. */
-static kbuddy_status release(void *ptr, bool sized, size_t size, size_t align) {
+/* Everything free's fast path leaves: a CPU without a cache (yet), a
+ * pointer outside the hinted region or not a live small block (large
+ * blocks, bad frees), a wrong size, a lost race, a full magazine. Finishes
+ * the call: restores interrupts and reports a refusal. */
+static NOINLINE void free_slow(kcache *cc, void *ptr, int mode, size_t size, size_t align,
+                               unsigned long irq) {
     uintptr_t a = (uintptr_t)ptr;
-    unsigned long irq = irq_off();
-    kcache *cc = my_cache();
     const mregion *local = &g_no_region;
     tagref t;
+    unsigned tag, c = 0;
+    const char *func = k_free_name[mode];
+    if (mode == FREE_REALLOC)
+        mode = FREE_PLAIN;
+    if (!cc)
+        cc = my_cache();
     kbuddy_status st = locate(cc ? &cc->hint : &local, ptr, &t);
-    if (UNLIKELY(st != KBUDDY_OK))
+    if (st != KBUDDY_OK)
         goto out;
-    unsigned tag = tag_get(t), c;
-    for (;;) {
-        if (UNLIKELY(!(tag & TAG_LIVE))) {
+    for (tag = tag_get(t);;) {
+        if (!(tag & TAG_LIVE)) {
             st = why_not_live(ptr, tag);
             goto out;
         }
         c = tag & TAG_CLASS;
-        if (c == TAG_LARGE)
-            break;
-        if (UNLIKELY(sized && (size > class_bytes(c) || !is_pow2(align) || (a & (align - 1))))) {
+        if (c == TAG_LARGE) {
+            st = release_large(ptr, t, mode != FREE_PLAIN, size, align);
+            goto out;
+        }
+        if (c >= NCLASSES || (tag & TAG_CACHED)) { /* no such tag is ever written */
+            st = KBUDDY_ECORRUPT;
+            goto out;
+        }
+        if (!size_fits(mode, c, t, a, size, align)) {
             st = KBUDDY_ESIZE;
             goto out;
         }
-        if (LIKELY(tag_cas(t, &tag, tag ^ TAG_FLIP)))
+        if (tag_cas(t, &tag, tag ^ TAG_FLIP))
             break;
     }
-    if (UNLIKELY(c == TAG_LARGE)) {
-        st = release_large(ptr, t, sized, size, align);
-    } else if (LIKELY(cc != NULL)) {
-        mag *m = cc->slot[c].loaded;
-        if (LIKELY(m->count < m->cap)) {
-            m->blk[m->count++] = ptr;
-            held_add(cc, 1, class_units(c));
-        } else if (cache_overflow(cc, c, ptr)) {
-            held_add(cc, 1, class_units(c));
+    if (cc) {
+        mag *m = slot_loaded(&cc->slot[c]);
+        uint32_t n = mag_n(m);
+        if (n < m->cap) {
+            m->e[n] = (mentry){ptr, t};
+            mag_set_n(m, n + 1);
+        } else {
+            cache_overflow(cc, c, (mentry){ptr, t});
         }
     } else {
-        release_uncached(ptr);
+        lock();
+        core_give(ptr, t, c);
+        g_large_calls++;
+        unlock();
     }
 out:
     irq_on(irq);
-    return st;
+    if (st != KBUDDY_OK)
+        report(ptr, st, func);
 }
 
+/* The loaded magazine is full: cache_overflow, then finish the call. */
+static NOINLINE void free_overflow(kcache *cc, unsigned c, void *ptr, tagref t, unsigned long irq) {
+    cache_overflow(cc, c, (mentry){ptr, t});
+    irq_on(irq);
+}
+
+/* Free ptr (not NULL). The fast path: the CPU's region hint holds it, its
+ * tag says a live small block, the stated size is its own, and one
+ * compare-and-swap makes it CACHED (of two racing frees exactly one wins);
+ * then it goes into the CPU's loaded magazine. */
+static ALWAYS_INLINE void free_impl(void *ptr, int mode, size_t size, size_t align, bool hooked) {
+    uintptr_t a = (uintptr_t)ptr;
+    unsigned long irq = hooked ? irq_off() : 0;
+    kcache *cc = cache_fast(hooked);
+    if (LIKELY(cc != NULL)) {
+        const mregion *r = cc->hint;
+        if (LIKELY(a - r->start < r->size) && LIKELY(!(a & (UNIT - 1)))) {
+            tagref t = tag_of(r, a);
+            unsigned tag = tag_get(t), c = tag - TAG_LIVE;
+            if (LIKELY(c < NCLASSES) && LIKELY(size_fits(mode, c, t, a, size, align)) &&
+                LIKELY(tag_cas(t, &tag, tag ^ TAG_FLIP))) {
+                mag *m = slot_loaded(&cc->slot[c]);
+                uint32_t n = mag_n(m);
+                if (LIKELY(n < m->cap)) {
+                    m->e[n] = (mentry){ptr, t};
+                    mag_set_n(m, n + 1);
+                    if (hooked)
+                        irq_on(irq);
+                    return;
+                }
+                free_overflow(cc, c, ptr, t, irq);
+                return;
+            }
+        }
+    }
+    free_slow(cc, ptr, mode, size, align, irq);
+}
+
+#if RUNTIME_HOOKS
+static NOINLINE void free_plain_hooked(void *ptr) { free_impl(ptr, FREE_PLAIN, 0, 1, true); }
+static NOINLINE void free_sized_hooked(void *ptr, size_t size) {
+    free_impl(ptr, FREE_SIZED, size, 1, true);
+}
+static NOINLINE void free_aligned_hooked(void *ptr, size_t align, size_t size) {
+    free_impl(ptr, FREE_ALIGNED, size, align, true);
+}
+#endif
+
 void kbm_free(void *ptr) {
-    if (!ptr)
+    if (UNLIKELY(!ptr))
         return;
-    kbuddy_status st = release(ptr, false, 0, 1);
-    if (UNLIKELY(st != KBUDDY_OK))
-        report(ptr, st, "free");
+#if RUNTIME_HOOKS
+    if (HOOKED()) {
+        free_plain_hooked(ptr);
+        return;
+    }
+#endif
+    free_impl(ptr, FREE_PLAIN, 0, 1, STATIC_HOOKS);
 }
 
 void kbm_free_sized(void *ptr, size_t size) {
-    if (!ptr)
+    if (UNLIKELY(!ptr))
         return;
-    kbuddy_status st = release(ptr, true, size, 1);
-    if (st != KBUDDY_OK)
-        report(ptr, st, "free_sized");
+#if RUNTIME_HOOKS
+    if (HOOKED()) {
+        free_sized_hooked(ptr, size);
+        return;
+    }
+#endif
+    free_impl(ptr, FREE_SIZED, size, 1, STATIC_HOOKS);
 }
 
 void kbm_free_aligned_sized(void *ptr, size_t align, size_t size) {
-    if (!ptr)
+    if (UNLIKELY(!ptr))
         return;
-    kbuddy_status st = release(ptr, true, size, align);
-    if (st != KBUDDY_OK)
-        report(ptr, st, "free_aligned_sized");
+#if RUNTIME_HOOKS
+    if (HOOKED()) {
+        free_aligned_hooked(ptr, align, size);
+        return;
+    }
+#endif
+    free_impl(ptr, FREE_ALIGNED, size, align, STATIC_HOOKS);
+}
+
+/* The free inside realloc: as kbm_free, reported as "realloc". */
+static void free_for_realloc(void *ptr) {
+    unsigned long irq = irq_off();
+    free_slow(cache_peek(), ptr, FREE_REALLOC, 0, 1, irq);
 }
 
 /* ------------------------------------------------------------------------ */
 /* realloc, usable size                                                     */
 /* ------------------------------------------------------------------------ */
 
-/* The tag of ptr if it is a live block, else 0 with *why set. */
-static unsigned live_tag(void *ptr, kbuddy_status *why) {
+/* The tag of ptr if it is a live block (and in *t where it is), else 0
+ * with *why set. */
+static unsigned live_tag(void *ptr, tagref *t, kbuddy_status *why) {
     unsigned long irq = irq_off();
     kcache *cc = cache_peek();
     const mregion *local = &g_no_region;
-    tagref t;
     unsigned tag = 0;
-    *why = locate(cc ? &cc->hint : &local, ptr, &t);
+    *why = locate(cc ? &cc->hint : &local, ptr, t);
     if (*why == KBUDDY_OK) {
-        tag = tag_get(t);
+        tag = tag_get(*t);
         if (!(tag & TAG_LIVE)) {
             *why = why_not_live(ptr, tag);
             tag = 0;
@@ -1068,9 +629,7 @@ static void *realloc_large(void *ptr, size_t size) {
     if (!q)
         return NULL;
     memcpy(q, ptr, size < old ? size : old);
-    st = release(ptr, false, 0, 1);
-    if (st != KBUDDY_OK)
-        report(ptr, st, "realloc");
+    free_for_realloc(ptr);
     return q;
 }
 
@@ -1078,31 +637,30 @@ void *kbm_realloc(void *ptr, size_t size) {
     if (!ptr)
         return kbm_malloc(size);
     kbuddy_status why;
-    unsigned tag = live_tag(ptr, &why);
+    tagref t;
+    unsigned tag = live_tag(ptr, &t, &why);
     if (!tag) {
         report(ptr, why, "realloc");
         SET_ERRNO(KBM_EINVAL);
         return NULL;
     }
     if (size == 0) { /* glibc: free, and return NULL */
-        kbuddy_status st = release(ptr, false, 0, 1);
-        if (st != KBUDDY_OK)
-            report(ptr, st, "realloc");
+        free_for_realloc(ptr);
         return NULL;
     }
     unsigned c = tag & TAG_CLASS;
     if (c == TAG_LARGE)
         return realloc_large(ptr, size);
     size_t have = class_bytes(c);
-    if (size <= have && (size > have / 2 || class_of_size(size) == c))
+    if (size <= have && (size > have / 2 || class_of_size(size) == c)) {
+        size_set(t, c, size); /* the program holds it: ours to write */
         return ptr;
+    }
     void *q = kbm_malloc(size);
     if (!q)
         return NULL;
     memcpy(q, ptr, size < have ? size : have);
-    kbuddy_status st = release(ptr, false, 0, 1);
-    if (st != KBUDDY_OK)
-        report(ptr, st, "realloc");
+    free_for_realloc(ptr);
     return q;
 }
 
@@ -1145,7 +703,7 @@ void kbuddy_malloc_flush_caches(void) {
     kcache *cc = cache_peek();
     lock();
     if (cc)
-        cache_flush_locked(cc);
+        (void)cache_flush_locked(cc);
     (void)depot_drain();
     unlock();
     irq_on(irq);
@@ -1159,7 +717,7 @@ void kbuddy_malloc_thread_exit(void) {
     if (!cc)
         return;
     lock();
-    cache_flush_locked(cc);
+    (void)cache_flush_locked(cc);
     *cc->pprev = cc->next;
     if (cc->next)
         cc->next->pprev = cc->pprev;
@@ -1170,11 +728,20 @@ void kbuddy_malloc_thread_exit(void) {
     kcache *cc = cache_peek();
     if (cc) {
         lock();
-        cache_flush_locked(cc);
+        (void)cache_flush_locked(cc);
         unlock();
     }
     irq_on(irq);
 #endif
+}
+
+/* Add what a cache's magazines hold (read as its CPU last wrote them). */
+static void cache_count(kcache *cc, size_t *blocks, size_t *units) {
+    for (unsigned c = 0; c < NCLASSES; c++) {
+        size_t n = (size_t)mag_n(slot_loaded(&cc->slot[c])) + mag_n(slot_prev(&cc->slot[c]));
+        *blocks += n;
+        *units += n * class_units(c);
+    }
 }
 
 void kbuddy_malloc_get_stats(kbuddy_malloc_stats *out) {
@@ -1184,9 +751,8 @@ void kbuddy_malloc_get_stats(kbuddy_malloc_stats *out) {
     lock();
     kbuddy_get_stats(&g_heap, &out->heap);
     size_t blocks = g_depot_blocks, units = g_depot_units, caches = 0;
-    for (const kcache *cc = g_caches; cc; cc = cc->next) {
-        blocks += atomic_load_explicit(&cc->blocks, memory_order_relaxed);
-        units += atomic_load_explicit(&cc->units, memory_order_relaxed);
+    for (kcache *cc = g_caches; cc; cc = cc->next) {
+        cache_count(cc, &blocks, &units);
         caches++;
     }
     out->cached_blocks = blocks;
@@ -1225,21 +791,31 @@ static void check_block(void *vctx, void *start, size_t size, bool used) {
         k->bad = true;
         return;
     }
-    for (size_t off = used ? UNIT : 0; off < size; off += UNIT)
-        if (tag_get(tag_of(r, a + off)))
+    tagref t = tag_of(r, a);
+    unsigned tag = used ? tag_get(t) : 0, c = tag & TAG_CLASS;
+    bool live = tag & TAG_LIVE, cached = tag & TAG_CACHED;
+    bool small = tag && c < NCLASSES;
+    /* No tag but on a block's first unit; no kept size but on the second
+     * and third units of small blocks that keep one, never with a tag's
+     * bits. */
+    size_t spare = small && keeps_size(c) ? 2 : 0;
+    for (size_t off = used ? UNIT : 0; off < size; off += UNIT) {
+        unsigned b = tag_get(tag_of(r, a + off));
+        if (off > UNIT * spare ? b != 0 : (b & TAG_FLIP) != 0)
             k->bad = true;
+    }
     if (!used)
         return;
-    unsigned tag = tag_get(tag_of(r, a)), c = tag & TAG_CLASS;
-    bool live = tag & TAG_LIVE, cached = tag & TAG_CACHED;
     if (!tag) { /* the layer's own */
         k->untagged++;
         k->untagged_bytes += size;
         return;
     }
-    /* Exactly one state; a class that exists, of this block's size; large
-     * blocks are never cached. */
-    bool small_ok = c < NCLASSES && size == class_bytes(c);
+    /* Exactly one state; a class that exists, of this block's size and
+     * naturally aligned, with a kept size no larger than the class size;
+     * large blocks are never cached. */
+    bool small_ok = small && size == class_bytes(c) && !(a & (class_align(c) - 1)) &&
+                    size_get(t, c) <= class_bytes(c);
     k->bad |= live == cached || !(small_ok || (c == TAG_LARGE && live));
     if (cached && small_ok) {
         k->cached++;
@@ -1247,13 +823,16 @@ static void check_block(void *vctx, void *start, size_t size, bool used) {
     }
 }
 
-/* Each block of a magazine of class c is tagged cached in that class. */
-static bool mag_ok(const mag *m, unsigned c, const mregion **hint) {
-    if (m->count > m->cap || (m->cap && m->cap != mag_cap(c)))
+/* Each block of a magazine of class c is tagged cached in that class, and
+ * the magazine knows where its tag is. */
+static bool mag_ok(mag *m, unsigned c, const mregion **hint) {
+    uint32_t n = mag_n(m);
+    if (n > m->cap || (m->cap && m->cap != mag_cap(c)))
         return false;
-    for (uint32_t i = 0; i < m->count; i++) {
-        const mregion *r = region_of(hint, (uintptr_t)m->blk[i]);
-        if (!r || tag_get(tag_of(r, (uintptr_t)m->blk[i])) != (TAG_CACHED | c))
+    for (uint32_t i = 0; i < n; i++) {
+        const mregion *r = region_of(hint, (uintptr_t)m->e[i].p);
+        if (!r || !tagref_same(m->e[i].t, tag_of(r, (uintptr_t)m->e[i].p)) ||
+            tag_get(m->e[i].t) != (TAG_CACHED | c))
             return false;
     }
     return true;
@@ -1269,29 +848,24 @@ kbuddy_status kbuddy_malloc_check(void) {
     size_t blocks = 0, units = 0;
     for (unsigned c = 0; c < NCLASSES; c++) {
         uint32_t nfull = 0, nempty = 0;
-        for (const mag *m = g_depot[c].full; m; m = m->next, nfull++) {
-            k.bad |= !mag_ok(m, c, &k.hint) || m->count != m->cap;
-            blocks += m->count;
-            units += m->count * class_units(c);
+        for (mag *m = g_depot[c].full; m; m = m->next, nfull++) {
+            k.bad |= !mag_ok(m, c, &k.hint) || mag_n(m) != m->cap;
+            blocks += mag_n(m);
+            units += mag_n(m) * class_units(c);
         }
-        for (const mag *m = g_depot[c].empty; m; m = m->next, nempty++)
-            k.bad |= m->count != 0 || !mag_ok(m, c, &k.hint);
+        for (mag *m = g_depot[c].empty; m; m = m->next, nempty++)
+            k.bad |= mag_n(m) != 0 || !mag_ok(m, c, &k.hint);
         k.bad |= nfull != g_depot[c].nfull || nempty != g_depot[c].nempty;
     }
     k.bad |= blocks != g_depot_blocks || units != g_depot_units;
-    for (const kcache *cc = g_caches; cc; cc = cc->next) {
-        size_t cb = 0, cu = 0;
-        for (unsigned c = 0; c < NCLASSES; c++)
-            for (int i = 0; i < 2; i++) {
-                const mag *m = i ? cc->slot[c].prev : cc->slot[c].loaded;
-                k.bad |= !mag_ok(m, c, &k.hint);
-                cb += m->count;
-                cu += m->count * class_units(c);
-            }
-        k.bad |= cb != atomic_load_explicit(&cc->blocks, memory_order_relaxed) ||
-                 cu != atomic_load_explicit(&cc->units, memory_order_relaxed);
-        blocks += cb;
-        units += cu;
+    for (kcache *cc = g_caches; cc; cc = cc->next) {
+        for (unsigned c = 0; c < NCLASSES; c++) {
+            mag *l = slot_loaded(&cc->slot[c]), *p = slot_prev(&cc->slot[c]);
+            /* prev is full or empty; no magazine is in two places */
+            k.bad |= !mag_ok(l, c, &k.hint) || !mag_ok(p, c, &k.hint) ||
+                     (mag_n(p) != 0 && mag_n(p) != p->cap) || (l == p && l->cap);
+        }
+        cache_count(cc, &blocks, &units);
     }
     k.bad |= k.cached != blocks || k.cached_units != units || k.untagged != g_internal_blocks ||
              k.untagged_bytes != g_internal_bytes;

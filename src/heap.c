@@ -322,6 +322,28 @@ size_t kbuddy_alloc_many(kbuddy_heap *h, size_t size, size_t count, void **out) 
     return got;
 }
 
+size_t kbuddy_alloc_many_aligned(kbuddy_heap *h, size_t size, size_t align, size_t count,
+                                 void **out) {
+    if (!h || !out || count == 0 || !kb_is_pow2(align) || size > SIZE_MAX - (UNIT - 1))
+        return 0;
+    uintptr_t n = units_for(size);
+    unsigned ka = align_order(align);
+    size_t got = 0;
+    kb_lock(&h->lock);
+    /* One run keeps every block aligned only when the blocks are whole
+     * multiples of the alignment. */
+    if (count > 1 && !(n & (((uintptr_t)1 << ka) - 1)) && n <= (MAX_REGION_UNITS >> 1) / count) {
+        unsigned char *run = alloc_run_locked(h, size, n, count, order_for(n * count, ka), ka);
+        for (; run && got < count; got++)
+            out[got] = run + ((got * n) << UNIT_SHIFT);
+    }
+    for (unsigned k = order_for(n, ka); got < count; got++) /* no run: one by one */
+        if ((out[got] = alloc_locked(h, size, n, k, ka)) == NULL)
+            break;
+    kb_unlock(&h->lock);
+    return got;
+}
+
 void *kbuddy_alloc(kbuddy_heap *h, size_t size, size_t align) {
     if (!h || !kb_is_pow2(align) || size > SIZE_MAX - (UNIT - 1))
         return NULL;
@@ -346,6 +368,89 @@ static void release_live(kbuddy_heap *h, const live_block *b) {
     h->user -= b->size;
     h->allocations--;
     h->hint = b->r;
+}
+
+/* Does the record at c repeat the template t (the len bytes of a record
+ * of n units, then its last unit's byte, `last`)? Then it decodes to the
+ * same record: record_read looks at nothing else. */
+static bool record_repeats(const uint8_t *c, const uint8_t *t, size_t len, uintptr_t n, uint8_t last) {
+    for (size_t i = 0; i < len; i++)
+        if (c[i] != t[i])
+            return false;
+    return n - 1 < len || c[n - 1] == last;
+}
+
+size_t kbuddy_free_many(kbuddy_heap *h, void *const *ptrs, size_t count) {
+    if (!h || !ptrs)
+        return 0;
+    size_t done = 0;
+    region *run = NULL; /* allocations already unrecorded, not yet released */
+    uintptr_t lo = 0, hi = 0;
+    /* The record of the last block decoded: a block right next to the run
+     * whose record repeats it byte for byte is the same kind of allocation
+     * (a magazine's blocks are), and need not be decoded again. */
+    uint8_t tmpl[16], last = 0;
+    live_block t = {0};
+    size_t bytes = 0, user = 0, blocks = 0; /* statistics, applied at the end */
+    kb_lock(&h->lock);
+    for (; done < count; done++) {
+        live_block b;
+        uintptr_t addr = (uintptr_t)ptrs[done], u = addr >> UNIT_SHIFT;
+        if (!addr)
+            continue;
+        if (t.len && !(addr & (UNIT - 1)) && (u == hi || u + t.n == lo) &&
+            u >= run->engine.lo && u + t.n <= run->engine.hi) {
+            uint8_t *c = ctrl_of(run, u);
+            if (record_repeats(c, tmpl, t.len, t.n, last)) {
+                record_clear(c, t.n, t.len);
+                bytes += (size_t)(t.n << UNIT_SHIFT);
+                user += t.size;
+                blocks++;
+                if (u == hi)
+                    hi += t.n;
+                else
+                    lo = u;
+                continue;
+            }
+        }
+        /* A pointer into the pending run (freed twice in this batch) has no
+         * record left and is not free yet: EBADPTR, and the batch stops. */
+        if (find_live(h, ptrs[done], &b) != KBUDDY_OK)
+            break;
+        uint8_t *c = ctrl_of(b.r, b.u);
+        t = b;
+        t.len = 0; /* no template unless the record fits */
+        if (b.len <= sizeof tmpl) {
+            for (size_t i = 0; i < b.len; i++)
+                tmpl[i] = c[i];
+            last = c[b.n - 1];
+            t.len = b.len;
+        }
+        record_clear(c, b.n, b.len);
+        bytes += (size_t)(b.n << UNIT_SHIFT);
+        user += b.size;
+        blocks++;
+        if (run == b.r && b.u == hi) {
+            hi += b.n;
+        } else if (run == b.r && b.u + b.n == lo) {
+            lo = b.u;
+        } else {
+            if (run)
+                kb_engine_release(&run->engine, lo, hi);
+            run = b.r;
+            lo = b.u;
+            hi = b.u + b.n;
+        }
+    }
+    if (run) {
+        kb_engine_release(&run->engine, lo, hi);
+        h->hint = run;
+    }
+    h->allocated -= bytes;
+    h->user -= user;
+    h->allocations -= blocks;
+    kb_unlock(&h->lock);
+    return done;
 }
 
 static kbuddy_status free_common(kbuddy_heap *h, void *ptr, bool sized, size_t size, size_t align) {

@@ -2171,6 +2171,181 @@ TEST(alloc_many_refuses_bad_arguments_and_changes_nothing) {
     free(a);
 }
 
+TEST(alloc_many_aligned_runs_whole_multiples_of_the_alignment_side_by_side) {
+    unsigned char *a = arena_new(1 << 18);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    /* An odd start: the alignment asked for is absolute, not the region's. */
+    REQUIRE(kbuddy_add_region(&h, a + 9, (1 << 18) - 9) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    void *out[8];
+    /* 20 units each, aligned to 4 units: one run, each block aligned. */
+    size_t size = 20 * UNIT, align = 4 * UNIT;
+    CHECK_EQ(kbuddy_alloc_many_aligned(&h, size - 5, align, 8, out), 8);
+    for (size_t i = 0; i < 8; i++) {
+        CHECK((unsigned char *)out[i] == (unsigned char *)out[0] + i * size);
+        CHECK_EQ((uintptr_t)out[i] % align, 0);
+        CHECK_EQ(kbuddy_usable_size(&h, out[i]), size);
+        CHECK(walk_has_used(&h, out[i], size));
+        fill(out[i], size, 60 + i);
+    }
+    CHECK_STATS(&h, (1 << 18) - 9, total, 8 * size, 8 * (size - 5), 8, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    for (size_t i = 0; i < 8; i++) {
+        CHECK(holds(out[i], size, 60 + i));
+        CHECK_STATUS(kbuddy_free_sized(&h, out[i], size - 5, align), KBUDDY_OK);
+        CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    }
+    CHECK_STATS(&h, (1 << 18) - 9, total, 0, 0, 0, 1);
+    free(a);
+}
+
+TEST(alloc_many_aligned_takes_blocks_one_by_one_when_they_are_not_multiples) {
+    unsigned char *a = arena_new(1 << 18);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 9, (1 << 18) - 9) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    void *out[6];
+    /* 3 units each, aligned to 8 units: six separate aligned blocks. */
+    CHECK_EQ(kbuddy_alloc_many_aligned(&h, 3 * UNIT, 8 * UNIT, 6, out), 6);
+    for (size_t i = 0; i < 6; i++) {
+        CHECK_EQ((uintptr_t)out[i] % (8 * UNIT), 0);
+        CHECK_EQ(kbuddy_usable_size(&h, out[i]), 3 * UNIT);
+        for (size_t j = 0; j < i; j++)
+            CHECK(out[i] != out[j]);
+    }
+    CHECK_STATS(&h, (1 << 18) - 9, total, 18 * UNIT, 18 * UNIT, 6, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    for (size_t i = 0; i < 6; i++)
+        CHECK_STATUS(kbuddy_free_sized(&h, out[i], 3 * UNIT, 8 * UNIT), KBUDDY_OK);
+    CHECK_STATS(&h, (1 << 18) - 9, total, 0, 0, 0, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
+TEST(alloc_many_aligned_refuses_bad_arguments_and_changes_nothing) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    void *out[4];
+    CHECK_EQ(kbuddy_alloc_many_aligned(NULL, 10, 64, 4, out), 0);
+    snapshot before, after;
+    snap_take(&before, &h, a, 1 << 16);
+    CHECK_EQ(kbuddy_alloc_many_aligned(&h, 10, 64, 4, NULL), 0);
+    CHECK_EQ(kbuddy_alloc_many_aligned(&h, 10, 64, 0, out), 0);
+    CHECK_EQ(kbuddy_alloc_many_aligned(&h, 10, 0, 4, out), 0);
+    CHECK_EQ(kbuddy_alloc_many_aligned(&h, 10, 48, 4, out), 0);
+    CHECK_EQ(kbuddy_alloc_many_aligned(&h, opaque(SIZE_MAX), 64, 4, out), 0);
+    snap_take(&after, &h, a, 1 << 16);
+    CHECK(snap_same(&before, &after));
+    snap_free(&before);
+    snap_free(&after);
+    free(a);
+}
+
+TEST(free_many_gives_back_runs_in_either_direction_and_scattered_blocks) {
+    unsigned char *a = arena_new(1 << 18);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 9, (1 << 18) - 9) == KBUDDY_OK);
+    kbuddy_stats empty = stats_of(&h);
+    void *out[24], *batch[25];
+    REQUIRE(kbuddy_alloc_many(&h, 100, 24, out) == 24);
+    size_t usable = round_units(100);
+    /* Ascending run, descending run, a NULL, then every other block. */
+    size_t k = 0;
+    for (size_t i = 0; i < 8; i++)
+        batch[k++] = out[i];
+    for (size_t i = 16; i-- > 8;)
+        batch[k++] = out[i];
+    batch[k++] = NULL;
+    for (size_t i = 16; i < 24; i += 2)
+        batch[k++] = out[i];
+    CHECK_EQ(kbuddy_free_many(&h, batch, k), k);
+    CHECK_STATS(&h, (1 << 18) - 9, empty.total, 4 * usable, 4 * 100, 4, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    for (size_t i = 0; i < 16; i++)
+        CHECK_EQ(kbuddy_usable_size(&h, out[i]), 0);
+    for (size_t i = 17; i < 24; i += 2)
+        CHECK_EQ(kbuddy_usable_size(&h, out[i]), usable);
+    k = 0;
+    for (size_t i = 17; i < 24; i += 2)
+        batch[k++] = out[i];
+    CHECK_EQ(kbuddy_free_many(&h, batch, k), k);
+    CHECK_STATS(&h, (1 << 18) - 9, empty.total, 0, 0, 0, 1);
+    CHECK_EQ(stats_of(&h).largest_free, empty.largest_free);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
+TEST(free_many_decodes_every_neighbour_that_is_not_the_same_allocation) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    /* Three blocks side by side of different sizes, then the same three
+     * again: each neighbour's record differs from the one freed before. */
+    unsigned char *p[6];
+    static const size_t sizes[6] = {2 * UNIT, 3 * UNIT, 2 * UNIT, 2 * UNIT, UNIT - 2, 6 * UNIT + 8};
+    for (size_t i = 0; i < 6; i++)
+        REQUIRE((p[i] = kbuddy_alloc(&h, sizes[i], 1)) != NULL);
+    size_t allocated = stats_of(&h).allocated;
+    /* p[3]'s second unit: inside the block this batch is freeing. */
+    void *bad[3] = {p[3], p[3] + UNIT, p[4]};
+    CHECK_EQ(kbuddy_free_many(&h, bad, 3), 1);
+    CHECK_EQ(kbuddy_usable_size(&h, p[4]), UNIT);
+    CHECK_EQ(stats_of(&h).allocated, allocated - 2 * UNIT);
+    void *all[5] = {p[0], p[1], p[2], p[4], p[5]};
+    CHECK_EQ(kbuddy_free_many(&h, all, 5), 5);
+    CHECK_STATS(&h, 1 << 16, total, 0, 0, 0, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
+TEST(free_many_stops_at_the_first_bad_pointer_and_keeps_the_rest) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    void *out[4];
+    REQUIRE(kbuddy_alloc_many(&h, 64, 4, out) == 4);
+    int local;
+    /* A block twice in one batch: the second time it is refused (its run
+     * is not back in the free lists yet, so it reads as no allocation). */
+    void *dup[4] = {out[0], out[1], out[0], out[2]};
+    CHECK_EQ(kbuddy_free_many(&h, dup, 4), 2);
+    CHECK_STATS(&h, 1 << 16, total, 2 * 64, 2 * 64, 2, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    CHECK_EQ(kbuddy_usable_size(&h, out[2]), 64);
+    /* Already freed, interior, foreign: each stops the batch where it is. */
+    void *bad1[2] = {out[0], out[2]};
+    CHECK_EQ(kbuddy_free_many(&h, bad1, 2), 0);
+    void *bad2[2] = {(unsigned char *)out[2] + 32, out[3]};
+    CHECK_EQ(kbuddy_free_many(&h, bad2, 2), 0);
+    void *bad3[3] = {out[3], &local, out[2]};
+    CHECK_EQ(kbuddy_free_many(&h, bad3, 3), 1);
+    CHECK_STATS(&h, 1 << 16, total, 64, 64, 1, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    CHECK_EQ(kbuddy_free_many(NULL, out + 2, 1), 0);
+    CHECK_EQ(kbuddy_free_many(&h, NULL, 1), 0);
+    CHECK_EQ(kbuddy_free_many(&h, out + 2, 0), 0);
+    CHECK_STATS(&h, 1 << 16, total, 64, 64, 1, 1);
+    CHECK_EQ(kbuddy_free_many(&h, out + 2, 1), 1);
+    CHECK_STATS(&h, 1 << 16, total, 0, 0, 0, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Resize in place                                                           */
 /* ------------------------------------------------------------------------ */

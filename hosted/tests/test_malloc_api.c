@@ -13,15 +13,16 @@
 
 static size_t round_unit(size_t n) { return n ? (n + UNIT - 1) / UNIT * UNIT : UNIT; }
 
-/* The class sizes the header promises: 32-byte steps to 512, then four per
- * doubling, up to KBUDDY_MALLOC_CACHE_MAX. */
+/* The class sizes the header promises: 32-byte steps to 512, then
+ * KBUDDY_MALLOC_CLASS_STEPS per doubling, up to KBUDDY_MALLOC_CACHE_MAX. */
+#define STEPS ((size_t)KBUDDY_MALLOC_CLASS_STEPS)
 static size_t expected_usable(size_t n) {
     if (n > KBUDDY_MALLOC_CACHE_MAX)
         return round_unit(n);
     if (n <= 16 * UNIT)
         return round_unit(n);
-    size_t step = 16 * UNIT / 4;
-    while (n > 2 * (step * 4))
+    size_t step = 16 * UNIT / STEPS;
+    while (n > 2 * (step * STEPS))
         step *= 2;
     return (n + step - 1) / step * step;
 }
@@ -53,8 +54,8 @@ TEST(every_request_gets_its_class_or_rounded_size) {
         memset(p, 0x5a, u);
         kbm_free(p);
     }
-    CHECK_EQ(expected_usable(513), 640);
-    CHECK_EQ(expected_usable(1025), 1280);
+    CHECK_EQ(expected_usable(513), STEPS == 8 ? 576 : 640);
+    CHECK_EQ(expected_usable(1025), STEPS == 8 ? 1152 : 1280);
     CHECK_EQ(expected_usable(4096), 4096);
     CHECK_EQ(expected_usable(4097), 4128);
     CHECK_STATS_ADD_UP();
@@ -364,6 +365,117 @@ TEST(global_heap_is_the_core_heap) {
     CHECK_EQ(kbuddy_usable_size(kbuddy_global_heap(), p), 5024);
     CHECK_STATUS(kbuddy_check(kbuddy_global_heap()), KBUDDY_OK);
     kbm_free(p);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Aligned requests through the caches                                        */
+/* ------------------------------------------------------------------------ */
+
+/* Every request up to the cache limit with any alignment up to it is a
+ * size class block from the caches: no call reaches the core heap
+ * directly (large_calls), every block is aligned, usable for at least
+ * its size, distinct from the others, and counted exactly. */
+TEST(aligned_requests_up_to_the_cache_limit_come_from_the_caches) {
+    kbm_setup();
+    enum { N = 64 };
+    static unsigned char *p[N];
+    for (size_t a = 1; a <= KBUDDY_MALLOC_CACHE_MAX; a <<= 1) {
+        for (size_t size = 0; size <= KBUDDY_MALLOC_CACHE_MAX; size += size < 64 ? 1 : 61) {
+            size_t calls = kbm_stats().large_calls;
+            for (unsigned i = 0; i < N; i++) {
+                p[i] = kbm_aligned_alloc(a, size);
+                REQUIRE(p[i] != NULL);
+                CHECK_EQ((uintptr_t)p[i] % a, 0);
+                CHECK_EQ((uintptr_t)p[i] % UNIT, 0);
+                size_t u = kbm_malloc_usable_size(p[i]);
+                CHECK(u >= size && u <= KBUDDY_MALLOC_CACHE_MAX);
+                CHECK_EQ(u % (a < UNIT ? UNIT : a), 0);
+                memset(p[i], (int)i, u);
+            }
+            for (unsigned i = 0; i < N; i++) {
+                size_t u = kbm_malloc_usable_size(p[i]);
+                CHECK(p[i][0] == (unsigned char)i && p[i][u - 1] == (unsigned char)i);
+            }
+            CHECK_EQ(kbm_stats().large_calls, calls);
+            for (unsigned i = 0; i < N; i++)
+                kbm_free_aligned_sized(p[i], a, size);
+            CHECK_EQ(kbm_stats().large_calls, calls);
+        }
+    }
+    /* posix_memalign and memalign take the same way. */
+    size_t calls = kbm_stats().large_calls;
+    void *q = NULL;
+    CHECK_EQ(kbm_posix_memalign(&q, 4096, 4096), 0);
+    CHECK_EQ((uintptr_t)q % 4096, 0);
+    void *r = kbm_memalign(3000, 100);
+    CHECK_EQ((uintptr_t)r % 4096, 0);
+    CHECK_EQ(kbm_stats().large_calls, calls);
+    kbm_free(q);
+    kbm_free(r);
+    /* Beyond the limit, in size or alignment: the core heap. */
+    q = kbm_aligned_alloc(2 * KBUDDY_MALLOC_CACHE_MAX, 10);
+    REQUIRE(q != NULL);
+    CHECK_EQ((uintptr_t)q % (2 * KBUDDY_MALLOC_CACHE_MAX), 0);
+    CHECK_EQ(kbm_stats().large_calls, calls + 1);
+    kbm_free(q);
+    CHECK_EQ(atomic_load(&kbm_bad_count), 0);
+    CHECK_STATS_ADD_UP();
+}
+
+/* The size classes' blocks are naturally aligned: a block of a class is
+ * aligned to the largest power of two dividing the class size. */
+TEST(size_class_blocks_are_naturally_aligned) {
+    kbm_setup();
+    for (size_t n = 1; n <= KBUDDY_MALLOC_CACHE_MAX; n++) {
+        unsigned char *p = kbm_malloc(n);
+        REQUIRE(p != NULL);
+        size_t u = kbm_malloc_usable_size(p);
+        CHECK_EQ((uintptr_t)p % (u & (~u + 1)), 0);
+        kbm_free_sized(p, n);
+    }
+    CHECK_EQ(atomic_load(&kbm_bad_count), 0);
+    CHECK_STATS_ADD_UP();
+}
+
+/* A sized free states the size requested: for blocks above 64 bytes
+ * exactly that size (kept beside the block's tag), also after realloc
+ * kept the block in place; 32- and 64-byte blocks take any size up to
+ * theirs. */
+TEST(sized_free_takes_exactly_the_size_requested) {
+    kbm_setup();
+    for (size_t n = 1; n <= KBUDDY_MALLOC_CACHE_MAX; n += n < 200 ? 1 : 37) {
+        void *p = kbm_malloc(n);
+        REQUIRE(p != NULL);
+        size_t u = kbm_malloc_usable_size(p);
+        if (u > 2 * UNIT) {
+            kbm_free_sized(p, n + 1);
+            CHECK_REPORTED(p, KBUDDY_ESIZE, "free_sized");
+            kbm_free_sized(p, n - 1);
+            CHECK_REPORTED(p, KBUDDY_ESIZE, "free_sized");
+        } else {
+            kbm_free_sized(p, u + 1);
+            CHECK_REPORTED(p, KBUDDY_ESIZE, "free_sized");
+        }
+        kbm_free_aligned_sized(p, UNIT, (u > 2 * UNIT ? n : u) + 1);
+        CHECK_REPORTED(p, KBUDDY_ESIZE, "free_aligned_sized");
+        CHECK_EQ(kbm_malloc_usable_size(p), u);
+        kbm_free_sized(p, u > 2 * UNIT ? n : u);
+        CHECK_EQ(atomic_load(&kbm_bad_count), 0);
+    }
+    unsigned char *p = kbm_malloc(1000);
+    REQUIRE(p != NULL);
+    CHECK(kbm_realloc(p, 900) == p);
+    CHECK(kbm_realloc(p, 1020) == p);
+    kbm_free_sized(p, 900);
+    CHECK_REPORTED(p, KBUDDY_ESIZE, "free_sized");
+    kbm_free_sized(p, 1020);
+    p = kbm_aligned_alloc(512, 0);
+    REQUIRE(p != NULL);
+    kbm_free_aligned_sized(p, 512, 1);
+    CHECK_REPORTED(p, KBUDDY_ESIZE, "free_aligned_sized");
+    kbm_free_aligned_sized(p, 512, 0);
+    CHECK_EQ(atomic_load(&kbm_bad_count), 0);
+    CHECK_STATS_ADD_UP();
 }
 
 KBTEST_MAIN()

@@ -51,6 +51,37 @@ TEST(double_free_of_a_cached_block_is_caught) {
     CHECK_STATS_ADD_UP();
 }
 
+/* Aligned requests are cached blocks too: a second free of one waiting in
+ * a magazine, an interior pointer (whose tag byte holds part of the
+ * block's size), a wrong size or an alignment the block does not have are
+ * each refused and change nothing. */
+TEST(bad_frees_of_aligned_cached_blocks_are_caught) {
+    kbm_setup();
+    size_t live0 = kbm_stats().live_blocks;
+    for (size_t a = 128; a <= 4096; a <<= 1) {
+        unsigned char *p = kbm_aligned_alloc(a, a / 2 + 3);
+        REQUIRE(p != NULL);
+        CHECK_EQ((uintptr_t)p % a, 0);
+        kbm_free_aligned_sized(p + KBUDDY_MIN_BLOCK, a, a / 2 + 3);
+        CHECK_REPORTED(p + KBUDDY_MIN_BLOCK, KBUDDY_EBADPTR, "free_aligned_sized");
+        kbm_free_aligned_sized(p, a, a / 2 + 4);
+        CHECK_REPORTED(p, KBUDDY_ESIZE, "free_aligned_sized");
+        /* the largest alignment the address does not have */
+        size_t bad = (uintptr_t)p & (~(uintptr_t)p + 1u);
+        kbm_free_aligned_sized(p, bad << 1, a / 2 + 3);
+        CHECK_REPORTED(p, KBUDDY_ESIZE, "free_aligned_sized");
+        CHECK_EQ(kbm_stats().live_blocks, live0 + 1);
+        kbm_free_aligned_sized(p, a, a / 2 + 3); /* into this thread's magazine */
+        CHECK_EQ(atomic_load(&kbm_bad_count), 0);
+        kbm_free_aligned_sized(p, a, a / 2 + 3);
+        CHECK_REPORTED(p, KBUDDY_EDOUBLEFREE, "free_aligned_sized");
+        kbm_free(p);
+        CHECK_REPORTED(p, KBUDDY_EDOUBLEFREE, "free");
+        CHECK_EQ(kbm_stats().live_blocks, live0);
+    }
+    CHECK_STATS_ADD_UP();
+}
+
 TEST(double_free_of_a_block_in_the_depot_is_caught) {
     kbm_setup();
     enum { N = 1000 }; /* enough to push full magazines into the depot */

@@ -24,15 +24,21 @@ static _Atomic size_t cpu_id_unmasked, irq_misuse, hook_masked;
 static _Atomic size_t bad_frees;
 static _Atomic int last_bad;
 
-static unsigned cpu_id(void) {
+/* Also the compile-time hooks of the malloc_smp_inline_hooks build
+ * (smp_inline_hooks.h), hence external. */
+unsigned kbm_test_cpu_id(void);
+unsigned long kbm_test_irq_save(void);
+void kbm_test_irq_restore(unsigned long state);
+
+unsigned kbm_test_cpu_id(void) {
     if (irq_depth == 0)
         atomic_fetch_add(&cpu_id_unmasked, 1);
     return my_cpu;
 }
 
-static unsigned long irq_save(void) { return (unsigned long)irq_depth++; }
+unsigned long kbm_test_irq_save(void) { return (unsigned long)irq_depth++; }
 
-static void irq_restore(unsigned long state) {
+void kbm_test_irq_restore(unsigned long state) {
     if (irq_depth != (int)state + 1)
         atomic_fetch_add(&irq_misuse, 1);
     irq_depth = (int)state;
@@ -61,9 +67,9 @@ static void boot(void) {
     /* The boot CPU hands the first region over before the hooks exist... */
     CHECK_STATUS(kbuddy_malloc_add_region(boot_region, sizeof boot_region), KBUDDY_OK);
     kbuddy_malloc_hooks h = {0};
-    h.cpu_id = cpu_id;
-    h.irq_save = irq_save;
-    h.irq_restore = irq_restore;
+    h.cpu_id = kbm_test_cpu_id; /* ignored where the hooks are compiled in */
+    h.irq_save = kbm_test_irq_save;
+    h.irq_restore = kbm_test_irq_restore;
     h.bad_free = bad_free;
     kbuddy_malloc_set_hooks(&h);
     /* ...and more once the memory map is parsed. */

@@ -1,0 +1,120 @@
+/*
+ * Size classes of the global allocator. Part of kbuddy_malloc.c (included
+ * once, by it: the fast paths must inline across the parts).
+ *
+ * A small request of n units (32-byte minimum blocks) is rounded up to a
+ * class: one class per unit up to 16 units (512 bytes), then STEPS =
+ * KBUDDY_MALLOC_CLASS_STEPS classes per doubling (8 by default: 576, 640,
+ * ... 1024, 1152, ...; 4 when the cache limit is raised so far that 8
+ * would not fit the tag's 6-bit class field). Every class is a whole multiple of its own
+ * largest power-of-two divisor, and the core heap hands its blocks out
+ * aligned to that divisor (natural alignment): a class of 5 << s units is
+ * aligned to 1 << s units. So a request aligned to A units is served by the
+ * class of roundup(n, A) units, which is a multiple of A (every multiple of
+ * 2^s in (2^(s + 4 - log2 STEPS) * STEPS, twice that] is a class), and any
+ * request up to the cache limit with any alignment up to it comes from the
+ * caches.
+ */
+
+#define MAXU_LOG2 (KBUDDY_MALLOC_CACHE_SHIFT - KBUDDY_MIN_BLOCK_SHIFT)
+#if MAXU_LOG2 < 4 || MAXU_LOG2 > 15
+#error "KBUDDY_MALLOC_CACHE_SHIFT must be 4..15 more than KBUDDY_MIN_BLOCK_SHIFT"
+#endif
+#define MAXU ((size_t)1 << MAXU_LOG2)
+#if KBUDDY_MALLOC_CLASS_STEPS == 8
+#define STEPS_LOG2 3u
+#elif KBUDDY_MALLOC_CLASS_STEPS == 4
+#define STEPS_LOG2 2u
+#else
+#error "KBUDDY_MALLOC_CLASS_STEPS must be 4 or 8"
+#endif
+#define STEPS (1u << STEPS_LOG2)
+#define NCLASSES (16u + STEPS * (MAXU_LOG2 - 4u))
+#define CACHE_MAX KBUDDY_MALLOC_CACHE_MAX
+#define MAG_MIN 8u
+#define MAG_MAX 64u
+
+/* Units of class c: c + 1 below 16, then (STEPS + 1 + i) << (d + 4 -
+ * STEPS_LOG2) for c = 16 + d * STEPS + i. */
+#define CJ(c) ((c) < 16u ? 0u : (c)-16u) /* 0 below 16: no arm shifts too far */
+#define CU(c) ((c) < 16u ? (c) + 1u : (STEPS + 1u + CJ(c) % STEPS) << (CJ(c) / STEPS + 4u - STEPS_LOG2))
+#define CU4(c) CU(c), CU((c) + 1u), CU((c) + 2u), CU((c) + 3u)
+#define CU16(c) CU4(c), CU4((c) + 4u), CU4((c) + 8u), CU4((c) + 12u)
+static const uint32_t k_class_units[64] = { /* 64: more than there can be */
+    CU16(0u), CU16(16u), CU16(32u), CU16(48u)};
+#undef CU16
+#undef CU4
+#undef CU
+#undef CJ
+
+static inline size_t class_units(unsigned c) { return k_class_units[c]; }
+
+static inline size_t class_bytes(unsigned c) { return class_units(c) << UNIT_SHIFT; }
+
+/* The alignment the core gives the blocks of class c. */
+static inline size_t class_align(unsigned c) {
+    size_t b = class_bytes(c);
+    return b & (~b + 1u);
+}
+
+/* floor(log2 m) for 16 <= m < 2^15, without a libgcc call on any target. */
+static inline unsigned log2_small(size_t m) {
+#if defined(__x86_64__) || defined(__aarch64__) || defined(__riscv_zbb)
+    return 63u - (unsigned)__builtin_clzll((unsigned long long)m);
+#else
+    unsigned k = 4;
+    while (m >> (k + 1))
+        k++;
+    return k;
+#endif
+}
+
+/* The class of n units, 1 <= n <= MAXU, computed. */
+static inline unsigned class_of_units_calc(size_t n) {
+    if (n <= 16)
+        return (unsigned)n - 1u;
+    size_t m = n - 1;
+    unsigned k = log2_small(m);
+    return 16u + (k - 4u) * STEPS + (unsigned)(m >> (k - STEPS_LOG2)) - STEPS;
+}
+
+#if MAXU_LOG2 <= 8
+/* The same as a table of bytes, indexed by units (0 counts as 1): one load
+ * on the fast path. Built by the compiler from the same formula. */
+#define FL2(m) ((m) >= 128u ? 7u : (m) >= 64u ? 6u : (m) >= 32u ? 5u : 4u)
+#define CO(n)                                                                                      \
+    (unsigned char)((n) <= 16u ? ((n) ? (n)-1u : 0u)                                               \
+                               : 16u + (FL2((n)-1u) - 4u) * STEPS +                                \
+                                     (((n)-1u) >> (FL2((n)-1u) - STEPS_LOG2)) - STEPS)
+#define CO4(n) CO(n), CO((n) + 1u), CO((n) + 2u), CO((n) + 3u)
+#define CO16(n) CO4(n), CO4((n) + 4u), CO4((n) + 8u), CO4((n) + 12u)
+#define CO64(n) CO16(n), CO16((n) + 16u), CO16((n) + 32u), CO16((n) + 48u)
+static const unsigned char k_unit_class[257] = {CO64(0u), CO64(64u), CO64(128u), CO64(192u),
+                                                CO(256u)};
+#undef CO64
+#undef CO16
+#undef CO4
+#undef CO
+#undef FL2
+static inline unsigned class_of_units(size_t n) { return k_unit_class[n]; }
+#else
+static inline unsigned class_of_units(size_t n) { return class_of_units_calc(n ? n : 1); }
+#endif
+
+/* The class of a request of size bytes (size <= CACHE_MAX). */
+static inline unsigned class_of_size(size_t size) {
+    return class_of_units((size + UNIT - 1) >> UNIT_SHIFT);
+}
+
+/* The class of size bytes aligned to align (a power of two; both at most
+ * CACHE_MAX): the class of the request rounded up to the alignment. */
+static inline unsigned class_of_aligned(size_t size, size_t align) {
+    size_t a = align > UNIT ? align : UNIT;
+    return class_of_units((((size ? size : 1) + a - 1) & ~(a - 1)) >> UNIT_SHIFT);
+}
+
+/* Blocks a magazine of class c holds. */
+static inline uint32_t mag_cap(unsigned c) {
+    size_t n = KBUDDY_MALLOC_MAG_BYTES / class_bytes(c);
+    return n < MAG_MIN ? MAG_MIN : n > MAG_MAX ? MAG_MAX : (uint32_t)n;
+}

@@ -1,0 +1,434 @@
+/*
+ * Magazines, the depot and the per-CPU caches of the global allocator
+ * (Bonwick's magazines and depot, as in Solaris' kmem and umem), and the
+ * core heap calls behind them. Part of kbuddy_malloc.c (included once, by
+ * it).
+ *
+ * Invariants
+ *   - A CPU's two magazines per class: `loaded` is any fill; `prev` is full
+ *     or empty (or the shared empty sentinel). Per-CPU state is written
+ *     only by its CPU with interrupts masked; the depot, the core heap and
+ *     the magazines' lifetimes only under the lock.
+ *   - The cached figures of the statistics are the magazines' counts:
+ *     nothing else is counted on the fast paths. Other CPUs read the counts
+ *     and the slots (relaxed atomics: plain loads and stores) only under
+ *     the lock, which also keeps every magazine they can reach alive.
+ */
+
+/* A magazine: up to cap cached blocks of one class, each with where its
+ * tag is (free found it; malloc then needs no region lookup). */
+typedef struct mentry {
+    void *p;
+    tagref t;
+} mentry;
+
+typedef struct mag {
+    struct mag *next; /* in a depot list */
+    _Atomic uint32_t count;
+    uint32_t cap;
+    mentry e[];
+} mag;
+
+typedef struct cslot {
+    mag *_Atomic loaded;
+    mag *_Atomic prev;
+} cslot;
+
+/* One CPU's (thread's) cache. */
+typedef struct kcache {
+    cslot slot[NCLASSES];
+    const mregion *hint; /* the region this CPU resolved last */
+    struct kcache *next, **pprev; /* all caches, under the lock */
+} kcache;
+
+typedef struct depot {
+    mag *full, *empty;
+    uint32_t nfull, nempty;
+} depot;
+
+/* Under the lock. */
+static depot g_depot[NCLASSES];
+static size_t g_depot_blocks, g_depot_units;
+static size_t g_internal_blocks, g_internal_bytes;
+static size_t g_trades, g_fills, g_drains, g_large_calls;
+static kcache *g_caches;
+static const mregion *g_lock_hint = &g_no_region;
+
+/* Never written: count == cap == 0 sends both fast paths to the slow one. */
+static mag g_empty_mag = {NULL, 0, 0};
+
+#if KBUDDY_MALLOC_TLS
+static _Thread_local kcache *tls_cache TLS_MODEL;
+static _Thread_local bool tls_exited TLS_MODEL;
+#else
+static kcache *g_cpu_cache[KBUDDY_MALLOC_MAX_CPUS]; /* slot i: only CPU i */
+#endif
+
+static inline uint32_t mag_n(mag *m) { return atomic_load_explicit(&m->count, memory_order_relaxed); }
+static inline void mag_set_n(mag *m, uint32_t n) {
+    atomic_store_explicit(&m->count, n, memory_order_relaxed);
+}
+static inline mag *slot_loaded(cslot *s) { return atomic_load_explicit(&s->loaded, memory_order_relaxed); }
+static inline mag *slot_prev(cslot *s) { return atomic_load_explicit(&s->prev, memory_order_relaxed); }
+static inline void slot_set(cslot *s, mag *loaded, mag *prev) {
+    atomic_store_explicit(&s->loaded, loaded, memory_order_relaxed);
+    atomic_store_explicit(&s->prev, prev, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The core heap, under the lock                                             */
+/* ------------------------------------------------------------------------ */
+
+/* The layer's own structures: core allocations without a tag, in whole
+ * cache lines, so that no two CPUs' structures share a line. */
+static size_t internal_size(size_t bytes) { return (bytes + LINE - 1) & ~(LINE - 1); }
+
+static void *internal_alloc(size_t bytes) {
+    void *p = kbuddy_alloc(&g_heap, internal_size(bytes), LINE);
+    if (p) {
+        g_internal_blocks++;
+        g_internal_bytes += internal_size(bytes);
+    }
+    return p;
+}
+
+static void internal_free(void *p, size_t bytes) {
+    g_internal_blocks--;
+    g_internal_bytes -= internal_size(bytes);
+    (void)kbuddy_free(&g_heap, p);
+}
+
+static size_t mag_size(uint32_t cap) { return sizeof(mag) + cap * sizeof(mentry); }
+
+/* Tag a block just taken from the core with `tag` and say where the tag
+ * is, or give the block back and say false. */
+static bool core_tag(void *p, unsigned tag, tagref *t) {
+    const mregion *r = region_of(&g_lock_hint, (uintptr_t)p);
+    if (UNLIKELY(!r)) { /* a region added behind the layer's back */
+        (void)kbuddy_free(&g_heap, p);
+        return false;
+    }
+    *t = tag_of(r, (uintptr_t)p);
+    tag_set(*t, tag);
+    return true;
+}
+
+/* A block of class c from the core, naturally aligned, tagged `tag | c`
+ * (its tag in *t). */
+static void *core_take(unsigned c, unsigned tag, tagref *t) {
+    void *p = kbuddy_alloc(&g_heap, class_bytes(c), class_align(c));
+    return p && core_tag(p, tag | c, t) ? p : NULL;
+}
+
+/* Up to `want` blocks of class c into out[], tagged `tag`, from one run of
+ * the core heap (kbuddy_alloc_many_aligned): one engine operation instead
+ * of one per block, and blocks (so their tags) that lie together, so that
+ * two CPUs seldom write tags in the same cache line. Returns how many. */
+static uint32_t core_take_run(unsigned c, unsigned tag, mentry *out, uint32_t want) {
+    void *got_p[MAG_MAX];
+    size_t got = kbuddy_alloc_many_aligned(&g_heap, class_bytes(c), class_align(c),
+                                           want < MAG_MAX ? want : MAG_MAX, got_p);
+    uint32_t kept = 0;
+    for (size_t i = 0; i < got; i++)
+        if (core_tag(got_p[i], tag | c, &out[kept].t))
+            out[kept++].p = got_p[i];
+    return kept;
+}
+
+/* Clear a block's tag (and kept size; class c). */
+static void untag(tagref t, unsigned c) {
+    size_clear(t, c);
+    tag_clear(t);
+}
+
+/* Untag a block of class c and give it back to the core. */
+static void core_give(void *p, tagref t, unsigned c) {
+    untag(t, c);
+    (void)kbuddy_free(&g_heap, p);
+}
+
+/* Untag a magazine's blocks (class c) and give them back to the core in
+ * one batch (blocks that lie side by side go back as one run). */
+static void mag_release_blocks(mag *m, unsigned c) {
+    void *p[MAG_MAX];
+    uint32_t n = mag_n(m);
+    for (uint32_t i = 0; i < n; i++) {
+        untag(m->e[i].t, c);
+        p[i] = m->e[i].p;
+    }
+    for (size_t i = 0; i < n;) {
+        i += kbuddy_free_many(&g_heap, &p[i], n - i);
+        if (i < n) /* refused: only if the core's records were damaged */
+            i++;
+    }
+    g_drains += n;
+    mag_set_n(m, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The depot, under the lock                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* An empty magazine for class c: from the depot, else a new one. */
+static mag *mag_get_empty(unsigned c) {
+    depot *d = &g_depot[c];
+    mag *m = d->empty;
+    if (m) {
+        d->empty = m->next;
+        d->nempty--;
+        return m;
+    }
+    uint32_t cap = mag_cap(c);
+    m = internal_alloc(mag_size(cap));
+    if (m) {
+        m->next = NULL;
+        atomic_init(&m->count, 0);
+        m->cap = cap;
+    }
+    return m;
+}
+
+static void mag_retire_empty(mag *m, unsigned c) {
+    depot *d = &g_depot[c];
+    if (d->nempty < KBUDDY_MALLOC_DEPOT_MAGS) {
+        m->next = d->empty;
+        d->empty = m;
+        d->nempty++;
+    } else {
+        internal_free(m, mag_size(m->cap));
+    }
+}
+
+/* Give every block and magazine in the depot back to the core. True if
+ * there was anything. */
+static bool depot_drain(void) {
+    bool any = false;
+    for (unsigned c = 0; c < NCLASSES; c++) {
+        depot *d = &g_depot[c];
+        for (mag *m; (m = d->full) != NULL;) {
+            d->full = m->next;
+            g_depot_blocks -= mag_n(m);
+            g_depot_units -= mag_n(m) * class_units(c);
+            mag_release_blocks(m, c);
+            internal_free(m, mag_size(m->cap));
+            any = true;
+        }
+        for (mag *m; (m = d->empty) != NULL;) {
+            d->empty = m->next;
+            internal_free(m, mag_size(m->cap));
+            any = true;
+        }
+        d->nfull = d->nempty = 0;
+    }
+    return any;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Per-CPU caches                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* Give a cache's blocks and magazines back to the core. True if there was
+ * anything. */
+static bool cache_flush_locked(kcache *cc) {
+    bool any = false;
+    for (unsigned c = 0; c < NCLASSES; c++) {
+        cslot *s = &cc->slot[c];
+        mag *ms[2] = {slot_loaded(s), slot_prev(s)};
+        slot_set(s, &g_empty_mag, &g_empty_mag);
+        for (int i = 0; i < 2; i++) {
+            if (!ms[i]->cap)
+                continue;
+            mag_release_blocks(ms[i], c);
+            internal_free(ms[i], mag_size(ms[i]->cap));
+            any = true;
+        }
+    }
+    return any;
+}
+
+static kcache *cache_new_locked(void) {
+    kcache *cc = internal_alloc(sizeof *cc);
+    if (!cc)
+        return NULL;
+    for (unsigned c = 0; c < NCLASSES; c++) {
+        atomic_init(&cc->slot[c].loaded, &g_empty_mag);
+        atomic_init(&cc->slot[c].prev, &g_empty_mag);
+    }
+    cc->hint = &g_no_region;
+    cc->next = g_caches;
+    cc->pprev = &g_caches;
+    if (g_caches)
+        g_caches->pprev = &cc->next;
+    g_caches = cc;
+    return cc;
+}
+
+/* Finding the calling CPU's cache. cache_fast: the cache if it exists,
+ * NULL otherwise (the slow paths then call my_cache, which creates it);
+ * `hooked` says whether the cpu_id hook may be installed (the fast paths
+ * in kbuddy_malloc.c are compiled once with and once without hooks).
+ * my_cache: the cache, created if need be; NULL for a CPU numbered beyond
+ * the table (or when no memory for a cache can be found), which then works
+ * through the lock. cache_peek: the cache if it exists. */
+#if KBUDDY_MALLOC_TLS
+static NOINLINE kcache *cache_create(void) {
+    if (tls_exited)
+        return NULL;
+    lock();
+    kcache *cc = cache_new_locked();
+    unlock();
+    if (cc) {
+        tls_cache = cc;
+        if (g_hooks.thread_cache_created)
+            g_hooks.thread_cache_created();
+    }
+    return cc;
+}
+
+static inline kcache *cache_fast(bool hooked) {
+    (void)hooked;
+    return tls_cache;
+}
+
+static inline kcache *my_cache(void) {
+    kcache *cc = tls_cache;
+    return LIKELY(cc != NULL) ? cc : cache_create();
+}
+
+static inline kcache *cache_peek(void) { return tls_cache; }
+#else
+static NOINLINE kcache *cache_create(unsigned cpu) {
+    if (cpu >= KBUDDY_MALLOC_MAX_CPUS)
+        return NULL;
+    lock();
+    kcache *cc = cache_new_locked();
+    unlock();
+    g_cpu_cache[cpu] = cc;
+    return cc;
+}
+
+#if STATIC_HOOKS
+static inline unsigned this_cpu(void) { return KBUDDY_MALLOC_CPU_ID(); }
+#else
+static inline unsigned this_cpu(void) { return g_hooks.cpu_id ? g_hooks.cpu_id() : 0u; }
+#endif
+
+static inline kcache *cache_fast(bool hooked) {
+    if (!hooked)
+        return g_cpu_cache[0]; /* no cpu_id hook: one CPU */
+    unsigned cpu = this_cpu();
+    return LIKELY(cpu < KBUDDY_MALLOC_MAX_CPUS) ? g_cpu_cache[cpu] : NULL;
+}
+
+static inline kcache *my_cache(void) {
+    unsigned cpu = this_cpu();
+    kcache *cc = LIKELY(cpu < KBUDDY_MALLOC_MAX_CPUS) ? g_cpu_cache[cpu] : NULL;
+    return LIKELY(cc != NULL) ? cc : cache_create(cpu);
+}
+
+static inline kcache *cache_peek(void) {
+    unsigned cpu = this_cpu();
+    return cpu < KBUDDY_MALLOC_MAX_CPUS ? g_cpu_cache[cpu] : NULL;
+}
+#endif
+
+/* The loaded magazine of class c is empty: swap in the previous one if it
+ * is full, else trade the empty one for a full one from the depot, else
+ * fill it from the core heap, all under one lock acquisition. Returns a
+ * block still tagged as cached, or p == NULL when out of memory. */
+static NOINLINE mentry cache_refill(kcache *cc, unsigned c) {
+    cslot *s = &cc->slot[c];
+    mag *m = slot_prev(s), *loaded = slot_loaded(s);
+    uint32_t n = mag_n(m);
+    if (n) {
+        slot_set(s, m, loaded);
+        mag_set_n(m, n - 1);
+        return m->e[n - 1];
+    }
+    mentry e = {NULL, {0}};
+    lock();
+    depot *d = &g_depot[c];
+    if ((m = d->full) != NULL) {
+        d->full = m->next;
+        d->nfull--;
+        g_depot_blocks -= mag_n(m);
+        g_depot_units -= mag_n(m) * class_units(c);
+        g_trades++;
+        if (slot_prev(s)->cap)
+            mag_retire_empty(slot_prev(s), c);
+        slot_set(s, m, loaded);
+    } else {
+        m = loaded;
+        if (!m->cap) {
+            mag *prev = slot_prev(s);
+            if (prev->cap) { /* an empty real magazine in prev: use it */
+                m = prev;
+                slot_set(s, m, loaded);
+            } else if ((m = mag_get_empty(c)) != NULL) {
+                slot_set(s, m, prev);
+            }
+        }
+        if (m) {
+            n = mag_n(m);
+            uint32_t got = core_take_run(c, TAG_CACHED, &m->e[n], m->cap - n);
+            while (n + got < m->cap && (e.p = core_take(c, TAG_CACHED, &e.t)) != NULL)
+                m->e[n + got++] = e;
+            mag_set_n(m, n + got);
+            g_fills += got;
+            e.p = NULL;
+        } else if ((e.p = core_take(c, TAG_CACHED, &e.t)) != NULL) {
+            g_fills++; /* no magazine to be had: just this block, LIVE at once */
+            unlock();
+            return e;
+        }
+    }
+    unlock();
+    if (!m || !(n = mag_n(m)))
+        return e;
+    mag_set_n(m, n - 1);
+    return m->e[n - 1];
+}
+
+/* The loaded magazine of class c is full: swap in the previous one if it
+ * is empty, else move the previous (full) one to the depot, or back to the
+ * core heap when the depot holds enough, and load an empty one. p (tagged
+ * cached) goes into it, or straight back to the core when no magazine can
+ * be had. */
+static NOINLINE void cache_overflow(kcache *cc, unsigned c, mentry e) {
+    cslot *s = &cc->slot[c];
+    mag *m = slot_prev(s), *loaded = slot_loaded(s);
+    if (m->cap && !mag_n(m)) {
+        slot_set(s, m, loaded);
+        m->e[0] = e;
+        mag_set_n(m, 1);
+        return;
+    }
+    mag *fresh = NULL;
+    lock();
+    if (m->cap) {
+        depot *d = &g_depot[c];
+        if (d->nfull < KBUDDY_MALLOC_DEPOT_MAGS) {
+            m->next = d->full;
+            d->full = m;
+            d->nfull++;
+            g_depot_blocks += mag_n(m);
+            g_depot_units += mag_n(m) * class_units(c);
+            g_trades++;
+        } else {
+            mag_release_blocks(m, c);
+            fresh = m;
+        }
+        slot_set(s, loaded, &g_empty_mag);
+    }
+    if (!fresh)
+        fresh = mag_get_empty(c);
+    if (!fresh) {
+        core_give(e.p, e.t, c);
+        unlock();
+        return;
+    }
+    fresh->e[0] = e;
+    mag_set_n(fresh, 1);
+    slot_set(s, fresh, loaded);
+    unlock();
+}

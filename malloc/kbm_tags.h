@@ -1,0 +1,180 @@
+/*
+ * Regions and their tag tables: the state byte the global allocator keeps
+ * for the first minimum block of every block it hands out. Part of
+ * kbuddy_malloc.c (included once, by it).
+ *
+ * A region handed to the layer has its tag table at its head, one byte per
+ * unit of the whole range: the tag of unit u is byte (u - base). The region
+ * table's entries are written once, under the lock, before g_nregions is
+ * raised past them (release), and never change: lookups need no lock.
+ *
+ * Tags: LIVE|c (the program holds a block of class c, or TAG_LARGE),
+ * CACHED|c (it sits in a magazine), 0 (no block the layer handed out
+ * starts here). The tag bytes of the second and third units of a small
+ * block of 3 units or more are otherwise unused: they keep the size
+ * requested, modulo 4096 (6 bits in each), so that a sized free is checked
+ * exactly: a class's requests are at most its size, and only a request of
+ * 0 bytes in a 4096-byte class (or classes above 4096 bytes, when the cache
+ * limit is raised) can differ from another by 4096. Their top two bits
+ * stay 0, so that they never look like a tag: a free of an interior
+ * pointer finds "no block starts here". Blocks of 1 and 2 units (32 and 64
+ * bytes) keep no size: a sized free of one accepts any size up to the
+ * class size. The size is written by malloc (and realloc) and cleared when
+ * the block goes back to the core heap.
+ */
+
+#define TAG_LIVE 0x80u
+#define TAG_CACHED 0x40u
+#define TAG_CLASS 0x3fu
+#define TAG_LARGE 0x3fu /* class field of a block that bypasses the caches */
+#define TAG_FLIP (TAG_LIVE | TAG_CACHED)
+_Static_assert(NCLASSES < TAG_LARGE, "classes must fit the tag's class field");
+
+#if BYTE_TAGS
+typedef _Atomic unsigned char tagcell;
+typedef struct tagref {
+    tagcell *p;
+} tagref;
+#else
+typedef _Atomic uint32_t tagcell;
+typedef struct tagref {
+    tagcell *word;
+    unsigned shift;
+} tagref;
+#endif
+
+typedef struct mregion {
+    uintptr_t start, size, base; /* [start, start + size); base: unit of tags[0] */
+    tagcell *tags;
+} mregion;
+
+static mregion g_regions[KBUDDY_MALLOC_MAX_REGIONS];
+static _Atomic size_t g_nregions;
+static const mregion g_no_region; /* matches no address: the initial hint */
+
+/* The region holding address a, trying *hint first (and updating it). */
+static NOINLINE const mregion *region_find(const mregion **hint, uintptr_t a) {
+    size_t n = atomic_load_explicit(&g_nregions, memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
+        const mregion *r = &g_regions[i];
+        if (a - r->start < r->size) {
+            *hint = r;
+            return r;
+        }
+    }
+    return NULL;
+}
+
+static inline const mregion *region_of(const mregion **hint, uintptr_t a) {
+    const mregion *r = *hint;
+    if (LIKELY(a - r->start < r->size))
+        return r;
+    return region_find(hint, a);
+}
+
+/* Tag access. tag_set: set a tag that is 0; tag_clear: make it 0;
+ * tag_live: CACHED|c -> LIVE|c, by the CPU whose magazine held the block
+ * (nobody else writes a CACHED tag, so no read-modify-write is needed
+ * where tags are bytes); tag_cas: replace the tag if it is *expected, else
+ * store what it is in *expected and return false (only when the tag itself
+ * differs: changes to neighbouring tags are retried). */
+#if BYTE_TAGS
+static inline tagref tag_of(const mregion *r, uintptr_t a) {
+    return (tagref){&r->tags[(a >> UNIT_SHIFT) - r->base]};
+}
+
+static inline bool tagref_same(tagref x, tagref y) { return x.p == y.p; }
+
+static inline unsigned tag_get(tagref t) { return atomic_load_explicit(t.p, memory_order_relaxed); }
+
+static inline void tag_set(tagref t, unsigned tag) {
+    atomic_store_explicit(t.p, (unsigned char)tag, memory_order_release);
+}
+static inline void tag_clear(tagref t) { atomic_store_explicit(t.p, 0, memory_order_release); }
+static inline void tag_live(tagref t, unsigned c) {
+    atomic_store_explicit(t.p, (unsigned char)(TAG_LIVE | c), memory_order_release);
+}
+static inline bool tag_cas(tagref t, unsigned *expected, unsigned desired) {
+    unsigned char e = (unsigned char)*expected;
+    if (atomic_compare_exchange_strong_explicit(t.p, &e, (unsigned char)desired, memory_order_acq_rel,
+                                                memory_order_relaxed))
+        return true;
+    *expected = e;
+    return false;
+}
+/* The k-th byte after a block's tag (k = 1, 2): the kept size, only ever
+ * written by the CPU that holds the block. */
+static inline unsigned spare_get(tagref t, unsigned k) {
+    return atomic_load_explicit(t.p + k, memory_order_relaxed);
+}
+static inline void spare_set(tagref t, unsigned k, unsigned v) {
+    atomic_store_explicit(t.p + k, (unsigned char)v, memory_order_relaxed);
+}
+#else
+static inline tagref tag_of(const mregion *r, uintptr_t a) {
+    uintptr_t i = (a >> UNIT_SHIFT) - r->base;
+    return (tagref){&r->tags[i >> 2], (unsigned)(i & 3u) * 8u};
+}
+
+static inline bool tagref_same(tagref x, tagref y) { return x.word == y.word && x.shift == y.shift; }
+
+static inline unsigned tag_get(tagref t) {
+    return (atomic_load_explicit(t.word, memory_order_relaxed) >> t.shift) & 0xffu;
+}
+
+static inline void tag_set(tagref t, unsigned tag) {
+    atomic_fetch_or_explicit(t.word, (uint32_t)tag << t.shift, memory_order_release);
+}
+static inline void tag_clear(tagref t) {
+    atomic_fetch_and_explicit(t.word, ~((uint32_t)0xffu << t.shift), memory_order_release);
+}
+static inline void tag_live(tagref t, unsigned c) {
+    (void)c;
+    atomic_fetch_xor_explicit(t.word, (uint32_t)TAG_FLIP << t.shift, memory_order_acq_rel);
+}
+static inline bool tag_cas(tagref t, unsigned *expected, unsigned desired) {
+    uint32_t w = atomic_load_explicit(t.word, memory_order_relaxed);
+    for (;;) {
+        unsigned tag = (w >> t.shift) & 0xffu;
+        if (tag != *expected) {
+            *expected = tag;
+            return false;
+        }
+        uint32_t n = (w & ~((uint32_t)0xffu << t.shift)) | (uint32_t)desired << t.shift;
+        if (atomic_compare_exchange_weak_explicit(t.word, &w, n, memory_order_acq_rel, memory_order_relaxed))
+            return true;
+    }
+}
+
+/* The k-th byte after a block's tag (k = 1, 2), perhaps in the next word:
+ * words shared with other blocks' tags change only atomically. */
+static inline tagref spare_ref(tagref t, unsigned k) {
+    unsigned bit = t.shift + 8u * k;
+    return (tagref){t.word + (bit >> 5), bit & 31u};
+}
+static inline unsigned spare_get(tagref t, unsigned k) { return tag_get(spare_ref(t, k)); }
+static inline void spare_set(tagref t, unsigned k, unsigned v) {
+    tagref s = spare_ref(t, k);
+    uint32_t w = atomic_load_explicit(s.word, memory_order_relaxed), n;
+    do
+        n = (w & ~((uint32_t)0xffu << s.shift)) | (uint32_t)(v & 0xffu) << s.shift;
+    while (!atomic_compare_exchange_weak_explicit(s.word, &w, n, memory_order_relaxed, memory_order_relaxed));
+}
+#endif
+
+/* A small block's requested size, modulo 4096 (see above): class c, its
+ * tag t. */
+#define SIZE_MIN_CLASS 2u /* the first class of 3 units */
+#define SIZE_MASK 0xfffu
+static inline bool keeps_size(unsigned c) { return c >= SIZE_MIN_CLASS; }
+static inline void size_set(tagref t, unsigned c, size_t size) {
+    if (keeps_size(c)) {
+        spare_set(t, 1, (unsigned)(size & 0x3fu));
+        spare_set(t, 2, (unsigned)((size >> 6) & 0x3fu));
+    }
+}
+static inline size_t size_get(tagref t, unsigned c) {
+    return keeps_size(c) ? spare_get(t, 1) | (size_t)spare_get(t, 2) << 6 : 0;
+}
+/* Cleared before the block goes back to the core. */
+static inline void size_clear(tagref t, unsigned c) { size_set(t, c, 0); }
