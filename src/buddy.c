@@ -804,7 +804,7 @@ static KB_NOINLINE void release_rest(kb_engine *e, uintptr_t a, uintptr_t b, uns
  * the block size s, so that no step needs a variable shift: the edge and
  * buddy positions move by s, the mark by one. What is left (top order,
  * orders of 31 and up) goes to the general loop. */
-static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
+KB_INLINE void release_heap_impl(kb_engine *e, uintptr_t a, uintptr_t b, bool small) {
     uint8_t *const ctrl = e->ctrl;
     kb_word *const words = e->words;
     const kb_order *o = e->order;
@@ -814,7 +814,7 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
     const uint8_t end = (uint8_t)(KB_CTRL_FREE + (top < KB_CTRL_ORDER ? top : KB_CTRL_ORDER));
     uintptr_t x = a - e->lo, y = b - e->lo, s = 1;
     uint8_t mark = KB_CTRL_FREE;
-    for (; a < b && mark < end; a >>= 1, b >>= 1, s <<= 1, mark++, o++) {
+    for (; a < b && (small || mark < end); a >>= 1, b >>= 1, s <<= 1, mark++, o++) {
         if (a & 1) { /* the left edge's buddy a - 1 lies outside the range */
             uintptr_t u = x - s; /* wraps past span when it would lie before lo */
             if (u < span && ctrl[u] == mark) {
@@ -847,8 +847,21 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
             }
         }
     }
-    if (a < b)
+    if (!small && a < b)
         release_rest(e, a, b, (unsigned)(mark - KB_CTRL_FREE));
+}
+
+static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
+    /* With at most 31 orders every mark is exact, and the loop needs no
+     * bound on the order: no block of order top + 1 fits in the engine
+     * (2^(top+1) > hi - lo units), so a top-order edge never finds its
+     * buddy free (the buddy cannot lie inside [lo, hi), and no free mark
+     * of order top can start where it would) and becomes a free block,
+     * and the range is empty above the top order. */
+    if (e->orders <= KB_CTRL_ORDER)
+        release_heap_impl(e, a, b, true);
+    else
+        release_heap_impl(e, a, b, false);
 }
 
 static KB_NOINLINE void release_frames(kb_engine *e, uintptr_t a, uintptr_t b) {
