@@ -754,17 +754,14 @@ KB_INLINE void release_edges(const kb_view *v, uintptr_t span, unsigned k, uintp
 
 /* The general release from order k up: block numbers a, b at order k. */
 KB_INLINE void release_impl(kb_engine *e, uintptr_t a, uintptr_t b, unsigned k, bool heap) {
-    unsigned top = e->orders - 1;
     kb_view v = view_of(e);
     uintptr_t span = e->hi - e->lo;
-    for (; a < b; k++, a >>= 1, b >>= 1) {
-        if (k == top) {
-            for (; a < b; a++)
-                block_insert(&v, k, a, heap);
-            return;
-        }
+    /* No bound on k is needed: a block of order top + 1 does not fit in
+     * [lo, hi), so at the top order neither edge finds its buddy free (a
+     * buddy not wholly inside is never free, I1) and the range is empty
+     * above it. */
+    for (; a < b; k++, a >>= 1, b >>= 1)
         release_edges(&v, span, k, &a, &b, heap);
-    }
 }
 
 /* What a heap release leaves to do from order k (the top order, orders of
