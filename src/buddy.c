@@ -315,8 +315,9 @@ KB_INLINE void block_remove(const kb_view *v, unsigned k, uintptr_t b, bool heap
     tree_clear(v->e, v->words, o, b - o->first);
 }
 
-/* block_insert / block_remove of a heap engine, out of line for the rare
- * paths (orders from the top or from 31 up), so that they cost little code. */
+/* block_insert / block_remove of a heap engine, out of line for the take
+ * paths of engines of 32 orders and up (see take_insert), so that their
+ * copy of the take code stays small. */
 static KB_NOINLINE void heap_block_insert(kb_engine *e, unsigned k, uintptr_t b) {
     kb_view v = view_of(e);
     block_insert(&v, k, b, true);
@@ -764,54 +765,24 @@ KB_INLINE void release_impl(kb_engine *e, uintptr_t a, uintptr_t b, unsigned k, 
         release_edges(&v, span, k, &a, &b, heap);
 }
 
-/* What a heap release leaves to do from order k (the top order, orders of
- * 31 and up): the general loop, with the buddy test on the bitmap. */
-static KB_NOINLINE void release_rest(kb_engine *e, uintptr_t a, uintptr_t b, unsigned k) {
-    unsigned top = e->orders - 1;
-    for (; a < b; k++, a >>= 1, b >>= 1) {
-        if (k == top) {
-            for (; a < b; a++)
-                heap_block_insert(e, k, a);
-            return;
-        }
-        if (a & 1) {
-            if (block_is_free(e, k, a - 1)) {
-                heap_block_remove(e, k, a - 1);
-                a--;
-            } else {
-                heap_block_insert(e, k, a);
-                a++;
-            }
-        }
-        if (a < b && (b & 1)) {
-            if (block_is_free(e, k, b)) {
-                heap_block_remove(e, k, b);
-                b++;
-            } else {
-                b--;
-                heap_block_insert(e, k, b);
-            }
-        }
-    }
-}
-
-/* A heap release. Below the top order and below saturated marks (order 31)
- * every buddy test is one control byte, and the loop keeps, besides the
- * block numbers a and b, the control-byte index of each edge (x, y) and
- * the block size s, so that no step needs a variable shift: the edge and
- * buddy positions move by s, the mark by one. What is left (top order,
- * orders of 31 and up) goes to the general loop. */
-KB_INLINE void release_heap_impl(kb_engine *e, uintptr_t a, uintptr_t b, bool small) {
+/* A heap release in an engine of at most 31 orders, where every mark is
+ * exact and every buddy test is one control byte. Besides the block
+ * numbers a and b the loop keeps the control-byte index of each edge
+ * (x, y) and the block size s, so that no step needs a variable shift: the
+ * edge and buddy positions move by s, the mark by one. The loop needs no
+ * bound on the order: no block of order top + 1 fits in the engine
+ * (2^(top+1) > hi - lo units), so a top-order edge never finds its buddy
+ * free (the buddy cannot lie inside [lo, hi), and no free mark of order
+ * top can start where it would) and becomes a free block, and the range is
+ * empty above the top order. */
+static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
     uint8_t *const ctrl = e->ctrl;
     kb_word *const words = e->words;
     const kb_order *o = e->order;
     const uintptr_t span = e->hi - e->lo;
-    unsigned top = e->orders - 1;
-    /* The mark of order k is KB_CTRL_FREE + k here: it doubles as k. */
-    const uint8_t end = (uint8_t)(KB_CTRL_FREE + (top < KB_CTRL_ORDER ? top : KB_CTRL_ORDER));
     uintptr_t x = a - e->lo, y = b - e->lo, s = 1;
-    uint8_t mark = KB_CTRL_FREE;
-    for (; a < b && (small || mark < end); a >>= 1, b >>= 1, s <<= 1, mark++, o++) {
+    uint8_t mark = KB_CTRL_FREE; /* the mark of order k is KB_CTRL_FREE + k */
+    for (; a < b; a >>= 1, b >>= 1, s <<= 1, mark++, o++) {
         if (a & 1) { /* the left edge's buddy a - 1 lies outside the range */
             uintptr_t u = x - s; /* wraps past span when it would lie before lo */
             if (u < span && ctrl[u] == mark) {
@@ -844,21 +815,14 @@ KB_INLINE void release_heap_impl(kb_engine *e, uintptr_t a, uintptr_t b, bool sm
             }
         }
     }
-    if (!small && a < b)
-        release_rest(e, a, b, (unsigned)(mark - KB_CTRL_FREE));
 }
 
-static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
-    /* With at most 31 orders every mark is exact, and the loop needs no
-     * bound on the order: no block of order top + 1 fits in the engine
-     * (2^(top+1) > hi - lo units), so a top-order edge never finds its
-     * buddy free (the buddy cannot lie inside [lo, hi), and no free mark
-     * of order top can start where it would) and becomes a free block,
-     * and the range is empty above the top order. */
-    if (e->orders <= KB_CTRL_ORDER)
-        release_heap_impl(e, a, b, true);
-    else
-        release_heap_impl(e, a, b, false);
+/* A heap release in an engine of 32 orders or more (regions of 2^31 units
+ * and up), whose marks saturate at order 31: the general loop the frame
+ * engine runs, with marks, and the buddy test on the bitmap from order 31
+ * up (buddy_is_free). */
+static KB_NOINLINE void release_heap_large(kb_engine *e, uintptr_t a, uintptr_t b) {
+    release_impl(e, a, b, 0, true);
 }
 
 static KB_NOINLINE void release_frames(kb_engine *e, uintptr_t a, uintptr_t b) {
@@ -866,10 +830,12 @@ static KB_NOINLINE void release_frames(kb_engine *e, uintptr_t a, uintptr_t b) {
 }
 
 void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) {
-    if (e->ctrl)
+    if (!e->ctrl)
+        release_frames(e, a, b);
+    else if (e->orders <= KB_CTRL_ORDER)
         release_heap(e, a, b);
     else
-        release_frames(e, a, b);
+        release_heap_large(e, a, b);
 }
 
 bool kb_engine_free_block_at(const kb_engine *e, uintptr_t u, unsigned *order) {
