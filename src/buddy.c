@@ -233,77 +233,91 @@ KB_INLINE void block_mark(const kb_view *v, unsigned k, uintptr_t b, uint8_t mar
     }
 }
 
-/* Mark block b of order k free: set its bit, and each summary bit above
- * whose word was zero. */
-KB_INLINE void block_insert(const kb_view *v, unsigned k, uintptr_t b, bool heap) {
-    block_mark(v, k, b, kb_free_mark(k), heap);
-    const kb_order *o = &v->order[k];
-    uintptr_t i = b - o->first;
-    for (uint32_t d = 0;;) {
-        kb_word *w = &v->words[o->off[d] + (i >> KB_WORD_SHIFT)];
-        kb_word old = *w;
-        *w = old | kb_bit(i);
-        if (old)
-            return;
-        if (++d == o->depth)
-            break;
-        i >>= KB_WORD_SHIFT;
-    }
-    order_filled(v->e, k);
-}
-
-/* Mark block b of order k not free (it must be free): clear its bit, and
- * each summary bit above whose word became zero. */
-KB_INLINE void block_remove(const kb_view *v, unsigned k, uintptr_t b, bool heap) {
-    block_mark(v, k, b, 0, heap);
-    const kb_order *o = &v->order[k];
-    uintptr_t i = b - o->first;
-    for (uint32_t d = 0;;) {
-        kb_word *w = &v->words[o->off[d] + (i >> KB_WORD_SHIFT)];
-        kb_word now = *w & ~kb_bit(i);
-        *w = now;
-        if (now)
-            return;
-        if (++d == o->depth)
-            break;
-        i >>= KB_WORD_SHIFT;
-    }
-    order_emptied(v->e, k);
-}
-
-/* The bitmap half of block_insert / block_remove for order o's tree: leaf
- * bit i, then the summaries above as far as a word changes between zero
- * and non-zero. */
-KB_INLINE void tree_set(kb_engine *e, kb_word *words, const kb_order *o, uintptr_t i) {
-    for (uint32_t d = 0;;) {
+/* The tree updates. Setting a leaf bit touches the depth above only when
+ * the leaf word was zero, and the depth above that only when that word was
+ * zero too: on a 64 MiB region about half of all updates reach depth 1 and
+ * few go further. So the leaf and depth 1 are straight-line code at every
+ * call site, and the rest of the climb (depth 2 up, and the order's mask
+ * when its root changes) is one out-of-line loop shared by all of them. */
+static KB_NOINLINE void tree_set_from(kb_engine *e, kb_word *words, const kb_order *o,
+                                      uintptr_t i, uint32_t d) {
+    for (; d < o->depth; d++, i >>= KB_WORD_SHIFT) {
         kb_word *w = &words[o->off[d] + (i >> KB_WORD_SHIFT)];
         kb_word old = *w;
         *w = old | kb_bit(i);
         if (old)
             return;
-        if (++d == o->depth)
-            break;
-        i >>= KB_WORD_SHIFT;
     }
     order_filled(e, (unsigned)(o - e->order)); /* rare: the order's k */
 }
 
-KB_INLINE void tree_clear(kb_engine *e, kb_word *words, const kb_order *o, uintptr_t i) {
-    for (uint32_t d = 0;;) {
+static KB_NOINLINE void tree_clear_from(kb_engine *e, kb_word *words, const kb_order *o,
+                                        uintptr_t i, uint32_t d) {
+    for (; d < o->depth; d++, i >>= KB_WORD_SHIFT) {
         kb_word *w = &words[o->off[d] + (i >> KB_WORD_SHIFT)];
         kb_word now = *w & ~kb_bit(i);
         *w = now;
         if (now)
             return;
-        if (++d == o->depth)
-            break;
-        i >>= KB_WORD_SHIFT;
     }
     order_emptied(e, (unsigned)(o - e->order));
 }
 
-/* block_insert / block_remove of a heap engine, out of line for the rare
- * paths (orders from the top or from 31 up), so that they cost little code. */
+/* Set leaf bit i of order o's tree, and each summary bit above whose word
+ * was zero. */
+KB_INLINE void tree_set(kb_engine *e, kb_word *words, const kb_order *o, uintptr_t i) {
+    kb_word *w = &words[o->off[0] + (i >> KB_WORD_SHIFT)];
+    kb_word old = *w;
+    *w = old | kb_bit(i);
+    if (KB_LIKELY(old != 0))
+        return;
+    if (o->depth > 1) {
+        i >>= KB_WORD_SHIFT;
+        w = &words[o->off[1] + (i >> KB_WORD_SHIFT)];
+        old = *w;
+        *w = old | kb_bit(i);
+        if (KB_LIKELY(old != 0))
+            return;
+    }
+    tree_set_from(e, words, o, i >> KB_WORD_SHIFT, 2);
+}
+
+/* Clear leaf bit i of order o's tree (it must be set), and each summary
+ * bit above whose word became zero. */
+KB_INLINE void tree_clear(kb_engine *e, kb_word *words, const kb_order *o, uintptr_t i) {
+    kb_word *w = &words[o->off[0] + (i >> KB_WORD_SHIFT)];
+    kb_word now = *w & ~kb_bit(i);
+    *w = now;
+    if (KB_LIKELY(now != 0))
+        return;
+    if (o->depth > 1) {
+        i >>= KB_WORD_SHIFT;
+        w = &words[o->off[1] + (i >> KB_WORD_SHIFT)];
+        now = *w & ~kb_bit(i);
+        *w = now;
+        if (KB_LIKELY(now != 0))
+            return;
+    }
+    tree_clear_from(e, words, o, i >> KB_WORD_SHIFT, 2);
+}
+
+/* Mark block b of order k free / not free (it must be free): its control
+ * byte marks (heap engines) and its tree bits. */
+KB_INLINE void block_insert(const kb_view *v, unsigned k, uintptr_t b, bool heap) {
+    block_mark(v, k, b, kb_free_mark(k), heap);
+    const kb_order *o = &v->order[k];
+    tree_set(v->e, v->words, o, b - o->first);
+}
+
+KB_INLINE void block_remove(const kb_view *v, unsigned k, uintptr_t b, bool heap) {
+    block_mark(v, k, b, 0, heap);
+    const kb_order *o = &v->order[k];
+    tree_clear(v->e, v->words, o, b - o->first);
+}
+
+/* block_insert / block_remove of a heap engine, out of line for the take
+ * paths of engines of 32 orders and up (see take_insert), so that their
+ * copy of the take code stays small. */
 static KB_NOINLINE void heap_block_insert(kb_engine *e, unsigned k, uintptr_t b) {
     kb_view v = view_of(e);
     block_insert(&v, k, b, true);
@@ -480,8 +494,18 @@ KB_INLINE void take_run_after(const kb_view *v, uintptr_t x, uintptr_t end, bool
 
 /* How many blocks of one order the spanning search looks at: a bounded
  * effort, so that allocation stays O(L). Measured on workload W5 (peak
- * utilisation): 0 gives 80.1%, 1 gives 89.5%, 4 gives 90.4%, 8 gives 90.9%. */
-#define SPAN_BUDGET 4u
+ * utilisation, median of five region addresses) against W3's cost
+ * (allocator's instructions per operation, callgrind, 100k ops), with the
+ * orders searched k - 1 first or k - 2 first:
+ *   k - 1 first, budget     1       2       4       8 (1, 8: one address)
+ *     W5                  89.5%   90.2%   90.6%   90.9%
+ *     W3                    -     629     680       -
+ *   k - 2 first, budget     1       2       k-2: 1, k-1: 2
+ *     W5                  90.4%   91.4%   90.8%
+ *     W3                  618     717     662
+ * The smaller blocks of order k - 2 are the leftovers a run most often
+ * needs, so looking there first fills the heap better for less work. */
+#define SPAN_BUDGET 1u
 
 /* The free blocks of order k in the bitmap word holding the first free block
  * numbered `from` or higher (0: the lowest; the order must be non-empty):
@@ -557,14 +581,14 @@ KB_INLINE uintptr_t span_bound(const kb_engine *e, uintptr_t b, unsigned o, uint
 }
 
 /* Look for a run of n free units made of smaller blocks: around the lowest
- * few blocks of order k - 1 and k - 2, extended by the free runs on both
- * sides. Placing an allocation there uses up the small blocks that trimmed
+ * SPAN_BUDGET blocks of order k - 2, then of order k - 1 (no order below
+ * ka), extended by the free runs on both sides. Placing an allocation there uses up the small blocks that trimmed
  * tails leave behind, instead of splitting a larger block. */
 KB_INLINE bool take_spanning(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start,
                              bool small) {
     uintptr_t amask = ((uintptr_t)1 << ka) - 1;
     kb_view v = view_of(e);
-    for (unsigned o = k; o-- > ka && o + 2 >= k;) {
+    for (unsigned o = k >= ka + 2 ? k - 2 : ka; o < k; o++) {
         if (!((e->nonempty >> o) & 1u))
             continue;
         uintptr_t base = 0, size = (uintptr_t)1 << o;
@@ -731,67 +755,34 @@ KB_INLINE void release_edges(const kb_view *v, uintptr_t span, unsigned k, uintp
 
 /* The general release from order k up: block numbers a, b at order k. */
 KB_INLINE void release_impl(kb_engine *e, uintptr_t a, uintptr_t b, unsigned k, bool heap) {
-    unsigned top = e->orders - 1;
     kb_view v = view_of(e);
     uintptr_t span = e->hi - e->lo;
-    for (; a < b; k++, a >>= 1, b >>= 1) {
-        if (k == top) {
-            for (; a < b; a++)
-                block_insert(&v, k, a, heap);
-            return;
-        }
+    /* No bound on k is needed: a block of order top + 1 does not fit in
+     * [lo, hi), so at the top order neither edge finds its buddy free (a
+     * buddy not wholly inside is never free, I1) and the range is empty
+     * above it. */
+    for (; a < b; k++, a >>= 1, b >>= 1)
         release_edges(&v, span, k, &a, &b, heap);
-    }
 }
 
-/* What a heap release leaves to do from order k (the top order, orders of
- * 31 and up): the general loop, with the buddy test on the bitmap. */
-static KB_NOINLINE void release_rest(kb_engine *e, uintptr_t a, uintptr_t b, unsigned k) {
-    unsigned top = e->orders - 1;
-    for (; a < b; k++, a >>= 1, b >>= 1) {
-        if (k == top) {
-            for (; a < b; a++)
-                heap_block_insert(e, k, a);
-            return;
-        }
-        if (a & 1) {
-            if (block_is_free(e, k, a - 1)) {
-                heap_block_remove(e, k, a - 1);
-                a--;
-            } else {
-                heap_block_insert(e, k, a);
-                a++;
-            }
-        }
-        if (a < b && (b & 1)) {
-            if (block_is_free(e, k, b)) {
-                heap_block_remove(e, k, b);
-                b++;
-            } else {
-                b--;
-                heap_block_insert(e, k, b);
-            }
-        }
-    }
-}
-
-/* A heap release. Below the top order and below saturated marks (order 31)
- * every buddy test is one control byte, and the loop keeps, besides the
- * block numbers a and b, the control-byte index of each edge (x, y) and
- * the block size s, so that no step needs a variable shift: the edge and
- * buddy positions move by s, the mark by one. What is left (top order,
- * orders of 31 and up) goes to the general loop. */
+/* A heap release in an engine of at most 31 orders, where every mark is
+ * exact and every buddy test is one control byte. Besides the block
+ * numbers a and b the loop keeps the control-byte index of each edge
+ * (x, y) and the block size s, so that no step needs a variable shift: the
+ * edge and buddy positions move by s, the mark by one. The loop needs no
+ * bound on the order: no block of order top + 1 fits in the engine
+ * (2^(top+1) > hi - lo units), so a top-order edge never finds its buddy
+ * free (the buddy cannot lie inside [lo, hi), and no free mark of order
+ * top can start where it would) and becomes a free block, and the range is
+ * empty above the top order. */
 static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
     uint8_t *const ctrl = e->ctrl;
     kb_word *const words = e->words;
     const kb_order *o = e->order;
     const uintptr_t span = e->hi - e->lo;
-    unsigned top = e->orders - 1;
-    /* The mark of order k is KB_CTRL_FREE + k here: it doubles as k. */
-    const uint8_t end = (uint8_t)(KB_CTRL_FREE + (top < KB_CTRL_ORDER ? top : KB_CTRL_ORDER));
     uintptr_t x = a - e->lo, y = b - e->lo, s = 1;
-    uint8_t mark = KB_CTRL_FREE;
-    for (; a < b && mark < end; a >>= 1, b >>= 1, s <<= 1, mark++, o++) {
+    uint8_t mark = KB_CTRL_FREE; /* the mark of order k is KB_CTRL_FREE + k */
+    for (; a < b; a >>= 1, b >>= 1, s <<= 1, mark++, o++) {
         if (a & 1) { /* the left edge's buddy a - 1 lies outside the range */
             uintptr_t u = x - s; /* wraps past span when it would lie before lo */
             if (u < span && ctrl[u] == mark) {
@@ -824,8 +815,14 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
             }
         }
     }
-    if (a < b)
-        release_rest(e, a, b, (unsigned)(mark - KB_CTRL_FREE));
+}
+
+/* A heap release in an engine of 32 orders or more (regions of 2^31 units
+ * and up), whose marks saturate at order 31: the general loop the frame
+ * engine runs, with marks, and the buddy test on the bitmap from order 31
+ * up (buddy_is_free). */
+static KB_NOINLINE void release_heap_large(kb_engine *e, uintptr_t a, uintptr_t b) {
+    release_impl(e, a, b, 0, true);
 }
 
 static KB_NOINLINE void release_frames(kb_engine *e, uintptr_t a, uintptr_t b) {
@@ -833,10 +830,12 @@ static KB_NOINLINE void release_frames(kb_engine *e, uintptr_t a, uintptr_t b) {
 }
 
 void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) {
-    if (e->ctrl)
+    if (!e->ctrl)
+        release_frames(e, a, b);
+    else if (e->orders <= KB_CTRL_ORDER)
         release_heap(e, a, b);
     else
-        release_frames(e, a, b);
+        release_heap_large(e, a, b);
 }
 
 bool kb_engine_free_block_at(const kb_engine *e, uintptr_t u, unsigned *order) {
