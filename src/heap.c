@@ -161,12 +161,19 @@ static uint64_t ctrl_load8(const uint8_t *c) {
 
 static void ctrl_store8(uint8_t *c, uint64_t w) { __builtin_memcpy(c, &w, 8); }
 
-/* The mask of the first n (<= 8) control bytes of a word, in memory order. */
+/* The mask of the first n (1 .. 8) control bytes of a word, in memory
+ * order. */
 static uint64_t ctrl_mask(uintptr_t n) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return n >= 8 ? ~(uint64_t)0 : ((uint64_t)1 << (8 * n)) - 1;
+#elif defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return n >= 8 ? ~(uint64_t)0 : ~(~(uint64_t)0 >> (8 * n));
+#else
     uint8_t m[8] = {0};
     for (uintptr_t i = 0; i < n; i++)
         m[i] = 0xff;
     return ctrl_load8(m);
+#endif
 }
 
 /* A live allocation found from a user pointer. */
@@ -452,12 +459,12 @@ size_t kbuddy_free_many(kbuddy_heap *h, void *const *ptrs, size_t count) {
     uint8_t tmpl[16], last = 0;
     live_block t = {0};
     size_t bytes = 0, user = 0, blocks = 0; /* statistics, applied at the end */
-    /* A short template (t.n <= 8 units) as a word and its mask, for
-     * allocations whose 8 control bytes lie in the region's (tlast: the
-     * index of the last 8); `reps` blocks matched it and are not yet in
-     * the statistics. */
+    /* A short template (t.n <= 8 units, its 8 control bytes inside the
+     * region's) instead: the record's bytes as a word under its mask.
+     * `reps` blocks matched the template (the first being the template's
+     * own) and are not yet in the statistics. */
     uint64_t tword = 0, tmask = 0;
-    uintptr_t tlast = 0;
+    bool tshort = false;
     size_t reps = 0;
     kb_lock(&h->lock);
     for (; done < count; done++) {
@@ -465,35 +472,35 @@ size_t kbuddy_free_many(kbuddy_heap *h, void *const *ptrs, size_t count) {
         uintptr_t addr = (uintptr_t)ptrs[done], u = addr >> UNIT_SHIFT;
         if (!addr)
             continue;
-        if (tmask && (addr == hi << UNIT_SHIFT || addr == (lo - t.n) << UNIT_SHIFT)) {
-            /* Next to the run: a loop of its own, so that the few values
-             * it needs stay in registers. */
-            bool down = u != hi;
-            size_t m = clear_repeats(ptrs + done, count - done, run->ctrl, u - run->engine.lo,
-                                     tlast, t.n, down, tword, tmask);
-            if (m) {
-                reps += m;
-                if (down)
-                    lo -= t.n * m;
-                else
-                    hi += t.n * m;
-                done += m - 1;
-                continue;
-            }
-        }
-        if (t.len && !(addr & (UNIT - 1)) && (u == hi || u + t.n == lo) &&
-            u >= run->engine.lo && u + t.n <= run->engine.hi) {
-            uint8_t *c = ctrl_of(run, u);
-            if (record_repeats(c, tmpl, t.len, t.n, last)) {
-                record_clear(c, t.n, t.len);
-                bytes += (size_t)(t.n << UNIT_SHIFT);
-                user += t.size;
-                blocks++;
-                if (u == hi)
-                    hi += t.n;
-                else
-                    lo = u;
-                continue;
+        if (t.n && (u == hi || u + t.n == lo)) { /* next to the run (t.n: there is one) */
+            if (tshort && addr == u << UNIT_SHIFT) {
+                /* A loop of its own, so that the few values it needs
+                 * stay in registers. */
+                bool down = u != hi;
+                size_t m = clear_repeats(ptrs + done, count - done, run->ctrl, u - run->engine.lo,
+                                         run->engine.hi - 8 - run->engine.lo, t.n, down, tword,
+                                         tmask);
+                if (m) {
+                    reps += m;
+                    if (down)
+                        lo -= t.n * m;
+                    else
+                        hi += t.n * m;
+                    done += m - 1;
+                    continue;
+                }
+            } else if (!tshort && t.len && !(addr & (UNIT - 1)) && u >= run->engine.lo &&
+                       u + t.n <= run->engine.hi) {
+                uint8_t *c = ctrl_of(run, u);
+                if (record_repeats(c, tmpl, t.len, t.n, last)) {
+                    record_clear(c, t.n, t.len);
+                    reps++;
+                    if (u == hi)
+                        hi += t.n;
+                    else
+                        lo = u;
+                    continue;
+                }
             }
         }
         /* A pointer into the pending run (freed twice in this batch) has no
@@ -501,28 +508,29 @@ size_t kbuddy_free_many(kbuddy_heap *h, void *const *ptrs, size_t count) {
         if (find_live(h, ptrs[done], &b) != KBUDDY_OK)
             break;
         uint8_t *c = ctrl_of(b.r, b.u);
-        bytes += (size_t)((t.n * reps) << UNIT_SHIFT);
-        user += t.size * reps;
-        blocks += reps;
-        reps = 0;
+        if (reps) { /* the previous template's blocks */
+            bytes += (size_t)((t.n * reps) << UNIT_SHIFT);
+            user += t.size * reps;
+            blocks += reps;
+        }
+        reps = 1; /* this block: the first of its template's */
         t = b;
-        t.len = 0; /* no template unless the record fits */
-        tmask = 0;
-        if (b.n <= SHORT_UNITS && b.u + 8 <= b.r->engine.hi) {
+        t.len = 0; /* no byte template unless the record fits */
+        tshort = b.n <= SHORT_UNITS && b.u + 8 <= b.r->engine.hi;
+        if (tshort) { /* the word template; one store clears the record */
+            uint64_t w = ctrl_load8(c);
             tmask = ctrl_mask(b.n);
-            tword = ctrl_load8(c) & tmask;
-            tlast = b.r->engine.hi - 8 - b.r->engine.lo;
+            tword = w & tmask;
+            ctrl_store8(c, w & ~tmask);
+        } else {
+            if (b.len <= sizeof tmpl) {
+                for (size_t i = 0; i < b.len; i++)
+                    tmpl[i] = c[i];
+                last = c[b.n - 1];
+                t.len = b.len;
+            }
+            record_clear(c, b.n, b.len);
         }
-        if (b.len <= sizeof tmpl) {
-            for (size_t i = 0; i < b.len; i++)
-                tmpl[i] = c[i];
-            last = c[b.n - 1];
-            t.len = b.len;
-        }
-        record_clear(c, b.n, b.len);
-        bytes += (size_t)(b.n << UNIT_SHIFT);
-        user += b.size;
-        blocks++;
         if (run == b.r && b.u == hi) {
             hi += b.n;
         } else if (run == b.r && b.u + b.n == lo) {
