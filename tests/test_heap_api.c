@@ -2330,29 +2330,30 @@ TEST(free_many_of_a_short_run_stops_at_a_block_freed_twice_or_a_different_record
     kbuddy_init(&h);
     REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
     size_t total = stats_of(&h).total;
+    const size_t B = 2 * UNIT; /* blocks of two units */
     void *out[16];
-    REQUIRE(kbuddy_alloc_many(&h, 64, 16, out) == 16);
+    REQUIRE(kbuddy_alloc_many(&h, B, 16, out) == 16);
     /* A run upward, then the block before it again (inside the run now). */
     void *dup[6] = {out[4], out[5], out[6], out[7], out[5], out[8]};
     CHECK_EQ(kbuddy_free_many(&h, dup, 6), 4);
-    CHECK_STATS(&h, 1 << 16, total, 12 * 64, 12 * 64, 12, 1);
+    CHECK_STATS(&h, 1 << 16, total, 12 * B, 12 * B, 12, 1);
     CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
     /* Downward into a block freed before: refused there. */
     void *down[4] = {out[10], out[9], out[8], out[7]};
     CHECK_EQ(kbuddy_free_many(&h, down, 4), 3);
-    CHECK_STATS(&h, 1 << 16, total, 9 * 64, 9 * 64, 9, 1);
+    CHECK_STATS(&h, 1 << 16, total, 9 * B, 9 * B, 9, 1);
     CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
     /* A neighbour's interior: the run's next address plus a few bytes. */
     void *interior[3] = {out[0], out[1], (unsigned char *)out[2] + 8};
     CHECK_EQ(kbuddy_free_many(&h, interior, 3), 2);
-    CHECK_EQ(kbuddy_usable_size(&h, out[2]), 64);
+    CHECK_EQ(kbuddy_usable_size(&h, out[2]), B);
     /* A neighbour of another size (a different record) is decoded. */
-    REQUIRE(kbuddy_resize_in_place(&h, out[3], 40, 1) == KBUDDY_OK);
-    CHECK_EQ(kbuddy_usable_size(&h, out[3]), 64);
+    REQUIRE(kbuddy_resize_in_place(&h, out[3], B - 5, 1) == KBUDDY_OK);
+    CHECK_EQ(kbuddy_usable_size(&h, out[3]), B);
     void *mixed[7] = {out[2], out[3], out[11], out[12], out[13], out[14], out[15]};
-    CHECK_STATS(&h, 1 << 16, total, 7 * 64, 6 * 64 + 40, 7, 1);
+    CHECK_STATS(&h, 1 << 16, total, 7 * B, 6 * B + B - 5, 7, 1);
     CHECK_EQ(kbuddy_free_many(&h, mixed, 2), 2);
-    CHECK_STATS(&h, 1 << 16, total, 5 * 64, 5 * 64, 5, 1);
+    CHECK_STATS(&h, 1 << 16, total, 5 * B, 5 * B, 5, 1);
     CHECK_EQ(kbuddy_free_many(&h, mixed + 2, 5), 5);
     CHECK_STATS(&h, 1 << 16, total, 0, 0, 0, 1);
     CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
