@@ -146,6 +146,36 @@ static void record_clear(uint8_t *c, uintptr_t n, size_t len) {
         c[len] = 0;
 }
 
+/* Short records (allocations of at most 8 units) as one 8-byte word: the
+ * batch functions write and check a run of equal allocations with one load
+ * or store per allocation instead of a loop over its bytes. Only where the
+ * 8 bytes lie inside the region's control bytes; the bytes past the
+ * allocation are written back as they were read (under the heap lock). */
+#define SHORT_UNITS 8u
+
+static uint64_t ctrl_load8(const uint8_t *c) {
+    uint64_t w;
+    __builtin_memcpy(&w, c, 8);
+    return w;
+}
+
+static void ctrl_store8(uint8_t *c, uint64_t w) { __builtin_memcpy(c, &w, 8); }
+
+/* The mask of the first n (1 .. 8) control bytes of a word, in memory
+ * order. */
+static uint64_t ctrl_mask(uintptr_t n) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return n >= 8 ? ~(uint64_t)0 : ((uint64_t)1 << (8 * n)) - 1;
+#elif defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return n >= 8 ? ~(uint64_t)0 : ~(~(uint64_t)0 >> (8 * n));
+#else
+    uint8_t m[8] = {0};
+    for (uintptr_t i = 0; i < n; i++)
+        m[i] = 0xff;
+    return ctrl_load8(m);
+#endif
+}
+
 /* A live allocation found from a user pointer. */
 typedef struct {
     region *r;
@@ -286,8 +316,20 @@ KB_INLINE void *alloc_run_locked(kbuddy_heap *h, size_t size, uintptr_t n, size_
     /* Fast placement: aligned to the whole block, which searches no run
      * and starts at the block (see kb_engine_take). */
     (void)kb_engine_take(&r->engine, n * count, k, h->placement == KBUDDY_PLACE_FAST ? k : ka, &u);
-    for (size_t i = 0; i < count; i++)
-        record_write(ctrl_of(r, u + i * n), n, size);
+    uint8_t *c = ctrl_of(r, u);
+    record_write(c, n, size);
+    size_t i = 1;
+    if (count > 1 && n <= SHORT_UNITS && n * count >= 8) {
+        /* The run's control bytes are all 0 (the engine cleared its free
+         * marks): the first record and the zeros after it are every
+         * record's 8 bytes, stored in address order as long as they end
+         * inside the run; the last few records are written byte by byte. */
+        uint64_t w = ctrl_load8(c);
+        for (; (i * n) + 8 <= n * count; i++)
+            ctrl_store8(c + i * n, w);
+    }
+    for (; i < count; i++)
+        record_write(c + i * n, n, size);
     h->allocated += (size_t)((n * count) << UNIT_SHIFT);
     h->user += size * count;
     h->allocations += count;
@@ -380,6 +422,31 @@ static bool record_repeats(const uint8_t *c, const uint8_t *t, size_t len, uintp
     return n - 1 < len || c[n - 1] == last;
 }
 
+/* How many of ptrs[0..count) continue a run, allocations of n (<= 8)
+ * units each starting where the last ended (upward) or ending where the
+ * last started (downward), the first at control byte x of ctrl, each with
+ * a record equal to the template word under tmask; their records are
+ * cleared. Stops at a pointer that is not the next, a record that differs,
+ * or an x past xlast (the start of the last 8 control bytes; below 0 wraps
+ * past it). */
+static size_t clear_repeats(void *const *ptrs, size_t count, uint8_t *ctrl, uintptr_t x,
+                            uintptr_t xlast, uintptr_t n, bool down, uint64_t tword,
+                            uint64_t tmask) {
+    uintptr_t a = (uintptr_t)ptrs[0], step = n << UNIT_SHIFT;
+    if (down) {
+        step = 0 - step;
+        n = 0 - n;
+    }
+    size_t i = 0;
+    for (; i < count && (uintptr_t)ptrs[i] == a && x <= xlast; i++, a += step, x += n) {
+        uint64_t w = ctrl_load8(ctrl + x);
+        if ((w & tmask) != tword)
+            break;
+        ctrl_store8(ctrl + x, w & ~tmask);
+    }
+    return i;
+}
+
 size_t kbuddy_free_many(kbuddy_heap *h, void *const *ptrs, size_t count) {
     if (!h || !ptrs)
         return 0;
@@ -392,25 +459,48 @@ size_t kbuddy_free_many(kbuddy_heap *h, void *const *ptrs, size_t count) {
     uint8_t tmpl[16], last = 0;
     live_block t = {0};
     size_t bytes = 0, user = 0, blocks = 0; /* statistics, applied at the end */
+    /* A short template (t.n <= 8 units, its 8 control bytes inside the
+     * region's) instead: the record's bytes as a word under its mask.
+     * `reps` blocks matched the template (the first being the template's
+     * own) and are not yet in the statistics. */
+    uint64_t tword = 0, tmask = 0;
+    bool tshort = false;
+    size_t reps = 0;
     kb_lock(&h->lock);
     for (; done < count; done++) {
         live_block b;
         uintptr_t addr = (uintptr_t)ptrs[done], u = addr >> UNIT_SHIFT;
         if (!addr)
             continue;
-        if (t.len && !(addr & (UNIT - 1)) && (u == hi || u + t.n == lo) &&
-            u >= run->engine.lo && u + t.n <= run->engine.hi) {
-            uint8_t *c = ctrl_of(run, u);
-            if (record_repeats(c, tmpl, t.len, t.n, last)) {
-                record_clear(c, t.n, t.len);
-                bytes += (size_t)(t.n << UNIT_SHIFT);
-                user += t.size;
-                blocks++;
-                if (u == hi)
-                    hi += t.n;
-                else
-                    lo = u;
-                continue;
+        if (t.n && (u == hi || u + t.n == lo)) { /* next to the run (t.n: there is one) */
+            if (tshort && addr == u << UNIT_SHIFT) {
+                /* A loop of its own, so that the few values it needs
+                 * stay in registers. */
+                bool down = u != hi;
+                size_t m = clear_repeats(ptrs + done, count - done, run->ctrl, u - run->engine.lo,
+                                         run->engine.hi - 8 - run->engine.lo, t.n, down, tword,
+                                         tmask);
+                if (m) {
+                    reps += m;
+                    if (down)
+                        lo -= t.n * m;
+                    else
+                        hi += t.n * m;
+                    done += m - 1;
+                    continue;
+                }
+            } else if (!tshort && t.len && !(addr & (UNIT - 1)) && u >= run->engine.lo &&
+                       u + t.n <= run->engine.hi) {
+                uint8_t *c = ctrl_of(run, u);
+                if (record_repeats(c, tmpl, t.len, t.n, last)) {
+                    record_clear(c, t.n, t.len);
+                    reps++;
+                    if (u == hi)
+                        hi += t.n;
+                    else
+                        lo = u;
+                    continue;
+                }
             }
         }
         /* A pointer into the pending run (freed twice in this batch) has no
@@ -418,18 +508,29 @@ size_t kbuddy_free_many(kbuddy_heap *h, void *const *ptrs, size_t count) {
         if (find_live(h, ptrs[done], &b) != KBUDDY_OK)
             break;
         uint8_t *c = ctrl_of(b.r, b.u);
-        t = b;
-        t.len = 0; /* no template unless the record fits */
-        if (b.len <= sizeof tmpl) {
-            for (size_t i = 0; i < b.len; i++)
-                tmpl[i] = c[i];
-            last = c[b.n - 1];
-            t.len = b.len;
+        if (reps) { /* the previous template's blocks */
+            bytes += (size_t)((t.n * reps) << UNIT_SHIFT);
+            user += t.size * reps;
+            blocks += reps;
         }
-        record_clear(c, b.n, b.len);
-        bytes += (size_t)(b.n << UNIT_SHIFT);
-        user += b.size;
-        blocks++;
+        reps = 1; /* this block: the first of its template's */
+        t = b;
+        t.len = 0; /* no byte template unless the record fits */
+        tshort = b.n <= SHORT_UNITS && b.u + 8 <= b.r->engine.hi;
+        if (tshort) { /* the word template; one store clears the record */
+            uint64_t w = ctrl_load8(c);
+            tmask = ctrl_mask(b.n);
+            tword = w & tmask;
+            ctrl_store8(c, w & ~tmask);
+        } else {
+            if (b.len <= sizeof tmpl) {
+                for (size_t i = 0; i < b.len; i++)
+                    tmpl[i] = c[i];
+                last = c[b.n - 1];
+                t.len = b.len;
+            }
+            record_clear(c, b.n, b.len);
+        }
         if (run == b.r && b.u == hi) {
             hi += b.n;
         } else if (run == b.r && b.u + b.n == lo) {
@@ -446,6 +547,9 @@ size_t kbuddy_free_many(kbuddy_heap *h, void *const *ptrs, size_t count) {
         kb_engine_release(&run->engine, lo, hi);
         h->hint = run;
     }
+    bytes += (size_t)((t.n * reps) << UNIT_SHIFT);
+    user += t.size * reps;
+    blocks += reps;
     h->allocated -= bytes;
     h->user -= user;
     h->allocations -= blocks;

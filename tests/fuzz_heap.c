@@ -4,7 +4,9 @@
  * derived offsets and sizes (some overlapping, some too small), alloc with
  * derived size and alignment (some invalid), free and free_sized with right
  * and wrong arguments, interior, misaligned, foreign and double frees,
- * realloc, usable_size, walks and checks.
+ * batches (kbuddy_alloc_many; kbuddy_free_many upward, downward or in any
+ * order, with a repeated, interior or misaligned entry where it must
+ * stop), realloc, usable_size, walks and checks.
  *
  * A shadow model tracks every region and live allocation and which
  * allocation owns each minimum block of the arena. After every operation
@@ -415,6 +417,85 @@ static void op_free(uint8_t how) {
     drop(slot);
 }
 
+static int cmp_ptr(const void *x, const void *y) {
+    uintptr_t a = (uintptr_t) * (unsigned char *const *)x, b = (uintptr_t) * (unsigned char *const *)y;
+    return a < b ? -1 : a > b;
+}
+
+static size_t slot_of(const unsigned char *p) {
+    for (size_t i = 0; i < nlive; i++)
+        if (live[i].p == p)
+            return i;
+    violation("freed pointer not in the model");
+    return 0;
+}
+
+/* A batch: up to 16 distinct live allocations, by address upward or
+ * downward (runs of side-by-side blocks) or as picked, perhaps with a NULL
+ * (skipped) or a bad entry (a repeat, an interior or misaligned pointer)
+ * put in: the batch must stop exactly there, the ones before it freed, the
+ * rest still live. */
+static void op_free_many(void) {
+    if (!nlive)
+        return;
+    uint8_t mode = get8();
+    size_t k = 1 + get8() % 16, n = 0;
+    unsigned char *batch[17];
+    size_t start = get8() % nlive;
+    for (size_t i = 0; i < k && i < nlive; i++) {
+        live_t *l = &live[(start + i) % nlive];
+        expect_pattern(l);
+        batch[n++] = l->p;
+    }
+    if (mode % 3 != 2)
+        qsort(batch, n, sizeof batch[0], cmp_ptr);
+    if (mode % 3 == 1)
+        for (size_t i = 0; i < n / 2; i++) {
+            unsigned char *t = batch[i];
+            batch[i] = batch[n - 1 - i];
+            batch[n - 1 - i] = t;
+        }
+    size_t bad = n + 1; /* index of the entry that must stop the batch */
+    if (mode & 0x10) {
+        size_t j = get8() % (n + 1); /* where the extra entry goes */
+        unsigned char *x = NULL;     /* NULL: skipped */
+        switch ((mode >> 5) % 4) {
+        case 1: /* a repeat of an entry before it */
+            j = 1 + j % n;
+            x = batch[get8() % j];
+            bad = j;
+            break;
+        case 2: { /* one unit into an allocation of the batch */
+            unsigned char *p = batch[get8() % n];
+            if (live[slot_of(p)].usable < 2 * UNIT)
+                return;
+            x = p + UNIT;
+            bad = j;
+            break;
+        }
+        case 3: /* misaligned */
+            x = batch[get8() % n] + 1 + get8() % (UNIT - 1);
+            bad = j;
+            break;
+        default:
+            break;
+        }
+        for (size_t i = n; i > j; i--)
+            batch[i] = batch[i - 1];
+        batch[j] = x;
+        n++;
+    }
+    size_t want = bad < n ? bad : n;
+    size_t got = kbuddy_free_many(&heap, (void *const *)batch, n);
+    if (got != want) {
+        fprintf(stderr, "fuzz_heap: free_many returned %zu, wanted %zu\n", got, want);
+        violation("free_many stopped at the wrong entry");
+    }
+    for (size_t i = 0; i < want; i++)
+        if (batch[i])
+            drop(slot_of(batch[i]));
+}
+
 static void op_bad_free(void) {
     uint8_t kind = get8();
     switch (kind % 7) {
@@ -602,7 +683,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             op_alloc();
             break;
         case 4:
-            op_alloc_many();
+            if (get8() & 1)
+                op_alloc_many();
+            else
+                op_free_many();
             break;
         case 5:
         case 6:

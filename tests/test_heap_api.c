@@ -2284,6 +2284,82 @@ TEST(free_many_gives_back_runs_in_either_direction_and_scattered_blocks) {
     free(a);
 }
 
+TEST(runs_of_short_allocations_are_recorded_and_freed_exactly_in_every_shape) {
+    /* Allocations of 1 to 9 units in runs of 1 to 20 (the batch functions
+     * write and check records of up to 8 units as words): each is an
+     * allocation of its own with its own size, and a batch frees a run
+     * upward, downward, or with a gap in the middle, exactly. */
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    kbuddy_stats empty = stats_of(&h);
+    void *out[20], *batch[20];
+    for (size_t n = 1; n <= 9; n++) {
+        for (size_t count = 1; count <= 20; count++) {
+            for (int shape = 0; shape < 3; shape++) {
+                size_t size = n * UNIT - ((size_t)shape + count) % UNIT; /* every slack */
+                REQUIRE(kbuddy_alloc_many(&h, size, count, out) == count);
+                for (size_t i = 0; i < count; i++) {
+                    CHECK((unsigned char *)out[i] == (unsigned char *)out[0] + i * n * UNIT);
+                    CHECK_EQ(kbuddy_usable_size(&h, out[i]), n * UNIT);
+                }
+                CHECK_STATS(&h, 1 << 16, empty.total, count * n * UNIT, count * size, count, 1);
+                CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+                size_t k = 0, mid = shape == 2 ? count / 2 : count;
+                if (mid < count) /* freed alone first: a gap in the run */
+                    CHECK_STATUS(kbuddy_free_sized(&h, out[mid], size, 1), KBUDDY_OK);
+                for (size_t i = 0; i < count; i++)
+                    if (i != mid)
+                        batch[k++] = out[shape == 1 ? count - 1 - i : i];
+                CHECK_EQ(kbuddy_free_many(&h, batch, k), k);
+                CHECK_STATS(&h, 1 << 16, empty.total, 0, 0, 0, 1);
+                CHECK_EQ(stats_of(&h).largest_free, empty.largest_free);
+                CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+            }
+        }
+    }
+    free(a);
+}
+
+TEST(free_many_of_a_short_run_stops_at_a_block_freed_twice_or_a_different_record) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    const size_t B = 2 * UNIT; /* blocks of two units */
+    void *out[16];
+    REQUIRE(kbuddy_alloc_many(&h, B, 16, out) == 16);
+    /* A run upward, then the block before it again (inside the run now). */
+    void *dup[6] = {out[4], out[5], out[6], out[7], out[5], out[8]};
+    CHECK_EQ(kbuddy_free_many(&h, dup, 6), 4);
+    CHECK_STATS(&h, 1 << 16, total, 12 * B, 12 * B, 12, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    /* Downward into a block freed before: refused there. */
+    void *down[4] = {out[10], out[9], out[8], out[7]};
+    CHECK_EQ(kbuddy_free_many(&h, down, 4), 3);
+    CHECK_STATS(&h, 1 << 16, total, 9 * B, 9 * B, 9, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    /* A neighbour's interior: the run's next address plus a few bytes. */
+    void *interior[3] = {out[0], out[1], (unsigned char *)out[2] + 8};
+    CHECK_EQ(kbuddy_free_many(&h, interior, 3), 2);
+    CHECK_EQ(kbuddy_usable_size(&h, out[2]), B);
+    /* A neighbour of another size (a different record) is decoded. */
+    REQUIRE(kbuddy_resize_in_place(&h, out[3], B - 5, 1) == KBUDDY_OK);
+    CHECK_EQ(kbuddy_usable_size(&h, out[3]), B);
+    void *mixed[7] = {out[2], out[3], out[11], out[12], out[13], out[14], out[15]};
+    CHECK_STATS(&h, 1 << 16, total, 7 * B, 6 * B + B - 5, 7, 1);
+    CHECK_EQ(kbuddy_free_many(&h, mixed, 2), 2);
+    CHECK_STATS(&h, 1 << 16, total, 5 * B, 5 * B, 5, 1);
+    CHECK_EQ(kbuddy_free_many(&h, mixed + 2, 5), 5);
+    CHECK_STATS(&h, 1 << 16, total, 0, 0, 0, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
 TEST(free_many_decodes_every_neighbour_that_is_not_the_same_allocation) {
     unsigned char *a = arena_new(1 << 16);
     REQUIRE(a);
