@@ -19,6 +19,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
+#include <stdio.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -249,6 +251,106 @@ EXPORT int malloc_trim(size_t pad) {
     if (ready())
         kbuddy_malloc_flush_caches();
     return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* glibc's introspection: mallinfo2, mallinfo, malloc_stats, malloc_info,    */
+/* mallopt, answered with kbuddy's own figures                               */
+/* ------------------------------------------------------------------------ */
+
+/* Without these, programs that ask (python's tracemalloc tools, server
+ * status pages) would get glibc's answers for an arena nobody uses: zero.
+ * The mapping of kbuddy's statistics onto glibc's fields:
+ *   arena     the bytes of every region (grown or added): "non-mmapped space"
+ *   uordblks  live blocks' usable bytes plus the layer's own structures
+ *   fordblks  arena - uordblks: free memory, cached blocks, bookkeeping
+ *   fsmblks   bytes of free blocks held in the caches (glibc: fastbins)
+ *   ordblks   1 while the heap has free memory (the count of free blocks
+ *             would need a walk of the heap)
+ *   hblks, hblkhd, smblks, usmblks, keepcost   0: large blocks live in
+ *             the heap's regions, not in mappings of their own. */
+static struct mallinfo2 info_now(void) {
+    struct mallinfo2 mi;
+    memset(&mi, 0, sizeof mi);
+    if (!ready())
+        return mi;
+    kbuddy_malloc_stats st;
+    kbuddy_malloc_get_stats(&st);
+    mi.arena = st.region_bytes;
+    mi.uordblks = st.live_bytes + st.internal_bytes;
+    mi.fordblks = mi.arena > mi.uordblks ? mi.arena - mi.uordblks : 0;
+    mi.fsmblks = st.cached_bytes;
+    mi.ordblks = st.heap.total > st.heap.allocated ? 1 : 0;
+    return mi;
+}
+
+EXPORT struct mallinfo2 mallinfo2(void) { return info_now(); }
+
+/* The old interface: int fields, which wrap past 2 GiB (as glibc's do). */
+EXPORT struct mallinfo mallinfo(void) {
+    struct mallinfo2 m2 = info_now();
+    struct mallinfo mi;
+    memset(&mi, 0, sizeof mi);
+    mi.arena = (int)m2.arena;
+    mi.ordblks = (int)m2.ordblks;
+    mi.fsmblks = (int)m2.fsmblks;
+    mi.uordblks = (int)m2.uordblks;
+    mi.fordblks = (int)m2.fordblks;
+    return mi;
+}
+
+static void stats_line(const char *name, size_t v) {
+    kbuddy_hosted_puts(name);
+    kbuddy_hosted_putu(v);
+    kbuddy_hosted_puts("\n");
+}
+
+/* glibc's layout, kbuddy's figures, to stderr with write(2): nothing here
+ * allocates. */
+EXPORT void malloc_stats(void) {
+    struct mallinfo2 mi = info_now();
+    kbuddy_hosted_set_output(2);
+    kbuddy_hosted_puts("Arena 0 (kbuddy):\n");
+    stats_line("system bytes     = ", mi.arena);
+    stats_line("in use bytes     = ", mi.uordblks);
+    kbuddy_hosted_puts("Total (incl. mmap):\n");
+    stats_line("system bytes     = ", mi.arena);
+    stats_line("in use bytes     = ", mi.uordblks);
+    stats_line("max mmap regions = ", 0);
+    stats_line("max mmap bytes   = ", 0);
+}
+
+/* glibc's XML shape (options must be 0, as glibc requires), kbuddy's
+ * figures. Returns 0, or -1 with errno EINVAL. */
+EXPORT int malloc_info(int options, FILE *fp) {
+    if (options != 0 || !fp) {
+        errno = EINVAL;
+        return -1;
+    }
+    kbuddy_malloc_stats st;
+    memset(&st, 0, sizeof st);
+    if (ready())
+        kbuddy_malloc_get_stats(&st);
+    fprintf(fp, "<malloc version=\"kbuddy-%d.%d\">\n<heap nr=\"0\">\n", KBUDDY_VERSION_MAJOR,
+            KBUDDY_VERSION_MINOR);
+    fprintf(fp, "<total type=\"live\" count=\"%zu\" size=\"%zu\"/>\n", st.live_blocks,
+            st.live_bytes);
+    fprintf(fp, "<total type=\"cached\" count=\"%zu\" size=\"%zu\"/>\n", st.cached_blocks,
+            st.cached_bytes);
+    fprintf(fp, "<total type=\"internal\" count=\"%zu\" size=\"%zu\"/>\n", st.internal_blocks,
+            st.internal_bytes);
+    fprintf(fp, "<system type=\"current\" size=\"%zu\"/>\n</heap>\n", st.region_bytes);
+    fprintf(fp, "<total type=\"mmap\" count=\"0\" size=\"0\"/>\n");
+    fprintf(fp, "<system type=\"current\" size=\"%zu\"/>\n</malloc>\n", st.region_bytes);
+    return 0;
+}
+
+/* kbuddy has no tunables behind glibc's parameters (arenas, fastbins, mmap
+ * and trim thresholds): every one is ignored, and 0 says so. */
+EXPORT int mallopt(int param, int value) {
+    (void)param;
+    (void)value;
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */
