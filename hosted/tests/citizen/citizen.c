@@ -272,27 +272,35 @@ static int m_threads(void) {
     return 0;
 }
 
-/* ulimit -v 400000: 100-byte blocks until NULL; the bytes reached. The
- * blocks are chained through their first word, so no table is needed. */
-static int m_ulimit_small(void) {
-    limit_as((rlim_t)400000 * 1024);
+/* 100-byte blocks until malloc says NULL, chained through their first
+ * word (so no table is needed); the chain's head, and the count in *n. */
+static void *fill_until_null(size_t *n) {
     void *head = NULL;
-    size_t n = 0;
-    for (;;) {
+    for (*n = 0;; ++*n) {
         void **p = malloc(100);
         if (!p)
-            break;
+            return head;
         *p = head;
         head = p;
-        n++;
     }
-    put("ok", n > 0);
-    put("reached_mib", (double)n * 100.0 / MIB);
+}
+
+static void free_chain(void *head) {
     while (head) {
         void *next = *(void **)head;
         free(head);
         head = next;
     }
+}
+
+/* ulimit -v 400000: 100-byte blocks until NULL; the bytes reached. */
+static int m_ulimit_small(void) {
+    limit_as((rlim_t)400000 * 1024);
+    size_t n;
+    void *head = fill_until_null(&n);
+    put("ok", n > 0);
+    put("reached_mib", (double)n * 100.0 / MIB);
+    free_chain(head);
     return 0;
 }
 
@@ -335,16 +343,8 @@ static int m_ulimit_large(void) {
  * 200. Nothing should: memory the system handed over must not be dropped. */
 static int m_fail_vmsize(void) {
     limit_as((rlim_t)400000 * 1024);
-    void *head = NULL;
-    size_t n = 0;
-    for (;;) {
-        void **p = malloc(100);
-        if (!p)
-            break;
-        *p = head;
-        head = p;
-        n++;
-    }
+    size_t n;
+    void *head = fill_until_null(&n);
     double vm0 = vmsize_bytes();
     put("vm_at_null_mib", vm0 / MIB);
     static const size_t sizes[3] = {100, 4096, 1 << 20};
@@ -362,11 +362,7 @@ static int m_fail_vmsize(void) {
     put("blocks", (double)n);
     put("late_successes", (double)got);
     put("vm_growth_mib", (vm1 - vm0) / MIB);
-    while (head) {
-        void *next = *(void **)head;
-        free(head);
-        head = next;
-    }
+    free_chain(head);
     return 0;
 }
 
