@@ -18,20 +18,7 @@ static uint64_t sums[T];
 static void *worker(void *arg) {
     size_t id = (size_t)(uintptr_t)arg;
     free(handed[id]);
-    uint64_t sum = 0;
-    for (size_t k = 0; k < rounds; k++) {
-        volatile unsigned char *p = xmalloc(OBJ);
-        for (size_t w = 0; w < writes; w++)
-            for (size_t i = 0; i < OBJ; i++)
-                p[i] = (unsigned char)(p[i] * 0 + w + i + id);
-        for (size_t i = 0; i < OBJ; i++) {
-            if (p[i] != (unsigned char)(writes - 1 + i + id))
-                suite_fail("object contents");
-            sum += p[i];
-        }
-        free((void *)p);
-    }
-    sums[id] = sum;
+    sums[id] = scribble_objects(id, rounds, writes, OBJ);
     return NULL;
 }
 

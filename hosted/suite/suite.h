@@ -104,6 +104,27 @@ static inline uint64_t verify_pages(const unsigned char *p, size_t n, uint64_t t
     return sum;
 }
 
+/* cache-scratch and cache-thrash: `rounds` times, take an object of `obj`
+ * bytes, write every byte of it `writes` times (the writes are what false
+ * sharing between threads would slow), check it and free it. The sum of
+ * its final bytes. */
+static inline uint64_t scribble_objects(size_t id, size_t rounds, size_t writes, size_t obj) {
+    uint64_t sum = 0;
+    for (size_t k = 0; k < rounds; k++) {
+        volatile unsigned char *p = xmalloc(obj);
+        for (size_t w = 0; w < writes; w++)
+            for (size_t i = 0; i < obj; i++)
+                p[i] = (unsigned char)(p[i] * 0 + w + i + id);
+        for (size_t i = 0; i < obj; i++) {
+            if (p[i] != (unsigned char)(writes - 1 + i + id))
+                suite_fail("object contents");
+            sum += p[i];
+        }
+        free((void *)p);
+    }
+    return sum;
+}
+
 static inline void suite_done(const char *name, uint64_t check) {
     printf("%s ok %016llx\n", name, (unsigned long long)check);
 }
