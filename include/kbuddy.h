@@ -204,7 +204,7 @@ void kbuddy_init(kbuddy_heap *heap);
  * fills (measured with bench/callgrind.sh and workload W5 of the bench):
  *
  *   KBUDDY_PLACE_DENSE  (the default) a run of small free blocks around the
- *                       lowest few free blocks of the next two orders down
+ *                       lowest free block of order k-2, then of order k-1,
  *                       when one is long enough, else the lowest free block
  *                       of the smallest order that suffices, starting in
  *                       the free run just before it when there is one.
@@ -268,8 +268,8 @@ kbuddy_status kbuddy_add_region(kbuddy_heap *heap, void *start, size_t size);
  * O(R + L) without the handler (the R term only when regions must be
  * skipped). Placement: the lowest region that has a large enough block;
  * in it, as the heap's kbuddy_placement says (by default dense: a run of
- * small free blocks around the lowest few free blocks of the next two
- * orders down if one is long enough, else the lowest free block of the
+ * small free blocks around the lowest free block of order k-2, then of
+ * order k-1, if one is long enough, else the lowest free block of the
  * smallest order that suffices, starting in the free run just before that
  * block when there is one). */
 void *kbuddy_alloc(kbuddy_heap *heap, size_t size, size_t align)

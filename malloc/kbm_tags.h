@@ -13,9 +13,11 @@
  * starts here). The tag bytes of the second and third units of a small
  * block of 3 units or more are otherwise unused: they keep the size
  * requested, modulo 4096 (6 bits in each), so that a sized free is checked
- * exactly: a class's requests are at most its size, and only a request of
- * 0 bytes in a 4096-byte class (or classes above 4096 bytes, when the cache
- * limit is raised) can differ from another by 4096. Their top two bits
+ * exactly but for one case: sizes kept modulo 4096 cannot tell 0 from
+ * 4096, so a block asked for with 0 bytes (of any class, e.g.
+ * aligned_alloc(128, 0)) also takes a sized free of 4096, as the public
+ * header says (and blocks of classes above 4096 bytes, when the cache
+ * limit is raised, take sizes 4096 apart). Their top two bits
  * stay 0, so that they never look like a tag: a free of an interior
  * pointer finds "no block starts here". Blocks of 1 and 2 units (32 and 64
  * bytes) keep no size: a sized free of one accepts any size up to the

@@ -753,10 +753,11 @@ KB_INLINE void release_edges(const kb_view *v, uintptr_t span, unsigned k, uintp
     *pb = b;
 }
 
-/* The general release from order k up: block numbers a, b at order k. */
-KB_INLINE void release_impl(kb_engine *e, uintptr_t a, uintptr_t b, unsigned k, bool heap) {
+/* The general release of units [a, b), from order 0 up. */
+KB_INLINE void release_impl(kb_engine *e, uintptr_t a, uintptr_t b, bool heap) {
     kb_view v = view_of(e);
     uintptr_t span = e->hi - e->lo;
+    unsigned k = 0;
     /* No bound on k is needed: a block of order top + 1 does not fit in
      * [lo, hi), so at the top order neither edge finds its buddy free (a
      * buddy not wholly inside is never free, I1) and the range is empty
@@ -822,11 +823,11 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
  * engine runs, with marks, and the buddy test on the bitmap from order 31
  * up (buddy_is_free). */
 static KB_NOINLINE void release_heap_large(kb_engine *e, uintptr_t a, uintptr_t b) {
-    release_impl(e, a, b, 0, true);
+    release_impl(e, a, b, true);
 }
 
 static KB_NOINLINE void release_frames(kb_engine *e, uintptr_t a, uintptr_t b) {
-    release_impl(e, a, b, 0, false);
+    release_impl(e, a, b, false);
 }
 
 void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) {
@@ -903,7 +904,7 @@ uintptr_t kb_engine_free_runs(const kb_engine *e, unsigned k, kb_run_fn fn, void
         for (unsigned i = k + 1; i < e->orders; i++)
             if (next[i] < next[j])
                 j = i;
-        if (j >= e->orders || next[j] == UINTPTR_MAX)
+        if (next[j] == UINTPTR_MAX) /* j < orders: callers pass k < orders */
             break;
         uintptr_t s = next[j], t = s + ((uintptr_t)1 << j);
         if (s != b) {

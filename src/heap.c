@@ -340,30 +340,6 @@ KB_INLINE void *alloc_locked(kbuddy_heap *h, size_t size, uintptr_t n, unsigned 
     return alloc_run_locked(h, size, n, 1, k, ka);
 }
 
-size_t kbuddy_alloc_many(kbuddy_heap *h, size_t size, size_t count, void **out) {
-    if (!h || !out || count == 0 || size > SIZE_MAX - (UNIT - 1))
-        return 0;
-    uintptr_t n = units_for(size);
-    size_t got = 0;
-    /* First the whole run at once, if its size is sane; failing that, one
-     * by one. (One call site: the engine's take is inlined only once.) */
-    size_t batch = count > 1 && n <= (MAX_REGION_UNITS >> 1) / count ? count : 1;
-    kb_lock(&h->lock);
-    while (got < count) {
-        unsigned char *p = alloc_run_locked(h, size, n, batch, kb_ceil_log2(n * batch), 0);
-        if (!p && batch > 1) {
-            batch = 1;
-            continue;
-        }
-        if (!p)
-            break;
-        for (size_t i = 0; i < batch; i++)
-            out[got++] = p + ((i * n) << UNIT_SHIFT);
-    }
-    kb_unlock(&h->lock);
-    return got;
-}
-
 size_t kbuddy_alloc_many_aligned(kbuddy_heap *h, size_t size, size_t align, size_t count,
                                  void **out) {
     if (!h || !out || count == 0 || !kb_is_pow2(align) || size > SIZE_MAX - (UNIT - 1))
@@ -384,6 +360,12 @@ size_t kbuddy_alloc_many_aligned(kbuddy_heap *h, size_t size, size_t align, size
             break;
     kb_unlock(&h->lock);
     return got;
+}
+
+/* The unaligned batch is the aligned one at alignment 1 (ka = 0: a run is
+ * always tried first, then one by one). */
+size_t kbuddy_alloc_many(kbuddy_heap *h, size_t size, size_t count, void **out) {
+    return kbuddy_alloc_many_aligned(h, size, 1, count, out);
 }
 
 void *kbuddy_alloc(kbuddy_heap *h, size_t size, size_t align) {

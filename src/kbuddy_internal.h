@@ -148,7 +148,6 @@ void kb_engine_init(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order, k
  * its start: the heap's fast placement (KBUDDY_PLACE_FAST). */
 bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start);
 
-
 /* Free units [a, b) (none of them free now, all inside [lo, hi)), merging
  * with free buddies. O(L). */
 void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b);
@@ -171,7 +170,8 @@ uintptr_t kb_engine_free_units_in(const kb_engine *e, uintptr_t a, uintptr_t b);
 bool kb_engine_claim(kb_engine *e, uintptr_t a, uintptr_t b);
 
 /* Call fn(ctx, a, b) for every maximal run [a, b) of units covered by free
- * blocks of order k or above, in address order; return the units covered.
+ * blocks of order k (k < orders) or above, in address order; return the
+ * units covered.
  * Since every fully free aligned block lies inside one free block (I2),
  * these are exactly the free units of whole, aligned blocks of order k.
  * O(L * (R + 1) + D * R) for R runs' blocks. */
