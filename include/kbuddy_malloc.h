@@ -160,6 +160,13 @@ extern "C" {
 #define KBUDDY_MALLOC_DEPOT_MAGS 8
 #endif
 
+/* Requests above this many bytes get a mapping of their own when the map
+ * and unmap hooks are installed (kbuddy_malloc_hooks.map_threshold
+ * overrides it at run time). */
+#ifndef KBUDDY_MALLOC_MAP_THRESHOLD
+#define KBUDDY_MALLOC_MAP_THRESHOLD ((size_t)1 << 20)
+#endif
+
 /* ------------------------------------------------------------------------ */
 /* Hooks                                                                    */
 /* ------------------------------------------------------------------------ */
@@ -233,6 +240,38 @@ typedef struct kbuddy_malloc_hooks {
      * NULL: nothing is arranged (the cache of an ended thread is then lost
      * to the heap, with its blocks). */
     void (*thread_cache_created)(void);
+
+    /* Large blocks. A request above map_threshold bytes (0: the default,
+     * KBUDDY_MALLOC_MAP_THRESHOLD) gets a mapping of its own: map returns
+     * `size` bytes (a multiple of 4096) aligned to `align` (a power of two,
+     * at least 4096), or NULL; unmap gives such a mapping back whole. remap
+     * (optional) resizes a mapping, moving it if it must, and returns its
+     * new address or NULL (the old one then stays as it was); without it a
+     * large realloc maps, copies and unmaps. map_zeroed: fresh mappings read
+     * as zero (calloc then writes nothing). They run with no lock held and
+     * interrupts restored. map == NULL or unmap == NULL: every block comes
+     * from the core heap. */
+    void *(*map)(size_t size, size_t align, void *ctx);
+    void (*unmap)(void *start, size_t size, void *ctx);
+    void *(*remap)(void *start, size_t old_size, size_t new_size, void *ctx);
+    void *map_ctx;
+    size_t map_threshold;
+    bool map_zeroed;
+
+    /* Giving memory back. release: the contents of [start, start + size)
+     * (whole pages of release_page bytes, 0: 4096, inside a region and free
+     * in the core heap) are no longer needed; the range stays part of the
+     * heap and may be handed out again later, when it is written again
+     * (hosted: madvise(MADV_DONTNEED); a kernel with a demand-paged heap
+     * unmaps the pages and gives their frames back). ungrow: a whole region
+     * that grow returned is free, or could not be used: it leaves the heap
+     * and goes back (hosted: munmap). Both run with no lock held and
+     * interrupts restored, and may not call into this allocator. NULL:
+     * nothing is given back. */
+    void (*release)(void *start, size_t size, void *ctx);
+    void *release_ctx;
+    size_t release_page;
+    void (*ungrow)(void *start, size_t size, void *ctx);
 } kbuddy_malloc_hooks;
 
 /* Install the hooks (copied; NULL restores the defaults). Call once, before
@@ -384,6 +423,12 @@ typedef struct kbuddy_malloc_stats {
     size_t core_drains;     /* cached blocks given back to the core heap       */
     size_t large_calls;     /* malloc-family calls that went to the core heap
                                directly (large or over-aligned, or no cache)  */
+    /* Large blocks in mappings of their own (hooks map/unmap), now. */
+    size_t mapped_blocks;
+    size_t mapped_bytes;    /* their mappings' sizes                          */
+    /* Memory given back so far (hooks release/ungrow). */
+    size_t released_bytes;  /* bytes reported to the release hook            */
+    size_t regions_returned; /* regions handed to the ungrow hook            */
 } kbuddy_malloc_stats;
 
 /* Fill *out (see kbuddy_malloc_stats). O(caches x size classes): the cached

@@ -176,6 +176,16 @@ pub struct kbuddy_malloc_hooks {
     pub grow_zeroed: bool,
     pub bad_free: Option<unsafe extern "C" fn(*mut c_void, kbuddy_status, *const c_char)>,
     pub thread_cache_created: Option<unsafe extern "C" fn()>,
+    pub map: Option<unsafe extern "C" fn(usize, usize, *mut c_void) -> *mut c_void>,
+    pub unmap: Option<unsafe extern "C" fn(*mut c_void, usize, *mut c_void)>,
+    pub remap: Option<unsafe extern "C" fn(*mut c_void, usize, usize, *mut c_void) -> *mut c_void>,
+    pub map_ctx: *mut c_void,
+    pub map_threshold: usize,
+    pub map_zeroed: bool,
+    pub release: Option<unsafe extern "C" fn(*mut c_void, usize, *mut c_void)>,
+    pub release_ctx: *mut c_void,
+    pub release_page: usize,
+    pub ungrow: Option<unsafe extern "C" fn(*mut c_void, usize, *mut c_void)>,
 }
 
 #[repr(C)]
@@ -198,6 +208,10 @@ pub struct kbuddy_malloc_stats {
     pub core_fills: usize,
     pub core_drains: usize,
     pub large_calls: usize,
+    pub mapped_blocks: usize,
+    pub mapped_bytes: usize,
+    pub released_bytes: usize,
+    pub regions_returned: usize,
 }
 
 extern "C" {

@@ -207,6 +207,16 @@ impl PerCpuHeap {
                     as unsafe extern "C" fn(*mut c_void, ffi::kbuddy_status, *const c_char),
             ),
             thread_cache_created: None,
+            map: None,
+            unmap: None,
+            remap: None,
+            map_ctx: ptr::null_mut(),
+            map_threshold: 0,
+            map_zeroed: false,
+            release: None,
+            release_ctx: ptr::null_mut(),
+            release_page: 0,
+            ungrow: None,
         };
         ffi::kbuddy_malloc_set_hooks(&c);
     }
