@@ -13,16 +13,29 @@
  *       single-producer single-consumer ring; 1,000,000 blocks per pair,
  *       an operation being a malloc or a free. With one thread, the same
  *       thread fills the ring and then empties it.
+ *   CTL the control: W3's loop with malloc and free replaced by a stack of
+ *       free slots private to the thread (the ideal per-thread cache: no
+ *       shared state at all). How far its two threads fall short of twice
+ *       one thread is what the machine itself takes away (two vCPUs that
+ *       share a core, other work, shared caches), for any allocator.
  *
- * Each configuration runs --reps times (default 5); the median is printed,
- * one line per configuration:
+ * Each workload runs a warm-up round (untimed: the heap's pages touched
+ * once), then --reps rounds (default 5), each round running every thread
+ * count in turn, so that 1 and 2 threads see the same machine: the medians
+ * are printed, one line per configuration,
  *   W3 threads=2 ops=4000000 ops_per_s=... ns_per_op=... min=... max=...
  *      cpu_ops_per_s=...
+ * and then the median over rounds of each round's ratio to one thread,
+ *   W3 ratio threads=2 wall=... cpu=...
  * ops_per_s is wall-clock throughput (ns_per_op: per thread); cpu_ops_per_s
  * divides by the busiest thread's CPU time instead, which a machine shared
  * with other work distorts much less.
+ * Threads of a run with several are pinned, thread i to CPU i, when there
+ * are CPUs enough: a 25 ms run is over before the scheduler would move a
+ * second thread that woke beside the first onto a CPU that other work
+ * holds (--no-pin leaves placement to the scheduler).
  * --quick runs tiny versions once (a smoke test); --threads N goes up to
- * N threads (doubling); --only W3 or --only PC runs one workload.
+ * N threads (doubling); --only W3, PC or CTL runs one workload.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -33,9 +46,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static unsigned long w3_ops = 2000000, pc_blocks = 1000000;
 static unsigned reps = 5;
+static int pin = 1;
 
 static double clock_now(clockid_t id) {
     struct timespec ts;
@@ -99,6 +114,45 @@ static void *w3_thread(void *varg) {
     a->r->ops[a->id] = w3_ops;
     for (size_t i = 0; i < SLOTS; i++)
         free(slot[i]);
+    free(slot);
+    return NULL;
+}
+
+/* --- Control ------------------------------------------------------------- */
+
+/* W3's loop and random numbers, blocks from a stack private to the thread. */
+static void *ctl_thread(void *varg) {
+    targ *a = varg;
+    void **slot = calloc(SLOTS, sizeof *slot);
+    void **stack = calloc(SLOTS, sizeof *stack);
+    unsigned char *pool = malloc(SLOTS * 64);
+    if (!slot || !stack || !pool)
+        abort();
+    size_t top = 0;
+    for (size_t i = 0; i < SLOTS; i++)
+        stack[top++] = pool + 64 * i;
+    uint64_t seed = 42;
+    unsigned long sum = 0;
+    pthread_barrier_wait(&a->r->start);
+    double t0 = now(), c0 = cpu_now();
+    for (unsigned long op = 0; op < w3_ops; op++) {
+        size_t i = (size_t)(xorshift(&seed) % SLOTS);
+        if (slot[i]) {
+            stack[top++] = slot[i];
+            slot[i] = NULL;
+        } else {
+            sum += 1 + (size_t)(xorshift(&seed) % 4096); /* the size W3 asks for */
+            slot[i] = stack[--top];
+        }
+    }
+    a->r->t1[a->id] = now();
+    a->r->cpu[a->id] = cpu_now() - c0;
+    a->r->t0[a->id] = t0;
+    a->r->ops[a->id] = w3_ops;
+    if (sum == 1) /* keep the sizes */
+        puts("");
+    free(pool);
+    free(stack);
     free(slot);
     return NULL;
 }
@@ -219,10 +273,17 @@ static double run_once(unsigned threads, thread_fn (*fn_for)(unsigned, unsigned)
     pthread_barrier_init(&r.start, NULL, threads);
     pthread_t t[64];
     targ a[64];
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     for (unsigned i = 0; i < threads; i++) {
         a[i] = (targ){&r, i};
         if (pthread_create(&t[i], NULL, fn_for(i, threads), &a[i]))
             abort();
+        if (pin && threads > 1 && threads <= ncpu) { /* else the scheduler decides */
+            cpu_set_t set;
+            CPU_ZERO(&set);
+            CPU_SET(i, &set);
+            (void)pthread_setaffinity_np(t[i], sizeof set, &set);
+        }
     }
     for (unsigned i = 0; i < threads; i++)
         pthread_join(t[i], NULL);
@@ -252,25 +313,61 @@ static thread_fn pc_for(unsigned i, unsigned n) {
     return i % 2 ? pc_consumer : pc_producer;
 }
 
+static thread_fn ctl_for(unsigned i, unsigned n) {
+    (void)i;
+    (void)n;
+    return ctl_thread;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
-static void measure(const char *name, unsigned threads, thread_fn (*fn_for)(unsigned, unsigned)) {
-    double v[32] = {0}, c[32] = {0};
-    unsigned long ops = 0;
+static double median(double *v, unsigned n) {
+    qsort(v, n, sizeof v[0], cmp_double);
+    return v[n / 2];
+}
+
+enum { MAX_COUNTS = 6 }; /* thread counts 1, 2, 4, ... 32 */
+
+/* A warm-up round, then `reps` rounds of every thread count in turn (so
+ * that each round's counts see the same machine); medians printed. */
+static void measure(const char *name, unsigned max_threads, thread_fn (*fn_for)(unsigned, unsigned)) {
+    double v[MAX_COUNTS][32], c[MAX_COUNTS][32], rv[MAX_COUNTS][32], rc[MAX_COUNTS][32];
+    unsigned long ops[MAX_COUNTS] = {0};
+    unsigned counts = 0;
+    for (unsigned t = 1; t <= max_threads && counts < MAX_COUNTS; t *= 2)
+        counts++;
     ring *rings = aligned_alloc(64, sizeof(ring) * 32);
-    for (unsigned i = 0; i < reps; i++) {
-        memset(rings, 0, sizeof(ring) * 32);
-        v[i] = run_once(threads, fn_for, rings, &ops, &c[i]);
+    if (!rings)
+        abort();
+    for (unsigned i = 0; i <= reps; i++) {
+        for (unsigned k = 0; k < counts; k++) {
+            double cpu, wall;
+            memset(rings, 0, sizeof(ring) * 32);
+            wall = run_once(1u << k, fn_for, rings, &ops[k], &cpu);
+            if (i == 0 && reps > 1)
+                continue; /* the warm-up round */
+            unsigned j = reps > 1 ? i - 1 : 0;
+            v[k][j] = wall;
+            c[k][j] = cpu;
+            rv[k][j] = wall / v[0][j];
+            rc[k][j] = cpu / c[0][j];
+        }
+        if (reps == 1)
+            break;
     }
     free(rings);
-    qsort(v, reps, sizeof v[0], cmp_double);
-    qsort(c, reps, sizeof c[0], cmp_double);
-    double med = v[reps / 2];
-    printf("%s threads=%u ops=%lu ops_per_s=%.0f ns_per_op=%.2f min=%.0f max=%.0f cpu_ops_per_s=%.0f\n",
-           name, threads, ops, med, 1e9 / med * threads, v[0], v[reps - 1], c[reps / 2]);
+    for (unsigned k = 0; k < counts; k++) {
+        double med = median(v[k], reps);
+        printf("%s threads=%u ops=%lu ops_per_s=%.0f ns_per_op=%.2f min=%.0f max=%.0f cpu_ops_per_s=%.0f\n",
+               name, 1u << k, ops[k], med, 1e9 / med * (1u << k), v[k][0], v[k][reps - 1],
+               median(c[k], reps));
+    }
+    for (unsigned k = 1; k < counts; k++)
+        printf("%s ratio threads=%u wall=%.3f cpu=%.3f\n", name, 1u << k, median(rv[k], reps),
+               median(rc[k], reps));
     fflush(stdout);
 }
 
@@ -286,6 +383,8 @@ int main(int argc, char **argv) {
             reps = (unsigned)atoi(argv[++i]);
             if (reps < 1 || reps > 31)
                 reps = 5;
+        } else if (!strcmp(argv[i], "--no-pin")) {
+            pin = 0;
         } else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
             only = argv[++i];
         } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
@@ -293,13 +392,15 @@ int main(int argc, char **argv) {
             if (max_threads < 1 || max_threads > 32)
                 max_threads = 2;
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--reps N] [--threads N] [--only W3|PC]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--reps N] [--threads N] [--no-pin] [--only W3|PC|CTL]\n", argv[0]);
             return 2;
         }
     }
-    for (unsigned t = 1; t <= max_threads && (!only || !strcmp(only, "W3")); t *= 2)
-        measure("W3", t, w3_for);
-    for (unsigned t = 1; t <= max_threads && (!only || !strcmp(only, "PC")); t *= 2)
-        measure("PC", t, pc_for);
+    if (!only || !strcmp(only, "W3"))
+        measure("W3", max_threads, w3_for);
+    if (!only || !strcmp(only, "PC"))
+        measure("PC", max_threads, pc_for);
+    if (!only || !strcmp(only, "CTL"))
+        measure("CTL", max_threads, ctl_for);
     return 0;
 }
