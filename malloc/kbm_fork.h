@@ -41,11 +41,11 @@
  */
 
 #if KBUDDY_MALLOC_TLS
-static void forget_cache(kcache *cc) { (void)cc; } /* the dead threads' TLS went with them */
+static void forget_cache(const kcache *cc) { (void)cc; } /* the dead threads' TLS went with them */
 static kcache *fork_survivor(void) { return tls_cache; }
 #else
 /* Per-CPU builds: the other CPUs' slots no longer name their caches. */
-static void forget_cache(kcache *cc) {
+static void forget_cache(const kcache *cc) {
     for (unsigned i = 0; i < KBUDDY_MALLOC_MAX_CPUS; i++)
         if (g_cpu_cache[i] == cc)
             g_cpu_cache[i] = NULL;
