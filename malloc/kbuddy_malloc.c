@@ -28,6 +28,11 @@
  *     compare-and-swap, so a pointer is freed at most once however many
  *     CPUs race to free it. CACHED becomes LIVE only at the hands of the CPU
  *     whose magazine holds the block.
+ *   - The only tag changes made without the lock are a cached CPU's LIVE ->
+ *     CACHED (free) and CACHED -> LIVE (malloc): the child of a fork can
+ *     undo them half done (kbm_fork.h). Every other change (a large block
+ *     claimed, a block freed by a CPU without a cache) is made under the
+ *     lock, which the fork handlers hold.
  */
 #include "kbuddy_malloc.h"
 
