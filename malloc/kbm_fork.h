@@ -74,9 +74,9 @@ static void fork_drop_cache(kcache *cc) {
     internal_free(cc, sizeof *cc);
 }
 
-/* Step 2: mark (or, with mark false, nothing: see fork_unmark) the blocks
- * of a magazine of class c that survives. A block whose tag is not CACHED|c
- * is left alone: only a damaged heap has one, and the check reports it. */
+/* Step 2: mark the blocks of a magazine of class c that survives (step 3
+ * undoes the marks). A block whose tag is not CACHED|c is left alone: only
+ * a damaged heap has one, and the check reports it. */
 static void fork_mark_mag(mag *m, unsigned c) {
     for (uint32_t i = 0, n = mag_n(m); i < n && i < m->cap; i++) {
         unsigned tag = TAG_CACHED | c;
