@@ -223,4 +223,27 @@ TEST(forks_while_threads_allocate_leave_whole_children) {
     CHECK_STATS_ADD_UP();
 }
 
+/* The only other thread has given its cache up (as in its exit
+ * destructors): no other cache exists, so the child skips its sweep; this
+ * thread's frees must then never be caught half done (their tag changes
+ * under the lock). */
+TEST(forks_while_a_cacheless_thread_frees_leave_whole_children) {
+    kbm_setup();
+    enum { FORKS = CHILDREN / 2 };
+    kbm_free(kbm_malloc(64)); /* this thread has a cache; churner 0 has none */
+    atomic_store(&g_stop, 0);
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, churner, (void *)(uintptr_t)0) == 0);
+    int bad = 0;
+    for (int c = 0; c < FORKS; c++) {
+        usleep(500);
+        CHECK(kbm_stats().caches == 1);
+        bad += fork_and_check((uint64_t)c + 5, NULL) != 0;
+    }
+    atomic_store(&g_stop, 1);
+    pthread_join(t, NULL);
+    CHECK_EQ(bad, 0);
+    CHECK_STATS_ADD_UP();
+}
+
 KBTEST_MAIN()
