@@ -1,6 +1,6 @@
 /*
  * The Linux environment of the global allocator (see kbuddy_hosted.h):
- * lock, growth by mmap, bad-free reports, thread exit, fork.
+ * lock, growth by mmap, bad-free reports, thread exit, fork handlers.
  */
 #define _GNU_SOURCE
 #include "kbuddy_hosted.h"
@@ -23,7 +23,6 @@ static size_t g_chunk_min = 64 * MIB;
 static bool g_abort_on_bad_free;
 static pthread_key_t g_key;
 static bool g_key_ok;
-static kbuddy_lock g_fork_lock; /* the lock installed, held across fork */
 
 /* ------------------------------------------------------------------------ */
 /* The lock                                                                  */
@@ -53,13 +52,6 @@ static void lock_acquire(void *ctx) {
 static void lock_release(void *ctx) {
     atomic_store_explicit((_Atomic unsigned *)ctx, 0u, memory_order_release);
 }
-
-/* The forking thread holds the lock across fork, so the child's copy of the
- * heap is consistent and its lock is released by its only thread. Caches of
- * the parent's other threads stay allocated in the child, unused. */
-static void fork_prepare(void) { g_fork_lock.acquire(g_fork_lock.ctx); }
-static void fork_parent(void) { g_fork_lock.release(g_fork_lock.ctx); }
-static void fork_child(void) { g_fork_lock.release(g_fork_lock.ctx); }
 
 /* ------------------------------------------------------------------------ */
 /* Growth                                                                    */
@@ -207,11 +199,15 @@ static void read_env(void) {
 
 void kbuddy_hosted_init(const kbuddy_malloc_hooks *h) {
     kbuddy_malloc_hooks mine = *h;
-    if (!mine.lock.acquire || !mine.lock.release) /* the fork handlers need one to hold */
+    if (!mine.lock.acquire || !mine.lock.release) /* this lock yields; the default spins */
         mine.lock = (kbuddy_lock){lock_acquire, lock_release, &g_lockword};
-    g_fork_lock = mine.lock;
     read_env();
     kbuddy_malloc_set_hooks(&mine);
     g_key_ok = pthread_key_create(&g_key, thread_ends) == 0;
-    (void)pthread_atfork(fork_prepare, fork_parent, fork_child);
+    /* fork: the forking thread holds the lock across it, so that nothing
+     * done under the lock is half done in the child (growth runs under it
+     * too); in the child, kbuddy_malloc_fork_child frees the caches of the
+     * threads that were not copied and takes back the blocks they were
+     * moving, then releases the lock (malloc/kbm_fork.h). */
+    (void)pthread_atfork(kbuddy_malloc_fork_prepare, kbuddy_malloc_fork_parent, kbuddy_malloc_fork_child);
 }

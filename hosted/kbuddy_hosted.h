@@ -15,8 +15,10 @@
  *                         running, or abort() if KBUDDY_MALLOC_ABORT=1;
  *   thread_cache_created  sets a pthread key whose destructor runs
  *                         kbuddy_malloc_thread_exit when the thread ends.
- * kbuddy_hosted_init also registers pthread_atfork handlers that hold the
- * lock across fork, so the child never inherits it taken.
+ * kbuddy_hosted_init also registers the layer's fork handlers
+ * (kbuddy_malloc_fork_prepare, _parent, _child) with pthread_atfork: the
+ * lock is held across fork, and the child's copy of the heap is made whole
+ * again (the caches of the threads fork did not copy go back).
  *
  * Environment: KBUDDY_MALLOC_CHUNK_KB (the minimum mapping, default 65536),
  * KBUDDY_MALLOC_ABORT (1: abort on a bad free).

@@ -457,6 +457,34 @@ void kbuddy_malloc_thread_exit(void);
 kbuddy_status kbuddy_malloc_check(void);
 
 /* ------------------------------------------------------------------------ */
+/* fork                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Handlers for fork (hosted: pthread_atfork; kbuddy_hosted_init registers
+ * them). prepare takes the lock (and masks interrupts) so that nothing done
+ * under it is half done in the copy; parent releases it in the parent;
+ * child runs in the child, whose only thread (CPU) is the caller, and
+ * makes the copy whole again before releasing the lock: every other
+ * thread's (CPU's) cache is freed, and its magazines, the blocks in them
+ * and every block it was moving between the program and its cache at the
+ * instant of fork (a malloc or free caught half done) go back to the core
+ * heap; a block it had made the program's stays the program's. Afterwards
+ * kbuddy_malloc_check is OK and the statistics add up; the caller keeps
+ * its cache. One loss: a magazine a thread was swapping at that instant
+ * (at most one per thread) stays allocated, counted in internal_blocks.
+ * Per-CPU builds: the other CPUs' caches go the same way; call child only
+ * while the other CPUs are stopped and will never resume a call they were
+ * in (a crash kernel, say); a CPU that calls in later makes a new cache.
+ * prepare and parent: O(1) plus the lock's wait. child: O(caches x size
+ * classes + depot blocks), plus, when other caches existed, a scan of the
+ * tag tables (region bytes / 256 8-byte loads). Call them in exactly this
+ * pattern: prepare, fork, then parent in the parent and child in the
+ * child, nothing of this allocator in between. */
+void kbuddy_malloc_fork_prepare(void);
+void kbuddy_malloc_fork_parent(void);
+void kbuddy_malloc_fork_child(void);
+
+/* ------------------------------------------------------------------------ */
 /* The standard names, for kernels (KBUDDY_MALLOC_STD_NAMES)                */
 /* ------------------------------------------------------------------------ */
 

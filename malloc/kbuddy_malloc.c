@@ -11,6 +11,7 @@
  *   kbm_magazines.h  magazines, the depot, per-CPU caches, the core calls
  *                    behind them
  *   kbm_regions.h    regions and growth, the out-of-memory handler, hooks
+ *   kbm_fork.h       the fork handlers: the child's copy made whole again
  *   this file        the malloc family: allocation, free (every bad free
  *                    refused), large blocks, realloc, statistics, check
  *
@@ -27,6 +28,11 @@
  *     compare-and-swap, so a pointer is freed at most once however many
  *     CPUs race to free it. CACHED becomes LIVE only at the hands of the CPU
  *     whose magazine holds the block.
+ *   - The only tag changes made without the lock are a cached CPU's LIVE ->
+ *     CACHED (free) and CACHED -> LIVE (malloc): the child of a fork can
+ *     undo them half done (kbm_fork.h). Every other change (a large block
+ *     claimed, a block freed by a CPU without a cache) is made under the
+ *     lock, which the fork handlers hold.
  */
 #include "kbuddy_malloc.h"
 
@@ -140,6 +146,7 @@ static void report(void *ptr, kbuddy_status st, const char *func) {
 #include "kbm_tags.h"
 #include "kbm_magazines.h"
 #include "kbm_regions.h"
+#include "kbm_fork.h"
 
 /* ------------------------------------------------------------------------ */
 /* Allocation                                                               */
@@ -366,21 +373,24 @@ static kbuddy_status locate(const mregion **hint, const void *ptr, tagref *t) {
     return KBUDDY_OK;
 }
 
-/* Take a large block out of the program's hands (LIVE|LARGE -> 0). */
-static kbuddy_status claim_large(void *ptr, tagref t) {
+/* Take a large block out of the program's hands (LIVE|LARGE -> 0), with
+ * the lock held, so that fork never copies one half freed (kbm_fork.h).
+ * When it is not live the lock is released and the reason returned. */
+static kbuddy_status claim_large_locked(void *ptr, tagref t) {
     unsigned tag = TAG_LIVE | TAG_LARGE;
     if (tag_cas(t, &tag, 0))
         return KBUDDY_OK;
-    /* changed under us: a racing free */
+    unlock();
+    /* changed before we got the lock: a racing free */
     return (tag & TAG_LIVE) ? KBUDDY_EBADPTR : why_not_live(ptr, tag);
 }
 
 /* A large block goes back to the core heap under the lock. */
 static kbuddy_status release_large(void *ptr, tagref t, bool sized, size_t size, size_t align) {
-    kbuddy_status st = claim_large(ptr, t);
+    lock();
+    kbuddy_status st = claim_large_locked(ptr, t);
     if (st != KBUDDY_OK)
         return st;
-    lock();
     g_large_calls++;
     st = sized ? kbuddy_free_sized(&g_heap, ptr, size, align) : kbuddy_free(&g_heap, ptr);
     if (st != KBUDDY_OK) /* refused: the block stays the program's */
@@ -458,8 +468,12 @@ static NOINLINE void free_slow(kcache *cc, void *ptr, int mode, size_t size, siz
             st = KBUDDY_ESIZE;
             goto out;
         }
+        if (!cc) /* no magazine to hide it in: the tag changes under the lock (kbm_fork.h) */
+            lock();
         if (tag_cas(t, &tag, tag ^ TAG_FLIP))
             break;
+        if (!cc)
+            unlock();
     }
     if (cc) {
         mag *m = slot_loaded(&cc->slot[c]);
@@ -471,7 +485,6 @@ static NOINLINE void free_slow(kcache *cc, void *ptr, int mode, size_t size, siz
             cache_overflow(cc, c, (mentry){ptr, t});
         }
     } else {
-        lock();
         core_give(ptr, t, c);
         g_large_calls++;
         unlock();
@@ -606,10 +619,11 @@ static void *realloc_large(void *ptr, size_t size) {
     kbuddy_status st = locate(&local, ptr, &t);
     size_t old = 0;
     bool in_place = false;
-    if (st == KBUDDY_OK)
-        st = claim_large(ptr, t);
     if (st == KBUDDY_OK) {
         lock();
+        st = claim_large_locked(ptr, t);
+    }
+    if (st == KBUDDY_OK) {
         g_large_calls++;
         in_place = kbuddy_resize_in_place(&g_heap, ptr, size, UNIT) == KBUDDY_OK;
         if (!in_place) /* refused, so unchanged: how much to copy */

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #define HEAP_BYTES ((size_t)48 << 20)
 
@@ -334,6 +335,72 @@ TEST(the_region_table_has_a_limit) {
     CHECK_STATUS(st, KBUDDY_ENOMEM);
     CHECK_EQ(have + added, KBUDDY_MALLOC_MAX_REGIONS);
     CHECK_EQ(stats().regions, KBUDDY_MALLOC_MAX_REGIONS);
+    CHECK_CONSISTENT();
+}
+
+/* --- The other CPUs stopped for good: kbuddy_malloc_fork_child ----------- */
+
+enum { KEPT = 10 };
+
+/* As CPU varg: fill this CPU's cache, keep KEPT blocks live. */
+static void *fill_cache_main(void *varg) {
+    my_cpu = (unsigned)(uintptr_t)varg;
+    void **p = malloc(200 * sizeof *p);
+    for (unsigned i = 0; p && i < 200; i++)
+        p[i] = kbm_malloc(1 + i * 19 % 4000);
+    for (unsigned i = KEPT; p && i < 200; i++)
+        kbm_free(p[i]);
+    return p;
+}
+
+TEST(fork_child_frees_the_other_cpus_caches) {
+    boot();
+    my_cpu = 0;
+    kbm_free(kbm_malloc(100)); /* CPU 0 has a cache, with a block in it */
+    void **kept[CPUS];
+    for (unsigned i = 1; i < CPUS; i++) {
+        pthread_t t;
+        REQUIRE(pthread_create(&t, NULL, fill_cache_main, (void *)(uintptr_t)i) == 0);
+        pthread_join(t, (void **)&kept[i]);
+        REQUIRE(kept[i] != NULL);
+    }
+    kbuddy_malloc_stats before = stats();
+    size_t bad0 = atomic_load(&bad_frees);
+    CHECK(before.caches >= CPUS); /* and any earlier tests made */
+    /* prepare and parent: the lock and the interrupt mask, nothing else */
+    kbuddy_malloc_fork_prepare();
+    kbuddy_malloc_fork_parent();
+    CHECK_EQ(stats().caches, before.caches);
+    CHECK_EQ(stats().cached_blocks, before.cached_blocks);
+    CHECK_CONSISTENT();
+    /* child: only CPU 0's cache is left; blocks held stay held */
+    kbuddy_malloc_fork_prepare();
+    kbuddy_malloc_fork_child();
+    kbuddy_malloc_stats after = stats();
+    CHECK_EQ(after.caches, 1);
+    CHECK_EQ(after.live_blocks, before.live_blocks);
+    CHECK_EQ(after.live_bytes, before.live_bytes);
+    CHECK(after.cached_blocks >= 1 && after.cached_blocks < before.cached_blocks);
+    CHECK(after.internal_blocks < before.internal_blocks);
+    CHECK_CONSISTENT();
+    /* a CPU that comes back makes a new cache */
+    pthread_t t;
+    void **again = NULL;
+    REQUIRE(pthread_create(&t, NULL, fill_cache_main, (void *)(uintptr_t)2) == 0);
+    pthread_join(t, (void **)&again);
+    REQUIRE(again != NULL);
+    CHECK_EQ(stats().caches, 2);
+    CHECK_CONSISTENT();
+    for (unsigned i = 1; i < CPUS; i++) {
+        for (unsigned j = 0; j < KEPT; j++)
+            kbm_free(kept[i][j]);
+        free(kept[i]);
+    }
+    for (unsigned j = 0; j < KEPT; j++)
+        kbm_free(again[j]);
+    free(again);
+    CHECK_EQ(stats().live_blocks, before.live_blocks - (CPUS - 1) * KEPT);
+    CHECK_EQ(atomic_load(&bad_frees), bad0);
     CHECK_CONSISTENT();
 }
 
