@@ -283,7 +283,7 @@ TEST(free_sized_accepts_every_valid_size) {
     CHECK_STATS_ADD_UP();
 }
 
-TEST(large_requests_grow_the_heap) {
+TEST(large_requests_get_a_mapping_of_their_own) {
     kbm_setup();
     kbuddy_malloc_stats before = kbm_stats();
     size_t n = (size_t)200 << 20; /* beyond the 64 MiB default mapping */
@@ -292,9 +292,35 @@ TEST(large_requests_grow_the_heap) {
     p[0] = 1;
     p[n - 1] = 2;
     kbuddy_malloc_stats after = kbm_stats();
-    CHECK(after.regions > before.regions);
-    CHECK(after.live_bytes >= before.live_bytes + n);
+    CHECK_EQ(after.regions, before.regions);
+    CHECK_EQ(after.mapped_blocks, before.mapped_blocks + 1);
+    CHECK_EQ(after.mapped_bytes, before.mapped_bytes + n);
+    CHECK_EQ(after.live_bytes, before.live_bytes + n);
+    CHECK_STATS_ADD_UP();
     kbm_free(p);
+    CHECK_EQ(kbm_stats().mapped_blocks, before.mapped_blocks);
+    CHECK_STATS_ADD_UP();
+}
+
+/* Blocks below the map threshold that add up to more than a region: the
+ * grow hook maps more regions. */
+TEST(many_blocks_grow_the_heap) {
+    kbm_setup();
+    kbuddy_malloc_stats before = kbm_stats();
+    enum { N = 200 };
+    static unsigned char *p[N];
+    size_t n = (size_t)1 << 20; /* 200 MiB in all, each at the threshold */
+    for (int i = 0; i < N; i++) {
+        p[i] = kbm_malloc(n);
+        REQUIRE(p[i] != NULL);
+        p[i][n - 1] = 2;
+    }
+    kbuddy_malloc_stats after = kbm_stats();
+    CHECK(after.regions > before.regions);
+    CHECK_EQ(after.mapped_blocks, before.mapped_blocks);
+    CHECK(after.live_bytes >= before.live_bytes + N * n);
+    for (int i = 0; i < N; i++)
+        kbm_free(p[i]);
     CHECK_STATS_ADD_UP();
 }
 
