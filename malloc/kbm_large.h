@@ -373,6 +373,7 @@ static void *realloc_mapped(void *ptr, size_t size) {
     default:
         break;
     }
+    /* cppcheck-suppress variableScope ; errno as it was before the call */
     ERRNO_KEEP(saved);
     void *q = kbm_malloc(size);
     if (!q) {
