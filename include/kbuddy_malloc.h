@@ -178,9 +178,17 @@ extern "C" {
  * cheaper than a system call each (and cached up to
  * KBUDDY_MALLOC_CACHE_MAX whatever the threshold); above it a block of
  * its own costs no memory until touched, none of the heap's 2.25x room
- * for a buddy block, and goes back to the system at free. */
+ * for a buddy block, and goes back to the system at free. Unless the hook
+ * sets one, the threshold then moves as glibc's does: the free of a
+ * mapped block of up to KBUDDY_MALLOC_MAP_THRESHOLD_MAX bytes raises it
+ * to that block's size, so that blocks of that size, allocated and freed
+ * again and again, come from the heap, which reuses their pages, rather
+ * than costing a fresh mapping and a page fault per page each time. */
 #ifndef KBUDDY_MALLOC_MAP_THRESHOLD
 #define KBUDDY_MALLOC_MAP_THRESHOLD ((size_t)1 << 20)
+#endif
+#ifndef KBUDDY_MALLOC_MAP_THRESHOLD_MAX
+#define KBUDDY_MALLOC_MAP_THRESHOLD_MAX ((size_t)32 << 20)
 #endif
 
 /* ------------------------------------------------------------------------ */
@@ -258,7 +266,8 @@ typedef struct kbuddy_malloc_hooks {
     void (*thread_cache_created)(void);
 
     /* Large blocks. A request above map_threshold bytes (0: the default,
-     * KBUDDY_MALLOC_MAP_THRESHOLD; requests up to KBUDDY_MALLOC_CACHE_MAX
+     * KBUDDY_MALLOC_MAP_THRESHOLD, raised by frees up to
+     * KBUDDY_MALLOC_MAP_THRESHOLD_MAX; requests up to KBUDDY_MALLOC_CACHE_MAX
      * are cached whatever it says) gets a mapping of its own, the block
      * being its first byte: map returns `size` bytes (the request rounded
      * up to a multiple of 4096) aligned to `align` (a power of two, at

@@ -87,6 +87,7 @@ static void init_once(void) {
     h.unmap = test_unmap;
     h.remap = test_remap;
     h.map_ctx = &hook_ctx;
+    h.map_threshold = THRESHOLD; /* fixed: the default one moves */
     kbuddy_hosted_init(&h);
 }
 

@@ -151,6 +151,27 @@ TEST(map_hooks_with_a_threshold_and_memory_that_is_not_zero) {
     CHECK_ADDS_UP();
 }
 
+/* The default threshold (map_threshold 0) moves as glibc's does: the
+ * free of a mapped block raises it to the block's size, so that the next
+ * block of that size comes from the heap; larger ones are still mapped.
+ * (Runs last of those that set the default: the raise stays.) */
+TEST(the_default_threshold_is_raised_by_frees) {
+    boot(true, 0);
+    size_t m0 = maps;
+    size_t n = KBUDDY_MALLOC_MAP_THRESHOLD + (KBUDDY_MALLOC_MAP_THRESHOLD >> 1);
+    void *p = kbm_malloc(n);
+    CHECK(p && !in_region(p));
+    kbm_free(p);
+    p = kbm_malloc(n);
+    CHECK(p && in_region(p));
+    void *q = kbm_malloc(n + 4096 + 1);
+    CHECK(q && !in_region(q));
+    CHECK_EQ(maps, m0 + 2);
+    kbm_free(p);
+    kbm_free(q);
+    CHECK_ADDS_UP();
+}
+
 /* When no slot is left, the heap serves the request. */
 TEST(no_mapping_left_falls_back_to_the_heap) {
     boot(true, 64 << 10);
