@@ -16,7 +16,9 @@
  *                    refused), large blocks, realloc, statistics, check
  *
  * Invariants
- *   - Every block is a core allocation of the global heap. A small block of
+ *   - Every block is a core allocation of the global heap, but for large
+ *     blocks in mappings of their own, which only the registry of
+ *     kbm_large.h knows (they lie outside every region). A small block of
  *     class c is exactly class_units(c) minimum blocks, aligned to
  *     class_align(c), so the core heap's usable size is the class size.
  *   - tag(u) != 0 iff unit u starts a block the layer handed out: LIVE|c
