@@ -136,6 +136,13 @@ static mapping *maps_holding(uintptr_t a) {
     return &g_maps[i - 1];
 }
 
+/* Does [a, a + n) meet a mapping? (The one before it, or the next.) */
+static bool maps_meet(uintptr_t a, size_t n) {
+    size_t i = maps_above(a);
+    return (i > 0 && a - g_maps[i - 1].start < g_maps[i - 1].size) ||
+           (i < g_nmaps && g_maps[i].start - a < n);
+}
+
 /* The mapping that starts at a, or NULL. */
 static mapping *maps_at(uintptr_t a) {
     mapping *m = maps_holding(a);
@@ -238,25 +245,27 @@ static void *alloc_mapped(size_t size, size_t align) {
         return NULL;
     void *p = g_hooks.map(bytes, align < MAP_PAGE ? MAP_PAGE : align, g_hooks.map_ctx);
     uintptr_t a = (uintptr_t)p;
-    /* A mapping the layer cannot tell from its own memory (misaligned, or
-     * where a region still is) is no use: it goes back. */
-    bool usable = p && !(a & (align - 1)) && !(a & (MAP_PAGE - 1)) && a <= UINTPTR_MAX - bytes;
+    /* A hook that breaks its contract gets its memory refused: misaligned,
+     * it goes back; overlapping a region or a live mapping, it is neither
+     * used nor unmapped (which would take the other's memory with it). */
+    bool aligned = p && !(a & (align - 1)) && !(a & (MAP_PAGE - 1)) && a <= UINTPTR_MAX - bytes;
+    bool meets = false;
     irq = irq_off();
     lock();
-    if (usable && (meets_region(a, bytes) || maps_holding(a) || maps_holding(a + bytes - 1)))
-        usable = false;
+    if (aligned)
+        meets = meets_region(a, bytes) || maps_meet(a, bytes);
     g_maps_reserved--;
-    if (usable)
+    if (aligned && !meets)
         maps_insert_locked(a, bytes, size);
     else
         maps_shrink_locked();
     unlock();
     irq_on(irq);
-    if (p && !usable) {
+    if (aligned && !meets)
+        return p;
+    if (p && !aligned)
         g_hooks.unmap(p, bytes, g_hooks.map_ctx);
-        return NULL;
-    }
-    return p;
+    return NULL;
 }
 
 /* Free's side: take the mapping that starts at ptr (outside every region)

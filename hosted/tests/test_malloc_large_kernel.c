@@ -24,10 +24,17 @@ static _Alignas(4096) unsigned char region[REGION_BYTES];
 static _Alignas(4096) unsigned char pool[SLOTS][SLOT];
 static unsigned char slot_used[SLOTS];
 static size_t maps, unmaps, map_fails;
+static void *rogue; /* the next map returns this, whatever it is */
+static bool rogue_back; /* and may come back to unmap */
 
 static void *pool_map(size_t size, size_t align, void *ctx) {
     (void)ctx;
     maps++;
+    if (rogue) {
+        void *r = rogue;
+        rogue = NULL;
+        return r;
+    }
     for (int i = 0; i < SLOTS && size <= SLOT; i++)
         if (!slot_used[i] && (uintptr_t)pool[i] % align == 0) {
             slot_used[i] = 1;
@@ -41,7 +48,7 @@ static void pool_unmap(void *start, size_t size, void *ctx) {
     (void)ctx;
     unmaps++;
     size_t i = (size_t)((unsigned char *)start - &pool[0][0]) / SLOT;
-    CHECK(i < SLOTS && start == pool[i] && slot_used[i] && size <= SLOT);
+    CHECK(i < SLOTS && (start == pool[i] || rogue_back) && slot_used[i] && size <= SLOT);
     slot_used[i] = 0;
     memset(start, 0xAA, SLOT); /* what the next user finds: not zero */
 }
@@ -169,6 +176,45 @@ TEST(the_default_threshold_is_raised_by_frees) {
     CHECK_EQ(maps, m0 + 2);
     kbm_free(p);
     kbm_free(q);
+    CHECK_ADDS_UP();
+}
+
+/* A map hook that breaks its contract: memory already a live mapping's,
+ * or inside the heap's region, is neither used nor given back; misaligned
+ * memory is given back. Each time the heap serves the request instead. */
+TEST(memory_a_broken_map_hook_returns_is_refused) {
+    boot(true, 64 << 10);
+    unsigned char *p = kbm_malloc(SLOT);
+    REQUIRE(p && !in_region(p));
+    memset(p, 7, SLOT);
+    size_t u0 = unmaps;
+    rogue = p + SLOT / 2; /* inside a live mapping */
+    void *a = kbm_malloc(SLOT / 4);
+    CHECK(a && in_region(a));
+    rogue = region + REGION_BYTES / 2; /* inside the region */
+    void *b = kbm_malloc(SLOT / 4);
+    CHECK(b && in_region(b));
+    CHECK_EQ(unmaps, u0);
+    size_t i = 0;
+    while (slot_used[i])
+        i++;
+    REQUIRE(i < SLOTS);
+    slot_used[i] = 1;
+    rogue = pool[i] + 512; /* misaligned: given back */
+    rogue_back = true;
+    void *c = kbm_malloc(SLOT / 4);
+    rogue_back = false;
+    CHECK(c && in_region(c));
+    CHECK_EQ(unmaps, u0 + 1);
+    CHECK(!slot_used[i]);
+    CHECK(p[0] == 7 && p[SLOT - 1] == 7 && p[SLOT / 2] == 7);
+    CHECK_EQ(stats().mapped_blocks, 1);
+    CHECK_ADDS_UP();
+    kbm_free(a);
+    kbm_free(b);
+    kbm_free(c);
+    kbm_free(p);
+    CHECK_EQ(stats().mapped_blocks, 0);
     CHECK_ADDS_UP();
 }
 
