@@ -1,6 +1,7 @@
 /*
  * The Linux environment of the global allocator (see kbuddy_hosted.h):
- * lock, growth by mmap, bad-free reports, thread exit, fork handlers.
+ * lock, growth by mmap, large blocks in mmaps of their own, bad-free
+ * reports, thread exit, fork handlers.
  */
 #define _GNU_SOURCE
 #include "kbuddy_hosted.h"
@@ -106,6 +107,54 @@ static bool grow(size_t min, void **start, size_t *size, void *ctx) {
 size_t kbuddy_hosted_mapped(void) { return g_mapped; }
 
 /* ------------------------------------------------------------------------ */
+/* Large blocks: a mapping each                                              */
+/* ------------------------------------------------------------------------ */
+
+/* Unlike grow's regions these reserve swap as glibc's mmapped chunks do
+ * (no MAP_NORESERVE): under the kernel's heuristic overcommit a request no
+ * machine could hold fails here, with NULL, and not later with the OOM
+ * killer. errno is kept: a successful malloc must not change it, and the
+ * layer falls back to the heap when a mapping fails. */
+static void *map_large(size_t size, size_t align, void *ctx) {
+    (void)ctx;
+    int saved = errno;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), extra = align > page ? align - page : 0;
+    unsigned char *p = NULL;
+    if (size <= SIZE_MAX - extra) {
+        p = mmap(NULL, size + extra, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            p = NULL;
+    }
+    if (p && extra) { /* aligned: cut the pages before and after */
+        size_t head = (size_t)(-(uintptr_t)p & (align - 1));
+        if (head)
+            munmap(p, head);
+        if (extra - head)
+            munmap(p + head + size, extra - head);
+        p += head;
+    }
+    errno = saved;
+    return p;
+}
+
+static void unmap_large(void *start, size_t size, void *ctx) {
+    (void)ctx;
+    int saved = errno;
+    munmap(start, size);
+    errno = saved;
+}
+
+/* mremap: in place when the pages after are free (or when shrinking),
+ * else moved by the kernel's page tables, without copying a byte. */
+static void *remap_large(void *start, size_t old_size, size_t new_size, void *ctx) {
+    (void)ctx;
+    int saved = errno;
+    void *p = mremap(start, old_size, new_size, MREMAP_MAYMOVE);
+    errno = saved;
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Reports                                                                   */
 /* ------------------------------------------------------------------------ */
 
@@ -180,6 +229,10 @@ void kbuddy_hosted_hooks(kbuddy_malloc_hooks *h) {
     h->lock = (kbuddy_lock){lock_acquire, lock_release, &g_lockword};
     h->grow = grow;
     h->grow_zeroed = true;
+    h->map = map_large;
+    h->unmap = unmap_large;
+    h->remap = remap_large;
+    h->map_zeroed = true;
     h->bad_free = report_bad_free;
     h->thread_cache_created = thread_cache_created;
 }

@@ -11,6 +11,11 @@
  *                         is mapped already, what the request needs),
  *                         rounded up to 2 MiB (untouched pages cost
  *                         nothing); never more than 4x physical memory;
+ *   map, unmap, remap     large blocks (above KBUDDY_MALLOC_MAP_THRESHOLD,
+ *                         1 MiB, raised by frees up to 32 MiB as glibc's
+ *                         is) in an mmap each (aligned by trimming a
+ *                         larger one), munmap at free, mremap for realloc;
+ *                         map_zeroed: calloc clears none of them;
  *   bad_free              one line on stderr (write(2), no stdio), then keep
  *                         running, or abort() if KBUDDY_MALLOC_ABORT=1;
  *   thread_cache_created  sets a pthread key whose destructor runs

@@ -262,13 +262,14 @@ EXPORT int malloc_trim(size_t pad) {
  * status pages) would get glibc's answers for an arena nobody uses: zero.
  * The mapping of kbuddy's statistics onto glibc's fields:
  *   arena     the bytes of every region (grown or added): "non-mmapped space"
- *   uordblks  live blocks' usable bytes plus the layer's own structures
+ *   uordblks  live blocks' usable bytes in the regions plus the layer's own
+ *             structures
+ *   hblks, hblkhd   large blocks in mappings of their own: how many, bytes
  *   fordblks  arena - uordblks: free memory, cached blocks, bookkeeping
  *   fsmblks   bytes of free blocks held in the caches (glibc: fastbins)
  *   ordblks   1 while the heap has free memory (the count of free blocks
  *             would need a walk of the heap)
- *   hblks, hblkhd, smblks, usmblks, keepcost   0: large blocks live in
- *             the heap's regions, not in mappings of their own. */
+ *   smblks, usmblks, keepcost   0. */
 static struct mallinfo2 info_now(void) {
     struct mallinfo2 mi;
     memset(&mi, 0, sizeof mi);
@@ -277,7 +278,9 @@ static struct mallinfo2 info_now(void) {
     kbuddy_malloc_stats st;
     kbuddy_malloc_get_stats(&st);
     mi.arena = st.region_bytes;
-    mi.uordblks = st.live_bytes + st.internal_bytes;
+    mi.uordblks = st.live_bytes - st.mapped_bytes + st.internal_bytes;
+    mi.hblks = st.mapped_blocks;
+    mi.hblkhd = st.mapped_bytes;
     mi.fordblks = mi.arena > mi.uordblks ? mi.arena - mi.uordblks : 0;
     mi.fsmblks = st.cached_bytes;
     mi.ordblks = st.heap.total > st.heap.allocated ? 1 : 0;
@@ -293,6 +296,8 @@ EXPORT struct mallinfo mallinfo(void) {
     memset(&mi, 0, sizeof mi);
     mi.arena = (int)m2.arena;
     mi.ordblks = (int)m2.ordblks;
+    mi.hblks = (int)m2.hblks;
+    mi.hblkhd = (int)m2.hblkhd;
     mi.fsmblks = (int)m2.fsmblks;
     mi.uordblks = (int)m2.uordblks;
     mi.fordblks = (int)m2.fordblks;
@@ -314,10 +319,10 @@ EXPORT void malloc_stats(void) {
     stats_line("system bytes     = ", mi.arena);
     stats_line("in use bytes     = ", mi.uordblks);
     kbuddy_hosted_puts("Total (incl. mmap):\n");
-    stats_line("system bytes     = ", mi.arena);
-    stats_line("in use bytes     = ", mi.uordblks);
-    stats_line("max mmap regions = ", 0);
-    stats_line("max mmap bytes   = ", 0);
+    stats_line("system bytes     = ", mi.arena + mi.hblkhd);
+    stats_line("in use bytes     = ", mi.uordblks + mi.hblkhd);
+    stats_line("max mmap regions = ", mi.hblks); /* now, not the most ever */
+    stats_line("max mmap bytes   = ", mi.hblkhd);
 }
 
 /* glibc's XML shape (options must be 0, as glibc requires), kbuddy's
@@ -340,8 +345,10 @@ EXPORT int malloc_info(int options, FILE *fp) {
     fprintf(fp, "<total type=\"internal\" count=\"%zu\" size=\"%zu\"/>\n", st.internal_blocks,
             st.internal_bytes);
     fprintf(fp, "<system type=\"current\" size=\"%zu\"/>\n</heap>\n", st.region_bytes);
-    fprintf(fp, "<total type=\"mmap\" count=\"0\" size=\"0\"/>\n");
-    fprintf(fp, "<system type=\"current\" size=\"%zu\"/>\n</malloc>\n", st.region_bytes);
+    fprintf(fp, "<total type=\"mmap\" count=\"%zu\" size=\"%zu\"/>\n", st.mapped_blocks,
+            st.mapped_bytes);
+    fprintf(fp, "<system type=\"current\" size=\"%zu\"/>\n</malloc>\n",
+            st.region_bytes + st.mapped_bytes);
     return 0;
 }
 

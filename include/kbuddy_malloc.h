@@ -24,10 +24,20 @@
  *   malloc      kbm_malloc, kbm_free, ...: small requests (at most
  *               KBUDDY_MALLOC_CACHE_MAX bytes with any alignment up to
  *               KBUDDY_MALLOC_CACHE_MAX) go through the caches; the rest
- *               straight to the core heap.
+ *               straight to the core heap, but for large blocks below.
+ *   mappings    with the map and unmap hooks (hosted: mmap, munmap,
+ *               mremap), a request above the map threshold (1 MiB) gets a
+ *               mapping of its own, which nothing is written into: it costs
+ *               nothing until touched, calloc clears none of it when fresh
+ *               mappings read as zero, and free gives it back at once. The
+ *               layer keeps its mappings in a registry (a sorted array
+ *               under the lock, taken from the core heap beyond its first
+ *               16 entries), so bad frees of them are refused like any
+ *               other without reading memory the layer does not own.
  *
- * Every block is an allocation of the core heap: a cached block is one the
- * core heap counts as allocated but that the program does not hold. Small
+ * Every block but the mapped ones is an allocation of the core heap: a
+ * cached block is one the core heap counts as allocated but that the
+ * program does not hold. Small
  * requests are rounded up to a size class: 32-byte steps up to 512 bytes,
  * then KBUDDY_MALLOC_CLASS_STEPS classes per doubling (576, 640, ..., 1024,
  * 1152, ...) up to KBUDDY_MALLOC_CACHE_MAX (with the default 32-byte
@@ -89,8 +99,10 @@
  * core heap (kbuddy_alloc_many_aligned, kbuddy_free_many: O(R + L + M) and
  * O(R + M * L)) under one lock acquisition (M = blocks per magazine, at
  * most 64). Large requests cost what the core heap's calls cost
- * (O(R + L), kbuddy.h), under the lock. Resolving a pointer is O(1) for
- * the region the CPU used last, else O(number of regions).
+ * (O(R + L), kbuddy.h), under the lock; mapped ones what the hooks cost,
+ * plus O(log M) under the lock to find a mapping and O(M) to record or
+ * forget one (M = live mappings). Resolving a pointer is O(1) for the
+ * region the CPU used last, else O(number of regions).
  */
 #ifndef KBUDDY_MALLOC_H
 #define KBUDDY_MALLOC_H
@@ -162,9 +174,21 @@ extern "C" {
 
 /* Requests above this many bytes get a mapping of their own when the map
  * and unmap hooks are installed (kbuddy_malloc_hooks.map_threshold
- * overrides it at run time). */
+ * overrides it at run time). 1 MiB: below it the heap's blocks are
+ * cheaper than a system call each (and cached up to
+ * KBUDDY_MALLOC_CACHE_MAX whatever the threshold); above it a block of
+ * its own costs no memory until touched, none of the heap's 2.25x room
+ * for a buddy block, and goes back to the system at free. Unless the hook
+ * sets one, the threshold then moves as glibc's does: the free of a
+ * mapped block of up to KBUDDY_MALLOC_MAP_THRESHOLD_MAX bytes raises it
+ * to that block's size, so that blocks of that size, allocated and freed
+ * again and again, come from the heap, which reuses their pages, rather
+ * than costing a fresh mapping and a page fault per page each time. */
 #ifndef KBUDDY_MALLOC_MAP_THRESHOLD
 #define KBUDDY_MALLOC_MAP_THRESHOLD ((size_t)1 << 20)
+#endif
+#ifndef KBUDDY_MALLOC_MAP_THRESHOLD_MAX
+#define KBUDDY_MALLOC_MAP_THRESHOLD_MAX ((size_t)32 << 20)
 #endif
 
 /* ------------------------------------------------------------------------ */
@@ -242,15 +266,21 @@ typedef struct kbuddy_malloc_hooks {
     void (*thread_cache_created)(void);
 
     /* Large blocks. A request above map_threshold bytes (0: the default,
-     * KBUDDY_MALLOC_MAP_THRESHOLD) gets a mapping of its own: map returns
-     * `size` bytes (a multiple of 4096) aligned to `align` (a power of two,
-     * at least 4096), or NULL; unmap gives such a mapping back whole. remap
-     * (optional) resizes a mapping, moving it if it must, and returns its
-     * new address or NULL (the old one then stays as it was); without it a
-     * large realloc maps, copies and unmaps. map_zeroed: fresh mappings read
-     * as zero (calloc then writes nothing). They run with no lock held and
-     * interrupts restored. map == NULL or unmap == NULL: every block comes
-     * from the core heap. */
+     * KBUDDY_MALLOC_MAP_THRESHOLD, raised by frees up to
+     * KBUDDY_MALLOC_MAP_THRESHOLD_MAX; requests up to KBUDDY_MALLOC_CACHE_MAX
+     * are cached whatever it says) gets a mapping of its own, the block
+     * being its first byte: map returns `size` bytes (the request rounded
+     * up to a multiple of 4096) aligned to `align` (a power of two, at
+     * least 4096), or NULL, and then the core heap serves the request;
+     * unmap gives such a mapping back whole, at free. remap (optional)
+     * resizes a mapping, moving it if it must, and returns its new address
+     * or NULL (the old one then stays as it was); without it a large
+     * realloc that grows maps, copies and unmaps, one that shrinks keeps
+     * the block. map_zeroed: fresh mappings read as zero (calloc then
+     * writes nothing). They run with no lock held and interrupts
+     * restored. The layer writes nothing into a mapping: it keeps each in
+     * a registry. map == NULL or unmap == NULL: every block comes from the
+     * core heap. */
     void *(*map)(size_t size, size_t align, void *ctx);
     void (*unmap)(void *start, size_t size, void *ctx);
     void *(*remap)(void *start, size_t old_size, size_t new_size, void *ctx);
@@ -339,6 +369,10 @@ void *kbm_calloc(size_t n, size_t size) KBUDDY_MALLOC_ATTR;
  *   the block is large enough and not more than twice too large (small
  *   blocks), or the core heap can resize it in place (large blocks)
  *                       the same pointer;
+ *   a mapped block      the same pointer when the size stays within its
+ *                       pages, or shrinks and cannot be remapped; else
+ *                       the remap hook's result (mremap: no copy), or a
+ *                       block from the heap at or below the threshold;
  *   otherwise           a new block, the contents copied, ptr freed.
  * NULL with ENOMEM on failure, ptr left untouched. A ptr that is not a live
  * block is refused as kbm_free refuses it (bad_free hook, func "realloc"):
@@ -366,14 +400,15 @@ int kbm_posix_memalign(void **out, size_t align, size_t size);
 void *kbm_memalign(size_t align, size_t size) KBUDDY_MALLOC_ATTR KBUDDY_ALLOC_SIZE(2);
 
 /* Bytes usable at ptr (at least what was requested: the size class, or the
- * request rounded up to KBUDDY_MIN_BLOCK for large blocks). 0 for NULL or a
- * pointer that is not a live block (not reported: nothing is freed). */
+ * request rounded up to KBUDDY_MIN_BLOCK for large blocks, or the mapping's
+ * size, a multiple of 4096, for mapped ones). 0 for NULL or a pointer that
+ * is not a live block (not reported: nothing is freed). */
 size_t kbm_malloc_usable_size(const void *ptr);
 
 /* C23: free a block stating its size. Refused (KBUDDY_ESIZE, bad_free hook,
  * func "free_sized") when the size is not the one requested (or given to
  * the realloc that last resized it in place): exactly for large blocks
- * (the core heap keeps it) and for cached blocks of more than 64 bytes
+ * (the core heap or the mappings' registry keeps it) and for cached blocks of more than 64 bytes
  * (the layer keeps it modulo 4096, exact for classes of at most 4096
  * bytes but for requests of 0 and 4096 bytes); blocks of 32 and 64 bytes
  * accept any size up to theirs. Otherwise as kbm_free. */
@@ -389,17 +424,20 @@ void kbm_free_aligned_sized(void *ptr, size_t align, size_t size);
 /* ------------------------------------------------------------------------ */
 
 /* Statistics. The core heap counts a block the program holds, a block in a
- * cache, and the layer's own structures (magazines, per-CPU caches) alike
- * as allocated; the fields below split them. Small blocks are counted at
- * their class size (the request itself is not kept), large ones at the
- * request rounded up to KBUDDY_MIN_BLOCK; heap.user, the core's sum of
- * requested sizes, therefore counts small blocks at their class size too.
+ * cache, and the layer's own structures (magazines, per-CPU caches, the
+ * mappings' registry beyond its static entries) alike as allocated; the
+ * fields below split them. Small blocks are counted at their class size
+ * (the request itself is not kept), large ones at the request rounded up
+ * to KBUDDY_MIN_BLOCK, mapped ones at their mapping's size; heap.user, the
+ * core's sum of requested sizes, therefore counts small blocks at their
+ * class size too. Mapped blocks are the program's (live_blocks,
+ * live_bytes) but not the core heap's.
  *
- * Exactness: the lock is held, so the heap figures and the depot are exact;
- * each cache's figures are read as its CPU last wrote them. With no
- * allocation running on another CPU they add up exactly:
- *   heap.allocations == live_blocks + cached_blocks + internal_blocks
- *   heap.allocated   == live_bytes  + cached_bytes  + internal_bytes
+ * Exactness: the lock is held, so the heap figures, the depot and the
+ * mappings are exact; each cache's figures are read as its CPU last wrote
+ * them. With no allocation running on another CPU they add up exactly:
+ *   heap.allocations + mapped_blocks == live_blocks + cached_blocks + internal_blocks
+ *   heap.allocated   + mapped_bytes  == live_bytes  + cached_bytes  + internal_bytes
  *   region_bytes     == heap.total + heap.overhead + tag_bytes
  * Not counted anywhere: memory outside the regions (e.g. a hosted
  * build's bootstrap arena). */
@@ -423,7 +461,8 @@ typedef struct kbuddy_malloc_stats {
     size_t core_drains;     /* cached blocks given back to the core heap       */
     size_t large_calls;     /* malloc-family calls that went to the core heap
                                directly (large or over-aligned, or no cache)  */
-    /* Large blocks in mappings of their own (hooks map/unmap), now. */
+    /* Large blocks in mappings of their own (hooks map/unmap), now; also
+     * counted in live_blocks and live_bytes. */
     size_t mapped_blocks;
     size_t mapped_bytes;    /* their mappings' sizes                          */
     /* Memory given back so far (hooks release/ungrow). */
@@ -450,10 +489,11 @@ void kbuddy_malloc_thread_exit(void);
 
 /* Verify the core heap (kbuddy_check) and the layer: every tag belongs to
  * the start of a core allocation of its class's size, every block in the
- * depot is tagged as cached in its class, and the counters agree with the
- * tags. KBUDDY_OK or KBUDDY_ECORRUPT. Exact only while no other CPU
- * allocates (tests, debug builds); O(heap size / KBUDDY_MIN_BLOCK) under the
- * lock. */
+ * depot is tagged as cached in its class, the counters agree with the
+ * tags, and the mappings' registry is sorted, its mappings disjoint, whole
+ * pages, outside every region and summing to mapped_bytes. KBUDDY_OK or
+ * KBUDDY_ECORRUPT. Exact only while no other CPU allocates (tests, debug
+ * builds); O(heap size / KBUDDY_MIN_BLOCK + M x R) under the lock. */
 kbuddy_status kbuddy_malloc_check(void);
 
 /* ------------------------------------------------------------------------ */

@@ -27,7 +27,8 @@ static kbuddy_status add_region_locked(void *start, size_t size, bool zeroed) {
         return KBUDDY_ENOMEM;
     uintptr_t core = t + tag_bytes;
     unsigned char *bytes = start; /* pointers are derived from start, not made from integers */
-    kbuddy_status st = kbuddy_add_region(&g_heap, bytes + (core - s), (size_t)(e - core));
+    kbuddy_status st = (zeroed ? kbuddy_add_region_zeroed : kbuddy_add_region)(
+        &g_heap, bytes + (core - s), (size_t)(e - core));
     if (st != KBUDDY_OK)
         return st;
     if (!zeroed)

@@ -11,12 +11,15 @@
  *   kbm_magazines.h  magazines, the depot, per-CPU caches, the core calls
  *                    behind them
  *   kbm_regions.h    regions and growth, the out-of-memory handler, hooks
+ *   kbm_large.h      large blocks in mappings of their own (map hooks)
  *   kbm_fork.h       the fork handlers: the child's copy made whole again
  *   this file        the malloc family: allocation, free (every bad free
  *                    refused), large blocks, realloc, statistics, check
  *
  * Invariants
- *   - Every block is a core allocation of the global heap. A small block of
+ *   - Every block is a core allocation of the global heap, but for large
+ *     blocks in mappings of their own, which only the registry of
+ *     kbm_large.h knows (they lie outside every region). A small block of
  *     class c is exactly class_units(c) minimum blocks, aligned to
  *     class_align(c), so the core heap's usable size is the class size.
  *   - tag(u) != 0 iff unit u starts a block the layer handed out: LIVE|c
@@ -146,6 +149,7 @@ static void report(void *ptr, kbuddy_status st, const char *func) {
 #include "kbm_tags.h"
 #include "kbm_magazines.h"
 #include "kbm_regions.h"
+#include "kbm_large.h"
 #include "kbm_fork.h"
 
 /* ------------------------------------------------------------------------ */
@@ -245,7 +249,7 @@ static ALWAYS_INLINE void *alloc_small(unsigned c, size_t size) {
  * lock, tagged LIVE|LARGE. When the heap is out of memory even after the
  * depot went back, this CPU's cache goes back too and the call is tried
  * once more. Sets errno when it fails. */
-static NOINLINE void *alloc_large(size_t size, size_t align) {
+static void *alloc_core_large(size_t size, size_t align) {
     unsigned long irq = irq_off();
     kcache *cc = cache_peek();
     lock();
@@ -269,6 +273,17 @@ static NOINLINE void *alloc_large(size_t size, size_t align) {
     return p;
 }
 
+/* Above the cache limit: a mapping of its own above the map threshold
+ * (kbm_large.h), else (or when none can be had) the core heap. */
+static NOINLINE void *alloc_large(size_t size, size_t align) {
+    if (map_wanted(size)) {
+        void *p = alloc_mapped(size, align);
+        if (p)
+            return p;
+    }
+    return alloc_core_large(size, align);
+}
+
 /* size bytes aligned to align (a power of two): through the caches for
  * every size and alignment up to the cache limit (the class of the size
  * rounded up to the alignment is a multiple of it, and its blocks are
@@ -290,9 +305,22 @@ void *kbm_calloc(size_t n, size_t size) {
         SET_ERRNO(KBM_ENOMEM);
         return NULL;
     }
-    void *p = kbm_malloc(n * size);
+    size_t bytes = n * size;
+    void *p;
+    if (bytes > CACHE_MAX && map_wanted(bytes)) {
+        /* A fresh mapping that reads as zero is not cleared (nor touched). */
+        p = alloc_mapped(bytes, UNIT);
+        if (p) {
+            if (!g_hooks.map_zeroed)
+                memset(p, 0, bytes);
+            return p;
+        }
+        p = alloc_core_large(bytes, UNIT);
+    } else {
+        p = kbm_malloc(bytes);
+    }
     if (p)
-        memset(p, 0, n * size);
+        memset(p, 0, bytes);
     return p;
 }
 
@@ -443,11 +471,16 @@ static NOINLINE void free_slow(kcache *cc, void *ptr, int mode, size_t size, siz
     tagref t;
     unsigned tag, c = 0;
     const char *func = k_free_name[mode];
+    size_t unmap_bytes = 0;
     if (mode == FREE_REALLOC)
         mode = FREE_PLAIN;
-    if (!cc)
-        cc = my_cache();
     kbuddy_status st = locate(cc ? &cc->hint : &local, ptr, &t);
+    if (st == KBUDDY_EFOREIGN && mapped_any()) { /* a large block's own mapping? */
+        st = mapped_take(ptr, mode != FREE_PLAIN, size, align, &unmap_bytes);
+        goto out;
+    }
+    if (!cc) /* not before: a thread that frees only mappings needs no cache */
+        cc = my_cache();
     if (st != KBUDDY_OK)
         goto out;
     for (tag = tag_get(t);;) {
@@ -491,6 +524,8 @@ static NOINLINE void free_slow(kcache *cc, void *ptr, int mode, size_t size, siz
     }
 out:
     irq_on(irq);
+    if (unmap_bytes)
+        mapped_unmap(ptr, unmap_bytes);
     if (st != KBUDDY_OK)
         report(ptr, st, func);
 }
@@ -653,6 +688,8 @@ void *kbm_realloc(void *ptr, size_t size) {
     kbuddy_status why;
     tagref t;
     unsigned tag = live_tag(ptr, &t, &why);
+    if (!tag && why == KBUDDY_EFOREIGN && mapped_any())
+        return realloc_mapped(ptr, size);
     if (!tag) {
         report(ptr, why, "realloc");
         SET_ERRNO(KBM_EINVAL);
@@ -694,7 +731,10 @@ size_t kbm_malloc_usable_size(const void *ptr) {
     const mregion *local = &g_no_region;
     tagref t;
     size_t n = 0;
-    if (locate(cc ? &cc->hint : &local, ptr, &t) == KBUDDY_OK) {
+    kbuddy_status st = locate(cc ? &cc->hint : &local, ptr, &t);
+    if (st == KBUDDY_EFOREIGN && mapped_any()) {
+        n = mapped_usable(ptr);
+    } else if (st == KBUDDY_OK) {
         unsigned tag = tag_get(t);
         if ((tag & TAG_LIVE) && (tag & TAG_CLASS) != TAG_LARGE) {
             n = class_bytes(tag & TAG_CLASS);
@@ -774,8 +814,10 @@ void kbuddy_malloc_get_stats(kbuddy_malloc_stats *out) {
     out->depot_blocks = g_depot_blocks;
     out->internal_blocks = g_internal_blocks;
     out->internal_bytes = g_internal_bytes;
-    out->live_blocks = out->heap.allocations - blocks - g_internal_blocks;
-    out->live_bytes = out->heap.allocated - out->cached_bytes - g_internal_bytes;
+    out->live_blocks = out->heap.allocations - blocks - g_internal_blocks + g_nmaps;
+    out->live_bytes = out->heap.allocated - out->cached_bytes - g_internal_bytes + g_mapped_bytes;
+    out->mapped_blocks = g_nmaps;
+    out->mapped_bytes = g_mapped_bytes;
     out->caches = caches;
     out->regions = atomic_load_explicit(&g_nregions, memory_order_relaxed);
     out->region_bytes = g_region_bytes;
@@ -882,7 +924,7 @@ kbuddy_status kbuddy_malloc_check(void) {
         cache_count(cc, &blocks, &units);
     }
     k.bad |= k.cached != blocks || k.cached_units != units || k.untagged != g_internal_blocks ||
-             k.untagged_bytes != g_internal_bytes;
+             k.untagged_bytes != g_internal_bytes || !maps_ok_locked();
     if (st == KBUDDY_OK && k.bad)
         st = KBUDDY_ECORRUPT;
     unlock();

@@ -165,7 +165,7 @@ size_t kb_engine_words_bound(uintptr_t units) {
     return total;
 }
 
-void kb_engine_init(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order, kb_word *words) {
+size_t kb_engine_layout(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order, kb_word *words) {
     size_t total = 0;
     e->lo = lo;
     e->hi = hi;
@@ -182,7 +182,11 @@ void kb_engine_init(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order, k
         order[k].nbits = order_nbits(lo, hi, k);
         total += tree_words(order[k].nbits, &order[k], total);
     }
-    kb_zero(words, total * sizeof(kb_word));
+    return total;
+}
+
+void kb_engine_init(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order, kb_word *words) {
+    kb_zero(words, kb_engine_layout(e, lo, hi, order, words) * sizeof(kb_word));
 }
 
 /* ------------------------------------------------------------------------ */

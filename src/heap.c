@@ -228,7 +228,10 @@ static uintptr_t units_start(uintptr_t meta, uintptr_t n) {
     return align_up(meta + meta_bytes(n), UNIT) >> UNIT_SHIFT;
 }
 
-kbuddy_status kbuddy_add_region(kbuddy_heap *h, void *start, size_t size) {
+/* zeroed: the range reads as zero, so its bookkeeping (control bytes and
+ * bitmaps, 1/32 of it and more) is not cleared: pages the heap never uses
+ * stay untouched. */
+static kbuddy_status add_region(kbuddy_heap *h, void *start, size_t size, bool zeroed) {
     uintptr_t s = (uintptr_t)start;
     if (!h || !start || size == 0 || size > UINTPTR_MAX - s)
         return KBUDDY_EINVAL;
@@ -281,8 +284,12 @@ kbuddy_status kbuddy_add_region(kbuddy_heap *h, void *start, size_t size) {
     r->start = s;
     r->end = e;
     r->ctrl = (uint8_t *)(words + kb_engine_words_bound(n));
-    kb_zero(r->ctrl, n);
-    kb_engine_init(&r->engine, lo, lo + n, order, words);
+    if (zeroed) {
+        (void)kb_engine_layout(&r->engine, lo, lo + n, order, words);
+    } else {
+        kb_zero(r->ctrl, n);
+        kb_engine_init(&r->engine, lo, lo + n, order, words);
+    }
     r->engine.ctrl = r->ctrl;
     r->engine.owner_mask = &h->orders_free;
     r->engine.owner_count = h->regions_with_order;
@@ -295,6 +302,14 @@ kbuddy_status kbuddy_add_region(kbuddy_heap *h, void *start, size_t size) {
     h->overhead += size - (size_t)(n << UNIT_SHIFT);
     kb_unlock(&h->lock);
     return KBUDDY_OK;
+}
+
+kbuddy_status kbuddy_add_region(kbuddy_heap *h, void *start, size_t size) {
+    return add_region(h, start, size, false);
+}
+
+kbuddy_status kbuddy_add_region_zeroed(kbuddy_heap *h, void *start, size_t size) {
+    return add_region(h, start, size, true);
 }
 
 /* ------------------------------------------------------------------------ */

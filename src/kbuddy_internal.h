@@ -136,8 +136,11 @@ size_t kb_engine_words(uintptr_t lo, uintptr_t hi);
 size_t kb_engine_words_bound(uintptr_t units);
 
 /* Lay the engine out over [lo, hi) with `order` (kb_orders_for entries) and
- * `words` (kb_engine_words words), all cleared: nothing is free. */
+ * `words` (kb_engine_words words), all cleared: nothing is free.
+ * kb_engine_layout does the same but for clearing, for words known to be
+ * zero already (fresh mappings), and returns how many there are. */
 void kb_engine_init(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order, kb_word *words);
+size_t kb_engine_layout(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order, kb_word *words);
 
 /* Allocate n units aligned to 2^ka units, where k = max(ceil(log2 n), ka)
  * (k < 64): the lowest free block of the smallest non-empty order >= k is

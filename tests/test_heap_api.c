@@ -9,6 +9,7 @@
  * Regions are carved out of heap-allocated arenas, filled with a known
  * byte so that writes outside a region can be detected.
  */
+#define _DEFAULT_SOURCE /* mmap, mincore: fresh zero pages for add_region_zeroed */
 #include "kbuddy.h"
 #include "kbtest.h"
 
@@ -16,6 +17,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define UNIT KBUDDY_MIN_BLOCK
 #define ARENA_ALIGN ((size_t)1 << 22)
@@ -3501,6 +3503,62 @@ TEST(heap_works_with_the_shipped_spinlock_installed) {
     CHECK(kbuddy_spinlock_try_acquire(&sl));
     kbuddy_spinlock_release(&sl);
     free(a);
+}
+
+/* Pages of [p, p + n) that are resident (n a multiple of 4096). */
+static size_t resident_pages(void *p, size_t n) {
+    size_t np = n / 4096, got = 0;
+    unsigned char *v = malloc(np);
+    if (!v || mincore(p, n, v) != 0) {
+        free(v);
+        return SIZE_MAX;
+    }
+    for (size_t i = 0; i < np; i++)
+        got += v[i] & 1;
+    free(v);
+    return got;
+}
+
+/* A fresh mapping reads as zero: kbuddy_add_region_zeroed writes only the
+ * region's header, its order table and the few free marks (and their
+ * summary bits) of its largest blocks, where
+ * kbuddy_add_region clears all the bookkeeping (1/32 of the range), and
+ * the heap it makes is the same. */
+TEST(add_region_zeroed_leaves_known_zero_bookkeeping_untouched) {
+    const size_t n = (size_t)64 << 20;
+    void *a = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *b = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(a != MAP_FAILED && b != MAP_FAILED);
+    kbuddy_heap hz = KBUDDY_HEAP_INIT, hp = KBUDDY_HEAP_INIT;
+    CHECK_STATUS(kbuddy_add_region_zeroed(&hz, a, n), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_add_region(&hp, b, n), KBUDDY_OK);
+    size_t rz = resident_pages(a, n), rp = resident_pages(b, n);
+    CHECK(rz <= 64); /* 18 on x86-64: the header, the orders, a few free marks */
+    CHECK(rp >= n / UNIT / 4096); /* the control bytes, at least */
+    kbuddy_stats sz, sp;
+    kbuddy_get_stats(&hz, &sz);
+    kbuddy_get_stats(&hp, &sp);
+    CHECK_EQ(sz.total, sp.total);
+    CHECK_EQ(sz.overhead, sp.overhead);
+    CHECK_EQ(sz.largest_free, sp.largest_free);
+    void *p[64];
+    for (int i = 0; i < 64; i++) {
+        p[i] = kbuddy_alloc(&hz, (size_t)1 << (i % 20), 1);
+        void *q = kbuddy_alloc(&hp, (size_t)1 << (i % 20), 1);
+        CHECK(p[i] && q && (uintptr_t)p[i] - (uintptr_t)a == (uintptr_t)q - (uintptr_t)b);
+    }
+    CHECK_STATUS(kbuddy_check(&hz), KBUDDY_OK);
+    for (int i = 0; i < 64; i += 2)
+        CHECK_STATUS(kbuddy_free(&hz, p[i]), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_check(&hz), KBUDDY_OK);
+    for (int i = 1; i < 64; i += 2)
+        CHECK_STATUS(kbuddy_free(&hz, p[i]), KBUDDY_OK);
+    kbuddy_get_stats(&hz, &sz);
+    CHECK_EQ(sz.allocated, 0);
+    CHECK_EQ(sz.largest_free, sp.largest_free);
+    CHECK_STATUS(kbuddy_check(&hz), KBUDDY_OK);
+    munmap(a, n);
+    munmap(b, n);
 }
 
 KBTEST_MAIN()

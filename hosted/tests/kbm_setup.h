@@ -60,8 +60,10 @@ static inline kbuddy_malloc_stats kbm_stats(void) {
 #define CHECK_STATS_ADD_UP()                                                                \
     do {                                                                                    \
         kbuddy_malloc_stats s_ = kbm_stats();                                               \
-        CHECK_EQ(s_.heap.allocations, s_.live_blocks + s_.cached_blocks + s_.internal_blocks); \
-        CHECK_EQ(s_.heap.allocated, s_.live_bytes + s_.cached_bytes + s_.internal_bytes);   \
+        CHECK_EQ(s_.heap.allocations + s_.mapped_blocks,                                    \
+                 s_.live_blocks + s_.cached_blocks + s_.internal_blocks);                   \
+        CHECK_EQ(s_.heap.allocated + s_.mapped_bytes,                                       \
+                 s_.live_bytes + s_.cached_bytes + s_.internal_bytes);                      \
         CHECK_EQ(s_.region_bytes, s_.heap.total + s_.heap.overhead + s_.tag_bytes);         \
         CHECK_STATUS(kbuddy_malloc_check(), KBUDDY_OK);                                     \
     } while (0)

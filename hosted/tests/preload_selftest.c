@@ -153,6 +153,16 @@ int main(void) {
     free(b); /* accepted, ignored */
     free(moved);
 
+    /* A large block is a mapping of its own, and mallinfo2 says so (as
+     * glibc's hblks and hblkhd do), outside the bytes in use in the arena. */
+    struct mallinfo2 m0 = mallinfo2();
+    void *mapped = malloc(10 << 20);
+    struct mallinfo2 m1 = mallinfo2();
+    EXPECT(mapped && m1.hblks == m0.hblks + 1 && m1.hblkhd == m0.hblkhd + (10 << 20));
+    EXPECT(m1.uordblks == m0.uordblks);
+    free(mapped);
+    EXPECT(mallinfo2().hblks == m0.hblks);
+
     /* A bad free is reported on stderr and survived. */
     victim = malloc(64);
     char msg[512];

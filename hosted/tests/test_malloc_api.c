@@ -283,7 +283,7 @@ TEST(free_sized_accepts_every_valid_size) {
     CHECK_STATS_ADD_UP();
 }
 
-TEST(large_requests_grow_the_heap) {
+TEST(large_requests_get_a_mapping_of_their_own) {
     kbm_setup();
     kbuddy_malloc_stats before = kbm_stats();
     size_t n = (size_t)200 << 20; /* beyond the 64 MiB default mapping */
@@ -292,9 +292,68 @@ TEST(large_requests_grow_the_heap) {
     p[0] = 1;
     p[n - 1] = 2;
     kbuddy_malloc_stats after = kbm_stats();
-    CHECK(after.regions > before.regions);
-    CHECK(after.live_bytes >= before.live_bytes + n);
+    CHECK_EQ(after.regions, before.regions);
+    CHECK_EQ(after.mapped_blocks, before.mapped_blocks + 1);
+    CHECK_EQ(after.mapped_bytes, before.mapped_bytes + n);
+    CHECK_EQ(after.live_bytes, before.live_bytes + n);
+    CHECK_STATS_ADD_UP();
     kbm_free(p);
+    CHECK_EQ(kbm_stats().mapped_blocks, before.mapped_blocks);
+    CHECK_STATS_ADD_UP();
+}
+
+/* The hosted map hooks: mmap trimmed to a big alignment, mremap for
+ * realloc (contents kept), munmap at free. Sizes above 32 MiB, which the
+ * default threshold never reaches. */
+TEST(hosted_mappings_are_aligned_and_remapped) {
+    kbm_setup();
+    kbuddy_malloc_stats s0 = kbm_stats();
+    size_t n = (size_t)40 << 20, align = (size_t)16 << 20;
+    unsigned char *p = kbm_aligned_alloc(align, n);
+    REQUIRE(p != NULL);
+    CHECK_EQ((uintptr_t)p % align, 0);
+    CHECK_EQ(kbm_stats().mapped_blocks, s0.mapped_blocks + 1);
+    for (size_t i = 0; i < n; i += 4096)
+        p[i] = (unsigned char)(i >> 12);
+    unsigned char *q = kbm_realloc(p, 3 * n);
+    REQUIRE(q != NULL);
+    CHECK_EQ(kbm_malloc_usable_size(q), 3 * n);
+    int same = 1;
+    for (size_t i = 0; i < n; i += 4096)
+        same &= q[i] == (unsigned char)(i >> 12);
+    CHECK(same);
+    q[3 * n - 1] = 1;
+    q = kbm_realloc(q, n + 1); /* shrunk in place */
+    REQUIRE(q != NULL);
+    CHECK_EQ(kbm_malloc_usable_size(q), n + 4096);
+    CHECK(q[n - 4096] == (unsigned char)((n - 4096) >> 12));
+    CHECK_STATS_ADD_UP();
+    kbm_free_sized(q, n + 1);
+    CHECK_EQ(kbm_stats().mapped_blocks, s0.mapped_blocks);
+    CHECK_EQ(kbm_stats().mapped_bytes, s0.mapped_bytes);
+    CHECK_EQ(atomic_load(&kbm_bad_count), 0);
+    CHECK_STATS_ADD_UP();
+}
+
+/* Blocks below the map threshold that add up to more than a region: the
+ * grow hook maps more regions. */
+TEST(many_blocks_grow_the_heap) {
+    kbm_setup();
+    kbuddy_malloc_stats before = kbm_stats();
+    enum { N = 200 };
+    static unsigned char *p[N];
+    size_t n = (size_t)1 << 20; /* 200 MiB in all, each at the threshold */
+    for (int i = 0; i < N; i++) {
+        p[i] = kbm_malloc(n);
+        REQUIRE(p[i] != NULL);
+        p[i][n - 1] = 2;
+    }
+    kbuddy_malloc_stats after = kbm_stats();
+    CHECK(after.regions > before.regions);
+    CHECK_EQ(after.mapped_blocks, before.mapped_blocks);
+    CHECK(after.live_bytes >= before.live_bytes + N * n);
+    for (int i = 0; i < N; i++)
+        kbm_free(p[i]);
     CHECK_STATS_ADD_UP();
 }
 
