@@ -69,7 +69,8 @@ typedef enum kbuddy_status {
     KBUDDY_EBADPTR,     /* inside managed memory but not the start of a live allocation       */
     KBUDDY_EDOUBLEFREE, /* the pointer or frames are already free                              */
     KBUDDY_ESIZE,       /* a sized free whose size/alignment does not match the allocation   */
-    KBUDDY_ECORRUPT     /* the integrity check found damaged bookkeeping                       */
+    KBUDDY_ECORRUPT,    /* the integrity check found damaged bookkeeping                       */
+    KBUDDY_EBUSY        /* the region still holds allocations (kbuddy_remove_region)          */
 } kbuddy_status;
 
 /* A short English description of `status` ("double free", ...). Never NULL:
@@ -248,6 +249,19 @@ kbuddy_status kbuddy_set_placement(kbuddy_heap *heap, kbuddy_placement placement
  * On error the heap is unchanged.
  * O(R + L + size / (64 * KBUDDY_MIN_BLOCK)): the bitmaps are cleared. */
 kbuddy_status kbuddy_add_region(kbuddy_heap *heap, void *start, size_t size);
+
+/* Take back the region that kbuddy_add_region was given at `start` (the
+ * same address), if none of it is allocated: the heap forgets it, and the
+ * caller owns [start, start + size) again (unmap it, give its frames back to
+ * a frame allocator, or add it again later). Statistics drop by what the
+ * region added to them. Returns KBUDDY_OK, or
+ *   KBUDDY_EINVAL    heap or start is NULL;
+ *   KBUDDY_EFOREIGN  no region was added at exactly `start`;
+ *   KBUDDY_EBUSY     some of the region is allocated.
+ * On error the heap is unchanged. Takes the heap's lock.
+ * O(R + L^2): the free blocks that tile the region are checked one by one
+ * (at most two per order; a busy region is found at its first used unit). */
+kbuddy_status kbuddy_remove_region(kbuddy_heap *heap, void *start);
 
 /* Allocate `size` bytes aligned to `align` (absolute address alignment).
  * `align` must be a power of two no larger than the largest block a region

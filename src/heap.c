@@ -297,6 +297,53 @@ kbuddy_status kbuddy_add_region(kbuddy_heap *h, void *start, size_t size) {
     return KBUDDY_OK;
 }
 
+/* Is every unit of r free? The free blocks that tile it are found one
+ * after the other from its first unit: at most two per order when it is
+ * (so O(L^2)), and the first unit that is not free stops the walk. */
+static bool region_is_free(const region *r) {
+    const kb_engine *e = &r->engine;
+    unsigned k;
+    uintptr_t b;
+    for (uintptr_t u = e->lo; u < e->hi; u = (b + 1) << k)
+        if (!kb_engine_find_free(e, u, &k, &b))
+            return false;
+    return true;
+}
+
+kbuddy_status kbuddy_remove_region(kbuddy_heap *h, void *start) {
+    if (!h || !start)
+        return KBUDDY_EINVAL;
+    uintptr_t s = (uintptr_t)start;
+    kb_lock(&h->lock);
+    region **link = &h->regions;
+    while (*link && (*link)->start < s)
+        link = &(*link)->next;
+    region *r = *link;
+    kbuddy_status st = KBUDDY_OK;
+    if (!r || r->start != s)
+        st = KBUDDY_EFOREIGN;
+    else if (!region_is_free(r))
+        st = KBUDDY_EBUSY;
+    if (st != KBUDDY_OK) {
+        kb_unlock(&h->lock);
+        return st;
+    }
+    /* Its free orders leave the heap's summary (the engine counts each
+     * region with a non-empty order once). */
+    for (unsigned k = 0; k < r->engine.orders; k++)
+        if ((r->engine.nonempty >> k) & 1u && --h->regions_with_order[k] == 0)
+            h->orders_free &= ~((uint64_t)1 << k);
+    *link = r->next;
+    if (h->hint == r)
+        h->hint = NULL;
+    size_t units = (size_t)((r->engine.hi - r->engine.lo) << UNIT_SHIFT);
+    h->region_count--;
+    h->total -= units;
+    h->overhead -= (size_t)(r->end - r->start) - units;
+    kb_unlock(&h->lock);
+    return KBUDDY_OK;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Allocation and free                                                       */
 /* ------------------------------------------------------------------------ */
