@@ -416,6 +416,7 @@ static NOINLINE void cache_overflow(kcache *cc, unsigned c, mentry e) {
             g_trades++;
         } else {
             mag_release_blocks(m, c);
+            release_poll_locked();
             fresh = m;
         }
         slot_set(s, loaded, &g_empty_mag);
