@@ -83,11 +83,13 @@ static size_t ungrow_free_regions(size_t keep) {
         uintptr_t core = (uintptr_t)r->core, end = r->start + r->size;
         if (!r->grown || region_gone(r))
             continue;
-        kbuddy_stats st;
-        kbuddy_get_stats(&g_heap, &st);
-        size_t free = st.total - st.allocated;
-        if (free < keep || free - keep < (size_t)(end - core))
-            continue;
+        if (keep) {
+            kbuddy_stats st;
+            kbuddy_get_stats(&g_heap, &st);
+            size_t free = st.total - st.allocated;
+            if (free < keep || free - keep < (size_t)(end - core))
+                continue;
+        }
         if (kbuddy_remove_region(&g_heap, r->core) != KBUDDY_OK)
             continue; /* something in it is allocated */
         atomic_store_explicit(&r->gone, true, memory_order_relaxed);
