@@ -14,6 +14,7 @@ static size_t g_region_bytes, g_tag_bytes; /* under the lock */
 static size_t g_regions_returned;          /* under the lock: entries gone */
 static size_t g_released_bytes;            /* under the lock: bytes given to release */
 static size_t g_free_mark; /* under the lock: the heap's free bytes after the last release */
+static bool g_give_back;   /* the release or the ungrow hook is installed */
 
 /* Layout: [start, t) alignment, [t, t + tag bytes) the tag table (one byte
  * per unit of the whole range, rounded up to words), the rest to the core. */
@@ -113,5 +114,6 @@ void kbuddy_malloc_set_hooks(const kbuddy_malloc_hooks *hooks) {
     else
         g_lock = (kbuddy_lock){kbuddy_spinlock_acquire, kbuddy_spinlock_release, &g_spin};
     g_hooked = g_hooks.cpu_id || g_hooks.irq_save || g_hooks.irq_restore;
+    g_give_back = g_hooks.release || g_hooks.ungrow;
     install_oom();
 }

@@ -93,6 +93,7 @@ static size_t ungrow_free_regions(size_t keep) {
         if (kbuddy_remove_region(&g_heap, r->core) != KBUDDY_OK)
             continue; /* something in it is allocated */
         atomic_store_explicit(&r->gone, true, memory_order_relaxed);
+        g_lock_hint = &g_no_region; /* it may have named r */
         g_region_bytes -= r->size;
         g_tag_bytes -= (size_t)(core - r->start);
         g_regions_returned++;
@@ -127,9 +128,7 @@ static size_t release_locked(size_t keep, size_t span) {
 
 /* Is an automatic release due (under the lock)? The heap's free bytes have
  * grown by a step since the last release. O(1). */
-static bool release_due_locked(void) {
-    if (!g_hooks.release && !g_hooks.ungrow)
-        return false;
+static NOINLINE bool release_due_locked(void) {
     kbuddy_stats st;
     kbuddy_get_stats(&g_heap, &st);
     size_t free = st.total - st.allocated, step = st.total / 8;
@@ -143,8 +142,8 @@ static bool release_due_locked(void) {
 /* The automatic release, with the lock held: when due, whole free spans of
  * KBUDDY_MALLOC_RELEASE_SPAN go back, and grown regions while a step's
  * worth of free memory stays. */
-static void release_poll_locked(void) {
-    if (UNLIKELY(release_due_locked()))
+static inline void release_poll_locked(void) {
+    if (UNLIKELY(g_give_back) && release_due_locked())
         (void)release_locked(KBUDDY_MALLOC_RELEASE_STEP, KBUDDY_MALLOC_RELEASE_SPAN);
 }
 

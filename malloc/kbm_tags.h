@@ -79,7 +79,17 @@ static NOINLINE const mregion *region_find(const mregion **hint, uintptr_t a) {
     return NULL;
 }
 
+/* region_of: for hints that cannot name a gone entry (the lock's, which
+ * is reset when a region goes, or a hint local to one call under the
+ * lock). region_of_any: for a CPU's own hint, read without the lock. */
 static inline const mregion *region_of(const mregion **hint, uintptr_t a) {
+    const mregion *r = *hint;
+    if (LIKELY(a - r->start < r->size))
+        return r;
+    return region_find(hint, a);
+}
+
+static inline const mregion *region_of_any(const mregion **hint, uintptr_t a) {
     const mregion *r = *hint;
     if (LIKELY(a - r->start < r->size) && LIKELY(!region_gone(r)))
         return r;

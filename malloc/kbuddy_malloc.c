@@ -140,7 +140,7 @@ static void report(void *ptr, kbuddy_status st, const char *func) {
 #include "kbm_tags.h"
 /* Giving memory back (kbm_release.h), polled where memory returns to
  * the core heap in bulk. */
-static void release_poll_locked(void);
+static inline void release_poll_locked(void);
 
 #include "kbm_magazines.h"
 #include "kbm_regions.h"
@@ -362,7 +362,7 @@ static kbuddy_status why_not_live(void *ptr, unsigned tag) {
  * candidate. */
 static kbuddy_status locate(const mregion **hint, const void *ptr, tagref *t) {
     uintptr_t a = (uintptr_t)ptr;
-    const mregion *r = region_of(hint, a);
+    const mregion *r = region_of_any(hint, a);
     if (UNLIKELY(!r))
         return KBUDDY_EFOREIGN;
     if (UNLIKELY(a & (UNIT - 1)))
