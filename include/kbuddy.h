@@ -427,6 +427,23 @@ void kbuddy_walk(const kbuddy_heap *heap, kbuddy_walk_fn fn, void *ctx);
 typedef void (*kbuddy_span_fn)(void *ctx, void *start, size_t size);
 size_t kbuddy_heap_trim(const kbuddy_heap *heap, size_t page, kbuddy_span_fn fn, void *ctx);
 
+/* Report the pages of the heap's own bookkeeping (bitmaps and control
+ * bytes at the head of each region) that hold nothing but zeros, so that
+ * they can be given back too: fn(ctx, start, size) for every maximal run
+ * of such pages (whole, aligned pages of `page` bytes, a power of two of
+ * at least 8), region by region; returns the bytes reported (0 for a NULL
+ * heap or fn or a bad page). Free memory keeps most of its bookkeeping at
+ * zero (only the first and last control bytes of a free block, and one
+ * bit per block, are set), so after a large heap has emptied, most of it
+ * can go. The same condition as kbuddy_heap_trim: the pages must read as
+ * zeros afterwards (anonymous memory after madvise(MADV_DONTNEED) does);
+ * the heap writes them again when it needs them. Drop them inside fn,
+ * which runs with the heap's lock held and must not call into the heap.
+ * Nothing of the heap changes. O(bookkeeping bytes / 8): every page is
+ * read. */
+size_t kbuddy_heap_trim_bookkeeping(const kbuddy_heap *heap, size_t page, kbuddy_span_fn fn,
+                                    void *ctx);
+
 /* Install the out-of-memory handler (NULL removes it). When an allocation
  * finds no block, fn(heap, size, align, ctx) is called without the lock held;
  * it may add regions (kbuddy_add_region) or free memory and return true to

@@ -83,7 +83,10 @@ static bool on_oom(kbuddy_heap *h, size_t size, size_t align, void *ctx) {
     size_t got;
     if (!g_hooks.grow(need, &start, &got, g_hooks.grow_ctx))
         return false;
-    if (add_region_locked(start, got, g_hooks.grow_zeroed, true) == KBUDDY_OK)
+    /* Less than asked for cannot serve the request: added, it would only
+     * take a slot (and be asked for again and again). */
+    if ((got >= need || !g_hooks.ungrow) &&
+        add_region_locked(start, got, g_hooks.grow_zeroed, true) == KBUDDY_OK)
         return true;
     if (g_hooks.ungrow) /* not dropped: it goes back */
         g_hooks.ungrow(start, got, g_hooks.grow_ctx);

@@ -110,14 +110,24 @@ static size_t ungrow_free_regions(size_t keep) {
     return bytes;
 }
 
+/* A run of all-zero pages of the core heap's bookkeeping. */
+static void release_zero_pages(void *ctx, void *start, size_t size) {
+    releaser *rl = ctx;
+    rl->bytes += release_range(start, (uintptr_t)start, (uintptr_t)start + size, rl->page);
+}
+
 /* Ungrow, then release the free spans of `span` bytes and more (aligned),
+ * and with `bookkeeping` the all-zero pages of the core heap's bookkeeping
+ * too (every page of it is read: for trims, not for automatic releases),
  * with the lock held. Returns the bytes given back. */
-static size_t release_locked(size_t keep, size_t span) {
+static size_t release_locked(size_t keep, size_t span, bool bookkeeping) {
     size_t bytes = ungrow_free_regions(keep);
     if (g_hooks.release) {
         size_t page = release_page();
         releaser rl = {page, 0};
         (void)kbuddy_heap_trim(&g_heap, span > page ? span : page, release_span, &rl);
+        if (bookkeeping)
+            (void)kbuddy_heap_trim_bookkeeping(&g_heap, page, release_zero_pages, &rl);
         bytes += rl.bytes;
     }
     kbuddy_stats st;
@@ -144,7 +154,7 @@ static NOINLINE bool release_due_locked(void) {
  * worth of free memory stays. */
 static inline void release_poll_locked(void) {
     if (UNLIKELY(g_give_back) && release_due_locked())
-        (void)release_locked(KBUDDY_MALLOC_RELEASE_STEP, KBUDDY_MALLOC_RELEASE_SPAN);
+        (void)release_locked(KBUDDY_MALLOC_RELEASE_STEP, KBUDDY_MALLOC_RELEASE_SPAN, false);
 }
 
 size_t kbuddy_malloc_trim(size_t keep) {
@@ -154,7 +164,7 @@ size_t kbuddy_malloc_trim(size_t keep) {
     if (cc)
         (void)cache_flush_locked(cc);
     (void)depot_drain();
-    size_t bytes = release_locked(keep, 0);
+    size_t bytes = release_locked(keep, 0, true);
     unlock();
     irq_on(irq);
     return bytes;

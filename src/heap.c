@@ -800,6 +800,45 @@ size_t kbuddy_heap_trim(const kbuddy_heap *h, size_t page, kbuddy_span_fn fn, vo
     return units << UNIT_SHIFT;
 }
 
+/* Is the page at p (page bytes, aligned to 8) all zero? */
+static bool page_is_zero(const unsigned char *p, size_t page) {
+    const uint64_t *w = (const uint64_t *)(const void *)p;
+    for (size_t i = 0; i < page / sizeof *w; i++)
+        if (w[i])
+            return false;
+    return true;
+}
+
+size_t kbuddy_heap_trim_bookkeeping(const kbuddy_heap *h, size_t page, kbuddy_span_fn fn, void *ctx) {
+    if (!h || !fn || !kb_is_pow2(page) || page < sizeof(uint64_t))
+        return 0;
+    size_t bytes = 0;
+    kb_lock(&h->lock);
+    for (region *r = h->regions; r; r = r->next) {
+        /* From the first page after the region's header to the last page
+         * before its first unit: order descriptors, bitmaps, control
+         * bytes, all written only by this heap under its lock. */
+        unsigned char *base = (unsigned char *)r;
+        uintptr_t a = align_up((uintptr_t)(r + 1), page), b = (r->engine.lo << UNIT_SHIFT) & ~(uintptr_t)(page - 1);
+        uintptr_t run = 0;
+        for (uintptr_t p = a; p < b; p += page) {
+            bool zero = page_is_zero(base + (p - (uintptr_t)r), page);
+            if (zero && !run)
+                run = p;
+            if (!zero || p + page == b) {
+                uintptr_t end = zero ? p + page : p;
+                if (run && end > run) {
+                    fn(ctx, base + (run - (uintptr_t)r), (size_t)(end - run));
+                    bytes += (size_t)(end - run);
+                }
+                run = 0;
+            }
+        }
+    }
+    kb_unlock(&h->lock);
+    return bytes;
+}
+
 static bool region_is_sane(const kbuddy_heap *h, const region *r, const region *prev) {
     const kb_engine *e = &r->engine;
     uintptr_t self = (uintptr_t)r;

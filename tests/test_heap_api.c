@@ -3439,6 +3439,76 @@ TEST(trim_callback_runs_with_the_lock_held) {
     free(a);
 }
 
+/* Every span reported holds only zeros; the callback drops it as a kernel
+ * or madvise would: zeros again (here, written back by hand). */
+static size_t zero_spans_bad;
+static void zero_span(void *ctx, void *start, size_t size) {
+    const unsigned char *c = start;
+    for (size_t i = 0; i < size; i++)
+        if (c[i])
+            zero_spans_bad++;
+    memset(start, 0, size);
+    spans_add(ctx, start, size);
+}
+
+TEST(trim_bookkeeping_reports_whole_zero_pages_outside_every_block) {
+    enum { LEN = 16 << 20 };
+    unsigned char *a = arena_new(LEN);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    static spans got;
+    memset(&got, 0, sizeof got);
+    CHECK_EQ(kbuddy_heap_trim_bookkeeping(NULL, 4096, zero_span, &got), 0);
+    CHECK_EQ(kbuddy_heap_trim_bookkeeping(&h, 4096, zero_span, &got), 0);
+    REQUIRE(kbuddy_add_region(&h, a + 4099, (8 << 20) - 5000) == KBUDDY_OK);
+    REQUIRE(kbuddy_add_region(&h, a + (8 << 20), 8 << 20) == KBUDDY_OK);
+    CHECK_EQ(kbuddy_heap_trim_bookkeeping(&h, 4096, NULL, &got), 0);
+    CHECK_EQ(kbuddy_heap_trim_bookkeeping(&h, 3000, zero_span, &got), 0);
+    CHECK_EQ(kbuddy_heap_trim_bookkeeping(&h, 4, zero_span, &got), 0);
+    CHECK_EQ(got.n, 0);
+    /* Dirty every control byte: fill both regions with small blocks, keep
+     * one block in every 2 MiB, free the rest. */
+    static void *p[(16 << 20) / 64];
+    size_t n = 0;
+    while (n < sizeof p / sizeof p[0] && (p[n] = kbuddy_alloc(&h, 40, 1)) != NULL)
+        n++;
+    REQUIRE(n > 100000);
+    for (size_t i = 0; i < n; i++)
+        if (((uintptr_t)p[i] & ((2 << 20) - 1)) >= 64) {
+            CHECK(kbuddy_free(&h, p[i]) == KBUDDY_OK);
+            p[i] = NULL;
+        }
+    kbuddy_stats before = stats_of(&h);
+    size_t bytes = kbuddy_heap_trim_bookkeeping(&h, 4096, zero_span, &got);
+    CHECK_EQ(zero_spans_bad, 0);
+    CHECK(!got.overflow && !got.out_of_order);
+    size_t sum = 0;
+    for (size_t i = 0; i < got.n; i++) {
+        sum += got.size[i];
+        CHECK(got.start[i] % 4096 == 0 && got.size[i] % 4096 == 0 && got.size[i] > 0);
+        CHECK(got.start[i] >= (uintptr_t)a + 4099 && got.start[i] + got.size[i] <= (uintptr_t)a + LEN);
+    }
+    CHECK_EQ(bytes, sum);
+    /* 16 MiB of memory has 512 KiB of control bytes; in free blocks of 1 MiB
+     * (eight pages of them) only the first and last are marked. */
+    CHECK(bytes >= 256 << 10);
+    /* None of it is a block's: the walk and the statistics are as before,
+     * and the heap serves the whole of its memory again. */
+    kbuddy_stats after = stats_of(&h);
+    CHECK(memcmp(&before, &after, sizeof before) == 0);
+    CHECK(kbuddy_check(&h) == KBUDDY_OK);
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            CHECK(kbuddy_free(&h, p[i]) == KBUDDY_OK);
+    n = 0;
+    while (n < sizeof p / sizeof p[0] && (p[n] = kbuddy_alloc(&h, 40, 1)) != NULL)
+        n++;
+    CHECK(n > 100000);
+    CHECK(kbuddy_check(&h) == KBUDDY_OK);
+    free(a);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Removing regions                                                           */
 /* ------------------------------------------------------------------------ */
