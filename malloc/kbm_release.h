@@ -86,8 +86,8 @@ static size_t ungrow_free_regions(size_t keep) {
         if (keep) {
             kbuddy_stats st;
             kbuddy_get_stats(&g_heap, &st);
-            size_t free = st.total - st.allocated;
-            if (free < keep || free - keep < (size_t)(end - core))
+            size_t avail = st.total - st.allocated;
+            if (avail < keep || avail - keep < (size_t)(end - core))
                 continue;
         }
         if (kbuddy_remove_region(&g_heap, r->core) != KBUDDY_OK)
@@ -141,12 +141,12 @@ static size_t release_locked(size_t keep, size_t span, bool bookkeeping) {
 static NOINLINE bool release_due_locked(void) {
     kbuddy_stats st;
     kbuddy_get_stats(&g_heap, &st);
-    size_t free = st.total - st.allocated, step = st.total / 8;
+    size_t avail = st.total - st.allocated, step = st.total / 8;
     if (step < KBUDDY_MALLOC_RELEASE_STEP)
         step = KBUDDY_MALLOC_RELEASE_STEP;
-    if (free < g_free_mark)
-        g_free_mark = free; /* allocations took some: count from here */
-    return free - g_free_mark >= step;
+    if (avail < g_free_mark)
+        g_free_mark = avail; /* allocations took some: count from here */
+    return avail - g_free_mark >= step;
 }
 
 /* The automatic release, with the lock held: when due, whole free spans of
