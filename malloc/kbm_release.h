@@ -17,9 +17,9 @@
  * that the cost is amortised over that many bytes freed and the fast paths
  * never see it. An automatic release gives back only whole free spans of
  * KBUDDY_MALLOC_RELEASE_SPAN (aligned), memory that is unlikely to be taken
- * again at once, and keeps one wholly free grown region, so that a program
- * that frees and allocates a region's worth in turn does not unmap and map
- * it every time.
+ * again at once, and ungrows regions only while a step's worth of free
+ * memory stays, so that a program that frees and allocates that much in
+ * turn does not unmap and map a region every time.
  */
 
 /* The smallest free span an automatic release gives back (a power of two,
@@ -32,7 +32,6 @@
 #ifndef KBUDDY_MALLOC_RELEASE_STEP
 #define KBUDDY_MALLOC_RELEASE_STEP ((size_t)32 << 20)
 #endif
-
 
 static size_t release_page(void) { return g_hooks.release_page ? g_hooks.release_page : 4096; }
 
