@@ -400,6 +400,10 @@ __attribute__((destructor)) static void print_stats(void) {
     kbuddy_hosted_putu(st.core_drains);
     kbuddy_hosted_puts(", large ");
     kbuddy_hosted_putu(st.large_calls);
+    kbuddy_hosted_puts("; released ");
+    kbuddy_hosted_putu(st.released_bytes);
+    kbuddy_hosted_puts(" B, regions returned ");
+    kbuddy_hosted_putu(st.regions_returned);
     kbuddy_hosted_puts("\n");
     kbuddy_hosted_set_output(2);
     if (fd != 2)

@@ -50,12 +50,22 @@ static size_t release_range(unsigned char *base, uintptr_t a, uintptr_t b, size_
 
 typedef struct releaser {
     size_t page, bytes;
+    size_t skip; /* bytes of the lowest spans to leave alone */
 } releaser;
 
-/* A free span of the core heap (kbuddy_heap_trim, under the lock): its
- * pages, and the pages of tag table that describe nothing but it. */
+/* A free span of the core heap (kbuddy_heap_trim, under the lock, in
+ * address order): its pages, and the pages of tag table that describe
+ * nothing but it; less the first rl->skip bytes of all spans. */
 static void release_span(void *ctx, void *start, size_t size) {
     releaser *rl = ctx;
+    if (rl->skip >= size) {
+        rl->skip -= size;
+        return;
+    }
+    unsigned char *p = start;
+    start = p + rl->skip;
+    size -= rl->skip;
+    rl->skip = 0;
     uintptr_t a = (uintptr_t)start;
     rl->bytes += release_range(start, a, a + size, rl->page);
     const mregion *r = region_of(&g_lock_hint, a);
@@ -115,15 +125,16 @@ static void release_zero_pages(void *ctx, void *start, size_t size) {
     rl->bytes += release_range(start, (uintptr_t)start, (uintptr_t)start + size, rl->page);
 }
 
-/* Ungrow, then release the free spans of `span` bytes and more (aligned),
- * and with `bookkeeping` the all-zero pages of the core heap's bookkeeping
- * too (every page of it is read: for trims, not for automatic releases),
- * with the lock held. Returns the bytes given back. */
-static size_t release_locked(size_t keep, size_t span, bool bookkeeping) {
+/* Ungrow, then release the free spans of `span` bytes and more (aligned)
+ * but the lowest `skip` bytes of them, and with `bookkeeping` the all-zero
+ * pages of the core heap's bookkeeping too (every page of it is read: for
+ * trims, not for automatic releases), with the lock held. Returns the
+ * bytes given back. */
+static size_t release_locked(size_t keep, size_t span, size_t skip, bool bookkeeping) {
     size_t bytes = ungrow_free_regions(keep);
     if (g_hooks.release) {
         size_t page = release_page();
-        releaser rl = {page, 0};
+        releaser rl = {page, 0, skip};
         (void)kbuddy_heap_trim(&g_heap, span > page ? span : page, release_span, &rl);
         if (bookkeeping)
             (void)kbuddy_heap_trim_bookkeeping(&g_heap, page, release_zero_pages, &rl);
@@ -135,25 +146,57 @@ static size_t release_locked(size_t keep, size_t span, bool bookkeeping) {
     return bytes;
 }
 
-/* Is an automatic release due (under the lock)? The heap's free bytes have
- * grown by a step since the last release. O(1). */
-static NOINLINE bool release_due_locked(void) {
+/* The automatic release, with the lock held (a no-op call without hooks).
+ * g_free_mark is the least free memory seen at a poll since the last
+ * release: about that much stayed free all along, the rest was taken and
+ * freed again meanwhile. When the free memory has grown a step above it,
+ * whole free spans of KBUDDY_MALLOC_RELEASE_SPAN go back, but for the
+ * lowest ones worth what was freed since (the core heap takes the lowest
+ * free block of the smallest order that suffices, so those tend to come
+ * back into use first), and grown regions go back only out of what stayed
+ * free, a step's worth kept.
+ *
+ * Hysteresis: a program that frees and allocates a working set in turn
+ * would otherwise have the same pages released and touched again every
+ * time. So the step grows fourfold (to half the heap and more) whenever a release comes
+ * due before the program has allocated the heap's size since the last one
+ * (memory is being recycled, and released pages would be touched again),
+ * and drops back to its base when one comes after that much. Allocation is
+ * measured as the falls of the free memory between polls (an underestimate:
+ * the step errs on the large side). O(1) when nothing is due. */
+static size_t g_step = KBUDDY_MALLOC_RELEASE_STEP; /* under the lock */
+static size_t g_prev_avail, g_alloc_volume;        /* under the lock */
+
+static NOINLINE void release_poll_slow(void) {
     kbuddy_stats st;
     kbuddy_get_stats(&g_heap, &st);
-    size_t avail = st.total - st.allocated, step = st.total / 8;
-    if (step < KBUDDY_MALLOC_RELEASE_STEP)
-        step = KBUDDY_MALLOC_RELEASE_STEP;
+    size_t avail = st.total - st.allocated, base = st.total / 8;
+    if (base < KBUDDY_MALLOC_RELEASE_STEP)
+        base = KBUDDY_MALLOC_RELEASE_STEP;
+    if (g_step < base)
+        g_step = base;
+    if (avail < g_prev_avail)
+        g_alloc_volume += g_prev_avail - avail;
+    g_prev_avail = avail;
     if (avail < g_free_mark)
         g_free_mark = avail; /* allocations took some: count from here */
-    return avail - g_free_mark >= step;
+    if (avail - g_free_mark < g_step)
+        return;
+    size_t fresh = avail - g_free_mark;
+    if (g_alloc_volume >= st.total)
+        g_step = base;
+    else if (g_step < st.total / 2)
+        g_step *= 4;
+    g_alloc_volume = 0;
+    /* No region is ungrown here (keep everything): its pages are released
+     * like any free span, and mapping a region again costs more than
+     * keeping its address range. kbuddy_malloc_trim ungrows. */
+    (void)release_locked(SIZE_MAX, KBUDDY_MALLOC_RELEASE_SPAN, fresh, false);
 }
 
-/* The automatic release, with the lock held: when due, whole free spans of
- * KBUDDY_MALLOC_RELEASE_SPAN go back, and grown regions while a step's
- * worth of free memory stays. */
 static inline void release_poll_locked(void) {
-    if (UNLIKELY(g_give_back) && release_due_locked())
-        (void)release_locked(KBUDDY_MALLOC_RELEASE_STEP, KBUDDY_MALLOC_RELEASE_SPAN, false);
+    if (UNLIKELY(g_give_back))
+        release_poll_slow();
 }
 
 size_t kbuddy_malloc_trim(size_t keep) {
@@ -163,7 +206,7 @@ size_t kbuddy_malloc_trim(size_t keep) {
     if (cc)
         (void)cache_flush_locked(cc);
     (void)depot_drain();
-    size_t bytes = release_locked(keep, 0, true);
+    size_t bytes = release_locked(keep, 0, 0, true);
     unlock();
     irq_on(irq);
     return bytes;
