@@ -276,10 +276,13 @@ typedef struct kbuddy_malloc_hooks {
      * own pages stay mapped, released: racing bad frees may still read
      * them). Both run with the lock held and interrupts masked (as grow
      * does: no allocation can take released pages meanwhile), and must not
-     * call into this allocator. They run from kbuddy_malloc_trim and, when
-     * the heap's free memory has grown by KBUDDY_MALLOC_RELEASE_STEP and
-     * an eighth since the last time, from the paths that give memory back
-     * to the core heap in bulk (not from the cached fast paths). NULL:
+     * call into this allocator. They run from kbuddy_malloc_trim; release
+     * also runs by itself, from the paths that give memory back to the core
+     * heap in bulk (large frees, magazines beyond the depot's bound, thread
+     * exit; never the cached fast paths), for free spans of 1 MiB and more
+     * that stayed free, once the free memory has grown by 32 MiB and an
+     * eighth of the heap (more for programs that recycle their memory:
+     * malloc/kbm_release.h, KBUDDY_MALLOC_RELEASE_SPAN and _STEP). NULL:
      * nothing is given back (release) or dropped (ungrow: grow's memory is
      * then used or kept, never given up). */
     void (*release)(void *start, size_t size, void *ctx);
@@ -465,9 +468,11 @@ void kbuddy_malloc_flush_caches(void);
  * the heap; then, with the release hook, every whole free page of the
  * remaining regions (and of the tag tables, where they describe only free
  * memory) goes to the release hook. Returns the bytes handed to the hooks
- * (0 without them: a kernel without hooks gives nothing back). O(cached
- * blocks + R * L^2 + spans * L + heap size / (64 * page)) under the lock.
- * Thread-safe. */
+ * (0 without them: a kernel without hooks gives nothing back). The
+ * pages of the core heap's bookkeeping that hold only zeros (most of it,
+ * where memory is free) go to release too (kbuddy_heap_trim_bookkeeping).
+ * O(cached blocks + R * L^2 + spans * L + heap size / 256) under the lock:
+ * every byte of bookkeeping is read. Thread-safe. */
 size_t kbuddy_malloc_trim(size_t keep);
 
 /* TLS builds: flush the calling thread's cache and free it; the thread's
