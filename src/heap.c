@@ -800,11 +800,11 @@ size_t kbuddy_heap_trim(const kbuddy_heap *h, size_t page, kbuddy_span_fn fn, vo
     return units << UNIT_SHIFT;
 }
 
-/* Is the page at p (page bytes, aligned to 8) all zero? */
+/* Is the page at p (page bytes, a multiple of 8) all zero? Read a word at
+ * a time (as bytes: the page holds bytes and bitmap words alike). */
 static bool page_is_zero(const unsigned char *p, size_t page) {
-    const uint64_t *w = (const uint64_t *)(const void *)p;
-    for (size_t i = 0; i < page / sizeof *w; i++)
-        if (w[i])
+    for (size_t i = 0; i < page; i += 8)
+        if (ctrl_load8(p + i))
             return false;
     return true;
 }
