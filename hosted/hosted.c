@@ -93,8 +93,15 @@ static bool grow(size_t min, void **start, size_t *size, void *ctx) {
     void *p = NULL;
     if (round_up(&want, MAP_ROUND))
         p = map(want);
-    if (!p && round_up(&min, (size_t)page) && min < want)
-        p = map(want = min);
+    /* Refused (an address-space limit, say): halve down to the minimum, so
+     * that the heap takes what is left of the limit in a few regions
+     * rather than failing early or in many tiny ones. */
+    if (!p && round_up(&min, (size_t)page)) {
+        while (!p && want / 2 >= min && want / 2 >= MAP_ROUND)
+            p = map(want /= 2);
+        if (!p && min < want)
+            p = map(want = min);
+    }
     errno = saved;
     if (!p)
         return false;
@@ -102,6 +109,24 @@ static bool grow(size_t min, void **start, size_t *size, void *ctx) {
     *start = p;
     *size = want;
     return true;
+}
+
+/* The pages of [start, start + size) are free: their memory goes back,
+ * the mapping stays (it reads as zeros when touched again). */
+static void release(void *start, size_t size, void *ctx) {
+    (void)ctx;
+    int saved = errno;
+    (void)madvise(start, size, MADV_DONTNEED);
+    errno = saved;
+}
+
+/* A grown range, or its tail, goes back for good. */
+static void ungrow(void *start, size_t size, void *ctx) {
+    (void)ctx;
+    int saved = errno;
+    if (munmap(start, size) == 0)
+        g_mapped -= size;
+    errno = saved;
 }
 
 size_t kbuddy_hosted_mapped(void) { return g_mapped; }
@@ -233,6 +258,9 @@ void kbuddy_hosted_hooks(kbuddy_malloc_hooks *h) {
     h->unmap = unmap_large;
     h->remap = remap_large;
     h->map_zeroed = true;
+    h->release = release;
+    h->release_page = (size_t)sysconf(_SC_PAGESIZE);
+    h->ungrow = ungrow;
     h->bad_free = report_bad_free;
     h->thread_cache_created = thread_cache_created;
 }

@@ -10,12 +10,18 @@
  *   grow                  mmap (MAP_NORESERVE) of max(64 MiB, half of what
  *                         is mapped already, what the request needs),
  *                         rounded up to 2 MiB (untouched pages cost
- *                         nothing); never more than 4x physical memory;
+ *                         nothing), halved down to what the request needs
+ *                         when the system refuses; never more than 4x
+ *                         physical memory;
  *   map, unmap, remap     large blocks (above KBUDDY_MALLOC_MAP_THRESHOLD,
  *                         1 MiB, raised by frees up to 32 MiB as glibc's
  *                         is) in an mmap each (aligned by trimming a
  *                         larger one), munmap at free, mremap for realloc;
  *                         map_zeroed: calloc clears none of them;
+ *   release               madvise(MADV_DONTNEED): free pages go back, the
+ *                         mapping stays;
+ *   ungrow                munmap of a grown range (or its tail) that is
+ *                         free or could not be used;
  *   bad_free              one line on stderr (write(2), no stdio), then keep
  *                         running, or abort() if KBUDDY_MALLOC_ABORT=1;
  *   thread_cache_created  sets a pthread key whose destructor runs
@@ -42,7 +48,7 @@ void kbuddy_hosted_hooks(kbuddy_malloc_hooks *h);
  * served somehow: the preload library serves it from its bootstrap arena. */
 void kbuddy_hosted_init(const kbuddy_malloc_hooks *h);
 
-/* Bytes mapped by grow so far. */
+/* Bytes mapped by grow and not yet given back by ungrow. */
 size_t kbuddy_hosted_mapped(void);
 
 /* Write without stdio or allocation, to stderr (or the file descriptor

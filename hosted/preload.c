@@ -244,13 +244,12 @@ EXPORT void free_aligned_sized(void *ptr, size_t align, size_t size) {
         kbm_free_aligned_sized(ptr, align, size);
 }
 
-/* glibc's: give cached memory back. Only this thread's cache and the depot
- * can be emptied from here. Returns 1 (memory may have been released). */
+/* glibc's: give free memory back to the system (kbuddy_malloc_trim: this
+ * thread's cache and the depot, wholly free regions unmapped while `pad`
+ * free bytes stay, free pages madvised away). Returns 1 if memory was
+ * given back, else 0, as glibc does. */
 EXPORT int malloc_trim(size_t pad) {
-    (void)pad;
-    if (ready())
-        kbuddy_malloc_flush_caches();
-    return 1;
+    return ready() && kbuddy_malloc_trim(pad) > 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -408,6 +407,10 @@ __attribute__((destructor)) static void print_stats(void) {
     kbuddy_hosted_putu(st.core_drains);
     kbuddy_hosted_puts(", large ");
     kbuddy_hosted_putu(st.large_calls);
+    kbuddy_hosted_puts("; released ");
+    kbuddy_hosted_putu(st.released_bytes);
+    kbuddy_hosted_puts(" B, regions returned ");
+    kbuddy_hosted_putu(st.regions_returned);
     kbuddy_hosted_puts("\n");
     kbuddy_hosted_set_output(2);
     if (fd != 2)

@@ -69,7 +69,8 @@ typedef enum kbuddy_status {
     KBUDDY_EBADPTR,     /* inside managed memory but not the start of a live allocation       */
     KBUDDY_EDOUBLEFREE, /* the pointer or frames are already free                              */
     KBUDDY_ESIZE,       /* a sized free whose size/alignment does not match the allocation   */
-    KBUDDY_ECORRUPT     /* the integrity check found damaged bookkeeping                       */
+    KBUDDY_ECORRUPT,    /* the integrity check found damaged bookkeeping                       */
+    KBUDDY_EBUSY        /* the region still holds allocations (kbuddy_remove_region)          */
 } kbuddy_status;
 
 /* A short English description of `status` ("double free", ...). Never NULL:
@@ -257,6 +258,19 @@ kbuddy_status kbuddy_add_region(kbuddy_heap *heap, void *start, size_t size);
  * O(R + L). */
 kbuddy_status kbuddy_add_region_zeroed(kbuddy_heap *heap, void *start, size_t size);
 
+/* Take back the region that kbuddy_add_region was given at `start` (the
+ * same address), if none of it is allocated: the heap forgets it, and the
+ * caller owns [start, start + size) again (unmap it, give its frames back to
+ * a frame allocator, or add it again later). Statistics drop by what the
+ * region added to them. Returns KBUDDY_OK, or
+ *   KBUDDY_EINVAL    heap or start is NULL;
+ *   KBUDDY_EFOREIGN  no region was added at exactly `start`;
+ *   KBUDDY_EBUSY     some of the region is allocated.
+ * On error the heap is unchanged. Takes the heap's lock.
+ * O(R + L^2): the free blocks that tile the region are checked one by one
+ * (at most two per order; a busy region is found at its first used unit). */
+kbuddy_status kbuddy_remove_region(kbuddy_heap *heap, void *start);
+
 /* Allocate `size` bytes aligned to `align` (absolute address alignment).
  * `align` must be a power of two no larger than the largest block a region
  * can hold; any value below KBUDDY_MIN_BLOCK gives KBUDDY_MIN_BLOCK.
@@ -420,6 +434,23 @@ void kbuddy_walk(const kbuddy_heap *heap, kbuddy_walk_fn fn, void *ctx);
  * O(L * (R + S) + size / (64 * page)) for R regions and S spans. */
 typedef void (*kbuddy_span_fn)(void *ctx, void *start, size_t size);
 size_t kbuddy_heap_trim(const kbuddy_heap *heap, size_t page, kbuddy_span_fn fn, void *ctx);
+
+/* Report the pages of the heap's own bookkeeping (bitmaps and control
+ * bytes at the head of each region) that hold nothing but zeros, so that
+ * they can be given back too: fn(ctx, start, size) for every maximal run
+ * of such pages (whole, aligned pages of `page` bytes, a power of two of
+ * at least 8), region by region; returns the bytes reported (0 for a NULL
+ * heap or fn or a bad page). Free memory keeps most of its bookkeeping at
+ * zero (only the first and last control bytes of a free block, and one
+ * bit per block, are set), so after a large heap has emptied, most of it
+ * can go. The same condition as kbuddy_heap_trim: the pages must read as
+ * zeros afterwards (anonymous memory after madvise(MADV_DONTNEED) does);
+ * the heap writes them again when it needs them. Drop them inside fn,
+ * which runs with the heap's lock held and must not call into the heap.
+ * Nothing of the heap changes. O(bookkeeping bytes / 8): every page is
+ * read. */
+size_t kbuddy_heap_trim_bookkeeping(const kbuddy_heap *heap, size_t page, kbuddy_span_fn fn,
+                                    void *ctx);
 
 /* Install the out-of-memory handler (NULL removes it). When an allocation
  * finds no block, fn(heap, size, align, ctx) is called without the lock held;

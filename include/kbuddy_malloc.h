@@ -123,7 +123,9 @@ extern "C" {
 #define KBUDDY_MALLOC_MAX_CPUS 64
 #endif
 
-/* Regions the global heap can have (kbuddy_malloc_add_region and grow). */
+/* Regions the global heap can have (kbuddy_malloc_add_region and grow).
+ * A grown region given back (ungrow) keeps its slot: slots are never
+ * reused, so that lookups stay lock-free. */
 #ifndef KBUDDY_MALLOC_MAX_REGIONS
 #define KBUDDY_MALLOC_MAX_REGIONS 64
 #endif
@@ -289,15 +291,30 @@ typedef struct kbuddy_malloc_hooks {
     bool map_zeroed;
 
     /* Giving memory back. release: the contents of [start, start + size)
-     * (whole pages of release_page bytes, 0: 4096, inside a region and free
-     * in the core heap) are no longer needed; the range stays part of the
-     * heap and may be handed out again later, when it is written again
-     * (hosted: madvise(MADV_DONTNEED); a kernel with a demand-paged heap
-     * unmaps the pages and gives their frames back). ungrow: a whole region
-     * that grow returned is free, or could not be used: it leaves the heap
-     * and goes back (hosted: munmap). Both run with no lock held and
-     * interrupts restored, and may not call into this allocator. NULL:
-     * nothing is given back. */
+     * (whole pages of release_page bytes, 0: 4096) are no longer needed:
+     * free memory of the core heap, or pages of the layer's tag tables
+     * that hold nothing but zeros. The range stays part of the heap and may
+     * be handed out again at any time; touched again, it must read as
+     * zeros (hosted: madvise(MADV_DONTNEED) on anonymous memory; a kernel
+     * with a demand-paged heap unmaps the pages, gives their frames back,
+     * and maps zeroed frames on the next fault). ungrow: memory that grow
+     * returned goes back for good (hosted: munmap; a kernel: to the frame
+     * allocator), with grow_ctx: a whole range the layer could not use
+     * (too small, KBUDDY_MALLOC_MAX_REGIONS reached), or the part after the
+     * tag table of a grown region that became wholly free (from the first
+     * release_page boundary after the table to the range's end; the table's
+     * own pages stay mapped, released: racing bad frees may still read
+     * them). Both run with the lock held and interrupts masked (as grow
+     * does: no allocation can take released pages meanwhile), and must not
+     * call into this allocator. They run from kbuddy_malloc_trim; release
+     * also runs by itself, from the paths that give memory back to the core
+     * heap in bulk (large frees, magazines beyond the depot's bound, thread
+     * exit; never the cached fast paths), for free spans of 1 MiB and more
+     * that stayed free, once the free memory has grown by 32 MiB and an
+     * eighth of the heap (more for programs that recycle their memory:
+     * malloc/kbm_release.h, KBUDDY_MALLOC_RELEASE_SPAN and _STEP). NULL:
+     * nothing is given back (release) or dropped (ungrow: grow's memory is
+     * then used or kept, never given up). */
     void (*release)(void *start, size_t size, void *ctx);
     void *release_ctx;
     size_t release_page;
@@ -465,9 +482,11 @@ typedef struct kbuddy_malloc_stats {
      * counted in live_blocks and live_bytes. */
     size_t mapped_blocks;
     size_t mapped_bytes;    /* their mappings' sizes                          */
-    /* Memory given back so far (hooks release/ungrow). */
-    size_t released_bytes;  /* bytes reported to the release hook            */
-    size_t regions_returned; /* regions handed to the ungrow hook            */
+    /* Memory given back so far (hooks release/ungrow). regions and
+     * region_bytes count only the regions still in the heap. */
+    size_t released_bytes;  /* bytes reported to the release hook (the same
+                               page again each time it is released)         */
+    size_t regions_returned; /* grown regions given back through ungrow      */
 } kbuddy_malloc_stats;
 
 /* Fill *out (see kbuddy_malloc_stats). O(caches x size classes): the cached
@@ -480,6 +499,20 @@ void kbuddy_malloc_get_stats(kbuddy_malloc_stats *out);
  * cached_blocks counts only the other CPUs' caches. Run it on every CPU to
  * empty all caches. O(cached blocks) under the lock. Thread-safe. */
 void kbuddy_malloc_flush_caches(void);
+
+/* Give back what can be given, now: the calling CPU's (thread's) cache and
+ * the depot go back to the core heap (as kbuddy_malloc_flush_caches);
+ * then, with the ungrow hook, every grown region that is wholly free leaves
+ * the heap and goes back, as long as at least `keep` free bytes stay in
+ * the heap; then, with the release hook, every whole free page of the
+ * remaining regions (and of the tag tables, where they describe only free
+ * memory) goes to the release hook. Returns the bytes handed to the hooks
+ * (0 without them: a kernel without hooks gives nothing back). The
+ * pages of the core heap's bookkeeping that hold only zeros (most of it,
+ * where memory is free) go to release too (kbuddy_heap_trim_bookkeeping).
+ * O(cached blocks + R * L^2 + spans * L + heap size / 256) under the lock:
+ * every byte of bookkeeping is read. Thread-safe. */
+size_t kbuddy_malloc_trim(size_t keep);
 
 /* TLS builds: flush the calling thread's cache and free it; the thread's
  * later calls (e.g. from other thread-exit destructors) work through the

@@ -165,7 +165,8 @@ void kbuddy_malloc_fork_child(void) {
         }
         size_t nr = atomic_load_explicit(&g_nregions, memory_order_relaxed), given = 0;
         for (size_t i = 0; i < nr; i++)
-            given += fork_sweep_region(&g_regions[i]);
+            if (!region_gone(&g_regions[i])) /* its blocks went with it */
+                given += fork_sweep_region(&g_regions[i]);
         g_drains += given;
     }
     unlock();

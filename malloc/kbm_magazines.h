@@ -39,6 +39,9 @@ typedef struct kcache {
     cslot slot[NCLASSES];
     const mregion *hint; /* the region this CPU resolved last */
     struct kcache *next, **pprev; /* all caches, under the lock */
+#if KBUDDY_MALLOC_TLS
+    unsigned char ramp[NCLASSES]; /* log2 of the next fill from the core, up to 6 */
+#endif
 } kcache;
 
 typedef struct depot {
@@ -255,6 +258,9 @@ static kcache *cache_new_locked(void) {
         atomic_init(&cc->slot[c].prev, &g_empty_mag);
     }
     cc->hint = &g_no_region;
+#if KBUDDY_MALLOC_TLS
+    memset(cc->ramp, 0, sizeof cc->ramp);
+#endif
     cc->next = g_caches;
     cc->pprev = &g_caches;
     if (g_caches)
@@ -332,6 +338,29 @@ static inline kcache *cache_peek(void) {
 }
 #endif
 
+/* How many blocks of class c a fill from the core takes into a magazine
+ * with `room` free slots. TLS builds: 1, 2, 4, ... for a cache's first
+ * fills of each class, then all the room there is. A short-lived thread
+ * (one of thousands) that allocates a few blocks of a class and keeps one
+ * then takes that one from the lowest free address, next to the ones kept
+ * by the threads before it, instead of from a fresh run of a magazine's
+ * worth that its one block would hold on to, and keep resident, after the
+ * thread has ended. A long-lived one reaches whole fills after six.
+ * Per-CPU builds: CPUs do not come and go, every fill is whole. */
+static inline uint32_t fill_count(kcache *cc, unsigned c, uint32_t room) {
+#if KBUDDY_MALLOC_TLS
+    unsigned r = cc->ramp[c];
+    if (r >= 6)
+        return room;
+    cc->ramp[c] = (unsigned char)(r + 1);
+    return room < (1u << r) ? room : 1u << r;
+#else
+    (void)cc;
+    (void)c;
+    return room;
+#endif
+}
+
 /* The loaded magazine of class c is empty: swap in the previous one if it
  * is full, else trade the empty one for a full one from the depot, else
  * fill it from the core heap, all under one lock acquisition. Returns a
@@ -370,8 +399,9 @@ static NOINLINE mentry cache_refill(kcache *cc, unsigned c) {
         }
         if (m) {
             n = mag_n(m);
-            uint32_t got = core_take_run(c, TAG_CACHED, &m->e[n], m->cap - n);
-            while (n + got < m->cap && (e.p = core_take(c, TAG_CACHED, &e.t)) != NULL)
+            uint32_t want = fill_count(cc, c, m->cap - n);
+            uint32_t got = core_take_run(c, TAG_CACHED, &m->e[n], want);
+            while (got < want && (e.p = core_take(c, TAG_CACHED, &e.t)) != NULL)
                 m->e[n + got++] = e;
             mag_set_n(m, n + got);
             g_fills += got;
@@ -416,6 +446,7 @@ static NOINLINE void cache_overflow(kcache *cc, unsigned c, mentry e) {
             g_trades++;
         } else {
             mag_release_blocks(m, c);
+            release_poll_locked();
             fresh = m;
         }
         slot_set(s, loaded, &g_empty_mag);

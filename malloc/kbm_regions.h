@@ -3,20 +3,30 @@
  * kbuddy_malloc_add_region ("transfer") or found by the grow hook, and the
  * core heap's out-of-memory handler. Part of kbuddy_malloc.c (included
  * once, by it).
+ *
+ * Nothing grow hands over is dropped: a region the layer cannot take (too
+ * small, the region table full, an overlap) goes straight back through the
+ * ungrow hook, and grown regions that become wholly free go back too
+ * (kbm_release.h).
  */
 
 static size_t g_region_bytes, g_tag_bytes; /* under the lock */
+static size_t g_regions_returned;          /* under the lock: entries gone */
+static size_t g_released_bytes;            /* under the lock: bytes given to release */
+static size_t g_free_mark; /* under the lock: the heap's free bytes after the last release */
+static bool g_give_back;   /* the release or the ungrow hook is installed */
 
 /* Layout: [start, t) alignment, [t, t + tag bytes) the tag table (one byte
  * per unit of the whole range, rounded up to words), the rest to the core. */
-static kbuddy_status add_region_locked(void *start, size_t size, bool zeroed) {
+static kbuddy_status add_region_locked(void *start, size_t size, bool zeroed, bool grown) {
     uintptr_t s = (uintptr_t)start;
     if (!start || !size || size > UINTPTR_MAX - s)
         return KBUDDY_EINVAL;
     uintptr_t e = s + size;
     size_t n = atomic_load_explicit(&g_nregions, memory_order_relaxed);
-    for (size_t i = 0; i < n; i++)
-        if (s < g_regions[i].start + g_regions[i].size && g_regions[i].start < e)
+    for (size_t i = 0; i < n; i++) /* a gone region's blocks were given back */
+        if (s < g_regions[i].start + g_regions[i].size && g_regions[i].start < e &&
+            !region_gone(&g_regions[i]))
             return KBUDDY_EOVERLAP;
     if (n == KBUDDY_MALLOC_MAX_REGIONS)
         return KBUDDY_ENOMEM;
@@ -33,10 +43,20 @@ static kbuddy_status add_region_locked(void *start, size_t size, bool zeroed) {
         return st;
     if (!zeroed)
         memset(bytes + (t - s), 0, (size_t)tag_bytes);
-    g_regions[n] = (mregion){s, size, base, (tagcell *)(void *)(bytes + (t - s))};
+    mregion *r = &g_regions[n];
+    r->start = s;
+    r->size = size;
+    r->base = base;
+    r->tags = (tagcell *)(void *)(bytes + (t - s));
+    r->core = bytes + (core - s);
+    r->grown = grown;
+    atomic_init(&r->gone, false);
     atomic_store_explicit(&g_nregions, n + 1, memory_order_release);
     g_region_bytes += size;
     g_tag_bytes += (size_t)(core - s);
+    kbuddy_stats hs; /* new memory is not memory freed: no release is due for it */
+    kbuddy_get_stats(&g_heap, &hs);
+    g_free_mark = hs.total - hs.allocated;
     return KBUDDY_OK;
 }
 
@@ -64,7 +84,14 @@ static bool on_oom(kbuddy_heap *h, size_t size, size_t align, void *ctx) {
     size_t got;
     if (!g_hooks.grow(need, &start, &got, g_hooks.grow_ctx))
         return false;
-    return add_region_locked(start, got, g_hooks.grow_zeroed) == KBUDDY_OK;
+    /* Less than asked for cannot serve the request: added, it would only
+     * take a slot (and be asked for again and again). */
+    if ((got >= need || !g_hooks.ungrow) &&
+        add_region_locked(start, got, g_hooks.grow_zeroed, true) == KBUDDY_OK)
+        return true;
+    if (g_hooks.ungrow) /* not dropped: it goes back */
+        g_hooks.ungrow(start, got, g_hooks.grow_ctx);
+    return false;
 }
 
 static void install_oom(void) { kbuddy_set_oom_handler(&g_heap, on_oom, NULL); }
@@ -72,7 +99,7 @@ static void install_oom(void) { kbuddy_set_oom_handler(&g_heap, on_oom, NULL); }
 kbuddy_status kbuddy_malloc_add_region(void *start, size_t size) {
     unsigned long irq = irq_off();
     lock();
-    kbuddy_status st = add_region_locked(start, size, false);
+    kbuddy_status st = add_region_locked(start, size, false, false);
     install_oom();
     unlock();
     irq_on(irq);
@@ -91,5 +118,6 @@ void kbuddy_malloc_set_hooks(const kbuddy_malloc_hooks *hooks) {
     else
         g_lock = (kbuddy_lock){kbuddy_spinlock_acquire, kbuddy_spinlock_release, &g_spin};
     g_hooked = g_hooks.cpu_id || g_hooks.irq_save || g_hooks.irq_restore;
+    g_give_back = g_hooks.release || g_hooks.ungrow;
     install_oom();
 }

@@ -6,7 +6,12 @@
  * A region handed to the layer has its tag table at its head, one byte per
  * unit of the whole range: the tag of unit u is byte (u - base). The region
  * table's entries are written once, under the lock, before g_nregions is
- * raised past them (release), and never change: lookups need no lock.
+ * raised past them (release), and never change but for `gone`: lookups need
+ * no lock. A grown region given back (kbm_release.h) keeps its entry, marked
+ * gone, and its tag table stays mapped (released, all zero): a CPU whose
+ * hint still names the entry, or a racing bad free, may read a tag of it,
+ * finds 0, and looks again, skipping gone entries. So entries are never
+ * reused, and a later region may lie where a gone one's blocks were.
  *
  * Tags: LIVE|c (the program holds a block of class c, or TAG_LARGE),
  * CACHED|c (it sits in a magazine), 0 (no block the layer handed out
@@ -48,18 +53,25 @@ typedef struct tagref {
 typedef struct mregion {
     uintptr_t start, size, base; /* [start, start + size); base: unit of tags[0] */
     tagcell *tags;
+    unsigned char *core;         /* the core heap's region: after the tag table */
+    bool grown;                  /* from the grow hook: may be given back        */
+    _Atomic bool gone;           /* given back (ungrow): matches no address      */
 } mregion;
 
 static mregion g_regions[KBUDDY_MALLOC_MAX_REGIONS];
 static _Atomic size_t g_nregions;
 static const mregion g_no_region; /* matches no address: the initial hint */
 
+static inline bool region_gone(const mregion *r) {
+    return atomic_load_explicit(&r->gone, memory_order_relaxed);
+}
+
 /* The region holding address a, trying *hint first (and updating it). */
 static NOINLINE const mregion *region_find(const mregion **hint, uintptr_t a) {
     size_t n = atomic_load_explicit(&g_nregions, memory_order_acquire);
     for (size_t i = 0; i < n; i++) {
         const mregion *r = &g_regions[i];
-        if (a - r->start < r->size) {
+        if (a - r->start < r->size && !region_gone(r)) {
             *hint = r;
             return r;
         }
@@ -67,9 +79,19 @@ static NOINLINE const mregion *region_find(const mregion **hint, uintptr_t a) {
     return NULL;
 }
 
+/* region_of: for hints that cannot name a gone entry (the lock's, which
+ * is reset when a region goes, or a hint local to one call under the
+ * lock). region_of_any: for a CPU's own hint, read without the lock. */
 static inline const mregion *region_of(const mregion **hint, uintptr_t a) {
     const mregion *r = *hint;
     if (LIKELY(a - r->start < r->size))
+        return r;
+    return region_find(hint, a);
+}
+
+static inline const mregion *region_of_any(const mregion **hint, uintptr_t a) {
+    const mregion *r = *hint;
+    if (LIKELY(a - r->start < r->size) && LIKELY(!region_gone(r)))
         return r;
     return region_find(hint, a);
 }

@@ -147,9 +147,14 @@ static void report(void *ptr, kbuddy_status st, const char *func) {
 
 #include "kbm_classes.h"
 #include "kbm_tags.h"
+/* Giving memory back (kbm_release.h), polled where memory returns to
+ * the core heap in bulk. */
+static inline void release_poll_locked(void);
+
 #include "kbm_magazines.h"
 #include "kbm_regions.h"
 #include "kbm_large.h"
+#include "kbm_release.h"
 #include "kbm_fork.h"
 
 /* ------------------------------------------------------------------------ */
@@ -392,7 +397,7 @@ static kbuddy_status why_not_live(void *ptr, unsigned tag) {
  * candidate. */
 static kbuddy_status locate(const mregion **hint, const void *ptr, tagref *t) {
     uintptr_t a = (uintptr_t)ptr;
-    const mregion *r = region_of(hint, a);
+    const mregion *r = region_of_any(hint, a);
     if (UNLIKELY(!r))
         return KBUDDY_EFOREIGN;
     if (UNLIKELY(a & (UNIT - 1)))
@@ -423,6 +428,8 @@ static kbuddy_status release_large(void *ptr, tagref t, bool sized, size_t size,
     st = sized ? kbuddy_free_sized(&g_heap, ptr, size, align) : kbuddy_free(&g_heap, ptr);
     if (st != KBUDDY_OK) /* refused: the block stays the program's */
         tag_set(t, TAG_LIVE | TAG_LARGE);
+    else
+        release_poll_locked();
     unlock();
     return st;
 }
@@ -776,6 +783,7 @@ void kbuddy_malloc_thread_exit(void) {
     if (cc->next)
         cc->next->pprev = cc->pprev;
     internal_free(cc, sizeof *cc);
+    release_poll_locked();
     unlock();
 #else
     unsigned long irq = irq_off();
@@ -819,7 +827,9 @@ void kbuddy_malloc_get_stats(kbuddy_malloc_stats *out) {
     out->mapped_blocks = g_nmaps;
     out->mapped_bytes = g_mapped_bytes;
     out->caches = caches;
-    out->regions = atomic_load_explicit(&g_nregions, memory_order_relaxed);
+    out->regions = atomic_load_explicit(&g_nregions, memory_order_relaxed) - g_regions_returned;
+    out->released_bytes = g_released_bytes;
+    out->regions_returned = g_regions_returned;
     out->region_bytes = g_region_bytes;
     out->tag_bytes = g_tag_bytes;
     out->depot_trades = g_trades;

@@ -312,6 +312,53 @@ kbuddy_status kbuddy_add_region_zeroed(kbuddy_heap *h, void *start, size_t size)
     return add_region(h, start, size, true);
 }
 
+/* Is every unit of r free? The free blocks that tile it are found one
+ * after the other from its first unit: at most two per order when it is
+ * (so O(L^2)), and the first unit that is not free stops the walk. */
+static bool region_is_free(const region *r) {
+    const kb_engine *e = &r->engine;
+    unsigned k;
+    uintptr_t b;
+    for (uintptr_t u = e->lo; u < e->hi; u = (b + 1) << k)
+        if (!kb_engine_find_free(e, u, &k, &b))
+            return false;
+    return true;
+}
+
+kbuddy_status kbuddy_remove_region(kbuddy_heap *h, void *start) {
+    if (!h || !start)
+        return KBUDDY_EINVAL;
+    uintptr_t s = (uintptr_t)start;
+    kb_lock(&h->lock);
+    region **link = &h->regions;
+    while (*link && (*link)->start < s)
+        link = &(*link)->next;
+    region *r = *link;
+    kbuddy_status st = KBUDDY_OK;
+    if (!r || r->start != s)
+        st = KBUDDY_EFOREIGN;
+    else if (!region_is_free(r))
+        st = KBUDDY_EBUSY;
+    if (st != KBUDDY_OK) {
+        kb_unlock(&h->lock);
+        return st;
+    }
+    /* Its free orders leave the heap's summary (the engine counts each
+     * region with a non-empty order once). */
+    for (unsigned k = 0; k < r->engine.orders; k++)
+        if ((r->engine.nonempty >> k) & 1u && --h->regions_with_order[k] == 0)
+            h->orders_free &= ~((uint64_t)1 << k);
+    *link = r->next;
+    if (h->hint == r)
+        h->hint = NULL;
+    size_t units = (size_t)((r->engine.hi - r->engine.lo) << UNIT_SHIFT);
+    h->region_count--;
+    h->total -= units;
+    h->overhead -= (size_t)(r->end - r->start) - units;
+    kb_unlock(&h->lock);
+    return KBUDDY_OK;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Allocation and free                                                       */
 /* ------------------------------------------------------------------------ */
@@ -766,6 +813,45 @@ size_t kbuddy_heap_trim(const kbuddy_heap *h, size_t page, kbuddy_span_fn fn, vo
     }
     kb_unlock(&h->lock);
     return units << UNIT_SHIFT;
+}
+
+/* Is the page at p (page bytes, a multiple of 8) all zero? Read a word at
+ * a time (as bytes: the page holds bytes and bitmap words alike). */
+static bool page_is_zero(const unsigned char *p, size_t page) {
+    for (size_t i = 0; i < page; i += 8)
+        if (ctrl_load8(p + i))
+            return false;
+    return true;
+}
+
+size_t kbuddy_heap_trim_bookkeeping(const kbuddy_heap *h, size_t page, kbuddy_span_fn fn, void *ctx) {
+    if (!h || !fn || !kb_is_pow2(page) || page < sizeof(uint64_t))
+        return 0;
+    size_t bytes = 0;
+    kb_lock(&h->lock);
+    for (region *r = h->regions; r; r = r->next) {
+        /* From the first page after the region's header to the last page
+         * before its first unit: order descriptors, bitmaps, control
+         * bytes, all written only by this heap under its lock. */
+        unsigned char *base = (unsigned char *)r;
+        uintptr_t a = align_up((uintptr_t)(r + 1), page), b = (r->engine.lo << UNIT_SHIFT) & ~(uintptr_t)(page - 1);
+        uintptr_t run = 0;
+        for (uintptr_t p = a; p < b; p += page) {
+            bool zero = page_is_zero(base + (p - (uintptr_t)r), page);
+            if (zero && !run)
+                run = p;
+            if (!zero || p + page == b) {
+                uintptr_t end = zero ? p + page : p;
+                if (run && end > run) {
+                    fn(ctx, base + (run - (uintptr_t)r), (size_t)(end - run));
+                    bytes += (size_t)(end - run);
+                }
+                run = 0;
+            }
+        }
+    }
+    kb_unlock(&h->lock);
+    return bytes;
 }
 
 static bool region_is_sane(const kbuddy_heap *h, const region *r, const region *prev) {

@@ -21,6 +21,8 @@ const char *kbuddy_strerror(kbuddy_status status) {
         return "size or alignment does not match the allocation";
     case KBUDDY_ECORRUPT:
         return "allocator bookkeeping is corrupt";
+    case KBUDDY_EBUSY:
+        return "the region still holds allocations";
     }
     return "unknown status";
 }

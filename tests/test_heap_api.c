@@ -3441,6 +3441,192 @@ TEST(trim_callback_runs_with_the_lock_held) {
     free(a);
 }
 
+/* Every span reported holds only zeros; the callback drops it as a kernel
+ * or madvise would: zeros again (here, written back by hand). */
+static size_t zero_spans_bad;
+static void zero_span(void *ctx, void *start, size_t size) {
+    const unsigned char *c = start;
+    for (size_t i = 0; i < size; i++)
+        if (c[i])
+            zero_spans_bad++;
+    memset(start, 0, size);
+    spans_add(ctx, start, size);
+}
+
+TEST(trim_bookkeeping_reports_whole_zero_pages_outside_every_block) {
+    enum { LEN = 16 << 20 };
+    unsigned char *a = arena_new(LEN);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    static spans got;
+    memset(&got, 0, sizeof got);
+    CHECK_EQ(kbuddy_heap_trim_bookkeeping(NULL, 4096, zero_span, &got), 0);
+    CHECK_EQ(kbuddy_heap_trim_bookkeeping(&h, 4096, zero_span, &got), 0);
+    REQUIRE(kbuddy_add_region(&h, a + 4099, (8 << 20) - 5000) == KBUDDY_OK);
+    REQUIRE(kbuddy_add_region(&h, a + (8 << 20), 8 << 20) == KBUDDY_OK);
+    CHECK_EQ(kbuddy_heap_trim_bookkeeping(&h, 4096, NULL, &got), 0);
+    CHECK_EQ(kbuddy_heap_trim_bookkeeping(&h, 3000, zero_span, &got), 0);
+    CHECK_EQ(kbuddy_heap_trim_bookkeeping(&h, 4, zero_span, &got), 0);
+    CHECK_EQ(got.n, 0);
+    /* Dirty every control byte: fill both regions with small blocks, keep
+     * one block in every 2 MiB, free the rest. */
+    static void *p[(16 << 20) / 64];
+    size_t n = 0;
+    while (n < sizeof p / sizeof p[0] && (p[n] = kbuddy_alloc(&h, 40, 1)) != NULL)
+        n++;
+    REQUIRE(n > 100000);
+    for (size_t i = 0; i < n; i++)
+        if (((uintptr_t)p[i] & ((2 << 20) - 1)) >= 64) {
+            CHECK(kbuddy_free(&h, p[i]) == KBUDDY_OK);
+            p[i] = NULL;
+        }
+    kbuddy_stats before = stats_of(&h);
+    size_t bytes = kbuddy_heap_trim_bookkeeping(&h, 4096, zero_span, &got);
+    CHECK_EQ(zero_spans_bad, 0);
+    CHECK(!got.overflow && !got.out_of_order);
+    size_t sum = 0;
+    for (size_t i = 0; i < got.n; i++) {
+        sum += got.size[i];
+        CHECK(got.start[i] % 4096 == 0 && got.size[i] % 4096 == 0 && got.size[i] > 0);
+        CHECK(got.start[i] >= (uintptr_t)a + 4099 && got.start[i] + got.size[i] <= (uintptr_t)a + LEN);
+    }
+    CHECK_EQ(bytes, sum);
+    /* 16 MiB of memory has 512 KiB of control bytes; in free blocks of 1 MiB
+     * (eight pages of them) only the first and last are marked. */
+    CHECK(bytes >= 256 << 10);
+    /* None of it is a block's: the walk and the statistics are as before,
+     * and the heap serves the whole of its memory again. */
+    kbuddy_stats after = stats_of(&h);
+    CHECK(memcmp(&before, &after, sizeof before) == 0);
+    CHECK(kbuddy_check(&h) == KBUDDY_OK);
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            CHECK(kbuddy_free(&h, p[i]) == KBUDDY_OK);
+    n = 0;
+    while (n < sizeof p / sizeof p[0] && (p[n] = kbuddy_alloc(&h, 40, 1)) != NULL)
+        n++;
+    CHECK(n > 100000);
+    CHECK(kbuddy_check(&h) == KBUDDY_OK);
+    free(a);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Removing regions                                                           */
+/* ------------------------------------------------------------------------ */
+
+TEST(remove_region_refuses_bad_arguments_unknown_starts_and_busy_regions) {
+    enum { LEN = 4 << 20 };
+    unsigned char *a = arena_new(LEN);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 100, (1 << 20) - 100) == KBUDDY_OK);
+    REQUIRE(kbuddy_add_region(&h, a + (2 << 20), 1 << 20) == KBUDDY_OK);
+    CHECK_STATUS(kbuddy_remove_region(NULL, a + 100), KBUDDY_EINVAL);
+    CHECK_REFUSED(&h, a, LEN, kbuddy_remove_region(&h, NULL), KBUDDY_EINVAL);
+    /* Only the exact start given to kbuddy_add_region names a region. */
+    CHECK_REFUSED(&h, a, LEN, kbuddy_remove_region(&h, a), KBUDDY_EFOREIGN);
+    CHECK_REFUSED(&h, a, LEN, kbuddy_remove_region(&h, a + 132), KBUDDY_EFOREIGN);
+    CHECK_REFUSED(&h, a, LEN, kbuddy_remove_region(&h, a + (3 << 20) + 5), KBUDDY_EFOREIGN);
+    /* One live block anywhere, even the last unit, keeps a region. */
+    kbuddy_stats st = stats_of(&h);
+    void *p = kbuddy_alloc(&h, st.largest_free, 1);
+    REQUIRE(p);
+    void *q = kbuddy_alloc(&h, 1, 1);
+    REQUIRE(q);
+    CHECK(kbuddy_free(&h, p) == KBUDDY_OK);
+    unsigned char *busy = (uintptr_t)q < (uintptr_t)a + (2 << 20) ? a + 100 : a + (2 << 20);
+    CHECK_REFUSED(&h, a, LEN, kbuddy_remove_region(&h, busy), KBUDDY_EBUSY);
+    CHECK(kbuddy_free(&h, q) == KBUDDY_OK);
+    CHECK(kbuddy_check(&h) == KBUDDY_OK);
+    free(a);
+}
+
+TEST(remove_region_takes_a_wholly_free_region_out_and_the_heap_goes_on) {
+    enum { LEN = 8 << 20 };
+    unsigned char *a = arena_new(LEN);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    /* Three regions of odd alignment and size; the middle one goes. */
+    unsigned char *r0 = a + 4099, *r1 = a + (3 << 20) + 64, *r2 = a + (6 << 20) + 8;
+    size_t s0 = (3 << 20) - 5000, s1 = (2 << 20) + 777, s2 = (2 << 20) - 64;
+    REQUIRE(kbuddy_add_region(&h, r0, s0) == KBUDDY_OK);
+    kbuddy_stats one = stats_of(&h);
+    REQUIRE(kbuddy_add_region(&h, r1, s1) == KBUDDY_OK);
+    kbuddy_stats two = stats_of(&h);
+    REQUIRE(kbuddy_add_region(&h, r2, s2) == KBUDDY_OK);
+    kbuddy_stats three = stats_of(&h);
+    /* Fill everything with blocks, then free those of r1 in random order
+     * and keep the others. */
+    static void *live[4000];
+    size_t n = 0;
+    uint64_t x = 7;
+    while (n < 4000) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        void *p = kbuddy_alloc(&h, 16 + x % 6000, 1);
+        if (!p)
+            break;
+        fill(p, 16, (uintptr_t)p);
+        live[n++] = p;
+    }
+    REQUIRE(n > 1000);
+    for (size_t i = 0; i < n; i++)
+        if ((uintptr_t)live[i] - (uintptr_t)r1 < s1) {
+            CHECK(kbuddy_free(&h, live[i]) == KBUDDY_OK);
+            live[i] = NULL;
+        }
+    kbuddy_stats before = stats_of(&h);
+    CHECK_STATUS(kbuddy_remove_region(&h, r1), KBUDDY_OK);
+    kbuddy_stats after = stats_of(&h);
+    CHECK_EQ(after.regions, 2);
+    CHECK_EQ(after.total, before.total - (two.total - one.total));
+    CHECK_EQ(after.overhead, before.overhead - (two.overhead - one.overhead));
+    CHECK_EQ(after.total + after.overhead, s0 + s2);
+    CHECK_EQ(after.allocated, before.allocated);
+    CHECK_EQ(after.allocations, before.allocations);
+    CHECK(kbuddy_check(&h) == KBUDDY_OK);
+    /* Its memory is the caller's: scribbling over it harms nothing, and
+     * pointers into it are foreign now. */
+    memset(r1, 0x5C, s1);
+    CHECK_STATUS(kbuddy_free(&h, r1 + 4096), KBUDDY_EFOREIGN);
+    CHECK_STATUS(kbuddy_remove_region(&h, r1), KBUDDY_EFOREIGN);
+    /* The others still hold their blocks and serve new ones, never from r1. */
+    for (size_t i = 0; i < n; i++)
+        if (live[i]) {
+            CHECK(holds(live[i], 16, (uintptr_t)live[i]));
+            CHECK(kbuddy_free(&h, live[i]) == KBUDDY_OK);
+        }
+    for (int i = 0; i < 200; i++) {
+        unsigned char *p = kbuddy_alloc(&h, 5000, 1);
+        REQUIRE(p);
+        CHECK((uintptr_t)p - (uintptr_t)r1 >= s1);
+        CHECK(kbuddy_free(&h, p) == KBUDDY_OK);
+    }
+    /* Emptied, the others go too; then the region can be added again. */
+    CHECK_STATUS(kbuddy_remove_region(&h, r0), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_remove_region(&h, r2), KBUDDY_OK);
+    kbuddy_stats none = stats_of(&h);
+    CHECK_EQ(none.regions, 0);
+    CHECK_EQ(none.total, 0);
+    CHECK_EQ(none.overhead, 0);
+    CHECK_EQ(none.largest_free, 0);
+    CHECK(kbuddy_alloc(&h, 1, 1) == NULL);
+    CHECK(kbuddy_check(&h) == KBUDDY_OK);
+    REQUIRE(kbuddy_add_region(&h, r1, s1) == KBUDDY_OK);
+    REQUIRE(kbuddy_add_region(&h, r0, s0) == KBUDDY_OK);
+    REQUIRE(kbuddy_add_region(&h, r2, s2) == KBUDDY_OK);
+    kbuddy_stats again = stats_of(&h);
+    CHECK_EQ(again.total, three.total);
+    CHECK_EQ(again.overhead, three.overhead);
+    CHECK_EQ(again.largest_free, three.largest_free);
+    CHECK(kbuddy_check(&h) == KBUDDY_OK);
+    free(a);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Status strings and the shipped spinlock                                    */
 /* ------------------------------------------------------------------------ */
@@ -3448,7 +3634,7 @@ TEST(trim_callback_runs_with_the_lock_held) {
 TEST(strerror_describes_every_status_and_unknown_values) {
     static const kbuddy_status all[] = {
         KBUDDY_OK,      KBUDDY_ENOMEM,      KBUDDY_EINVAL, KBUDDY_EOVERLAP, KBUDDY_EFOREIGN,
-        KBUDDY_EBADPTR, KBUDDY_EDOUBLEFREE, KBUDDY_ESIZE,  KBUDDY_ECORRUPT};
+        KBUDDY_EBADPTR, KBUDDY_EDOUBLEFREE, KBUDDY_ESIZE,  KBUDDY_ECORRUPT, KBUDDY_EBUSY};
     const size_t n = sizeof all / sizeof all[0];
     for (size_t i = 0; i < n; i++) {
         const char *s = kbuddy_strerror(all[i]);
@@ -3459,7 +3645,7 @@ TEST(strerror_describes_every_status_and_unknown_values) {
             CHECK(strcmp(s, kbuddy_strerror(all[j])) != 0);
     }
     CHECK(strcmp(kbuddy_strerror(KBUDDY_EDOUBLEFREE), "double free") == 0);
-    CHECK(strcmp(kbuddy_strerror((kbuddy_status)(KBUDDY_ECORRUPT + 1)), "unknown status") == 0);
+    CHECK(strcmp(kbuddy_strerror((kbuddy_status)(KBUDDY_EBUSY + 1)), "unknown status") == 0);
     CHECK(strcmp(kbuddy_strerror((kbuddy_status)99), "unknown status") == 0);
     CHECK(strcmp(kbuddy_strerror((kbuddy_status)-1), "unknown status") == 0);
 }

@@ -40,6 +40,7 @@ pub const KBUDDY_EBADPTR: kbuddy_status = 5;
 pub const KBUDDY_EDOUBLEFREE: kbuddy_status = 6;
 pub const KBUDDY_ESIZE: kbuddy_status = 7;
 pub const KBUDDY_ECORRUPT: kbuddy_status = 8;
+pub const KBUDDY_EBUSY: kbuddy_status = 9;
 
 pub const KBUDDY_MAX_ORDERS: usize = 64;
 
