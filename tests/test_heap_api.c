@@ -3711,10 +3711,15 @@ static size_t resident_pages(void *p, size_t n) {
  * kbuddy_add_region clears all the bookkeeping (1/32 of the range), and
  * the heap it makes is the same. */
 TEST(add_region_zeroed_leaves_known_zero_bookkeeping_untouched) {
+    /* Placement depends on absolute addresses, so the two regions start
+     * at the same offset modulo n: each is the n-aligned part of a
+     * mapping of 2n (mmap itself only promises page alignment). */
     const size_t n = (size_t)64 << 20;
-    void *a = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    void *b = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    REQUIRE(a != MAP_FAILED && b != MAP_FAILED);
+    void *ma = mmap(NULL, 2 * n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *mb = mmap(NULL, 2 * n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(ma != MAP_FAILED && mb != MAP_FAILED);
+    void *a = (char *)ma + (((uintptr_t)0 - (uintptr_t)ma) & (n - 1));
+    void *b = (char *)mb + (((uintptr_t)0 - (uintptr_t)mb) & (n - 1));
     kbuddy_heap hz = KBUDDY_HEAP_INIT, hp = KBUDDY_HEAP_INIT;
     CHECK_STATUS(kbuddy_add_region_zeroed(&hz, a, n), KBUDDY_OK);
     CHECK_STATUS(kbuddy_add_region(&hp, b, n), KBUDDY_OK);
@@ -3743,8 +3748,8 @@ TEST(add_region_zeroed_leaves_known_zero_bookkeeping_untouched) {
     CHECK_EQ(sz.allocated, 0);
     CHECK_EQ(sz.largest_free, sp.largest_free);
     CHECK_STATUS(kbuddy_check(&hz), KBUDDY_OK);
-    munmap(a, n);
-    munmap(b, n);
+    munmap(ma, 2 * n);
+    munmap(mb, 2 * n);
 }
 
 KBTEST_MAIN()
