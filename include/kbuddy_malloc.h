@@ -174,6 +174,18 @@ extern "C" {
 #define KBUDDY_MALLOC_DEPOT_MAGS 8
 #endif
 
+/* And the depot's blocks, over all classes, stay within
+ * KBUDDY_MALLOC_DEPOT_MIN_BYTES or a KBUDDY_MALLOC_DEPOT_SHARE-th of the
+ * core heap's allocated bytes, whichever is more (a full magazine that
+ * would pass that goes back to the core heap): the depot grows with the
+ * program, not with the number of classes it frees in. */
+#ifndef KBUDDY_MALLOC_DEPOT_MIN_BYTES
+#define KBUDDY_MALLOC_DEPOT_MIN_BYTES ((size_t)256 << 10)
+#endif
+#ifndef KBUDDY_MALLOC_DEPOT_SHARE
+#define KBUDDY_MALLOC_DEPOT_SHARE 8
+#endif
+
 /* Requests above this many bytes get a mapping of their own when the map
  * and unmap hooks are installed (kbuddy_malloc_hooks.map_threshold
  * overrides it at run time). 1 MiB: below it the heap's blocks are

@@ -78,6 +78,37 @@ static void *w3_thread(void *varg) {
     return NULL;
 }
 
+/* The depot's blocks, over all classes, stay within
+ * max(KBUDDY_MALLOC_DEPOT_MIN_BYTES, heap allocated / KBUDDY_MALLOC_DEPOT_SHARE)
+ * (kbm_magazines.h). Two classes of about 4 KiB, 300 blocks each, all freed:
+ * by the per-class count alone the depot would keep 8 magazines of 16 blocks
+ * of each (about 1 MiB); the bound is the allocated bytes at their peak (the
+ * most any free saw) over 8, about 290 KiB. The depot still takes some.
+ * First in the file: the later tests leave blocks live that would raise the
+ * bound. */
+TEST(depot_holds_at_most_its_byte_bound) {
+    kbm_setup();
+    kbuddy_malloc_flush_caches(); /* the depot empty: it counts only these */
+    enum { N = 300 };
+    static void *p[2][N];
+    static const size_t size[2] = {3840, 4096};
+    for (unsigned i = 0; i < N; i++)
+        for (unsigned k = 0; k < 2; k++)
+            REQUIRE((p[k][i] = kbm_malloc(size[k])) != NULL);
+    kbuddy_malloc_stats peak = kbm_stats();
+    for (unsigned k = 0; k < 2; k++)
+        for (unsigned i = 0; i < N; i++)
+            kbm_free(p[k][i]);
+    kbuddy_malloc_stats after = kbm_stats();
+    size_t bound = peak.heap.allocated / KBUDDY_MALLOC_DEPOT_SHARE;
+    if (bound < KBUDDY_MALLOC_DEPOT_MIN_BYTES)
+        bound = KBUDDY_MALLOC_DEPOT_MIN_BYTES;
+    CHECK(after.depot_blocks > 0);
+    CHECK(after.depot_blocks * size[0] <= bound); /* every block is 3840 bytes or more */
+    CHECK(bound < (size_t)2 * 8 * 16 * size[0]); /* the count bound alone would pass it */
+    CHECK_STATS_ADD_UP();
+}
+
 TEST(threads_each_running_w3_keep_their_blocks_intact) {
     kbm_setup();
     enum { T = 4 };
