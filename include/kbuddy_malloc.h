@@ -166,6 +166,18 @@ extern "C" {
 #define KBUDDY_MALLOC_MAG_BYTES 32768
 #endif
 
+/* Magazines grow with the heap: a new magazine holds KBUDDY_MALLOC_MAG_BYTES
+ * once the core heap's allocated bytes reach KBUDDY_MALLOC_MAG_SHARE times
+ * that, a KBUDDY_MALLOC_MAG_SHARE-th of them before, but at least
+ * KBUDDY_MALLOC_MAG_MIN_BYTES (and 8 to 64 blocks as above). A program of
+ * a few MiB then keeps a few hundred KiB per CPU in its caches, not MiB. */
+#ifndef KBUDDY_MALLOC_MAG_MIN_BYTES
+#define KBUDDY_MALLOC_MAG_MIN_BYTES 8192
+#endif
+#ifndef KBUDDY_MALLOC_MAG_SHARE
+#define KBUDDY_MALLOC_MAG_SHARE 1024
+#endif
+
 /* Full magazines the depot keeps per class (and empty ones); more go back
  * to the core heap. The depot is what carries blocks from CPUs that free
  * them to CPUs that allocate them. It is also given back to the core heap

@@ -172,23 +172,49 @@ static void mag_release_blocks(mag *m, unsigned c) {
 /* The depot, under the lock                                                 */
 /* ------------------------------------------------------------------------ */
 
-/* An empty magazine for class c: from the depot, else a new one. */
+/* The capacity of a new magazine of class c: KBUDDY_MALLOC_MAG_BYTES of
+ * blocks once the core heap's allocated bytes reach
+ * KBUDDY_MALLOC_MAG_SHARE times that, in a smaller heap that share of its
+ * allocated bytes, but at least KBUDDY_MALLOC_MAG_MIN_BYTES (and always
+ * 8 to 64 blocks, so the classes of 128 bytes and less are never smaller).
+ * A CPU holds two magazines of every class it uses, the depot more: with
+ * magazines of a fixed size a program of a few MiB kept as much again in
+ * its caches (suite glibc-thread, 4 threads: 1.4 MiB cached beside 0.7 MiB
+ * live), and blocks spread over many magazines spread the heap (suite
+ * xmalloc-test: 3.0x glibc's peak RSS with 64 KiB magazines, 2.2x with
+ * 32 KiB, 1.3-1.6x with this policy). Heaps of SHARE x MAG_BYTES and more
+ * (64 MiB in the hosted build) get the full size, as before. O(1). */
+static uint32_t mag_cap_now(unsigned c) {
+    kbuddy_stats st;
+    kbuddy_get_stats(&g_heap, &st);
+    return mag_cap_for(c, st.allocated / KBUDDY_MALLOC_MAG_SHARE);
+}
+
+/* An empty magazine for class c: from the depot, else a new one. One from
+ * the depot made when the heap was smaller is replaced by a larger one. */
 static mag *mag_get_empty(unsigned c) {
     depot *d = &g_depot[c];
     mag *m = d->empty;
+    uint32_t cap = mag_cap_now(c);
+    if (cap < mag_cap_min(c))
+        cap = mag_cap_min(c);
+    if (cap > mag_cap(c))
+        cap = mag_cap(c);
     if (m) {
         d->empty = m->next;
         d->nempty--;
-        return m;
+        if (m->cap >= cap)
+            return m;
     }
-    uint32_t cap = mag_cap(c);
-    m = internal_alloc(mag_size(cap));
-    if (m) {
-        m->next = NULL;
-        atomic_init(&m->count, 0);
-        m->cap = cap;
-    }
-    return m;
+    mag *fresh = internal_alloc(mag_size(cap));
+    if (!fresh)
+        return m; /* the smaller one will do, if there is one */
+    if (m)
+        internal_free(m, mag_size(m->cap));
+    fresh->next = NULL;
+    atomic_init(&fresh->count, 0);
+    fresh->cap = cap;
+    return fresh;
 }
 
 /* Whether the depot may take n more blocks of class c: its blocks, over
