@@ -185,9 +185,12 @@ static void mag_release_blocks(mag *m, unsigned c) {
  * 32 KiB, 1.3-1.6x with this policy). Heaps of SHARE x MAG_BYTES and more
  * (64 MiB in the hosted build) get the full size, as before. O(1). */
 static uint32_t mag_cap_now(unsigned c) {
+    if (KBUDDY_MALLOC_MAG_MIN_BYTES >= KBUDDY_MALLOC_MAG_BYTES) /* fixed: not even its cost */
+        return mag_cap(c);
     kbuddy_stats st;
     kbuddy_get_stats(&g_heap, &st);
-    return mag_cap_for(c, st.allocated / KBUDDY_MALLOC_MAG_SHARE);
+    uint32_t cap = mag_cap_for(c, st.allocated / KBUDDY_MALLOC_MAG_SHARE);
+    return cap < mag_cap_min(c) ? mag_cap_min(c) : cap > mag_cap(c) ? mag_cap(c) : cap;
 }
 
 /* An empty magazine for class c: from the depot, else a new one. One from
@@ -195,17 +198,14 @@ static uint32_t mag_cap_now(unsigned c) {
 static mag *mag_get_empty(unsigned c) {
     depot *d = &g_depot[c];
     mag *m = d->empty;
-    uint32_t cap = mag_cap_now(c);
-    if (cap < mag_cap_min(c))
-        cap = mag_cap_min(c);
-    if (cap > mag_cap(c))
-        cap = mag_cap(c);
+    bool fixed = KBUDDY_MALLOC_MAG_MIN_BYTES >= KBUDDY_MALLOC_MAG_BYTES;
     if (m) {
         d->empty = m->next;
         d->nempty--;
-        if (m->cap >= cap)
+        if (fixed || m->cap >= mag_cap_now(c))
             return m;
     }
+    uint32_t cap = mag_cap_now(c);
     mag *fresh = internal_alloc(mag_size(cap));
     if (!fresh)
         return m; /* the smaller one will do, if there is one */
@@ -228,6 +228,8 @@ static mag *mag_get_empty(unsigned c) {
  * heap's size it still carries blocks between CPUs at every rate that
  * matters, and a small program's depot stays small. O(1). */
 static bool depot_has_room(unsigned c, uint32_t n) {
+    if (KBUDDY_MALLOC_DEPOT_MIN_BYTES == SIZE_MAX) /* no bound: not even its cost */
+        return true;
     size_t after = (g_depot_units + n * class_units(c)) << UNIT_SHIFT;
     if (after <= KBUDDY_MALLOC_DEPOT_MIN_BYTES)
         return true;
