@@ -198,11 +198,11 @@ static uint32_t mag_cap_now(unsigned c) {
 static mag *mag_get_empty(unsigned c) {
     depot *d = &g_depot[c];
     mag *m = d->empty;
-    bool fixed = KBUDDY_MALLOC_MAG_MIN_BYTES >= KBUDDY_MALLOC_MAG_BYTES;
     if (m) {
         d->empty = m->next;
         d->nempty--;
-        if (fixed || m->cap >= mag_cap_now(c))
+        if (KBUDDY_MALLOC_MAG_MIN_BYTES >= KBUDDY_MALLOC_MAG_BYTES /* fixed sizes */ ||
+            m->cap >= mag_cap_now(c))
             return m;
     }
     uint32_t cap = mag_cap_now(c);
