@@ -113,8 +113,18 @@ static inline unsigned class_of_aligned(size_t size, size_t align) {
     return class_of_units((((size ? size : 1) + a - 1) & ~(a - 1)) >> UNIT_SHIFT);
 }
 
-/* Blocks a magazine of class c holds. */
-static inline uint32_t mag_cap(unsigned c) {
-    size_t n = KBUDDY_MALLOC_MAG_BYTES / class_bytes(c);
+/* Blocks a magazine of class c holds when magazines hold about `bytes`. */
+static inline uint32_t mag_cap_for(unsigned c, size_t bytes) {
+    size_t n = bytes / class_bytes(c);
     return n < MAG_MIN ? MAG_MIN : n > MAG_MAX ? MAG_MAX : (uint32_t)n;
+}
+
+/* The most blocks a magazine of class c holds (a heap of full size). */
+static inline uint32_t mag_cap(unsigned c) { return mag_cap_for(c, KBUDDY_MALLOC_MAG_BYTES); }
+
+/* The fewest: a magazine made while the heap is small. */
+static inline uint32_t mag_cap_min(unsigned c) {
+    return mag_cap_for(c, KBUDDY_MALLOC_MAG_MIN_BYTES < KBUDDY_MALLOC_MAG_BYTES
+                              ? KBUDDY_MALLOC_MAG_MIN_BYTES
+                              : KBUDDY_MALLOC_MAG_BYTES);
 }

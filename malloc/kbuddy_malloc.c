@@ -893,7 +893,7 @@ static void check_block(void *vctx, void *start, size_t size, bool used) {
  * the magazine knows where its tag is. */
 static bool mag_ok(mag *m, unsigned c, const mregion **hint) {
     uint32_t n = mag_n(m);
-    if (n > m->cap || (m->cap && m->cap != mag_cap(c)))
+    if (n > m->cap || (m->cap && (m->cap > mag_cap(c) || m->cap < mag_cap_min(c))))
         return false;
     for (uint32_t i = 0; i < n; i++) {
         const mregion *r = region_of(hint, (uintptr_t)m->e[i].p);

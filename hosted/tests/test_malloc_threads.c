@@ -78,6 +78,83 @@ static void *w3_thread(void *varg) {
     return NULL;
 }
 
+/* The depot's blocks, over all classes, stay within
+ * max(KBUDDY_MALLOC_DEPOT_MIN_BYTES, heap allocated / KBUDDY_MALLOC_DEPOT_SHARE)
+ * (kbm_magazines.h). Two classes of about 4 KiB, 300 blocks each, all freed:
+ * by the per-class count alone the depot would keep 8 magazines of 16 blocks
+ * of each (magazines of 8 blocks while the heap is this small: 480 KiB);
+ * the bound is the allocated bytes at their peak (the most any free saw)
+ * over 8, about 290 KiB. The depot still takes some.
+ * First in the file: the later tests leave blocks live that would raise the
+ * bound. */
+TEST(depot_holds_at_most_its_byte_bound) {
+    kbm_setup();
+    kbuddy_malloc_flush_caches(); /* the depot empty: it counts only these */
+    enum { N = 300 };
+    static void *p[2][N];
+    static const size_t size[2] = {3840, 4096};
+    for (unsigned i = 0; i < N; i++)
+        for (unsigned k = 0; k < 2; k++)
+            REQUIRE((p[k][i] = kbm_malloc(size[k])) != NULL);
+    kbuddy_malloc_stats peak = kbm_stats();
+    for (unsigned k = 0; k < 2; k++)
+        for (unsigned i = 0; i < N; i++)
+            kbm_free(p[k][i]);
+    kbuddy_malloc_stats after = kbm_stats();
+    size_t bound = peak.heap.allocated / KBUDDY_MALLOC_DEPOT_SHARE;
+    if (bound < KBUDDY_MALLOC_DEPOT_MIN_BYTES)
+        bound = KBUDDY_MALLOC_DEPOT_MIN_BYTES;
+    CHECK(after.depot_blocks > 0);
+    CHECK(after.depot_blocks * size[0] <= bound); /* every block is 3840 bytes or more */
+    CHECK(bound < (size_t)2 * 8 * 8 * size[0]); /* the count bound alone would pass it */
+    CHECK_STATS_ADD_UP();
+}
+
+/* A thread allocates 64 blocks of 4 KiB and frees them; what its cache then
+ * holds (two magazines at most) is what it reports. */
+static void *free_64_pages(void *arg) {
+    void *p[64];
+    for (unsigned i = 0; i < 64; i++)
+        p[i] = kbm_malloc(4096);
+    for (unsigned i = 0; i < 64; i++)
+        kbm_free(p[i]);
+    kbuddy_malloc_stats st = kbm_stats();
+    *(size_t *)arg = st.cached_blocks - st.depot_blocks;
+    return NULL;
+}
+
+static size_t cache_after_free_64_pages(void) {
+    kbuddy_malloc_stats st = kbm_stats();
+    size_t held;
+    pthread_t t;
+    if (pthread_create(&t, NULL, free_64_pages, &held) != 0)
+        return SIZE_MAX; /* fails the checks */
+    pthread_join(t, NULL);
+    return held - (st.cached_blocks - st.depot_blocks); /* less the other caches' */
+}
+
+/* Magazines grow with the heap (KBUDDY_MALLOC_MAG_SHARE): while it is small
+ * a 4 KiB magazine holds 8 blocks (KBUDDY_MALLOC_MAG_MIN_BYTES, and no
+ * fewer than 8), so a thread's cache holds 16 at most; with 72 MiB
+ * allocated (more than 1024 x 64 KiB) the hosted build's 64 KiB magazines,
+ * 16 blocks, and the small ones waiting in the depot are replaced. */
+TEST(magazines_grow_with_the_heap) {
+    kbm_setup();
+    kbuddy_malloc_flush_caches();
+    CHECK(kbm_stats().heap.allocated < ((size_t)8 << 20));
+    size_t small = cache_after_free_64_pages();
+    CHECK(small >= 8 && small <= 16);
+    enum { BIG = 1152 }; /* 72 MiB of 64 KiB blocks (from the core heap) */
+    static void *big[BIG];
+    for (unsigned i = 0; i < BIG; i++)
+        REQUIRE((big[i] = kbm_malloc((size_t)64 << 10)) != NULL);
+    size_t large = cache_after_free_64_pages();
+    CHECK(large > 16 && large <= 32);
+    for (unsigned i = 0; i < BIG; i++)
+        kbm_free(big[i]);
+    CHECK_STATS_ADD_UP();
+}
+
 TEST(threads_each_running_w3_keep_their_blocks_intact) {
     kbm_setup();
     enum { T = 4 };
