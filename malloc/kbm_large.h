@@ -106,17 +106,6 @@ static bool map_round(size_t size, size_t *out) {
     return true;
 }
 
-/* Does [s, s + n) meet a region of the heap? A region given back (ungrow)
- * does not count: the system may map its addresses again. */
-static bool meets_region(uintptr_t s, size_t n) {
-    size_t nr = atomic_load_explicit(&g_nregions, memory_order_acquire);
-    for (size_t i = 0; i < nr; i++)
-        if (s < g_regions[i].start + g_regions[i].size && g_regions[i].start < s + n &&
-            !region_gone(&g_regions[i]))
-            return true;
-    return false;
-}
-
 /* The index of the first mapping that starts above a (g_nmaps if none). */
 static size_t maps_above(uintptr_t a) {
     size_t lo = 0, hi = g_nmaps;

@@ -23,11 +23,9 @@ static kbuddy_status add_region_locked(void *start, size_t size, bool zeroed, bo
     if (!start || !size || size > UINTPTR_MAX - s)
         return KBUDDY_EINVAL;
     uintptr_t e = s + size;
+    if (meets_region(s, size))
+        return KBUDDY_EOVERLAP;
     size_t n = atomic_load_explicit(&g_nregions, memory_order_relaxed);
-    for (size_t i = 0; i < n; i++) /* a gone region's blocks were given back */
-        if (s < g_regions[i].start + g_regions[i].size && g_regions[i].start < e &&
-            !region_gone(&g_regions[i]))
-            return KBUDDY_EOVERLAP;
     if (n == KBUDDY_MALLOC_MAX_REGIONS)
         return KBUDDY_ENOMEM;
     uintptr_t t = (s + 3u) & ~(uintptr_t)3u;

@@ -66,6 +66,18 @@ static inline bool region_gone(const mregion *r) {
     return atomic_load_explicit(&r->gone, memory_order_relaxed);
 }
 
+/* Does [s, s + n) meet a region of the heap? A region given back (ungrow)
+ * does not count: its blocks went with it, and the system may map its
+ * addresses again. */
+static bool meets_region(uintptr_t s, size_t n) {
+    size_t nr = atomic_load_explicit(&g_nregions, memory_order_acquire);
+    for (size_t i = 0; i < nr; i++)
+        if (s < g_regions[i].start + g_regions[i].size && g_regions[i].start < s + n &&
+            !region_gone(&g_regions[i]))
+            return true;
+    return false;
+}
+
 /* The region holding address a, trying *hint first (and updating it). */
 static NOINLINE const mregion *region_find(const mregion **hint, uintptr_t a) {
     size_t n = atomic_load_explicit(&g_nregions, memory_order_acquire);

@@ -210,6 +210,14 @@ KB_INLINE void order_emptied(kb_engine *e, unsigned k) {
         *e->owner_mask &= ~bit;
 }
 
+void kb_engine_detach(kb_engine *e) {
+    for (unsigned k = 0; k < e->orders; k++)
+        if ((e->nonempty >> k) & 1u)
+            order_emptied(e, k);
+    e->owner_mask = NULL;
+    e->owner_count = NULL;
+}
+
 /* The engine's fields that bitmap and mark updates use, copied into locals
  * once per operation: stores through the control bytes (uint8_t) may alias
  * anything, so read through `e` they would be reloaded after every store. */

@@ -343,11 +343,7 @@ kbuddy_status kbuddy_remove_region(kbuddy_heap *h, void *start) {
         kb_unlock(&h->lock);
         return st;
     }
-    /* Its free orders leave the heap's summary (the engine counts each
-     * region with a non-empty order once). */
-    for (unsigned k = 0; k < r->engine.orders; k++)
-        if ((r->engine.nonempty >> k) & 1u && --h->regions_with_order[k] == 0)
-            h->orders_free &= ~((uint64_t)1 << k);
+    kb_engine_detach(&r->engine); /* its free orders leave the heap's summary */
     *link = r->next;
     if (h->hint == r)
         h->hint = NULL;

@@ -180,6 +180,10 @@ bool kb_engine_claim(kb_engine *e, uintptr_t a, uintptr_t b);
  * O(L * (R + 1) + D * R) for R runs' blocks. */
 typedef void (*kb_run_fn)(void *ctx, uintptr_t a, uintptr_t b);
 uintptr_t kb_engine_free_runs(const kb_engine *e, unsigned k, kb_run_fn fn, void *ctx);
+/* The engine leaves its owner (a region leaving its heap): every order it
+ * has free is taken out of the owner's counts (and mask), as if it had
+ * emptied. The engine is not used afterwards. O(L). */
+void kb_engine_detach(kb_engine *e);
 /* Check the bitmaps' own invariants: summaries agree with the words below,
  * no bit outside the range, no two free buddies. Count the free blocks and
  * free units. Returns false on any violation. O(size / 64 + free blocks). */
