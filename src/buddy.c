@@ -165,8 +165,9 @@ size_t kb_engine_words_bound(uintptr_t units) {
     return total;
 }
 
-size_t kb_engine_layout(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order, kb_word *words) {
-    size_t total = 0;
+/* The fields every layout sets the same way: nothing free, no owner. */
+static void engine_reset(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order,
+                         kb_word *words) {
     e->lo = lo;
     e->hi = hi;
     e->orders = kb_orders_for(hi - lo);
@@ -177,6 +178,11 @@ size_t kb_engine_layout(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *orde
     e->used = NULL;
     e->owner_mask = NULL;
     e->owner_count = NULL;
+}
+
+size_t kb_engine_layout(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order, kb_word *words) {
+    size_t total = 0;
+    engine_reset(e, lo, hi, order, words);
     for (unsigned k = 0; k < e->orders; k++) {
         order[k].first = lo >> k;
         order[k].nbits = order_nbits(lo, hi, k);
@@ -187,6 +193,61 @@ size_t kb_engine_layout(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *orde
 
 void kb_engine_init(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order, kb_word *words) {
     kb_zero(words, kb_engine_layout(e, lo, hi, order, words) * sizeof(kb_word));
+}
+
+/* The packed layout (kbuddy_internal.h): a table of 16-bit numbers in the
+ * first words, then the tree over all orders' bits. */
+#define PACKED_TAB_MAX (4u * 18u) /* entries of the largest table, in whole words */
+
+/* Words the table of an engine of `orders` orders takes. */
+static size_t packed_tab_words(unsigned orders) {
+    return ((5u + orders) * sizeof(uint16_t) + sizeof(kb_word) - 1) / sizeof(kb_word);
+}
+
+KB_INLINE const uint16_t *packed_tab(const kb_engine *e) {
+    return (const uint16_t *)(const void *)e->words;
+}
+
+/* Fill tab (its unused entries zero) for [lo, hi); return the engine's
+ * words, table included. */
+static size_t packed_table(uintptr_t lo, uintptr_t hi, uint16_t tab[PACKED_TAB_MAX]) {
+    unsigned orders = kb_orders_for(hi - lo);
+    size_t head = packed_tab_words(orders);
+    uintptr_t bits = 0;
+    kb_order tree = {0, 0, {0}, 0};
+    kb_zero(tab, PACKED_TAB_MAX * sizeof tab[0]);
+    for (unsigned k = 0; k < orders; k++) {
+        tab[4 + k] = (uint16_t)bits;
+        bits += order_nbits(lo, hi, k);
+    }
+    tab[4 + orders] = (uint16_t)bits;
+    size_t words = tree_words(bits, &tree, head);
+    tab[0] = (uint16_t)tree.depth;
+    for (uint32_t d = 0; d < tree.depth; d++)
+        tab[1 + d] = (uint16_t)tree.off[d];
+    return head + words;
+}
+
+size_t kb_packed_words(uintptr_t lo, uintptr_t hi) {
+    uint16_t tab[PACKED_TAB_MAX];
+    return packed_table(lo, hi, tab);
+}
+
+size_t kb_packed_words_bound(uintptr_t units) {
+    unsigned orders = kb_orders_for(units);
+    uintptr_t bits = 0;
+    for (unsigned k = 0; k < orders; k++)
+        bits += ((units - 1) >> k) + 2; /* see kb_engine_words_bound */
+    return packed_tab_words(orders) + tree_words(bits, NULL, 0);
+}
+
+size_t kb_engine_init_packed(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_word *words) {
+    uint16_t tab[PACKED_TAB_MAX];
+    size_t total = packed_table(lo, hi, tab);
+    engine_reset(e, lo, hi, NULL, words);
+    kb_zero(words, total * sizeof(kb_word));
+    __builtin_memcpy(words, tab, packed_tab_words(e->orders) * sizeof(kb_word));
+    return total;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -227,10 +288,11 @@ typedef struct {
     kb_word *words;
     const kb_order *order;
     uintptr_t lo;
+    bool packed; /* the packed layout: set only where it is a constant */
 } kb_view;
 
 KB_INLINE kb_view view_of(kb_engine *e) {
-    kb_view v = {e, e->ctrl, e->words, e->order, e->lo};
+    kb_view v = {e, e->ctrl, e->words, e->order, e->lo, false};
     return v;
 }
 
@@ -313,15 +375,99 @@ KB_INLINE void tree_clear(kb_engine *e, kb_word *words, const kb_order *o, uintp
     tree_clear_from(e, words, o, i >> KB_WORD_SHIFT, 2);
 }
 
+/* Packed engines (kbuddy_internal.h): the same operations on the shared
+ * tree, out of line, so that they add little code. Order k's bits are
+ * [tab[4 + k], tab[5 + k]) of the leaf depth; its first block is lo >> k.
+ * A leaf word or summary becoming zero or non-zero says nothing about one
+ * order, so `nonempty` is kept by asking the tree for the order's lowest
+ * bit after a clear. */
+
+/* The first set leaf bit in [a, end), or end: one word per depth up, one
+ * down. */
+static KB_NOINLINE uintptr_t packed_find(const kb_engine *e, uintptr_t a, uintptr_t end) {
+    const uint16_t *t = packed_tab(e);
+    const kb_word *words = e->words;
+    uintptr_t i = a, n = t[4 + e->orders]; /* bits at the current depth */
+    uint32_t d = 0;
+    kb_word w;
+    for (;;) { /* climb until a word has a set bit at or after i */
+        if (i >= n)
+            return end;
+        w = words[t[1 + d] + (i >> KB_WORD_SHIFT)] & ~(kb_bit(i) - 1);
+        if (w)
+            break;
+        if (++d == t[0])
+            return end;
+        i = (i >> KB_WORD_SHIFT) + 1;
+        n = (n + KB_WORD_BITS - 1) >> KB_WORD_SHIFT;
+    }
+    i = (i & ~(uintptr_t)(KB_WORD_BITS - 1)) + kb_ctz(w);
+    while (d-- > 0)
+        i = (i << KB_WORD_SHIFT) + kb_ctz(words[t[1 + d] + i]);
+    return i < end ? i : end;
+}
+
+/* Is block b of order k free? Any b, in range or not. */
+static bool packed_is_free(const kb_engine *e, unsigned k, uintptr_t b) {
+    const uint16_t *t = packed_tab(e);
+    uintptr_t i = b - (e->lo >> k); /* wraps to a huge value when b < first */
+    if (i >= (uintptr_t)(t[5 + k] - t[4 + k]))
+        return false;
+    i += t[4 + k];
+    return (e->words[t[1] + (i >> KB_WORD_SHIFT)] >> (i & (KB_WORD_BITS - 1))) & 1u;
+}
+
+static KB_NOINLINE void packed_set(kb_engine *e, unsigned k, uintptr_t b) {
+    const uint16_t *t = packed_tab(e);
+    uintptr_t i = t[4 + k] + (b - (e->lo >> k));
+    for (uint32_t d = 0; d < t[0]; d++, i >>= KB_WORD_SHIFT) {
+        kb_word *w = &e->words[t[1 + d] + (i >> KB_WORD_SHIFT)];
+        kb_word old = *w;
+        *w = old | kb_bit(i);
+        if (old)
+            break;
+    }
+    if (!((e->nonempty >> k) & 1u))
+        order_filled(e, k);
+}
+
+static KB_NOINLINE void packed_clear(kb_engine *e, unsigned k, uintptr_t b) {
+    const uint16_t *t = packed_tab(e);
+    uintptr_t i = t[4 + k] + (b - (e->lo >> k));
+    for (uint32_t d = 0; d < t[0]; d++, i >>= KB_WORD_SHIFT) {
+        kb_word *w = &e->words[t[1 + d] + (i >> KB_WORD_SHIFT)];
+        kb_word now = *w & ~kb_bit(i);
+        *w = now;
+        if (now)
+            break;
+    }
+    if (packed_find(e, t[4 + k], t[5 + k]) == t[5 + k])
+        order_emptied(e, k);
+}
+
+/* The lowest free block of order k; the order must be non-empty. */
+static uintptr_t packed_lowest(const kb_engine *e, unsigned k) {
+    const uint16_t *t = packed_tab(e);
+    return (e->lo >> k) + (packed_find(e, t[4 + k], t[5 + k]) - t[4 + k]);
+}
+
 /* Mark block b of order k free / not free (it must be free): its control
  * byte marks (heap engines) and its tree bits. */
 KB_INLINE void block_insert(const kb_view *v, unsigned k, uintptr_t b, bool heap) {
+    if (!heap && v->packed) {
+        packed_set(v->e, k, b);
+        return;
+    }
     block_mark(v, k, b, kb_free_mark(k), heap);
     const kb_order *o = &v->order[k];
     tree_set(v->e, v->words, o, b - o->first);
 }
 
 KB_INLINE void block_remove(const kb_view *v, unsigned k, uintptr_t b, bool heap) {
+    if (!heap && v->packed) {
+        packed_clear(v->e, k, b);
+        return;
+    }
     block_mark(v, k, b, 0, heap);
     const kb_order *o = &v->order[k];
     tree_clear(v->e, v->words, o, b - o->first);
@@ -373,6 +519,26 @@ KB_INLINE uintptr_t block_lowest(const kb_engine *e, unsigned k) {
     for (uint32_t d = o->depth; d-- > 0;)
         i = (i << KB_WORD_SHIFT) + kb_ctz(e->words[o->off[d] + i]);
     return o->first + i;
+}
+
+/* block_is_free for either layout, for the paths that are not hot. */
+static bool block_is_free_any(const kb_engine *e, unsigned k, uintptr_t b) {
+    return e->order ? block_is_free(e, k, b) : packed_is_free(e, k, b);
+}
+
+/* Order k's leaf bits in either layout: bit i (i < *nbits) of the flat
+ * bitmap e->words from the returned bit on stands for block *first + i. */
+static uintptr_t order_leaf(const kb_engine *e, unsigned k, uintptr_t *first, uintptr_t *nbits) {
+    if (e->order) {
+        const kb_order *o = &e->order[k];
+        *first = o->first;
+        *nbits = o->nbits;
+        return (uintptr_t)o->off[0] << KB_WORD_SHIFT;
+    }
+    const uint16_t *t = packed_tab(e);
+    *first = e->lo >> k;
+    *nbits = (uintptr_t)(t[5 + k] - t[4 + k]);
+    return ((uintptr_t)t[1] << KB_WORD_SHIFT) + t[4 + k];
 }
 
 /* ------------------------------------------------------------------------ */
@@ -459,7 +625,7 @@ KB_INLINE uintptr_t run_before(const kb_engine *e, uintptr_t end, unsigned o, ui
             uintptr_t y = end - t; /* a multiple of 2^(p + 1) */
             if (!unit_in_range(e, y - 1) || bit_of(e->used, y - 1 - e->lo))
                 break;
-            if (block_is_free(e, p, (y >> p) - 1))
+            if (small ? packed_is_free(e, p, (y >> p) - 1) : block_is_free(e, p, (y >> p) - 1))
                 t += (uintptr_t)1 << p;
         }
         return t;
@@ -646,7 +812,8 @@ KB_INLINE bool take_impl(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uin
         return true;
     unsigned j = k + kb_ctz(candidates);
     kb_view v = view_of(e);
-    uintptr_t blk = block_lowest(e, j);
+    v.packed = !heap && small;
+    uintptr_t blk = v.packed ? packed_lowest(e, j) : block_lowest(e, j);
     uintptr_t b = blk << j;
     uintptr_t t = 0;
     if (ka < k) {
@@ -675,9 +842,15 @@ static KB_NOINLINE bool take_heap(kb_engine *e, uintptr_t n, unsigned k, unsigne
     return take_impl(e, n, k, ka, start, true, false);
 }
 
+/* Frame engines: `small` is a small window's packed layout. */
 static KB_NOINLINE bool take_frames(kb_engine *e, uintptr_t n, unsigned k, unsigned ka,
                                     uintptr_t *start) {
     return take_impl(e, n, k, ka, start, false, false);
+}
+
+static KB_NOINLINE bool take_frames_packed(kb_engine *e, uintptr_t n, unsigned k, unsigned ka,
+                                           uintptr_t *start) {
+    return take_impl(e, n, k, ka, start, false, true);
 }
 
 /* take_impl for a heap engine of at most 31 orders when the allocation is
@@ -716,9 +889,15 @@ static KB_NOINLINE bool take_block_start(kb_engine *e, uintptr_t n, unsigned k, 
     return true;
 }
 
+bool kb_engine_take_frames(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start) {
+    if (e->order)
+        return take_frames(e, n, k, ka, start);
+    return take_frames_packed(e, n, k, ka, start);
+}
+
 bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start) {
     if (!e->ctrl)
-        return take_frames(e, n, k, ka, start);
+        return kb_engine_take_frames(e, n, k, ka, start);
     /* Aligned to the whole block (the fast placement, and requests whose
      * alignment sets their order) in an engine of at most 31 orders: a
      * function of its own, without the search's setup. */
@@ -731,6 +910,8 @@ bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_
  * the block's first control byte (a free block of order k, and only one,
  * starts with kb_free_mark(k) there), frame engines test the bitmap. */
 KB_INLINE bool buddy_is_free(const kb_view *v, uintptr_t span, unsigned k, uintptr_t b, bool heap) {
+    if (!heap && v->packed)
+        return packed_is_free(v->e, k, b);
     if (heap && k < KB_CTRL_ORDER) {
         uintptr_t u = (b << k) - v->lo;
         return u < span && v->ctrl[u] == kb_free_mark(k);
@@ -765,9 +946,11 @@ KB_INLINE void release_edges(const kb_view *v, uintptr_t span, unsigned k, uintp
     *pb = b;
 }
 
-/* The general release of units [a, b), from order 0 up. */
-KB_INLINE void release_impl(kb_engine *e, uintptr_t a, uintptr_t b, bool heap) {
+/* The general release of units [a, b), from order 0 up (`small`: a frame
+ * engine's packed layout). */
+KB_INLINE void release_impl(kb_engine *e, uintptr_t a, uintptr_t b, bool heap, bool small) {
     kb_view v = view_of(e);
+    v.packed = !heap && small;
     uintptr_t span = e->hi - e->lo;
     unsigned k = 0;
     /* No bound on k is needed: a block of order top + 1 does not fit in
@@ -835,16 +1018,27 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
  * engine runs, with marks, and the buddy test on the bitmap from order 31
  * up (buddy_is_free). */
 static KB_NOINLINE void release_heap_large(kb_engine *e, uintptr_t a, uintptr_t b) {
-    release_impl(e, a, b, true);
+    release_impl(e, a, b, true, false);
 }
 
 static KB_NOINLINE void release_frames(kb_engine *e, uintptr_t a, uintptr_t b) {
-    release_impl(e, a, b, false);
+    release_impl(e, a, b, false, false);
+}
+
+static KB_NOINLINE void release_frames_packed(kb_engine *e, uintptr_t a, uintptr_t b) {
+    release_impl(e, a, b, false, true);
+}
+
+void kb_engine_release_frames(kb_engine *e, uintptr_t a, uintptr_t b) {
+    if (e->order)
+        release_frames(e, a, b);
+    else
+        release_frames_packed(e, a, b);
 }
 
 void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) {
     if (!e->ctrl)
-        release_frames(e, a, b);
+        kb_engine_release_frames(e, a, b);
     else if (e->orders <= KB_CTRL_ORDER)
         release_heap(e, a, b);
     else
@@ -855,7 +1049,7 @@ bool kb_engine_free_block_at(const kb_engine *e, uintptr_t u, unsigned *order) {
     for (unsigned k = 0; k < e->orders; k++) {
         if (k > 0 && (u & (((uintptr_t)1 << k) - 1)))
             break;
-        if (block_is_free(e, k, u >> k)) {
+        if (block_is_free_any(e, k, u >> k)) {
             *order = k;
             return true;
         }
@@ -867,7 +1061,7 @@ bool kb_engine_find_free(const kb_engine *e, uintptr_t u, unsigned *order, uintp
     if (u < e->lo || u >= e->hi)
         return false;
     for (unsigned k = 0; k < e->orders; k++) {
-        if (block_is_free(e, k, u >> k)) {
+        if (block_is_free_any(e, k, u >> k)) {
             *order = k;
             *block = u >> k;
             return true;
@@ -884,9 +1078,8 @@ bool kb_engine_any_free(const kb_engine *e, uintptr_t a, uintptr_t b) {
     if (a >= b)
         return false;
     for (unsigned k = 0; k < e->orders; k++) {
-        const kb_order *o = &e->order[k];
-        uintptr_t first = (a >> k) - o->first, last = ((b - 1) >> k) - o->first;
-        if (kb_bits_any_set(&e->words[o->off[0]], first, last + 1))
+        uintptr_t f, nbits, at = order_leaf(e, k, &f, &nbits);
+        if (kb_bits_any_set(e->words, at + (a >> k) - f, at + ((b - 1) >> k) - f + 1))
             return true;
     }
     return false;
@@ -897,6 +1090,12 @@ bool kb_engine_any_free(const kb_engine *e, uintptr_t a, uintptr_t b) {
 static uintptr_t next_free_unit(const kb_engine *e, unsigned k, uintptr_t from) {
     if (!(e->nonempty >> k & 1u))
         return UINTPTR_MAX;
+    if (!e->order) {
+        const uint16_t *t = packed_tab(e);
+        uintptr_t f = e->lo >> k, i = from < f ? 0 : from - f;
+        uintptr_t p = packed_find(e, t[4 + k] + i, t[5 + k]);
+        return p == t[5 + k] ? UINTPTR_MAX : (f + p - t[4 + k]) << k;
+    }
     uintptr_t base;
     kb_word w = free_word_from(e, k, from, &base);
     return w ? (base + kb_ctz(w)) << k : UINTPTR_MAX;
@@ -942,10 +1141,10 @@ uintptr_t kb_engine_free_units_in(const kb_engine *e, uintptr_t a, uintptr_t b) 
         return 0;
     uintptr_t total = 0;
     for (unsigned k = 0; k < e->orders; k++) { /* blocks wholly inside */
-        const kb_order *o = &e->order[k];
+        uintptr_t f, nbits, at = order_leaf(e, k, &f, &nbits);
         uintptr_t first = (a >> k) + ((a & (((uintptr_t)1 << k) - 1)) != 0), last = b >> k;
         if (first < last)
-            total += kb_bits_count(&e->words[o->off[0]], first - o->first, last - o->first) << k;
+            total += kb_bits_count(e->words, at + first - f, at + last - f) << k;
     }
     /* At most two free blocks stick out of the range: one over each edge
      * (or one over both). */
@@ -972,6 +1171,7 @@ bool kb_engine_claim(kb_engine *e, uintptr_t a, uintptr_t b) {
         if (!kb_engine_find_free(e, u, &k, &blk))
             return false;
     kb_view v = view_of(e);
+    v.packed = !e->order;
     /* Pass 2: remove them, then give back what lies outside [a, b). */
     uintptr_t head = a, tail = b;
     for (u = a; u < b; u = (blk + 1) << k) {
@@ -992,41 +1192,72 @@ bool kb_engine_claim(kb_engine *e, uintptr_t a, uintptr_t b) {
 /* Integrity check                                                           */
 /* ------------------------------------------------------------------------ */
 
-static bool check_order(const kb_engine *e, unsigned k, size_t *blocks, uintptr_t *units) {
-    const kb_order *o = &e->order[k];
-    const kb_word *leaf = &e->words[o->off[0]];
-    uintptr_t nwords = (o->nbits + KB_WORD_BITS - 1) >> KB_WORD_SHIFT;
-    uintptr_t size = (uintptr_t)1 << k;
-
-    /* Summaries: each bit of depth d+1 is "word of depth d non-zero", and
-     * no bit stands for a word (or block) that does not exist. */
+/* The summaries of a tree over o->nbits bits: each bit of depth d+1 is
+ * "word of depth d non-zero", and no bit stands for a word (or block) that
+ * does not exist. Its root word in *root. */
+static bool check_tree(const kb_word *words, const kb_order *o, kb_word *root) {
     uintptr_t n = o->nbits;
     for (uint32_t d = 0; d < o->depth; d++) {
-        const kb_word *w = &e->words[o->off[d]];
-        uintptr_t words = (n + KB_WORD_BITS - 1) >> KB_WORD_SHIFT;
-        if ((n & (KB_WORD_BITS - 1)) && (w[words - 1] >> (n & (KB_WORD_BITS - 1))))
+        const kb_word *w = &words[o->off[d]];
+        uintptr_t nw = (n + KB_WORD_BITS - 1) >> KB_WORD_SHIFT;
+        if ((n & (KB_WORD_BITS - 1)) && (w[nw - 1] >> (n & (KB_WORD_BITS - 1))))
             return false;
         if (d + 1 < o->depth) {
-            const kb_word *up = &e->words[o->off[d + 1]];
-            for (uintptr_t i = 0; i < words; i++)
+            const kb_word *up = &words[o->off[d + 1]];
+            for (uintptr_t i = 0; i < nw; i++)
                 if (((up[i >> KB_WORD_SHIFT] >> (i & 63)) & 1u) != (w[i] != 0))
                     return false;
-        } else if (((e->nonempty >> k) & 1u) != (w[0] != 0)) {
-            return false;
+        } else {
+            *root = w[0];
         }
-        n = words;
+        n = nw;
     }
+    return true;
+}
 
-    for (uintptr_t wi = 0; wi < nwords; wi++) {
-        for (kb_word w = leaf[wi]; w; w &= w - 1) {
-            uintptr_t b = o->first + (wi << KB_WORD_SHIFT) + kb_ctz(w);
+/* A packed engine's table must be the one its range has, and its tree
+ * must agree with itself; `nonempty` with each order's bits. */
+static bool check_packed(const kb_engine *e) {
+    uint16_t want[PACKED_TAB_MAX];
+    const uint16_t *t = packed_tab(e);
+    if (e->hi - e->lo >= KB_PACKED_UNITS || e->orders != kb_orders_for(e->hi - e->lo))
+        return false;
+    (void)packed_table(e->lo, e->hi, want);
+    for (size_t i = 0; i < packed_tab_words(e->orders) * 4u; i++)
+        if (t[i] != want[i])
+            return false;
+    kb_order tree = {0, 0, {0}, 0};
+    kb_word root = 0;
+    tree.nbits = t[4 + e->orders];
+    (void)tree_words(tree.nbits, &tree, t[1]);
+    if (!check_tree(e->words, &tree, &root))
+        return false;
+    for (unsigned k = 0; k < e->orders; k++)
+        if (((e->nonempty >> k) & 1u) != (packed_find(e, t[4 + k], t[5 + k]) < t[5 + k]))
+            return false;
+    return true;
+}
+
+static bool check_order(const kb_engine *e, unsigned k, size_t *blocks, uintptr_t *units) {
+    uintptr_t size = (uintptr_t)1 << k;
+    if (e->order) {
+        kb_word root = 0;
+        if (!check_tree(e->words, &e->order[k], &root) ||
+            ((e->nonempty >> k) & 1u) != (root != 0))
+            return false;
+    }
+    uintptr_t first, nbits, at = order_leaf(e, k, &first, &nbits);
+    for (uintptr_t i = 0; i < nbits; i = next_word(at + i) - at) {
+        kb_word w = e->words[(at + i) >> KB_WORD_SHIFT] & range_mask(at + i, at + nbits);
+        for (; w; w &= w - 1) {
+            uintptr_t b = first + ((at + i) & ~(uintptr_t)(KB_WORD_BITS - 1)) + kb_ctz(w) - at;
             uintptr_t start = b << k;
             if (start < e->lo || start + size > e->hi) /* I1: inside */
                 return false;
-            if (k + 1 < e->orders && block_is_free(e, k, b ^ 1)) /* I2 */
+            if (k + 1 < e->orders && block_is_free_any(e, k, b ^ 1)) /* I2 */
                 return false;
             for (unsigned j = k + 1; j < e->orders; j++) /* I1: no free ancestor */
-                if (block_is_free(e, j, b >> (j - k)))
+                if (block_is_free_any(e, j, b >> (j - k)))
                     return false;
             (*blocks)++;
             *units += size;
@@ -1041,6 +1272,8 @@ bool kb_engine_check(const kb_engine *e, size_t *free_blocks, uintptr_t *free_un
     if (e->orders == 0 || e->orders > KBUDDY_MAX_ORDERS || e->lo >= e->hi)
         return false;
     if (e->orders < KBUDDY_MAX_ORDERS && (e->nonempty >> e->orders))
+        return false;
+    if (!e->order && !check_packed(e))
         return false;
     for (unsigned k = 0; k < e->orders; k++)
         if (!check_order(e, k, free_blocks, free_units))

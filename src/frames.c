@@ -5,13 +5,18 @@
  *
  * Metadata layout in the caller's buffer (8-byte aligned):
  *   order descriptors | free bitmaps of every order | used bitmap
+ * or, for windows of fewer than KB_PACKED_UNITS frames, where descriptors
+ * and per-order rounding would cost more than the bits (kbuddy_internal.h),
+ *   packed table and bits of all orders | used bitmap
  * The used bitmap has one bit per frame of the window ("allocated"): frames
  * can be freed in any sub-run (like Linux's free_pages_exact), so what is
  * allocated is recorded per frame, not per allocation. A frame is
  *   allocated  its used bit is set;
  *   free       it lies in a free block of the engine;
  *   not added  neither.
- * Memory: about 2.03 bits (free bitmaps) + 1 bit (used) per frame.
+ * Memory: about 2.03 bits (free bitmaps) + 1 bit (used) per frame, plus
+ * 48 bytes per order (per-order layout) or 16 to 40 bytes (packed): at most
+ * 4 bits per frame from 1024 frames up.
  * Cost: O(L) engine work plus O(count / 64) for the used bits of a run.
  */
 #include "kbuddy_internal.h"
@@ -22,11 +27,16 @@ static size_t used_words(size_t nframes) {
     return (nframes + KB_WORD_BITS - 1) >> KB_WORD_SHIFT;
 }
 
+/* Is a window of nframes frames laid out packed? */
+static bool packed_window(size_t nframes) { return nframes < KB_PACKED_UNITS; }
+
 size_t kbuddy_frames_meta_size(size_t nframes) {
     if (nframes == 0)
         return 0;
     if (nframes > KBUDDY_FRAMES_MAX)
         return SIZE_MAX;
+    if (packed_window(nframes))
+        return 7u + (kb_packed_words_bound(nframes) + used_words(nframes)) * sizeof(kb_word);
     size_t words = kb_engine_words_bound(nframes);
     if (words == 0) /* cannot happen up to KBUDDY_FRAMES_MAX (a test checks) */
         return SIZE_MAX;
@@ -42,11 +52,16 @@ kbuddy_status kbuddy_frames_init(kbuddy_frames *fa, size_t base, size_t nframes,
     if (need == SIZE_MAX || meta_size < need)
         return KBUDDY_ENOMEM;
     unsigned char *p = (unsigned char *)meta + (align8((uintptr_t)meta) - (uintptr_t)meta);
-    kb_order *order = (kb_order *)(void *)p;
-    kb_word *words = (kb_word *)(void *)(p + kb_orders_for(nframes) * sizeof(kb_order));
     kb_zero(fa, sizeof *fa);
-    kb_engine_init(&fa->engine, base, base + nframes, order, words);
-    fa->used = words + kb_engine_words(base, base + nframes);
+    if (packed_window(nframes)) {
+        kb_word *words = (kb_word *)(void *)p;
+        fa->used = words + kb_engine_init_packed(&fa->engine, base, base + nframes, words);
+    } else {
+        kb_order *order = (kb_order *)(void *)p;
+        kb_word *words = (kb_word *)(void *)(p + kb_orders_for(nframes) * sizeof(kb_order));
+        kb_engine_init(&fa->engine, base, base + nframes, order, words);
+        fa->used = words + kb_engine_words(base, base + nframes);
+    }
     fa->engine.used = fa->used;
     kb_zero(fa->used, used_words(nframes) * sizeof(kb_word));
     return KBUDDY_OK;
@@ -68,7 +83,7 @@ kbuddy_status kbuddy_frames_add(kbuddy_frames *fa, size_t first, size_t count) {
     if (kb_bits_any_set(fa->used, a, a + count) || kb_engine_any_free(e, first, first + count)) {
         st = KBUDDY_EOVERLAP;
     } else {
-        kb_engine_release(e, first, first + count);
+        kb_engine_release_frames(e, first, first + count);
         fa->added += count;
     }
     kb_unlock(&fa->lock);
@@ -85,7 +100,7 @@ kbuddy_status kbuddy_frames_alloc(kbuddy_frames *fa, size_t count, size_t align,
     kbuddy_status st = KBUDDY_ENOMEM;
     uintptr_t s;
     kb_lock(&fa->lock);
-    if (k < fa->engine.orders && kb_engine_take(&fa->engine, count, k, ka, &s)) {
+    if (k < fa->engine.orders && kb_engine_take_frames(&fa->engine, count, k, ka, &s)) {
         kb_bits_set(fa->used, s - fa->engine.lo, s - fa->engine.lo + count);
         fa->allocated += count;
         *first = s;
@@ -119,7 +134,7 @@ kbuddy_status kbuddy_frames_free(kbuddy_frames *fa, size_t first, size_t count) 
         st = classify_bad_run(fa, first, count);
     } else {
         kb_bits_clear(fa->used, a, a + count);
-        kb_engine_release(&fa->engine, first, first + count);
+        kb_engine_release_frames(&fa->engine, first, first + count);
         fa->allocated -= count;
     }
     kb_unlock(&fa->lock);

@@ -135,6 +135,32 @@ KB_INLINE unsigned kb_orders_for(uintptr_t units) { return kb_floor_log2(units) 
 size_t kb_engine_words(uintptr_t lo, uintptr_t hi);
 size_t kb_engine_words_bound(uintptr_t units);
 
+/* The packed layout, for frame windows of fewer than KB_PACKED_UNITS
+ * frames, where 48 bytes of descriptor and a word of rounding per order
+ * would cost more than the bits themselves (11 orders at 1024 frames: 528
+ * bytes of descriptors for 256 bytes of bits). The bits of all orders lie
+ * one after the other in one bit array (order k's from bit start[k]) under
+ * one shared 64-ary summary tree, and the descriptors are one small table
+ * of 16-bit numbers in the first words:
+ *   tab[0] tree depth, tab[1 + d] word offset of depth d (d < 3),
+ *   tab[4 + k] first bit of order k, tab[4 + orders] bits in all.
+ * Such an engine has e->order == NULL and e->words at the table. Its
+ * operations cost a few more instructions (the first block of an order is
+ * lo >> k, and an order's emptiness is asked of the shared tree), so larger
+ * windows and heap regions keep the per-order layout and its code. Every
+ * number fits 16 bits: below 8192 frames the array has under 2^15 bits. */
+#define KB_PACKED_UNITS 8192u
+
+/* Words of a packed engine over [lo, hi) (table included), and the most
+ * any alignment of a range of `units` units needs; units < KB_PACKED_UNITS. */
+size_t kb_packed_words(uintptr_t lo, uintptr_t hi);
+size_t kb_packed_words_bound(uintptr_t units);
+
+/* Lay a packed engine out over [lo, hi) (hi - lo < KB_PACKED_UNITS) in
+ * `words` (kb_packed_words(lo, hi) of them), all cleared: nothing is free.
+ * Returns the words used. O(words). */
+size_t kb_engine_init_packed(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_word *words);
+
 /* Lay the engine out over [lo, hi) with `order` (kb_orders_for entries) and
  * `words` (kb_engine_words words), all cleared: nothing is free.
  * kb_engine_layout does the same but for clearing, for words known to be
@@ -154,6 +180,12 @@ bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_
 /* Free units [a, b) (none of them free now, all inside [lo, hi)), merging
  * with free buddies. O(L). */
 void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b);
+
+/* kb_engine_take and kb_engine_release for a frame engine (no control
+ * bytes), which the frame allocator knows it has: the layout is the only
+ * thing left to test. */
+bool kb_engine_take_frames(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start);
+void kb_engine_release_frames(kb_engine *e, uintptr_t a, uintptr_t b);
 
 /* Is unit u inside a free block? If so, its order and block number. O(L). */
 bool kb_engine_find_free(const kb_engine *e, uintptr_t u, unsigned *order, uintptr_t *block);

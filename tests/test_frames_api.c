@@ -293,13 +293,16 @@ static kbuddy_status expected_free_status(const kbuddy_frames *fa, size_t first,
 /* ------------------------------------------------------------------------ */
 
 TEST(meta_size_at_most_four_bits_per_frame) {
-    /* Every size up to 2^17, and powers of two (and their neighbours) up to
-     * 2^36: at most 4 bits per frame plus a fixed few hundred bytes, and at
-     * most 4 bits per frame flat once the window is 8192 frames or more. */
-    for (size_t n = 1; n <= ((size_t)1 << 17); n++) {
+    /* Every size up to 400,000, powers of two (and their neighbours) up to
+     * 2^36 and sizes between them: at most 4 bits per frame flat once the
+     * window is 1024 frames or more (the size holds for every base, see
+     * meta_size_covers_every_base_alignment), and at most 4 bits per frame
+     * plus a fixed part below that. */
+    for (size_t n = 1; n <= 400000; n++) {
         size_t m = kbuddy_frames_meta_size(n);
-        if (m > (n + 1) / 2 + 640 || (n >= 8192 && m > n / 2)) {
+        if (m > (n + 1) / 2 + 48 || (n >= 1024 && m > n / 2)) {
             CHECK_EQ(m, n / 2);
+            fprintf(stderr, "  %zu frames: %zu bytes\n", n, m);
             break;
         }
     }
@@ -309,16 +312,50 @@ TEST(meta_size_at_most_four_bits_per_frame) {
             if (n > KBUDDY_FRAMES_MAX)
                 continue;
             size_t m = kbuddy_frames_meta_size(n);
-            CHECK(m <= (n + 1) / 2 + 640);
-            if (n >= 8192)
+            CHECK(m <= (n + 1) / 2 + 48);
+            if (n >= 1024)
                 CHECK(m <= n / 2);
         }
     }
+    for (size_t n = 400000; n <= KBUDDY_FRAMES_MAX; n += n / 7 + 12345)
+        CHECK(kbuddy_frames_meta_size(n) <= n / 2);
     /* The large windows of the requirements: 2^26 frames in at most 32 MiB
      * (4 bits per frame), and in fact about 3.03 bits per frame. */
     size_t n26 = (size_t)1 << 26;
     CHECK(kbuddy_frames_meta_size(n26) <= n26 / 2);
     CHECK(kbuddy_frames_meta_size(n26) * 8 <= n26 * 31 / 10);
+}
+
+TEST(small_windows_have_a_small_fixed_part) {
+    /* Boards with 256 KiB of RAM have 64 frames of 4 KiB: their bookkeeping
+     * is the bits themselves plus a few dozen bytes (the alignment slack, a
+     * table of 16-bit numbers, a summary word), not 48 bytes per order. */
+    CHECK(kbuddy_frames_meta_size(64) <= 72);
+    CHECK(kbuddy_frames_meta_size(1) <= 40);
+    CHECK(kbuddy_frames_meta_size(1024) <= 440);
+    for (size_t n = 1; n < 1024; n++)
+        CHECK(kbuddy_frames_meta_size(n) <= (n + 1) / 2 + 48);
+    /* And the window works in exactly that much, at every base alignment. */
+    for (size_t base = 0; base < 130; base++) {
+        window w;
+        REQUIRE(window_open(&w, base, 64));
+        CHECK_STATUS(kbuddy_frames_add(&w.fa, base, 64), KBUDDY_OK);
+        size_t f[64], got = 0;
+        while (got < 64 && kbuddy_frames_alloc(&w.fa, 1, 1, &f[got]) == KBUDDY_OK)
+            got++;
+        CHECK_EQ(got, 64);
+        VERIFY(&w.fa);
+        for (size_t i = 0; i < got; i += 2)
+            CHECK_STATUS(kbuddy_frames_free(&w.fa, f[i], 1), KBUDDY_OK);
+        VERIFY(&w.fa);
+        for (size_t i = 1; i < got; i += 2)
+            CHECK_STATUS(kbuddy_frames_free(&w.fa, f[i], 1), KBUDDY_OK);
+        VERIFY(&w.fa);
+        kbuddy_frame_stats st;
+        kbuddy_frames_get_stats(&w.fa, &st);
+        CHECK_EQ(st.largest_free, base % 64 ? 32u : 64u);
+        window_close(&w);
+    }
 }
 
 TEST(meta_size_grows_with_the_window) {
@@ -355,6 +392,8 @@ TEST(init_with_too_small_meta_buffer_is_enomem) {
 /* Bytes init lays out for the window [base, base + n) (white box: the
  * layout of frames.c), to hold kbuddy_frames_meta_size to its word. */
 static size_t layout_bytes(size_t base, size_t n) {
+    if (n < KB_PACKED_UNITS)
+        return 7u + (kb_packed_words(base, base + n) + (n + 63) / 64) * sizeof(kb_word);
     size_t words = kb_engine_words(base, base + n);
     if (words == 0)
         return SIZE_MAX;
@@ -389,6 +428,50 @@ TEST(meta_size_is_honest_up_to_the_documented_limit) {
     unsigned char meta[512];
     kbuddy_frames fa;
     CHECK_STATUS(kbuddy_frames_init(&fa, 0, max + 1, meta, sizeof meta), KBUDDY_ENOMEM);
+}
+
+TEST(meta_size_covers_every_base_alignment) {
+    /* Every window of up to 20,000 frames (both layouts and the switch
+     * between them) at the bases that matter: just below, at and just after
+     * each power of two, where the orders' blocks straddle the window's
+     * ends the most. */
+    for (size_t n = 1; n <= 20000; n++) {
+        size_t m = kbuddy_frames_meta_size(n);
+        for (unsigned k = 0; k < 44; k++) {
+            size_t p = (size_t)1 << k;
+            if (layout_bytes(p - 1, n) > m || layout_bytes(p, n) > m || layout_bytes(p + 1, n) > m) {
+                CHECK(layout_bytes(p - 1, n) <= m);
+                fprintf(stderr, "  %zu frames at base 2^%u: over\n", n, k);
+                return;
+            }
+        }
+    }
+    /* The windows at the switch, built: guard bytes after the buffer stay. */
+    size_t ns[] = {1023, 1024, 1025, 1037, KB_PACKED_UNITS - 1, KB_PACKED_UNITS};
+    for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+        size_t n = ns[i], m = kbuddy_frames_meta_size(n);
+        unsigned char *buf = malloc(m + 8);
+        REQUIRE(buf);
+        for (unsigned k = 0; k < 20; k++) {
+            size_t base = ((size_t)1 << k) - 1;
+            memset(buf, 0xA5, m + 8);
+            kbuddy_frames fa;
+            CHECK_STATUS(kbuddy_frames_init(&fa, base, n, buf, m), KBUDDY_OK);
+            CHECK_STATUS(kbuddy_frames_add(&fa, base, n), KBUDDY_OK);
+            size_t f = 0;
+            while (kbuddy_frames_alloc(&fa, 1 + (f & 1), 1, &f) == KBUDDY_OK)
+                ;
+            while (kbuddy_frames_alloc(&fa, 1, 1, &f) == KBUDDY_OK)
+                ;
+            CHECK_STATUS(kbuddy_frames_check(&fa), KBUDDY_OK);
+            kbuddy_frame_stats st;
+            kbuddy_frames_get_stats(&fa, &st);
+            CHECK_EQ(st.allocated, n);
+            for (size_t j = m; j < m + 8; j++)
+                CHECK_EQ(buf[j], 0xA5);
+        }
+        free(buf);
+    }
 }
 
 TEST(init_rejects_bad_arguments) {
@@ -1615,11 +1698,13 @@ TEST(check_passes_on_healthy_state) {
     window_close(&w);
 }
 
-TEST(check_detects_damaged_bookkeeping) {
-    /* The struct's fields are private but visible: damage each kind of
-     * bookkeeping and check must say so; undo it and check passes again. */
+/* The struct's fields are private but visible: damage each kind of
+ * bookkeeping of a window of n frames (n % 64 > 200 - 64: the used bitmap's
+ * last word has spare bits) and check must say so; undo it and check
+ * passes again. */
+static void check_detects_damage_in(size_t n) {
     window w;
-    const size_t base = 64, n = 250; /* the used bitmap's last word has spare bits */
+    const size_t base = 64;
     REQUIRE(window_open(&w, base, n));
     CHECK_STATUS(kbuddy_frames_add(&w.fa, base, 200), KBUDDY_OK);
     size_t f;
@@ -1657,7 +1742,8 @@ TEST(check_detects_damaged_bookkeeping) {
     w.fa.engine.nonempty ^= (uint64_t)1 << 40;
     CHECK_STATUS(kbuddy_frames_check(&w.fa), KBUDDY_OK);
     /* Any single bit of the free bitmaps (the engine's words precede the
-     * used bitmap in the buffer): every flip is caught. */
+     * used bitmap in the buffer; in the packed layout they include its
+     * table): every flip is caught. */
     size_t nwords = (size_t)(w.fa.used - w.fa.engine.words), missed = 0;
     for (size_t i = 0; i < nwords; i++) {
         for (unsigned bit = 0; bit < 64; bit++) {
@@ -1673,6 +1759,11 @@ TEST(check_detects_damaged_bookkeeping) {
     CHECK_EQ(missed, 0);
     CHECK_STATUS(kbuddy_frames_check(&w.fa), KBUDDY_OK);
     window_close(&w);
+}
+
+TEST(check_detects_damaged_bookkeeping) {
+    check_detects_damage_in(250);                       /* the packed layout    */
+    check_detects_damage_in(KB_PACKED_UNITS + 64 + 250); /* the per-order layout */
 }
 
 /* ------------------------------------------------------------------------ */
