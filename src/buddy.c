@@ -139,11 +139,18 @@ static uintptr_t order_nbits(uintptr_t lo, uintptr_t hi, unsigned k) {
     return ((hi - 1) >> k) - (lo >> k) + 1;
 }
 
-size_t kb_engine_words(uintptr_t lo, uintptr_t hi) {
+/* The blocks of order k that [lo, hi) meets, or (bound) the most that a
+ * range of hi - lo units meets however it is aligned: ((units - 1) >> k)
+ * + 2. */
+static uintptr_t order_bits(uintptr_t lo, uintptr_t hi, unsigned k, bool bound) {
+    return bound ? ((hi - lo - 1) >> k) + 2 : order_nbits(lo, hi, k);
+}
+
+static size_t engine_words(uintptr_t lo, uintptr_t hi, bool bound) {
     size_t total = 0;
     unsigned orders = kb_orders_for(hi - lo);
     for (unsigned k = 0; k < orders; k++) {
-        size_t w = tree_words(order_nbits(lo, hi, k), NULL, 0);
+        size_t w = tree_words(order_bits(lo, hi, k, bound), NULL, 0);
         if (w == 0 || total + w > UINT32_MAX)
             return 0;
         total += w;
@@ -151,49 +158,9 @@ size_t kb_engine_words(uintptr_t lo, uintptr_t hi) {
     return total;
 }
 
-size_t kb_engine_words_bound(uintptr_t units) {
-    size_t total = 0;
-    unsigned orders = kb_orders_for(units);
-    for (unsigned k = 0; k < orders; k++) {
-        /* A range of `units` units meets at most ((units - 1) >> k) + 2
-         * blocks of order k, however it is aligned. */
-        size_t w = tree_words(((units - 1) >> k) + 2, NULL, 0);
-        if (w == 0 || total + w > UINT32_MAX)
-            return 0;
-        total += w;
-    }
-    return total;
-}
+size_t kb_engine_words(uintptr_t lo, uintptr_t hi) { return engine_words(lo, hi, false); }
 
-/* The fields every layout sets the same way: nothing free, no owner. */
-static void engine_reset(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order,
-                         kb_word *words) {
-    e->lo = lo;
-    e->hi = hi;
-    e->orders = kb_orders_for(hi - lo);
-    e->order = order;
-    e->words = words;
-    e->nonempty = 0;
-    e->ctrl = NULL;
-    e->used = NULL;
-    e->owner_mask = NULL;
-    e->owner_count = NULL;
-}
-
-size_t kb_engine_layout(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order, kb_word *words) {
-    size_t total = 0;
-    engine_reset(e, lo, hi, order, words);
-    for (unsigned k = 0; k < e->orders; k++) {
-        order[k].first = lo >> k;
-        order[k].nbits = order_nbits(lo, hi, k);
-        total += tree_words(order[k].nbits, &order[k], total);
-    }
-    return total;
-}
-
-void kb_engine_init(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order, kb_word *words) {
-    kb_zero(words, kb_engine_layout(e, lo, hi, order, words) * sizeof(kb_word));
-}
+size_t kb_engine_words_bound(uintptr_t units) { return engine_words(0, units, true); }
 
 /* The packed layout (kbuddy_internal.h): a table of 16-bit numbers in the
  * first words, then the tree over all orders' bits. */
@@ -208,46 +175,70 @@ KB_INLINE const uint16_t *packed_tab(const kb_engine *e) {
     return (const uint16_t *)(const void *)e->words;
 }
 
-/* Fill tab (its unused entries zero) for [lo, hi); return the engine's
+/* Fill tab (packed_tab_words of it, unused entries zero) for [lo, hi), or
+ * (bound) for the worst alignment of hi - lo units; return the engine's
  * words, table included. */
-static size_t packed_table(uintptr_t lo, uintptr_t hi, uint16_t tab[PACKED_TAB_MAX]) {
+static size_t packed_table(uintptr_t lo, uintptr_t hi, bool bound, uint16_t *tab) {
     unsigned orders = kb_orders_for(hi - lo);
     size_t head = packed_tab_words(orders);
     uintptr_t bits = 0;
-    kb_order tree = {0, 0, {0}, 0};
-    kb_zero(tab, PACKED_TAB_MAX * sizeof tab[0]);
+    kb_zero(tab, head * sizeof(kb_word));
     for (unsigned k = 0; k < orders; k++) {
         tab[4 + k] = (uint16_t)bits;
-        bits += order_nbits(lo, hi, k);
+        bits += order_bits(lo, hi, k, bound);
     }
     tab[4 + orders] = (uint16_t)bits;
-    size_t words = tree_words(bits, &tree, head);
-    tab[0] = (uint16_t)tree.depth;
-    for (uint32_t d = 0; d < tree.depth; d++)
-        tab[1 + d] = (uint16_t)tree.off[d];
+    /* The tree (tree_words): under 2^15 bits need at most three depths. */
+    size_t words = (bits + KB_WORD_BITS - 1) >> KB_WORD_SHIFT;
+    tab[0] = 1;
+    tab[1] = (uint16_t)head;
+    for (size_t n = words; n > 1; tab[0]++) {
+        n = (n + KB_WORD_BITS - 1) >> KB_WORD_SHIFT;
+        tab[1 + tab[0]] = (uint16_t)(head + words);
+        words += n;
+    }
     return head + words;
+}
+
+size_t kb_engine_layout(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order, kb_word *words) {
+    size_t total = 0;
+    e->lo = lo;
+    e->hi = hi;
+    e->orders = kb_orders_for(hi - lo);
+    e->order = order;
+    e->words = words;
+    e->nonempty = 0;
+    e->ctrl = NULL;
+    e->used = NULL;
+    e->owner_mask = NULL;
+    e->owner_count = NULL;
+    if (!order) /* the packed layout: its table is in the words */
+        return packed_table(lo, hi, false, (uint16_t *)(void *)words);
+    for (unsigned k = 0; k < e->orders; k++) {
+        order[k].first = lo >> k;
+        order[k].nbits = order_nbits(lo, hi, k);
+        total += tree_words(order[k].nbits, &order[k], total);
+    }
+    return total;
+}
+
+void kb_engine_init(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order, kb_word *words) {
+    kb_zero(words, kb_engine_layout(e, lo, hi, order, words) * sizeof(kb_word));
 }
 
 size_t kb_packed_words(uintptr_t lo, uintptr_t hi) {
     uint16_t tab[PACKED_TAB_MAX];
-    return packed_table(lo, hi, tab);
+    return packed_table(lo, hi, false, tab);
 }
 
 size_t kb_packed_words_bound(uintptr_t units) {
-    unsigned orders = kb_orders_for(units);
-    uintptr_t bits = 0;
-    for (unsigned k = 0; k < orders; k++)
-        bits += ((units - 1) >> k) + 2; /* see kb_engine_words_bound */
-    return packed_tab_words(orders) + tree_words(bits, NULL, 0);
+    uint16_t tab[PACKED_TAB_MAX];
+    return packed_table(0, units, true, tab);
 }
 
 size_t kb_engine_init_packed(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_word *words) {
-    uint16_t tab[PACKED_TAB_MAX];
-    size_t total = packed_table(lo, hi, tab);
-    engine_reset(e, lo, hi, NULL, words);
-    kb_zero(words, total * sizeof(kb_word));
-    __builtin_memcpy(words, tab, packed_tab_words(e->orders) * sizeof(kb_word));
-    return total;
+    kb_zero(words, kb_packed_words(lo, hi) * sizeof(kb_word));
+    return kb_engine_layout(e, lo, hi, NULL, words);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -407,42 +398,23 @@ static KB_NOINLINE uintptr_t packed_find(const kb_engine *e, uintptr_t a, uintpt
     return i < end ? i : end;
 }
 
-/* Is block b of order k free? Any b, in range or not. */
-static bool packed_is_free(const kb_engine *e, unsigned k, uintptr_t b) {
-    const uint16_t *t = packed_tab(e);
-    uintptr_t i = b - (e->lo >> k); /* wraps to a huge value when b < first */
-    if (i >= (uintptr_t)(t[5 + k] - t[4 + k]))
-        return false;
-    i += t[4 + k];
-    return (e->words[t[1] + (i >> KB_WORD_SHIFT)] >> (i & (KB_WORD_BITS - 1))) & 1u;
-}
-
-static KB_NOINLINE void packed_set(kb_engine *e, unsigned k, uintptr_t b) {
+/* Set (or clear) the bit of block b of order k, and each summary bit above
+ * whose word was zero (became zero); then keep `nonempty`. */
+static KB_NOINLINE void packed_update(kb_engine *e, unsigned k, uintptr_t b, bool set) {
     const uint16_t *t = packed_tab(e);
     uintptr_t i = t[4 + k] + (b - (e->lo >> k));
     for (uint32_t d = 0; d < t[0]; d++, i >>= KB_WORD_SHIFT) {
         kb_word *w = &e->words[t[1 + d] + (i >> KB_WORD_SHIFT)];
-        kb_word old = *w;
-        *w = old | kb_bit(i);
-        if (old)
-            break;
-    }
-    if (!((e->nonempty >> k) & 1u))
-        order_filled(e, k);
-}
-
-static KB_NOINLINE void packed_clear(kb_engine *e, unsigned k, uintptr_t b) {
-    const uint16_t *t = packed_tab(e);
-    uintptr_t i = t[4 + k] + (b - (e->lo >> k));
-    for (uint32_t d = 0; d < t[0]; d++, i >>= KB_WORD_SHIFT) {
-        kb_word *w = &e->words[t[1 + d] + (i >> KB_WORD_SHIFT)];
-        kb_word now = *w & ~kb_bit(i);
+        kb_word old = *w, now = old ^ kb_bit(i); /* the bit is clear (set) now */
         *w = now;
-        if (now)
+        if (set ? old : now)
             break;
     }
-    if (packed_find(e, t[4 + k], t[5 + k]) == t[5 + k])
-        order_emptied(e, k);
+    /* Frame engines have no owner to tell (order_filled, order_emptied). */
+    if (set)
+        e->nonempty |= (kb_word)1 << k;
+    else if (packed_find(e, t[4 + k], t[5 + k]) == t[5 + k])
+        e->nonempty &= ~((kb_word)1 << k);
 }
 
 /* The lowest free block of order k; the order must be non-empty. */
@@ -455,7 +427,7 @@ static uintptr_t packed_lowest(const kb_engine *e, unsigned k) {
  * byte marks (heap engines) and its tree bits. */
 KB_INLINE void block_insert(const kb_view *v, unsigned k, uintptr_t b, bool heap) {
     if (!heap && v->packed) {
-        packed_set(v->e, k, b);
+        packed_update(v->e, k, b, true);
         return;
     }
     block_mark(v, k, b, kb_free_mark(k), heap);
@@ -465,7 +437,7 @@ KB_INLINE void block_insert(const kb_view *v, unsigned k, uintptr_t b, bool heap
 
 KB_INLINE void block_remove(const kb_view *v, unsigned k, uintptr_t b, bool heap) {
     if (!heap && v->packed) {
-        packed_clear(v->e, k, b);
+        packed_update(v->e, k, b, false);
         return;
     }
     block_mark(v, k, b, 0, heap);
@@ -521,11 +493,6 @@ KB_INLINE uintptr_t block_lowest(const kb_engine *e, unsigned k) {
     return o->first + i;
 }
 
-/* block_is_free for either layout, for the paths that are not hot. */
-static bool block_is_free_any(const kb_engine *e, unsigned k, uintptr_t b) {
-    return e->order ? block_is_free(e, k, b) : packed_is_free(e, k, b);
-}
-
 /* Order k's leaf bits in either layout: bit i (i < *nbits) of the flat
  * bitmap e->words from the returned bit on stands for block *first + i. */
 static uintptr_t order_leaf(const kb_engine *e, unsigned k, uintptr_t *first, uintptr_t *nbits) {
@@ -539,6 +506,14 @@ static uintptr_t order_leaf(const kb_engine *e, unsigned k, uintptr_t *first, ui
     *first = e->lo >> k;
     *nbits = (uintptr_t)(t[5 + k] - t[4 + k]);
     return ((uintptr_t)t[1] << KB_WORD_SHIFT) + t[4 + k];
+}
+
+/* block_is_free for either layout: for the packed layout's paths and those
+ * that are not hot. */
+static bool block_is_free_any(const kb_engine *e, unsigned k, uintptr_t b) {
+    uintptr_t first, nbits, at = order_leaf(e, k, &first, &nbits);
+    uintptr_t i = b - first; /* wraps to a huge value when b < first */
+    return i < nbits && ((e->words[(at + i) >> KB_WORD_SHIFT] >> ((at + i) & 63)) & 1u);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -625,7 +600,7 @@ KB_INLINE uintptr_t run_before(const kb_engine *e, uintptr_t end, unsigned o, ui
             uintptr_t y = end - t; /* a multiple of 2^(p + 1) */
             if (!unit_in_range(e, y - 1) || bit_of(e->used, y - 1 - e->lo))
                 break;
-            if (small ? packed_is_free(e, p, (y >> p) - 1) : block_is_free(e, p, (y >> p) - 1))
+            if (small ? block_is_free_any(e, p, (y >> p) - 1) : block_is_free(e, p, (y >> p) - 1))
                 t += (uintptr_t)1 << p;
         }
         return t;
@@ -911,7 +886,7 @@ bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_
  * starts with kb_free_mark(k) there), frame engines test the bitmap. */
 KB_INLINE bool buddy_is_free(const kb_view *v, uintptr_t span, unsigned k, uintptr_t b, bool heap) {
     if (!heap && v->packed)
-        return packed_is_free(v->e, k, b);
+        return block_is_free_any(v->e, k, b);
     if (heap && k < KB_CTRL_ORDER) {
         uintptr_t u = (b << k) - v->lo;
         return u < span && v->ctrl[u] == kb_free_mark(k);
@@ -1222,7 +1197,7 @@ static bool check_packed(const kb_engine *e) {
     const uint16_t *t = packed_tab(e);
     if (e->hi - e->lo >= KB_PACKED_UNITS || e->orders != kb_orders_for(e->hi - e->lo))
         return false;
-    (void)packed_table(e->lo, e->hi, want);
+    (void)packed_table(e->lo, e->hi, false, want);
     for (size_t i = 0; i < packed_tab_words(e->orders) * 4u; i++)
         if (t[i] != want[i])
             return false;
