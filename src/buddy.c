@@ -43,7 +43,12 @@
  *   take, release:  O(L) bitmap updates, each O(1) amortised, O(D) at worst;
  *   the lowest free block of an order: O(D) word reads.
  *   Memory: 2 bits per unit for all orders' bitmaps, plus 1/63 of that for
- *   the summaries, plus one word per order and depth of rounding.
+ *   the summaries, plus one word per order and depth of rounding (and a
+ *   48-byte descriptor per order). Frame windows under KB_PACKED_UNITS
+ *   frames use the packed layout instead (kbuddy_internal.h): one array
+ *   and one tree for all orders, a few dozen bytes of table; their
+ *   operations have the same costs, an order's emptiness after a clear
+ *   being asked of the shared tree (O(D) word reads).
  *   Neither cost depends on how many blocks are free or allocated.
  */
 #include "kbuddy_internal.h"
@@ -170,6 +175,10 @@ size_t kb_engine_words_bound(uintptr_t units) { return engine_words(0, units, tr
 static size_t packed_tab_words(unsigned orders) {
     return ((5u + orders) * sizeof(uint16_t) + sizeof(kb_word) - 1) / sizeof(kb_word);
 }
+
+/* Is e laid out packed? A frame engine (no control bytes) without order
+ * descriptors. */
+KB_INLINE bool is_packed(const kb_engine *e) { return !e->ctrl && !e->order; }
 
 KB_INLINE const uint16_t *packed_tab(const kb_engine *e) {
     return (const uint16_t *)(const void *)e->words;
@@ -426,7 +435,7 @@ static uintptr_t packed_lowest(const kb_engine *e, unsigned k) {
 /* Mark block b of order k free / not free (it must be free): its control
  * byte marks (heap engines) and its tree bits. */
 KB_INLINE void block_insert(const kb_view *v, unsigned k, uintptr_t b, bool heap) {
-    if (!heap && v->packed) {
+    if (v->packed) {
         packed_update(v->e, k, b, true);
         return;
     }
@@ -436,7 +445,7 @@ KB_INLINE void block_insert(const kb_view *v, unsigned k, uintptr_t b, bool heap
 }
 
 KB_INLINE void block_remove(const kb_view *v, unsigned k, uintptr_t b, bool heap) {
-    if (!heap && v->packed) {
+    if (v->packed) {
         packed_update(v->e, k, b, false);
         return;
     }
@@ -496,7 +505,7 @@ KB_INLINE uintptr_t block_lowest(const kb_engine *e, unsigned k) {
 /* Order k's leaf bits in either layout: bit i (i < *nbits) of the flat
  * bitmap e->words from the returned bit on stands for block *first + i. */
 static uintptr_t order_leaf(const kb_engine *e, unsigned k, uintptr_t *first, uintptr_t *nbits) {
-    if (e->order) {
+    if (!is_packed(e)) {
         const kb_order *o = &e->order[k];
         *first = o->first;
         *nbits = o->nbits;
@@ -1065,7 +1074,7 @@ bool kb_engine_any_free(const kb_engine *e, uintptr_t a, uintptr_t b) {
 static uintptr_t next_free_unit(const kb_engine *e, unsigned k, uintptr_t from) {
     if (!(e->nonempty >> k & 1u))
         return UINTPTR_MAX;
-    if (!e->order) {
+    if (is_packed(e)) {
         const uint16_t *t = packed_tab(e);
         uintptr_t f = e->lo >> k, i = from < f ? 0 : from - f;
         uintptr_t p = packed_find(e, t[4 + k] + i, t[5 + k]);
@@ -1146,7 +1155,7 @@ bool kb_engine_claim(kb_engine *e, uintptr_t a, uintptr_t b) {
         if (!kb_engine_find_free(e, u, &k, &blk))
             return false;
     kb_view v = view_of(e);
-    v.packed = !e->order;
+    v.packed = is_packed(e);
     /* Pass 2: remove them, then give back what lies outside [a, b). */
     uintptr_t head = a, tail = b;
     for (u = a; u < b; u = (blk + 1) << k) {
@@ -1215,7 +1224,7 @@ static bool check_packed(const kb_engine *e) {
 
 static bool check_order(const kb_engine *e, unsigned k, size_t *blocks, uintptr_t *units) {
     uintptr_t size = (uintptr_t)1 << k;
-    if (e->order) {
+    if (!is_packed(e)) {
         kb_word root = 0;
         if (!check_tree(e->words, &e->order[k], &root) ||
             ((e->nonempty >> k) & 1u) != (root != 0))
@@ -1248,7 +1257,7 @@ bool kb_engine_check(const kb_engine *e, size_t *free_blocks, uintptr_t *free_un
         return false;
     if (e->orders < KBUDDY_MAX_ORDERS && (e->nonempty >> e->orders))
         return false;
-    if (!e->order && !check_packed(e))
+    if (is_packed(e) && !check_packed(e))
         return false;
     for (unsigned k = 0; k < e->orders; k++)
         if (!check_order(e, k, free_blocks, free_units))

@@ -164,7 +164,9 @@ size_t kb_engine_init_packed(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_word *
 /* Lay the engine out over [lo, hi) with `order` (kb_orders_for entries) and
  * `words` (kb_engine_words words), all cleared: nothing is free.
  * kb_engine_layout does the same but for clearing, for words known to be
- * zero already (fresh mappings), and returns how many there are. */
+ * zero already (fresh mappings), and returns how many there are; with
+ * order NULL it lays out the packed layout (its table in the words, which
+ * it writes) and returns kb_packed_words. */
 void kb_engine_init(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order, kb_word *words);
 size_t kb_engine_layout(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order, kb_word *words);
 
