@@ -807,12 +807,12 @@ KB_INLINE bool take_impl(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uin
         t = run_before(e, b, k, n, heap, small) & ~(((uintptr_t)1 << ka) - 1);
         take_run_before(&v, b, t, heap, small);
     }
-    if (t >= n) {
-        release_tail(&v, b - t + n, b, heap, small);
-    } else {
+    uintptr_t end = b; /* the end of what was taken: the run, or the block too */
+    if (t < n) {
         take_remove(&v, j, blk, heap, small);
-        release_tail(&v, b - t + n, b + ((uintptr_t)1 << j), heap, small);
+        end += (uintptr_t)1 << j;
     }
+    release_tail(&v, b - t + n, end, heap, small);
     *start = b - t;
     return true;
 }
