@@ -188,19 +188,21 @@ KB_INLINE const uint16_t *packed_tab(const kb_engine *e) {
  * (bound) for the worst alignment of hi - lo units; return the engine's
  * words, table included. */
 static size_t packed_table(uintptr_t lo, uintptr_t hi, bool bound, uint16_t *tab) {
-    unsigned orders = kb_orders_for(hi - lo);
-    size_t head = packed_tab_words(orders);
+    unsigned orders = 0; /* kb_orders_for(hi - lo), found on the way */
     uintptr_t bits = 0;
-    kb_zero(tab, head * sizeof(kb_word));
-    for (unsigned k = 0; k < orders; k++) {
-        tab[4 + k] = (uint16_t)bits;
-        bits += order_bits(lo, hi, k, bound);
+    for (; (hi - lo) >> orders; orders++) {
+        tab[4 + orders] = (uint16_t)bits;
+        bits += order_bits(lo, hi, orders, bound);
     }
     tab[4 + orders] = (uint16_t)bits;
+    size_t head = packed_tab_words(orders);
+    for (size_t i = 5 + orders; i < head * 4; i++)
+        tab[i] = 0;
     /* The tree (tree_words): under 2^15 bits need at most three depths. */
     size_t words = (bits + KB_WORD_BITS - 1) >> KB_WORD_SHIFT;
     tab[0] = 1;
     tab[1] = (uint16_t)head;
+    tab[2] = tab[3] = 0;
     for (size_t n = words; n > 1; tab[0]++) {
         n = (n + KB_WORD_BITS - 1) >> KB_WORD_SHIFT;
         tab[1 + tab[0]] = (uint16_t)(head + words);
