@@ -1741,6 +1741,15 @@ static void check_detects_damage_in(size_t n) {
     CHECK_STATUS(kbuddy_frames_check(&w.fa), KBUDDY_ECORRUPT);
     w.fa.engine.nonempty ^= (uint64_t)1 << 40;
     CHECK_STATUS(kbuddy_frames_check(&w.fa), KBUDDY_OK);
+    if (n < KB_PACKED_UNITS) { /* the packed table must fit the window */
+        w.fa.engine.orders--;
+        CHECK_STATUS(kbuddy_frames_check(&w.fa), KBUDDY_ECORRUPT);
+        w.fa.engine.orders++;
+        w.fa.engine.hi += KB_PACKED_UNITS;
+        CHECK_STATUS(kbuddy_frames_check(&w.fa), KBUDDY_ECORRUPT);
+        w.fa.engine.hi -= KB_PACKED_UNITS;
+        CHECK_STATUS(kbuddy_frames_check(&w.fa), KBUDDY_OK);
+    }
     /* Any single bit of the free bitmaps (the engine's words precede the
      * used bitmap in the buffer; in the packed layout they include its
      * table): every flip is caught. */
@@ -1759,6 +1768,73 @@ static void check_detects_damage_in(size_t n) {
     CHECK_EQ(missed, 0);
     CHECK_STATUS(kbuddy_frames_check(&w.fa), KBUDDY_OK);
     window_close(&w);
+}
+
+/* Runs of free frames in whole blocks of order k or above, from the walk:
+ * free blocks of order >= k, adjacent ones merged (white box: what
+ * kb_engine_free_runs must report). */
+static void push_runs_of_order(run_list *want, const run_list *walk, unsigned k) {
+    for (size_t i = 0; i < walk->n; i++) {
+        const run *r = &walk->v[i];
+        if (r->used || r->count < ((size_t)1 << k))
+            continue;
+        run *last = want->n ? &want->v[want->n - 1] : NULL;
+        if (last && last->first + last->count == r->first)
+            last->count += r->count;
+        else
+            run_list_push(want, r->first, r->count, false);
+    }
+}
+
+static void collect_free_run(void *ctx, uintptr_t a, uintptr_t b) {
+    run_list_push(ctx, a, b - a, false);
+}
+
+TEST(engine_primitives_agree_in_both_layouts) {
+    /* The engine calls the frame allocator does not make (the heap's free
+     * runs, the generic take and release) work on frame engines of either
+     * layout too (white box). */
+    size_t ns[] = {1000, KB_PACKED_UNITS + 1000};
+    for (size_t t = 0; t < 2; t++) {
+        const size_t base = 4093, n = ns[t];
+        window w;
+        REQUIRE(window_open(&w, base, n));
+        CHECK(t == 0 ? w.fa.engine.order == NULL : w.fa.engine.order != NULL);
+        CHECK_STATUS(kbuddy_frames_add(&w.fa, base, n), KBUDDY_OK);
+        size_t f;
+        for (size_t i = 0; i < 40; i++) {
+            CHECK_STATUS(kbuddy_frames_alloc(&w.fa, 1 + i % 7, (size_t)1 << (i % 3), &f),
+                         KBUDDY_OK);
+            if (i % 3 == 1)
+                CHECK_STATUS(kbuddy_frames_free(&w.fa, f, 1), KBUDDY_OK);
+        }
+        VERIFY(&w.fa);
+        run_list walk = walk_runs(&w.fa);
+        for (unsigned k = 0; k < w.fa.engine.orders; k++) {
+            run_list want = {NULL, 0, 0, false}, got = {NULL, 0, 0, false};
+            push_runs_of_order(&want, &walk, k);
+            uintptr_t units = kb_engine_free_runs(&w.fa.engine, k, collect_free_run, &got);
+            size_t sum = 0;
+            for (size_t i = 0; i < want.n; i++)
+                sum += want.v[i].count;
+            CHECK_EQ(units, sum);
+            CHECK(runs_equal(&got, &want));
+            run_list_free(&want);
+            run_list_free(&got);
+        }
+        run_list_free(&walk);
+        /* Take a block through the generic entry and give it back: the
+         * engine is as before. */
+        kb_engine *e = &w.fa.engine;
+        uint64_t before = e->nonempty;
+        uintptr_t s;
+        REQUIRE(kb_engine_take(e, 5, 3, 0, &s));
+        CHECK(!kb_engine_any_free(e, s, s + 5));
+        kb_engine_release(e, s, s + 5);
+        CHECK_EQ(e->nonempty, before);
+        VERIFY(&w.fa);
+        window_close(&w);
+    }
 }
 
 TEST(check_detects_damaged_bookkeeping) {
