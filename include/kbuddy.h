@@ -497,8 +497,9 @@ struct kbuddy_frames {
 
 /* Bytes of metadata a window of `nframes` frames needs, whatever its base:
  * at most 4 bits per frame for every window of 1024 frames or more (1024
- * frames: 439 bytes; about 3.05 bits per frame for large windows), and at
- * most 4 bits per frame plus 48 bytes below that (64 frames: 71 bytes). SIZE_MAX when nframes > KBUDDY_FRAMES_MAX,
+ * frames: 463 bytes; about 3.05 bits per frame for large windows), and at
+ * most 4 bits per frame plus 64 bytes below that (64 frames: 87 bytes).
+ * SIZE_MAX when nframes > KBUDDY_FRAMES_MAX,
  * and 0 when nframes is 0 (both refused by kbuddy_frames_init).
  * O(log nframes). */
 size_t kbuddy_frames_meta_size(size_t nframes);

@@ -169,11 +169,11 @@ size_t kb_engine_words_bound(uintptr_t units) { return engine_words(0, units, tr
 
 /* The packed layout (kbuddy_internal.h): a table of 16-bit numbers in the
  * first words, then the tree over all orders' bits. */
-#define PACKED_TAB_MAX (4u * 18u) /* entries of the largest table, in whole words */
+#define PACKED_TAB_MAX (4u * 34u) /* entries of the largest table, in whole words */
 
 /* Words the table of an engine of `orders` orders takes. */
 static size_t packed_tab_words(unsigned orders) {
-    return ((5u + orders) * sizeof(uint16_t) + sizeof(kb_word) - 1) / sizeof(kb_word);
+    return ((5u + 2u * orders) * sizeof(uint16_t) + sizeof(kb_word) - 1) / sizeof(kb_word);
 }
 
 /* Is e laid out packed? A frame engine (no control bytes) without order
@@ -184,9 +184,14 @@ KB_INLINE const uint16_t *packed_tab(const kb_engine *e) {
     return (const uint16_t *)(const void *)e->words;
 }
 
-/* Fill tab (packed_tab_words of it, unused entries zero) for [lo, hi), or
- * (bound) for the worst alignment of hi - lo units; return the engine's
- * words, table included. */
+/* The free-block counts: tab[5 + orders + k] for order k. */
+KB_INLINE uint16_t *packed_counts(kb_engine *e) {
+    return (uint16_t *)(void *)e->words + 5 + e->orders;
+}
+
+/* Fill tab (packed_tab_words of it, counts and unused entries zero) for
+ * [lo, hi), or (bound) for the worst alignment of hi - lo units; return the
+ * engine's words, table included. */
 static size_t packed_table(uintptr_t lo, uintptr_t hi, bool bound, uint16_t *tab) {
     unsigned orders = 0; /* kb_orders_for(hi - lo), found on the way */
     uintptr_t bits = 0;
@@ -381,8 +386,7 @@ KB_INLINE void tree_clear(kb_engine *e, kb_word *words, const kb_order *o, uintp
  * tree, out of line, so that they add little code. Order k's bits are
  * [tab[4 + k], tab[5 + k]) of the leaf depth; its first block is lo >> k.
  * A leaf word or summary becoming zero or non-zero says nothing about one
- * order, so `nonempty` is kept by asking the tree for the order's lowest
- * bit after a clear. */
+ * order, so `nonempty` follows the order's count of free blocks. */
 
 /* The first set leaf bit in [a, end), or end: one word per depth up, one
  * down. */
@@ -422,10 +426,13 @@ static KB_NOINLINE void packed_update(kb_engine *e, unsigned k, uintptr_t b, boo
             break;
     }
     /* Frame engines have no owner to tell (order_filled, order_emptied). */
-    if (set)
+    uint16_t *count = &packed_counts(e)[k];
+    if (set) {
+        ++*count;
         e->nonempty |= (kb_word)1 << k;
-    else if (packed_find(e, t[4 + k], t[5 + k]) == t[5 + k])
+    } else if (--*count == 0) {
         e->nonempty &= ~((kb_word)1 << k);
+    }
 }
 
 /* The lowest free block of order k; the order must be non-empty. */
@@ -1209,8 +1216,9 @@ static bool check_packed(const kb_engine *e) {
     if (e->hi - e->lo >= KB_PACKED_UNITS || e->orders != kb_orders_for(e->hi - e->lo))
         return false;
     (void)packed_table(e->lo, e->hi, false, want);
+    const uint16_t *count = t + 5 + e->orders; /* the state; the rest is fixed */
     for (size_t i = 0; i < packed_tab_words(e->orders) * 4u; i++)
-        if (t[i] != want[i])
+        if (t[i] != want[i] && (t + i < count || t + i >= count + e->orders))
             return false;
     kb_order tree = {0, 0, {0}, 0};
     kb_word root = 0;
@@ -1218,9 +1226,12 @@ static bool check_packed(const kb_engine *e) {
     (void)tree_words(tree.nbits, &tree, t[1]);
     if (!check_tree(e->words, &tree, &root))
         return false;
-    for (unsigned k = 0; k < e->orders; k++)
-        if (((e->nonempty >> k) & 1u) != (packed_find(e, t[4 + k], t[5 + k]) < t[5 + k]))
+    for (unsigned k = 0; k < e->orders; k++) {
+        uintptr_t at = ((uintptr_t)t[1] << KB_WORD_SHIFT) + t[4 + k];
+        if (count[k] != kb_bits_count(e->words, at, at + t[5 + k] - t[4 + k]) ||
+            ((e->nonempty >> k) & 1u) != (count[k] != 0))
             return false;
+    }
     return true;
 }
 

@@ -15,7 +15,7 @@
  *   free       it lies in a free block of the engine;
  *   not added  neither.
  * Memory: about 2.03 bits (free bitmaps) + 1 bit (used) per frame, plus
- * 48 bytes per order (per-order layout) or 16 to 40 bytes (packed): at most
+ * 48 bytes per order (per-order layout) or 16 to 64 bytes (packed): at most
  * 4 bits per frame from 1024 frames up.
  * Cost: O(L) engine work plus O(count / 64) for the used bits of a run.
  */

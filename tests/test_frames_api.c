@@ -300,7 +300,7 @@ TEST(meta_size_at_most_four_bits_per_frame) {
      * plus a fixed part below that. */
     for (size_t n = 1; n <= 400000; n++) {
         size_t m = kbuddy_frames_meta_size(n);
-        if (m > (n + 1) / 2 + 48 || (n >= 1024 && m > n / 2)) {
+        if (m > (n + 1) / 2 + 64 || (n >= 1024 && m > n / 2)) {
             CHECK_EQ(m, n / 2);
             fprintf(stderr, "  %zu frames: %zu bytes\n", n, m);
             break;
@@ -312,7 +312,7 @@ TEST(meta_size_at_most_four_bits_per_frame) {
             if (n > KBUDDY_FRAMES_MAX)
                 continue;
             size_t m = kbuddy_frames_meta_size(n);
-            CHECK(m <= (n + 1) / 2 + 48);
+            CHECK(m <= (n + 1) / 2 + 64);
             if (n >= 1024)
                 CHECK(m <= n / 2);
         }
@@ -329,12 +329,13 @@ TEST(meta_size_at_most_four_bits_per_frame) {
 TEST(small_windows_have_a_small_fixed_part) {
     /* Boards with 256 KiB of RAM have 64 frames of 4 KiB: their bookkeeping
      * is the bits themselves plus a few dozen bytes (the alignment slack, a
-     * table of 16-bit numbers, a summary word), not 48 bytes per order. */
-    CHECK(kbuddy_frames_meta_size(64) <= 72);
+     * table of 16-bit numbers, a summary word), not 48 bytes per order.
+     * Main's layout took 423 bytes for 64 frames and 1039 for 1024. */
+    CHECK(kbuddy_frames_meta_size(64) <= 88);
     CHECK(kbuddy_frames_meta_size(1) <= 40);
-    CHECK(kbuddy_frames_meta_size(1024) <= 440);
+    CHECK(kbuddy_frames_meta_size(1024) <= 464);
     for (size_t n = 1; n < 1024; n++)
-        CHECK(kbuddy_frames_meta_size(n) <= (n + 1) / 2 + 48);
+        CHECK(kbuddy_frames_meta_size(n) <= (n + 1) / 2 + 64);
     /* And the window works in exactly that much, at every base alignment. */
     for (size_t base = 0; base < 130; base++) {
         window w;
