@@ -139,17 +139,18 @@ size_t kb_engine_words_bound(uintptr_t units);
  * frames, where 48 bytes of descriptor and a word of rounding per order
  * would cost more than the bits themselves (11 orders at 1024 frames: 528
  * bytes of descriptors for 256 bytes of bits). The bits of all orders lie
- * one after the other in one bit array (order k's from bit start[k]) under
- * one shared 64-ary summary tree, and the descriptors are one small table
- * of 16-bit numbers in the first words:
+ * one after the other in one bit array under one shared 64-ary summary
+ * tree, and the descriptors are one small table of 16-bit numbers in the
+ * first words:
  *   tab[0] tree depth, tab[1 + d] word offset of depth d (d < 3),
  *   tab[4 + k] first bit of order k, tab[4 + orders] bits in all,
  *   tab[5 + orders + k] free blocks of order k (a leaf word or summary
  *   turning zero says nothing about one order: the count says when it
  *   empties).
  * Such an engine has e->order == NULL and e->words at the table. Its
- * operations cost more instructions (out of line, the first block of an
- * order is lo >> k, its lowest block is searched from its first bit), so larger
+ * operations cost more instructions (they are out of line, an order's
+ * first block is lo >> k, its lowest block is searched for from its first
+ * bit: F1 on 8191 frames 292 instead of 219 per operation), so larger
  * windows and heap regions keep the per-order layout and its code. Every
  * number fits 16 bits: below 8192 frames the array has under 2^15 bits. */
 #define KB_PACKED_UNITS 8192u
