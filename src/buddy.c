@@ -1217,13 +1217,13 @@ static bool check_packed(const kb_engine *e) {
         return false;
     (void)packed_table(e->lo, e->hi, false, want);
     const uint16_t *count = t + 5 + e->orders; /* the state; the rest is fixed */
+    for (unsigned k = 0; k < e->orders; k++)
+        want[5 + e->orders + k] = count[k];
     for (size_t i = 0; i < packed_tab_words(e->orders) * 4u; i++)
-        if (t[i] != want[i] && (t + i < count || t + i >= count + e->orders))
+        if (t[i] != want[i])
             return false;
-    kb_order tree = {0, 0, {0}, 0};
+    kb_order tree = {0, t[4 + e->orders], {t[1], t[2], t[3]}, t[0]}; /* the shared tree */
     kb_word root = 0;
-    tree.nbits = t[4 + e->orders];
-    (void)tree_words(tree.nbits, &tree, t[1]);
     if (!check_tree(e->words, &tree, &root))
         return false;
     for (unsigned k = 0; k < e->orders; k++) {
