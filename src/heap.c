@@ -371,6 +371,11 @@ KB_INLINE void *alloc_run_locked(kbuddy_heap *h, size_t size, uintptr_t n, size_
     while (!(r->engine.nonempty >> k))
         r = r->next;
     uintptr_t u;
+    /* The take cannot fail now: the statistics first, so that fewer values
+     * live across the call. */
+    h->allocated += (size_t)((n * count) << UNIT_SHIFT);
+    h->user += size * count;
+    h->allocations += count;
     /* Fast placement: aligned to the whole block, which searches no run
      * and starts at the block (see kb_engine_take). */
     (void)kb_engine_take(&r->engine, n * count, k, h->placement == KBUDDY_PLACE_FAST ? k : ka, &u);
@@ -388,9 +393,6 @@ KB_INLINE void *alloc_run_locked(kbuddy_heap *h, size_t size, uintptr_t n, size_
     }
     for (; i < count; i++)
         record_write(c + i * n, n, size);
-    h->allocated += (size_t)((n * count) << UNIT_SHIFT);
-    h->user += size * count;
-    h->allocations += count;
     return unit_ptr(r, u);
 }
 
@@ -426,12 +428,11 @@ size_t kbuddy_alloc_many(kbuddy_heap *h, size_t size, size_t count, void **out) 
     return kbuddy_alloc_many_aligned(h, size, 1, count, out);
 }
 
-void *kbuddy_alloc(kbuddy_heap *h, size_t size, size_t align) {
-    if (!h || !kb_is_pow2(align) || size > SIZE_MAX - (UNIT - 1))
-        return NULL;
-    uintptr_t n = units_for(size);
-    unsigned ka = align_order(align);
-    unsigned k = order_for(n, ka);
+/* kbuddy_alloc after a failure: ask the out-of-memory handler, and try
+ * again while it says it made room. Out of line, so that the common path
+ * keeps nothing live across the handler's call. */
+static KB_NOINLINE void *alloc_retry(kbuddy_heap *h, size_t size, size_t align, uintptr_t n,
+                                     unsigned k, unsigned ka) {
     for (;;) {
         kb_lock(&h->lock);
         void *p = alloc_locked(h, size, n, k, ka);
@@ -443,13 +444,27 @@ void *kbuddy_alloc(kbuddy_heap *h, size_t size, size_t align) {
     }
 }
 
-static void release_live(kbuddy_heap *h, const live_block *b) {
-    record_clear(ctrl_of(b->r, b->u), b->n, b->len);
-    kb_engine_release(&b->r->engine, b->u, b->u + b->n);
+void *kbuddy_alloc(kbuddy_heap *h, size_t size, size_t align) {
+    if (!h || !kb_is_pow2(align) || size > SIZE_MAX - (UNIT - 1))
+        return NULL;
+    uintptr_t n = units_for(size);
+    unsigned ka = align_order(align);
+    unsigned k = order_for(n, ka);
+    kb_lock(&h->lock);
+    void *p = alloc_locked(h, size, n, k, ka);
+    kb_unlock(&h->lock);
+    /* On failure alloc_retry tries once more under the lock before it
+     * reads the handler there: another thread may have freed meanwhile. */
+    return KB_LIKELY(p != NULL) ? p : alloc_retry(h, size, align, n, k, ka);
+}
+
+KB_INLINE void release_live(kbuddy_heap *h, const live_block *b) {
     h->allocated -= (size_t)(b->n << UNIT_SHIFT);
     h->user -= b->size;
     h->allocations--;
     h->hint = b->r;
+    record_clear(ctrl_of(b->r, b->u), b->n, b->len);
+    kb_engine_release(&b->r->engine, b->u, b->u + b->n);
 }
 
 /* Does the record at c repeat the template t (the len bytes of a record
@@ -597,7 +612,7 @@ size_t kbuddy_free_many(kbuddy_heap *h, void *const *ptrs, size_t count) {
     return done;
 }
 
-static kbuddy_status free_common(kbuddy_heap *h, void *ptr, bool sized, size_t size, size_t align) {
+KB_INLINE kbuddy_status free_common(kbuddy_heap *h, void *ptr, bool sized, size_t size, size_t align) {
     if (!h)
         return KBUDDY_EINVAL;
     if (!ptr)
