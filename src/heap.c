@@ -92,6 +92,16 @@ KB_INLINE void record_write(uint8_t *c, uintptr_t n, size_t size) {
         return;
     }
     c[0] = (uint8_t)(KB_CTRL_START | KB_CTRL_LONG | slack);
+    if (n < 256) { /* one or two count bytes (W3's sizes): no loop */
+        if (n < 16) {
+            c[1] = (uint8_t)n;
+        } else {
+            c[1] = (uint8_t)(KB_CTRL_MORE | (n & KB_CTRL_VALUE));
+            c[2] = (uint8_t)(n >> 4);
+        }
+        c[n - 1] |= KB_CTRL_END;
+        return;
+    }
     size_t i = 1;
     uintptr_t v = n;
     for (; v > KB_CTRL_VALUE; v >>= 4)
@@ -113,7 +123,14 @@ KB_INLINE bool record_read(const uint8_t *c, uintptr_t limit, uintptr_t *units, 
         uint8_t b = c[1];
         n = b & KB_CTRL_VALUE;
         i = 2;
-        for (unsigned shift = 4; (b & (KB_CTRL_START | KB_CTRL_MORE)) == KB_CTRL_MORE; shift += 4) {
+        if ((b & (KB_CTRL_START | KB_CTRL_MORE)) == KB_CTRL_MORE && limit > 2) {
+            /* the loop's first step, unrolled: two count bytes are the
+             * common case (16 .. 255 units) */
+            b = c[2];
+            n |= (uintptr_t)(b & KB_CTRL_VALUE) << 4;
+            i = 3;
+        }
+        for (unsigned shift = 4 * ((unsigned)i - 1); (b & (KB_CTRL_START | KB_CTRL_MORE)) == KB_CTRL_MORE; shift += 4) {
             if (i >= limit || shift >= 40)
                 return false;
             b = c[i++];
