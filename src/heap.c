@@ -92,16 +92,6 @@ KB_INLINE void record_write(uint8_t *c, uintptr_t n, size_t size) {
         return;
     }
     c[0] = (uint8_t)(KB_CTRL_START | KB_CTRL_LONG | slack);
-    if (n < 256) { /* one or two count bytes (W3's sizes): no loop */
-        if (n < 16) {
-            c[1] = (uint8_t)n;
-        } else {
-            c[1] = (uint8_t)(KB_CTRL_MORE | (n & KB_CTRL_VALUE));
-            c[2] = (uint8_t)(n >> 4);
-        }
-        c[n - 1] |= KB_CTRL_END;
-        return;
-    }
     size_t i = 1;
     uintptr_t v = n;
     for (; v > KB_CTRL_VALUE; v >>= 4)
@@ -123,14 +113,7 @@ KB_INLINE bool record_read(const uint8_t *c, uintptr_t limit, uintptr_t *units, 
         uint8_t b = c[1];
         n = b & KB_CTRL_VALUE;
         i = 2;
-        if ((b & (KB_CTRL_START | KB_CTRL_MORE)) == KB_CTRL_MORE && limit > 2) {
-            /* the loop's first step, unrolled: two count bytes are the
-             * common case (16 .. 255 units) */
-            b = c[2];
-            n |= (uintptr_t)(b & KB_CTRL_VALUE) << 4;
-            i = 3;
-        }
-        for (unsigned shift = 4 * ((unsigned)i - 1); (b & (KB_CTRL_START | KB_CTRL_MORE)) == KB_CTRL_MORE; shift += 4) {
+        for (unsigned shift = 4; (b & (KB_CTRL_START | KB_CTRL_MORE)) == KB_CTRL_MORE; shift += 4) {
             if (i >= limit || shift >= 40)
                 return false;
             b = c[i++];
@@ -195,10 +178,12 @@ static uint64_t ctrl_mask(uintptr_t n) {
 
 /* Records as one word. On little-endian targets byte i of the control
  * bytes is byte i of a word loaded from them, so the record of a small
- * allocation (under 256 units: one or two count bytes) is written with one
- * store and recognised with one load and a compare, where its 8 bytes lie
- * inside the region's control bytes. */
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+ * allocation (under 256 units: one or two count bytes) is recognised with
+ * one load and a compare where its 8 bytes lie inside the region's control
+ * bytes (kbuddy_free_sized). Builds for size (-Os) leave that path out: it
+ * costs about 400 bytes of code and changes nothing but speed. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && \
+    !defined(__OPTIMIZE_SIZE__)
 #define WORD_RECORDS 1
 #else
 #define WORD_RECORDS 0
@@ -473,34 +458,26 @@ size_t kbuddy_alloc_many(kbuddy_heap *h, size_t size, size_t count, void **out) 
     return kbuddy_alloc_many_aligned(h, size, 1, count, out);
 }
 
-/* kbuddy_alloc after a failure: ask the out-of-memory handler, and try
- * again while it says it made room. Out of line, so that the common path
- * keeps nothing live across the handler's call. */
-static KB_NOINLINE void *alloc_retry(kbuddy_heap *h, size_t size, size_t align, uintptr_t n,
-                                     unsigned k, unsigned ka) {
-    for (;;) {
-        kb_lock(&h->lock);
-        void *p = alloc_locked(h, size, n, k, ka);
-        kbuddy_oom_fn oom = h->oom;
-        void *ctx = h->oom_ctx;
-        kb_unlock(&h->lock);
-        if (p || !oom || !oom(h, size, align, ctx))
-            return p;
-    }
-}
-
 void *kbuddy_alloc(kbuddy_heap *h, size_t size, size_t align) {
     if (!h || !kb_is_pow2(align) || size > SIZE_MAX - (UNIT - 1))
         return NULL;
     uintptr_t n = units_for(size);
     unsigned ka = align_order(align);
     unsigned k = order_for(n, ka);
-    kb_lock(&h->lock);
-    void *p = alloc_locked(h, size, n, k, ka);
-    kb_unlock(&h->lock);
-    /* On failure alloc_retry tries once more under the lock before it
-     * reads the handler there: another thread may have freed meanwhile. */
-    return KB_LIKELY(p != NULL) ? p : alloc_retry(h, size, align, n, k, ka);
+    for (;;) {
+        kb_lock(&h->lock);
+        void *p = alloc_locked(h, size, n, k, ka);
+        if (KB_LIKELY(p != NULL)) {
+            kb_unlock(&h->lock);
+            return p;
+        }
+        /* Failed: read the handler under the lock, call it outside. */
+        kbuddy_oom_fn oom = h->oom;
+        void *ctx = h->oom_ctx;
+        kb_unlock(&h->lock);
+        if (!oom || !oom(h, size, align, ctx))
+            return NULL;
+    }
 }
 
 KB_INLINE void release_live(kbuddy_heap *h, const live_block *b) {
@@ -671,9 +648,11 @@ KB_INLINE kbuddy_status free_locked(kbuddy_heap *h, void *ptr, bool sized, size_
     return st;
 }
 
-static KB_NOINLINE kbuddy_status free_sized_locked(kbuddy_heap *h, void *ptr, size_t size,
-                                                   size_t align) {
-    return free_locked(h, ptr, true, size, align);
+/* free_locked out of line: one copy for kbuddy_free and the sized free's
+ * uncommon cases. */
+static KB_NOINLINE kbuddy_status free_checked(kbuddy_heap *h, void *ptr, bool sized, size_t size,
+                                              size_t align) {
+    return free_locked(h, ptr, sized, size, align);
 }
 
 /* kbuddy_free_sized's common case, under the lock: ptr in the region used
@@ -683,7 +662,7 @@ static KB_NOINLINE kbuddy_status free_sized_locked(kbuddy_heap *h, void *ptr, si
  * alike (same region, units, size) and release alike, leaving the same
  * bytes; anything else (another region, a larger or zero size, a record
  * that differs, too near the region's end, a bad alignment) returns false
- * with nothing changed, for free_locked to decide. */
+ * with nothing changed, for free_checked to decide. */
 KB_INLINE bool free_sized_fast(kbuddy_heap *h, void *ptr, size_t size, size_t align) {
     region *r = h->hint;
     uintptr_t addr = (uintptr_t)ptr;
@@ -716,25 +695,26 @@ KB_INLINE bool free_sized_fast(kbuddy_heap *h, void *ptr, size_t size, size_t al
     return true;
 }
 
-kbuddy_status kbuddy_free(kbuddy_heap *h, void *ptr) {
+static kbuddy_status free_common(kbuddy_heap *h, void *ptr, bool sized, size_t size,
+                                 size_t align) {
     if (!h)
         return KBUDDY_EINVAL;
     if (!ptr)
         return KBUDDY_OK;
     kb_lock(&h->lock);
-    kbuddy_status st = free_locked(h, ptr, false, 0, 1);
+    kbuddy_status st = free_checked(h, ptr, sized, size, align);
     kb_unlock(&h->lock);
     return st;
 }
 
+kbuddy_status kbuddy_free(kbuddy_heap *h, void *ptr) { return free_common(h, ptr, false, 0, 1); }
+
 kbuddy_status kbuddy_free_sized(kbuddy_heap *h, void *ptr, size_t size, size_t align) {
-    if (!h)
-        return KBUDDY_EINVAL;
-    if (!ptr)
-        return KBUDDY_OK;
+    if (!WORD_RECORDS || !h || !ptr)
+        return free_common(h, ptr, true, size, align);
     kb_lock(&h->lock);
     kbuddy_status st =
-        free_sized_fast(h, ptr, size, align) ? KBUDDY_OK : free_sized_locked(h, ptr, size, align);
+        free_sized_fast(h, ptr, size, align) ? KBUDDY_OK : free_checked(h, ptr, true, size, align);
     kb_unlock(&h->lock);
     return st;
 }
