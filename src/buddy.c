@@ -344,10 +344,15 @@ static KB_NOINLINE void heap_block_remove(kb_engine *e, unsigned k, uintptr_t b)
  * can saturate (31 orders or more, regions of 2^31 units and up), so that
  * their copy of the take code stays small; inline for the others. */
 KB_INLINE void take_insert(const kb_view *v, unsigned k, uintptr_t b, bool heap, bool small) {
-    if (heap && !small)
+    if (heap && !small) {
         heap_block_insert(v->e, k, b);
-    else
+    } else if (heap) { /* below 31 orders the mark is exact: no clamp */
+        const kb_order *o = &v->order[k];
+        block_mark(v, k, b, (uint8_t)(KB_CTRL_FREE | k), true);
+        tree_set(v->e, v->words, o, b - o->first);
+    } else {
         block_insert(v, k, b, heap);
+    }
 }
 
 KB_INLINE void take_remove(const kb_view *v, unsigned k, uintptr_t b, bool heap, bool small) {
