@@ -638,7 +638,9 @@ size_t kbuddy_free_many(kbuddy_heap *h, void *const *ptrs, size_t count) {
  * size and alignment given, when sized), release it. */
 KB_INLINE kbuddy_status free_locked(kbuddy_heap *h, void *ptr, bool sized, size_t size,
                                     size_t align) {
-    live_block b;
+    /* initialised: gcc -Os cannot see that find_live fills b when it
+     * returns KBUDDY_OK */
+    live_block b = {NULL, 0, 0, 0, 0};
     kbuddy_status st = find_live(h, ptr, &b);
     if (st == KBUDDY_OK && sized &&
         (size != b.size || !kb_is_pow2(align) || ((uintptr_t)ptr & (align - 1))))
