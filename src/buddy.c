@@ -480,10 +480,15 @@ static KB_NOINLINE void heap_block_remove(kb_engine *e, unsigned k, uintptr_t b)
  * can saturate (31 orders or more, regions of 2^31 units and up), so that
  * their copy of the take code stays small; inline for the others. */
 KB_INLINE void take_insert(const kb_view *v, unsigned k, uintptr_t b, bool heap, bool small) {
-    if (heap && !small)
+    if (heap && !small) {
         heap_block_insert(v->e, k, b);
-    else
+    } else if (heap) { /* below 31 orders the mark is exact: no clamp */
+        const kb_order *o = &v->order[k];
+        block_mark(v, k, b, (uint8_t)(KB_CTRL_FREE | k), true);
+        tree_set(v->e, v->words, o, b - o->first);
+    } else {
         block_insert(v, k, b, heap);
+    }
 }
 
 KB_INLINE void take_remove(const kb_view *v, unsigned k, uintptr_t b, bool heap, bool small) {
@@ -675,7 +680,21 @@ KB_INLINE void take_run_after(const kb_view *v, uintptr_t x, uintptr_t end, bool
  *     W5                  90.4%   91.4%   90.8%
  *     W3                  618     717     662
  * The smaller blocks of order k - 2 are the leftovers a run most often
- * needs, so looking there first fills the heap better for less work. */
+ * needs, so looking there first fills the heap better for less work.
+ * Tried later for issue 13 (200k ops; W5 over 3-6 region addresses), none
+ * keeping W5 at 90% for less than today's W3 594.4 / W4 533.4 / W5
+ * 90.2-90.5%:
+ *   order k - 2 only                          W3 597.5  W4 532.2  W5 83.8-84.1%
+ *   k - 1 first, then k - 2                      565.0     519.3     89.5-89.6%
+ *   k - 1, k - 2, k - 3                          580.8     533.0     89.6-89.7%
+ *   k - 3, k - 2, k - 1                          625.0     546.2     89.7-90.0%
+ *   a run covered before the block: end the
+ *   allocation at the block's aligned end        581.8     521.6     89.8-89.9%
+ *   the same in the fallback (t >= n) too        579.6     516.4     89.8-90.0%
+ *   ... in the fallback only                     599.6     533.0     90.3%
+ * Fewer probes do not make allocation cheaper: a failed probe sends the
+ * allocation to the fallback, which costs as much, and the heap it leaves
+ * has more small pieces for later operations to take and merge. */
 #define SPAN_BUDGET 1u
 
 /* The free blocks of order k in the bitmap word holding the first free block

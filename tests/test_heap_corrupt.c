@@ -671,6 +671,138 @@ TEST(long_record_on_the_last_unit_of_a_region_is_detected) {
     CHECK_STATUS(kbuddy_free(&h, last), KBUDDY_OK);
 }
 
+/* kbuddy_free_sized recognises the common records by comparing their bytes
+ * with the ones kbuddy_alloc writes, not by decoding them. Whatever the
+ * damage to a record, its status and effect must be the decoder's: the
+ * unsized free (run on a copy) decodes the record, and the sized free must
+ * then succeed exactly when that free did and released the size given
+ * (ESIZE when it released another), fail with the same status otherwise,
+ * and leave the same bytes and counters either way. Sizes of 1 to 300
+ * units, allocations up to the region's last unit (under 8 control bytes
+ * from its end), each byte of the record and the last unit flipped in
+ * turn, sizes and alignments right and wrong. */
+static unsigned char sized_mem[1 << 15] __attribute__((aligned(4096)));
+static unsigned char sized_copy[sizeof sized_mem];
+
+TEST(sized_free_agrees_with_the_record_decoder_on_damaged_records) {
+    static const size_t units[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 100, 255, 256, 300};
+    static const uint8_t flips[] = {0x01, 0x08, 0x0f, 0x10, 0x20, 0x40, 0x80};
+    size_t compared = 0, accepted = 0;
+    for (size_t si = 0; si < sizeof units / sizeof units[0]; si++) {
+        size_t size = units[si] * UNIT - (si % 3) * 5 - (units[si] == 1 ? 1 : 0);
+        kbuddy_heap h;
+        kbuddy_init(&h);
+        memset(sized_mem, 0, sizeof sized_mem);
+        REQUIRE(kbuddy_add_region(&h, sized_mem, sizeof sized_mem) == KBUDDY_OK);
+        /* a free makes the region the one used last (the heap's hint) */
+        CHECK_STATUS(kbuddy_free(&h, kbuddy_alloc(&h, 1, 1)), KBUDDY_OK);
+        REQUIRE(h.hint == h.regions);
+        void *ptrs[1024];
+        size_t count = 0;
+        while (count < 1024 && (ptrs[count] = kbuddy_alloc(&h, size, 1)) != NULL)
+            count++;
+        REQUIRE(count > 0);
+        struct kbuddy_region *r = h.regions;
+        for (size_t j = 0; j < count; j++) {
+            size_t n = (size + UNIT - 1) / UNIT;
+            uint8_t *c = &r->ctrl[(uintptr_t)ptrs[j] / UNIT - r->engine.lo];
+            size_t pos[] = {0, 1, 2, 3, 7, 8, n - 1};
+            const size_t npos = sizeof pos / sizeof pos[0], nflips = sizeof flips / sizeof flips[0];
+            for (size_t pi = 0; pi < npos; pi++) {
+                size_t at = pos[pi];
+                /* flip fi of byte `at`; fi == nflips: the record intact (once) */
+                for (size_t fi = 0; fi <= nflips; fi++) {
+                    if (fi == nflips ? pi != 0 : at >= n)
+                        continue;
+                    uint8_t old = c[at];
+                    if (fi < nflips)
+                        c[at] ^= flips[fi];
+                    kbuddy_heap h0 = h;
+                    memcpy(sized_copy, sized_mem, sizeof sized_mem);
+                    kbuddy_status su = kbuddy_free(&h, ptrs[j]);
+                    size_t released = h0.user - h.user;
+                    static unsigned char after_unsized[sizeof sized_mem];
+                    memcpy(after_unsized, sized_mem, sizeof sized_mem);
+                    kbuddy_heap h1 = h;
+                    static const size_t aligns[] = {1, 3, 2 * UNIT};
+                    for (size_t ai = 0; ai < 3; ai++) {
+                        for (int d = -1; d <= 1; d++) {
+                            size_t ask = size + (size_t)d;
+                            h = h0;
+                            memcpy(sized_mem, sized_copy, sizeof sized_mem);
+                            bool aligned = aligns[ai] != 3 && (uintptr_t)ptrs[j] % aligns[ai] == 0;
+                            kbuddy_status want = su != KBUDDY_OK ? su
+                                                 : released == ask && aligned ? KBUDDY_OK
+                                                                              : KBUDDY_ESIZE;
+                            CHECK_STATUS(kbuddy_free_sized(&h, ptrs[j], ask, aligns[ai]), want);
+                            if (want == KBUDDY_OK) {
+                                CHECK(memcmp(sized_mem, after_unsized, sizeof sized_mem) == 0);
+                                CHECK(memcmp(&h, &h1, sizeof h) == 0);
+                                accepted++;
+                            } else {
+                                CHECK(memcmp(sized_mem, sized_copy, sizeof sized_mem) == 0);
+                                CHECK(memcmp(&h, &h0, sizeof h) == 0);
+                            }
+                            compared++;
+                        }
+                    }
+                    h = h0;
+                    memcpy(sized_mem, sized_copy, sizeof sized_mem);
+                    c[at] = old;
+                }
+            }
+        }
+        CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+        for (size_t j = 0; j < count; j++)
+            CHECK_STATUS(kbuddy_free_sized(&h, ptrs[j], size, 1), KBUDDY_OK);
+        CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    }
+    CHECK(compared > 10000);
+    CHECK(accepted > 100);
+}
+
+/* A record near a region's end that claims more units than are left is
+ * damage, even when the byte where its last unit's mark would be (past
+ * the control bytes) happens to read as that mark: the sized free must
+ * not take the record's word for it. */
+TEST(sized_free_of_a_record_running_past_the_region_end_is_refused) {
+    static unsigned char mem[1 << 14] __attribute__((aligned(4096)));
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, mem, sizeof mem) == KBUDDY_OK);
+    void *near_end = NULL, *first = NULL;
+    struct kbuddy_region *r = h.regions;
+    for (void *p; (p = kbuddy_alloc(&h, UNIT, 1)) != NULL;) {
+        if (r->engine.hi - (uintptr_t)p / UNIT == 10)
+            near_end = p;
+        if (!first)
+            first = p;
+    }
+    REQUIRE(near_end && first != near_end);
+    CHECK_STATUS(kbuddy_free(&h, first), KBUDDY_OK);
+    uintptr_t x = (uintptr_t)near_end / UNIT - r->engine.lo, span = r->engine.hi - r->engine.lo;
+    uint8_t *c = &r->ctrl[x];
+    /* a forged record of 11 units (one more than are left), its end mark
+     * where the 11th control byte would be: the first byte after them */
+    uint8_t saved[8], saved_end = r->ctrl[span];
+    memcpy(saved, c, 8);
+    memset(c, 0, 8); /* the next units' records go: they are inside it */
+    c[0] = KB_CTRL_START | KB_CTRL_LONG;
+    c[1] = 11;
+    r->ctrl[span] = KB_CTRL_END;
+    REQUIRE(&c[10] == &r->ctrl[span]);
+    REQUIRE(h.hint == r); /* set by the free: the fast path's case */
+    kbuddy_heap before = h;
+    CHECK_STATUS(kbuddy_free_sized(&h, near_end, 11 * UNIT, 1), KBUDDY_ECORRUPT);
+    CHECK_STATUS(kbuddy_free(&h, near_end), KBUDDY_ECORRUPT);
+    CHECK(memcmp(&before, &h, sizeof h) == 0);
+    CHECK_EQ(c[0], KB_CTRL_START | KB_CTRL_LONG);
+    memcpy(c, saved, 8);
+    r->ctrl[span] = saved_end;
+    CHECK_STATUS(kbuddy_free_sized(&h, near_end, UNIT, 1), KBUDDY_OK);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+}
+
 TEST(every_allocation_of_the_fixture_survives_the_restores) {
     fixture f;
     REQUIRE(fixture_setup(&f));
