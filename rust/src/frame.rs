@@ -101,8 +101,9 @@ unsafe impl<const ORDER: usize> Sync for FrameAllocator<ORDER> {}
 impl<const ORDER: usize> FrameAllocator<ORDER> {
     /// Bytes of metadata a window of `frames` frames needs: kbuddy's
     /// (about 3 bits per frame) plus one bit per frame marking where
-    /// allocations start, about 4.1 bits per frame in all, plus a few
-    /// hundred bytes. O(log frames).
+    /// allocations start: at most 5 bits per frame from 1024 frames up
+    /// (about 4.1 for large windows), and under 100 bytes for a 64-frame
+    /// window. O(log frames).
     pub fn meta_size(frames: usize) -> usize {
         // SAFETY: a pure function.
         let c = unsafe { ffi::kbuddy_frames_meta_size(frames) };
