@@ -102,7 +102,7 @@ impl<const ORDER: usize> FrameAllocator<ORDER> {
     /// Bytes of metadata a window of `frames` frames needs: kbuddy's
     /// (about 3 bits per frame) plus one bit per frame marking where
     /// allocations start: at most 5 bits per frame from 1024 frames up
-    /// (about 4.1 for large windows), and under 100 bytes for a 64-frame
+    /// (about 4.1 for large windows), and about 100 bytes for a 64-frame
     /// window. O(log frames).
     pub fn meta_size(frames: usize) -> usize {
         // SAFETY: a pure function.
