@@ -96,6 +96,8 @@ static size_t fork_sweep_tag(const mregion *r, uintptr_t u) {
         (void)tag_cas(t, &tag, TAG_CACHED | c);
         return 0;
     }
+    if (is_slab_class(c)) /* a slab's unit: the state of one of its objects */
+        return slab_fork_sweep(r, a, c);
     /* The block's pointer, derived from the region's (as kbm_regions.h's
      * are), not made from an integer. */
     unsigned char *p = (unsigned char *)r->tags + (a - (uintptr_t)r->tags);
