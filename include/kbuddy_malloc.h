@@ -45,6 +45,8 @@
  * largest power of two that divides the class size (a 640-byte block to
  * 128, a 4096-byte block to 4096), so a request aligned to A is served by
  * the class of its size rounded up to a multiple of A, from the caches.
+ * With KBUDDY_MALLOC_SLABS (the Linux build) the odd multiples of 16 from
+ * 48 to 496 are classes too, objects carved from slabs (see below).
  *
  * Bad frees. Nothing is ever written into a block the program holds or has
  * freed: the magazines are arrays outside the blocks, and the layer keeps a
