@@ -23,7 +23,9 @@
  *   3. scans the tag table of every region: a CACHED tag left unmarked is a
  *      block that no magazine holds. Its tag and kept size are cleared and
  *      it goes back to the core heap (for the dead thread's malloc: it never
- *      happened; for its free: it completed). Marks are undone.
+ *      happened; for its free: it completed); a slab object whose state is
+ *      found so goes back into its slab unless it is free there already
+ *      (kbm_slab.h). Marks are undone.
  * A block a dead thread had made LIVE stays LIVE: the program held it,
  * as with any allocator. The magazine named by neither slot of a swap (at
  * most one per thread caught swapping) cannot be found without a type on

@@ -20,10 +20,13 @@
  * Invariants
  *   - Every block is a core allocation of the global heap, but for large
  *     blocks in mappings of their own, which only the registry of
- *     kbm_large.h knows (they lie outside every region). A small block of
- *     class c is exactly class_units(c) minimum blocks, aligned to
- *     class_align(c), so the core heap's usable size is the class size.
- *   - tag(u) != 0 iff unit u starts a block the layer handed out: LIVE|c
+ *     kbm_large.h knows (they lie outside every region), and for the
+ *     objects of slab classes (kbm_slab.h), carved from slabs that are core
+ *     allocations. A small block of class c is exactly class_bytes(c),
+ *     aligned to class_align(c), so the core heap's usable size is the
+ *     class size.
+ *   - tag(u) != 0 iff unit u starts a block the layer handed out, or lies
+ *     in a slab (whose units' tags are its objects' states): LIVE|c
  *     (the program holds it; c = class, or TAG_LARGE), or CACHED|c (it sits
  *     in a magazine, per-CPU or in the depot). The layer's own structures
  *     (magazines, caches) carry no tag, so free refuses them. A block goes
