@@ -63,14 +63,14 @@
  * that is no multiple fails the test index * size == offset whatever the
  * index); objects per slab; log2 of the slab's bytes. */
 typedef struct slabgeo {
-    uint32_t size, recip;
+    uint32_t size, recip, span; /* span: n * size, the objects' bytes */
     uint16_t n, shift;
 } slabgeo;
 
+#define SLAB_N_OF(s) SLAB_NOBJ(1u << SLAB_SHIFT_OF(SLAB_OBJ(s)), SLAB_OBJ(s))
 #define SLAB_GEO(s)                                                                                \
     {SLAB_OBJ(s), (uint32_t)((((uint64_t)1 << 32) + SLAB_OBJ(s) - 1u) / SLAB_OBJ(s)),              \
-     (uint16_t)SLAB_NOBJ(1u << SLAB_SHIFT_OF(SLAB_OBJ(s)), SLAB_OBJ(s)),                           \
-     (uint16_t)SLAB_SHIFT_OF(SLAB_OBJ(s))}
+     SLAB_N_OF(s) * SLAB_OBJ(s), (uint16_t)SLAB_N_OF(s), (uint16_t)SLAB_SHIFT_OF(SLAB_OBJ(s))}
 _Static_assert(NSLAB == 15u, "the table below has 15 classes");
 static const slabgeo k_slab[NSLAB] = {SLAB_GEO(0u),  SLAB_GEO(1u),  SLAB_GEO(2u),  SLAB_GEO(3u),
                                       SLAB_GEO(4u),  SLAB_GEO(5u),  SLAB_GEO(6u),  SLAB_GEO(7u),
@@ -114,7 +114,7 @@ static ALWAYS_INLINE bool slab_object(const mregion *r, uintptr_t a, unsigned c,
     const slabgeo *g = slab_geo(c);
     uintptr_t base = a & ~(uintptr_t)(slab_bytes(g) - 1);
     uintptr_t off = a - base - SLAB_HDR; /* huge inside the header */
-    if (off >= (uintptr_t)g->n * g->size)
+    if (off >= g->span)
         return false;
     uintptr_t i = (uintptr_t)(((uint64_t)off * g->recip) >> 32);
     if (i * g->size != off)
