@@ -104,6 +104,15 @@ TEST(every_bad_free_of_a_slab_object_is_refused_and_changes_nothing) {
     CHECK_REFUSED(kbm_free_aligned_sized(p, 3, 100), p, KBUDDY_ESIZE, "free_aligned_sized");
     if ((uintptr_t)p % 64)
         CHECK_REFUSED(kbm_free_aligned_sized(p, 64, 100), p, KBUDDY_ESIZE, "free_aligned_sized");
+    /* 16 bytes into a block (whose unit tag is a live block's): not a slab
+     * object's start either */
+    unsigned char *b = kbm_malloc(128);
+    REQUIRE(b != NULL);
+    CHECK_REFUSED(kbm_free(b + 16), b + 16, KBUDDY_EBADPTR, "free");
+    CHECK_REFUSED(kbm_free_sized(b + 16, 112), b + 16, KBUDDY_EBADPTR, "free_sized");
+    CHECK_EQ(kbm_malloc_usable_size(b + 16), 0);
+    kbm_free_sized(b, 128);
+    CHECK_EQ(atomic_load(&kbm_bad_count), 0);
     /* realloc of an interior pointer */
     CHECK_REFUSED(CHECK(kbm_realloc(p + 16, 50) == NULL), p + 16, KBUDDY_EBADPTR, "realloc");
     /* double: while in this thread's magazine, then back in its slab */
