@@ -45,6 +45,8 @@
  * largest power of two that divides the class size (a 640-byte block to
  * 128, a 4096-byte block to 4096), so a request aligned to A is served by
  * the class of its size rounded up to a multiple of A, from the caches.
+ * With KBUDDY_MALLOC_SLABS (the Linux build) the odd multiples of 16 from
+ * 48 to 496 are classes too, objects carved from slabs (see below).
  *
  * Bad frees. Nothing is ever written into a block the program holds or has
  * freed: the magazines are arrays outside the blocks, and the layer keeps a
@@ -78,7 +80,8 @@
  *                            functions (for kernels; the hosted shared
  *                            library defines its own). Default 0.
  *   KBUDDY_MALLOC_MAX_CPUS, KBUDDY_MALLOC_MAX_REGIONS, KBUDDY_MALLOC_CACHE_SHIFT,
- *   KBUDDY_MALLOC_MAG_BYTES, KBUDDY_MALLOC_DEPOT_MAGS: see below.
+ *   KBUDDY_MALLOC_MAG_BYTES, KBUDDY_MALLOC_DEPOT_MAGS, KBUDDY_MALLOC_SLABS:
+ *                            see below.
  *   KBUDDY_MALLOC_CACHE_LINE the layer's own per-CPU structures are whole,
  *                            aligned lines of this size, so that CPUs do
  *                            not share them. Default 64.
@@ -151,6 +154,25 @@ extern "C" {
 #else
 #define KBUDDY_MALLOC_CLASS_STEPS 4
 #endif
+#endif
+
+/* 1: sub-unit size classes. The odd multiples of 16 bytes from 48 to 496
+ * are classes too, whose objects are carved from slabs (core blocks of 4,
+ * 8 or 16 KiB holding objects of one class) instead of being blocks of
+ * whole 32-byte units: a request of 100 bytes then costs 112 bytes and
+ * about 1/64 more for the slab's header, the tag and core bookkeeping of
+ * its units, instead of 128 + 8.5. Their objects go through the same
+ * magazines; free refuses every bad free of them as of blocks (the state
+ * of each object is kept in the tag table); a sized free of one accepts
+ * exactly the sizes of its class, (class - 16, class]. Slab objects are
+ * 16-byte aligned (requests aligned to more take block classes). The
+ * statistics count a slab as one internal block, and the bytes of its
+ * objects that are neither live nor cached as internal bytes. Needs the
+ * 32-byte minimum block and KBUDDY_MALLOC_CACHE_SHIFT <= 12. Default 0
+ * (the kernel configuration: its benchmark measures the block classes);
+ * the hosted library uses 1. */
+#ifndef KBUDDY_MALLOC_SLABS
+#define KBUDDY_MALLOC_SLABS 0
 #endif
 
 /* Bytes of blocks one magazine holds, roughly: a magazine of a class holds
@@ -517,6 +539,16 @@ typedef struct kbuddy_malloc_stats {
     size_t released_bytes;  /* bytes reported to the release hook (the same
                                page again each time it is released)         */
     size_t regions_returned; /* grown regions given back through ungrow      */
+    /* Slabs (KBUDDY_MALLOC_SLABS; 0 without). A slab is one core allocation
+     * counted in internal_blocks; its objects out of it (live or cached:
+     * slab_objects, counted there too) are not core allocations, and the
+     * bytes of the rest of it (free objects, header, tail) are counted in
+     * internal_bytes. So heap.allocations + mapped_blocks + slab_objects
+     * = live_blocks + cached_blocks + internal_blocks, and heap.allocated
+     * + mapped_bytes = live_bytes + cached_bytes + internal_bytes. */
+    size_t slabs;           /* slabs in the heap                              */
+    size_t slab_bytes;      /* their bytes                                    */
+    size_t slab_objects;    /* objects out of their slabs: live or cached     */
 } kbuddy_malloc_stats;
 
 /* Fill *out (see kbuddy_malloc_stats). O(caches x size classes): the cached

@@ -23,7 +23,9 @@
  *   3. scans the tag table of every region: a CACHED tag left unmarked is a
  *      block that no magazine holds. Its tag and kept size are cleared and
  *      it goes back to the core heap (for the dead thread's malloc: it never
- *      happened; for its free: it completed). Marks are undone.
+ *      happened; for its free: it completed); a slab object whose state is
+ *      found so goes back into its slab unless it is free there already
+ *      (kbm_slab.h). Marks are undone.
  * A block a dead thread had made LIVE stays LIVE: the program held it,
  * as with any allocator. The magazine named by neither slot of a swap (at
  * most one per thread caught swapping) cannot be found without a type on
@@ -96,6 +98,8 @@ static size_t fork_sweep_tag(const mregion *r, uintptr_t u) {
         (void)tag_cas(t, &tag, TAG_CACHED | c);
         return 0;
     }
+    if (is_slab_class(c)) /* a slab's unit: the state of one of its objects */
+        return slab_fork_sweep(r, a, c);
     /* The block's pointer, derived from the region's (as kbm_regions.h's
      * are), not made from an integer. */
     unsigned char *p = (unsigned char *)r->tags + (a - (uintptr_t)r->tags);

@@ -119,6 +119,13 @@ static bool core_tag(void *p, unsigned tag, tagref *t) {
 /* A block of class c from the core, naturally aligned, tagged `tag | c`
  * (its tag in *t). */
 static void *core_take(unsigned c, unsigned tag, tagref *t) {
+    if (is_slab_class(c)) { /* from a slab, CACHED like every object there */
+        mentry e;
+        if (!slab_take(c, &e, 1))
+            return NULL;
+        *t = e.t;
+        return e.p;
+    }
     void *p = kbuddy_alloc(&g_heap, class_bytes(c), class_align(c));
     return p && core_tag(p, tag | c, t) ? p : NULL;
 }
@@ -128,6 +135,8 @@ static void *core_take(unsigned c, unsigned tag, tagref *t) {
  * of one per block, and blocks (so their tags) that lie together, so that
  * two CPUs seldom write tags in the same cache line. Returns how many. */
 static uint32_t core_take_run(unsigned c, unsigned tag, mentry *out, uint32_t want) {
+    if (is_slab_class(c))
+        return slab_take(c, out, want);
     void *got_p[MAG_MAX];
     size_t got = kbuddy_alloc_many_aligned(&g_heap, class_bytes(c), class_align(c),
                                            want < MAG_MAX ? want : MAG_MAX, got_p);
@@ -146,6 +155,10 @@ static void untag(tagref t, unsigned c) {
 
 /* Untag a block of class c and give it back to the core. */
 static void core_give(void *p, tagref t, unsigned c) {
+    if (is_slab_class(c)) { /* back into its slab: its state stays CACHED */
+        slab_give(p, c);
+        return;
+    }
     untag(t, c);
     (void)kbuddy_free(&g_heap, p);
 }
@@ -155,6 +168,13 @@ static void core_give(void *p, tagref t, unsigned c) {
 static void mag_release_blocks(mag *m, unsigned c) {
     void *p[MAG_MAX];
     uint32_t n = mag_n(m);
+    if (is_slab_class(c)) { /* objects back into their slabs */
+        for (uint32_t i = 0; i < n; i++)
+            slab_give(m->e[i].p, c);
+        g_drains += n;
+        mag_set_n(m, 0);
+        return;
+    }
     for (uint32_t i = 0; i < n; i++) {
         untag(m->e[i].t, c);
         p[i] = m->e[i].p;
@@ -230,7 +250,7 @@ static mag *mag_get_empty(unsigned c) {
 static bool depot_has_room(unsigned c, uint32_t n) {
     if (KBUDDY_MALLOC_DEPOT_MIN_BYTES == SIZE_MAX) /* no bound: not even its cost */
         return true;
-    size_t after = (g_depot_units + n * class_units(c)) << UNIT_SHIFT;
+    size_t after = (g_depot_units + n * class_units(c)) << ACCT_SHIFT;
     if (after <= KBUDDY_MALLOC_DEPOT_MIN_BYTES)
         return true;
     kbuddy_stats st;
@@ -270,7 +290,7 @@ static bool depot_drain(void) {
         }
         d->nfull = d->nempty = 0;
     }
-    return any;
+    return slab_trim_locked() || any; /* and the spare slabs */
 }
 
 /* ------------------------------------------------------------------------ */

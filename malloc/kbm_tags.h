@@ -28,6 +28,13 @@
  * bytes) keep no size: a sized free of one accepts any size up to the
  * class size. The size is written by malloc (and realloc) and cleared when
  * the block goes back to the core heap.
+ *
+ * Slabs (kbm_slab.h): every unit of a slab of slab class c is tagged LIVE|c
+ * or CACHED|c, never 0, and the tag of its i-th unit is the state of its
+ * i-th object (LIVE: the program holds it; CACHED: in a magazine or free
+ * in the slab), not of whatever lies at that unit: a slab class in a tag
+ * says "this unit lies in a slab", and the object's own state is found by
+ * address arithmetic. Slab classes keep no size.
  */
 
 #define TAG_LIVE 0x80u
@@ -202,7 +209,11 @@ static inline void spare_set(tagref t, unsigned k, unsigned v) {
  * tag t. */
 #define SIZE_MIN_CLASS 2u /* the first class of 3 units */
 #define SIZE_MASK 0xfffu
+#if SLABS
+static inline bool keeps_size(unsigned c) { return c - SIZE_MIN_CLASS < NBLOCK - SIZE_MIN_CLASS; }
+#else
 static inline bool keeps_size(unsigned c) { return c >= SIZE_MIN_CLASS; }
+#endif
 static inline void size_set(tagref t, unsigned c, size_t size) {
     if (keeps_size(c)) {
         spare_set(t, 1, (unsigned)(size & 0x3fu));

@@ -10,6 +10,7 @@
  *   kbm_tags.h       regions' tag tables: the state byte of every block
  *   kbm_magazines.h  magazines, the depot, per-CPU caches, the core calls
  *                    behind them
+ *   kbm_slab.h       slabs: objects of the sub-unit classes (Linux build)
  *   kbm_regions.h    regions and growth, the out-of-memory handler, hooks
  *   kbm_large.h      large blocks in mappings of their own (map hooks)
  *   kbm_fork.h       the fork handlers: the child's copy made whole again
@@ -19,10 +20,13 @@
  * Invariants
  *   - Every block is a core allocation of the global heap, but for large
  *     blocks in mappings of their own, which only the registry of
- *     kbm_large.h knows (they lie outside every region). A small block of
- *     class c is exactly class_units(c) minimum blocks, aligned to
- *     class_align(c), so the core heap's usable size is the class size.
- *   - tag(u) != 0 iff unit u starts a block the layer handed out: LIVE|c
+ *     kbm_large.h knows (they lie outside every region), and for the
+ *     objects of slab classes (kbm_slab.h), carved from slabs that are core
+ *     allocations. A small block of class c is exactly class_bytes(c),
+ *     aligned to class_align(c), so the core heap's usable size is the
+ *     class size.
+ *   - tag(u) != 0 iff unit u starts a block the layer handed out, or lies
+ *     in a slab (whose units' tags are its objects' states): LIVE|c
  *     (the program holds it; c = class, or TAG_LARGE), or CACHED|c (it sits
  *     in a magazine, per-CPU or in the depot). The layer's own structures
  *     (magazines, caches) carry no tag, so free refuses them. A block goes
@@ -151,7 +155,16 @@ static void report(void *ptr, kbuddy_status st, const char *func) {
  * the core heap in bulk. */
 static inline void release_poll_locked(void);
 
+/* Slabs (kbm_slab.h), behind the magazines' calls into the core heap, and
+ * their counters (under the lock; 0 without slabs). */
+struct mentry;
+static inline uint32_t slab_take(unsigned c, struct mentry *out, uint32_t want);
+static inline void slab_give(void *p, unsigned c);
+static inline bool slab_trim_locked(void);
+static size_t g_slabs, g_slab_bytes, g_slab_out, g_slab_out_bytes;
+
 #include "kbm_magazines.h"
+#include "kbm_slab.h"
 #include "kbm_regions.h"
 #include "kbm_large.h"
 #include "kbm_release.h"
@@ -400,6 +413,15 @@ static kbuddy_status locate(const mregion **hint, const void *ptr, tagref *t) {
     const mregion *r = region_of_any(hint, a);
     if (UNLIKELY(!r))
         return KBUDDY_EFOREIGN;
+#if SLABS
+    /* In a slab: *t is then the object's state (kbm_slab.h). */
+    if (UNLIKELY(a & 15u))
+        return KBUDDY_EBADPTR;
+    *t = tag_of(r, a);
+    unsigned tag = tag_get(*t);
+    if (is_slab_tag(tag))
+        return slab_object(r, a, tag & TAG_CLASS, t) ? KBUDDY_OK : KBUDDY_EBADPTR;
+#endif
     if (UNLIKELY(a & (UNIT - 1)))
         return KBUDDY_EBADPTR;
     *t = tag_of(r, a);
@@ -458,7 +480,10 @@ static ALWAYS_INLINE bool size_fits(int mode, unsigned c, tagref t, uintptr_t a,
                                     size_t align) {
     if (mode == FREE_PLAIN)
         return true;
-    if (!keeps_size(c)) {
+    if (is_slab_class(c)) { /* a slab object: any size of its class */
+        if (size > CACHE_MAX || class_of_size(size) != c)
+            return false;
+    } else if (!keeps_size(c)) {
         if (size > ((size_t)c + 1) << UNIT_SHIFT) /* classes 0 and 1: 1 and 2 units */
             return false;
     } else if ((size & SIZE_MASK) != size_get(t, c) || size > SIZE_LIMIT(c)) {
@@ -543,6 +568,10 @@ static NOINLINE void free_overflow(kcache *cc, unsigned c, void *ptr, tagref t, 
     irq_on(irq);
 }
 
+/* The alignment of every pointer free may accept: slab objects are 16-byte
+ * aligned, blocks unit-aligned. */
+#define FREE_ALIGN (SLABS ? (size_t)16 : UNIT)
+
 /* Free ptr (not NULL). The fast path: the CPU's region hint holds it, its
  * tag says a live small block, the stated size is its own, and one
  * compare-and-swap makes it CACHED (of two racing frees exactly one wins);
@@ -553,9 +582,17 @@ static ALWAYS_INLINE void free_impl(void *ptr, int mode, size_t size, size_t ali
     kcache *cc = cache_fast(hooked);
     if (LIKELY(cc != NULL)) {
         const mregion *r = cc->hint;
-        if (LIKELY(a - r->start < r->size) && LIKELY(!(a & (UNIT - 1)))) {
+        if (LIKELY(a - r->start < r->size) && LIKELY(!(a & (FREE_ALIGN - 1)))) {
             tagref t = tag_of(r, a);
             unsigned tag = tag_get(t), c = tag - TAG_LIVE;
+            if (SLABS && (c >= NBLOCK || (a & (UNIT - 1)))) {
+                /* in a slab: the object's own state, and its class */
+                c = NCLASSES;
+                if (is_slab_tag(tag) && slab_object(r, a, tag & TAG_CLASS, &t)) {
+                    tag = tag_get(t);
+                    c = tag - TAG_LIVE;
+                }
+            }
             if (LIKELY(c < NCLASSES) && LIKELY(size_fits(mode, c, t, a, size, align)) &&
                 LIKELY(tag_cas(t, &tag, tag ^ TAG_FLIP))) {
                 mag *m = slot_loaded(&cc->slot[c]);
@@ -710,7 +747,9 @@ void *kbm_realloc(void *ptr, size_t size) {
     if (c == TAG_LARGE)
         return realloc_large(ptr, size);
     size_t have = class_bytes(c);
-    if (size <= have && (size > have / 2 || class_of_size(size) == c)) {
+    /* In place: a slab object only for a size of its class (what a sized
+     * free of it accepts), a block for more than half of it as well. */
+    if (size <= have && ((size > have / 2 && !is_slab_class(c)) || class_of_size(size) == c)) {
         size_set(t, c, size); /* the program holds it: ours to write */
         return ptr;
     }
@@ -818,12 +857,16 @@ void kbuddy_malloc_get_stats(kbuddy_malloc_stats *out) {
         caches++;
     }
     out->cached_blocks = blocks;
-    out->cached_bytes = units << UNIT_SHIFT;
+    out->cached_bytes = units << ACCT_SHIFT;
     out->depot_blocks = g_depot_blocks;
-    out->internal_blocks = g_internal_blocks;
-    out->internal_bytes = g_internal_bytes;
-    out->live_blocks = out->heap.allocations - blocks - g_internal_blocks + g_nmaps;
-    out->live_bytes = out->heap.allocated - out->cached_bytes - g_internal_bytes + g_mapped_bytes;
+    /* A slab is one core allocation; what of it the program and the caches
+     * do not hold is the layer's own (kbm_slab.h). */
+    out->internal_blocks = g_internal_blocks + g_slabs;
+    out->internal_bytes = g_internal_bytes + g_slab_bytes - g_slab_out_bytes;
+    out->live_blocks =
+        out->heap.allocations - blocks - out->internal_blocks + g_slab_out + g_nmaps;
+    out->live_bytes =
+        out->heap.allocated - out->cached_bytes - out->internal_bytes + g_mapped_bytes;
     out->mapped_blocks = g_nmaps;
     out->mapped_bytes = g_mapped_bytes;
     out->caches = caches;
@@ -836,6 +879,9 @@ void kbuddy_malloc_get_stats(kbuddy_malloc_stats *out) {
     out->core_fills = g_fills;
     out->core_drains = g_drains;
     out->large_calls = g_large_calls;
+    out->slabs = g_slabs;
+    out->slab_bytes = g_slab_bytes;
+    out->slab_objects = g_slab_out;
     unlock();
     irq_on(irq);
     out->bad_frees = atomic_load_explicit(&g_bad_frees, memory_order_relaxed);
@@ -845,6 +891,7 @@ typedef struct checker {
     const mregion *hint;
     size_t cached, cached_units, untagged, untagged_bytes;
     bool bad;
+    slabtally slab;
 } checker;
 
 /* Every block of the core heap: tags only on block starts, and each
@@ -859,6 +906,10 @@ static void check_block(void *vctx, void *start, size_t size, bool used) {
     }
     tagref t = tag_of(r, a);
     unsigned tag = used ? tag_get(t) : 0, c = tag & TAG_CLASS;
+    if (is_slab_tag(tag)) {
+        slab_check_block(&k->slab, r, start, size, c);
+        return;
+    }
     bool live = tag & TAG_LIVE, cached = tag & TAG_CACHED;
     bool small = tag && c < NCLASSES;
     /* No tag but on a block's first unit; no kept size but on the second
@@ -897,7 +948,9 @@ static bool mag_ok(mag *m, unsigned c, const mregion **hint) {
         return false;
     for (uint32_t i = 0; i < n; i++) {
         const mregion *r = region_of(hint, (uintptr_t)m->e[i].p);
-        if (!r || !tagref_same(m->e[i].t, tag_of(r, (uintptr_t)m->e[i].p)) ||
+        if (!r ||
+            !(is_slab_class(c) ? slab_entry_ok(r, m->e[i].p, m->e[i].t, c)
+                               : tagref_same(m->e[i].t, tag_of(r, (uintptr_t)m->e[i].p))) ||
             tag_get(m->e[i].t) != (TAG_CACHED | c))
             return false;
     }
@@ -908,7 +961,7 @@ kbuddy_status kbuddy_malloc_check(void) {
     unsigned long irq = irq_off();
     lock();
     kbuddy_status st = kbuddy_check(&g_heap);
-    checker k = {&g_no_region, 0, 0, 0, 0, false};
+    checker k = {&g_no_region, 0, 0, 0, 0, false, {0}};
     if (st == KBUDDY_OK)
         kbuddy_walk(&g_heap, check_block, &k);
     size_t blocks = 0, units = 0;
@@ -933,8 +986,9 @@ kbuddy_status kbuddy_malloc_check(void) {
         }
         cache_count(cc, &blocks, &units);
     }
-    k.bad |= k.cached != blocks || k.cached_units != units || k.untagged != g_internal_blocks ||
-             k.untagged_bytes != g_internal_bytes || !maps_ok_locked();
+    k.bad |= k.cached + k.slab.cached != blocks || k.cached_units + k.slab.cached_units != units ||
+             k.untagged != g_internal_blocks || k.untagged_bytes != g_internal_bytes ||
+             !maps_ok_locked() || !slab_totals_ok(&k.slab, &k.hint);
     if (st == KBUDDY_OK && k.bad)
         st = KBUDDY_ECORRUPT;
     unlock();

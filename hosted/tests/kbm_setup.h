@@ -60,7 +60,7 @@ static inline kbuddy_malloc_stats kbm_stats(void) {
 #define CHECK_STATS_ADD_UP()                                                                \
     do {                                                                                    \
         kbuddy_malloc_stats s_ = kbm_stats();                                               \
-        CHECK_EQ(s_.heap.allocations + s_.mapped_blocks,                                    \
+        CHECK_EQ(s_.heap.allocations + s_.mapped_blocks + s_.slab_objects,                  \
                  s_.live_blocks + s_.cached_blocks + s_.internal_blocks);                   \
         CHECK_EQ(s_.heap.allocated + s_.mapped_bytes,                                       \
                  s_.live_bytes + s_.cached_bytes + s_.internal_bytes);                      \

@@ -13,10 +13,20 @@
 
 static size_t round_unit(size_t n) { return n ? (n + UNIT - 1) / UNIT * UNIT : UNIT; }
 
+/* Every pointer malloc returns is aligned to this (slab objects to 16). */
+#define MALIGN (KBUDDY_MALLOC_SLABS ? (size_t)16 : UNIT)
+static bool is_slab_size(size_t u) { return KBUDDY_MALLOC_SLABS && u % 32 == 16 && u < 512; }
+
 /* The class sizes the header promises: 32-byte steps to 512, then
  * KBUDDY_MALLOC_CLASS_STEPS per doubling, up to KBUDDY_MALLOC_CACHE_MAX. */
 #define STEPS ((size_t)KBUDDY_MALLOC_CLASS_STEPS)
 static size_t expected_usable(size_t n) {
+#if KBUDDY_MALLOC_SLABS
+    /* and the odd multiples of 16 from 48 to 496: slab classes */
+    size_t g = (n + 15) / 16;
+    if (g % 2 && g >= 3 && g <= 31)
+        return g * 16;
+#endif
     if (n > KBUDDY_MALLOC_CACHE_MAX)
         return round_unit(n);
     if (n <= 16 * UNIT)
@@ -50,7 +60,7 @@ TEST(every_request_gets_its_class_or_rounded_size) {
             kbm_free(p);
             return;
         }
-        CHECK_EQ((uintptr_t)p % UNIT, 0);
+        CHECK_EQ((uintptr_t)p % MALIGN, 0);
         memset(p, 0x5a, u);
         kbm_free(p);
     }
@@ -71,7 +81,7 @@ TEST(malloc_gives_disjoint_aligned_blocks) {
         n[i] = (i * 2654435761u) % 9000;
         p[i] = kbm_malloc(n[i]);
         REQUIRE(p[i] != NULL);
-        CHECK_EQ((uintptr_t)p[i] % UNIT, 0);
+        CHECK_EQ((uintptr_t)p[i] % MALIGN, 0);
         fill(p[i], n[i], i);
     }
     CHECK_EQ(kbm_stats().live_blocks, live0 + N);
@@ -134,8 +144,17 @@ TEST(realloc_follows_glibc) {
     unsigned char *p = kbm_realloc(NULL, 100); /* NULL: malloc */
     REQUIRE(p != NULL);
     fill(p, 100, 1);
+#if KBUDDY_MALLOC_SLABS
+    CHECK(kbm_realloc(p, 110) == p); /* same class (112, a slab's) */
+    CHECK(kbm_realloc(p, 97) == p);
+    p = kbm_realloc(p, 65); /* a slab object stays only in its class */
+    REQUIRE(p != NULL);
+    CHECK_EQ(kbm_malloc_usable_size(p), 80);
+    CHECK(kbm_realloc(p, 65) == p);
+#else
     CHECK(kbm_realloc(p, 110) == p); /* same class (128) */
     CHECK(kbm_realloc(p, 65) == p);  /* more than half of it */
+#endif
     unsigned char *q = kbm_realloc(p, 20); /* much smaller: moves */
     REQUIRE(q != NULL);
     CHECK(q != p);
@@ -272,7 +291,7 @@ TEST(free_sized_accepts_every_valid_size) {
         REQUIRE(p != NULL);
         kbm_free_sized(p, n);
     }
-    void *p = kbm_malloc(100);
+    void *p = kbm_malloc(KBUDDY_MALLOC_SLABS ? 128 : 100); /* a block (not a slab's object) */
     void *q = kbm_realloc(p, 70); /* kept in place: 70 is still its size */
     CHECK(q == p);
     kbm_free_sized(q, 70);
@@ -445,10 +464,10 @@ TEST(aligned_requests_up_to_the_cache_limit_come_from_the_caches) {
                 p[i] = kbm_aligned_alloc(a, size);
                 REQUIRE(p[i] != NULL);
                 CHECK_EQ((uintptr_t)p[i] % a, 0);
-                CHECK_EQ((uintptr_t)p[i] % UNIT, 0);
+                CHECK_EQ((uintptr_t)p[i] % MALIGN, 0);
                 size_t u = kbm_malloc_usable_size(p[i]);
                 CHECK(u >= size && u <= KBUDDY_MALLOC_CACHE_MAX);
-                CHECK_EQ(u % (a < UNIT ? UNIT : a), 0);
+                CHECK_EQ(u % (a < MALIGN ? MALIGN : a), 0);
                 memset(p[i], (int)i, u);
             }
             for (unsigned i = 0; i < N; i++) {
@@ -506,6 +525,22 @@ TEST(sized_free_takes_exactly_the_size_requested) {
         void *p = kbm_malloc(n);
         REQUIRE(p != NULL);
         size_t u = kbm_malloc_usable_size(p);
+        if (is_slab_size(u)) { /* a slab object: exactly the sizes of its class */
+            kbm_free_sized(p, u + 1);
+            CHECK_REPORTED(p, KBUDDY_ESIZE, "free_sized");
+            kbm_free_sized(p, u - 16);
+            CHECK_REPORTED(p, KBUDDY_ESIZE, "free_sized");
+            kbm_free_aligned_sized(p, 16, u + 1);
+            CHECK_REPORTED(p, KBUDDY_ESIZE, "free_aligned_sized");
+            if ((uintptr_t)p % 32) {
+                kbm_free_aligned_sized(p, 32, n);
+                CHECK_REPORTED(p, KBUDDY_ESIZE, "free_aligned_sized");
+            }
+            CHECK_EQ(kbm_malloc_usable_size(p), u);
+            kbm_free_sized(p, n % 2 ? u - 15 : u); /* any size of the class */
+            CHECK_EQ(atomic_load(&kbm_bad_count), 0);
+            continue;
+        }
         if (u > 2 * UNIT) {
             kbm_free_sized(p, n + 1);
             CHECK_REPORTED(p, KBUDDY_ESIZE, "free_sized");
