@@ -213,6 +213,9 @@ pub struct kbuddy_malloc_stats {
     pub mapped_bytes: usize,
     pub released_bytes: usize,
     pub regions_returned: usize,
+    pub slabs: usize,
+    pub slab_bytes: usize,
+    pub slab_objects: usize,
 }
 
 extern "C" {
