@@ -383,6 +383,78 @@ TEST(caches_are_bounded_and_flush_returns_them) {
     kbm_free(q);
 }
 
+/* The hosted grow hook: a region's last D bytes (D the largest power of
+ * two in it) are aligned to D, so that the core heap holds a free block of
+ * D there, wherever mmap put the mapping; and it is at least what was asked
+ * (among others what the layer asks for a block of 32 MiB: two of them
+ * and an eighth, and a page). */
+TEST(grown_regions_end_in_one_block_aligned_to_its_size) {
+    kbm_setup();
+    kbuddy_malloc_hooks h;
+    kbuddy_hosted_hooks(&h);
+    const size_t mins[] = {4096, (size_t)1 << 20, (size_t)64 << 20, ((size_t)72 << 20) + 4096};
+    for (size_t i = 0; i < sizeof mins / sizeof mins[0]; i++) {
+        void *start = NULL;
+        size_t size = 0, mapped = kbuddy_hosted_mapped();
+        REQUIRE(h.grow(mins[i], &start, &size, h.grow_ctx));
+        CHECK(size >= mins[i]);
+        size_t d = 1;
+        while (d <= size / 2)
+            d <<= 1;
+        CHECK_EQ(size, d + d / 8);
+        CHECK_EQ(((uintptr_t)start + size - d) % d, 0);
+        CHECK_EQ(kbuddy_hosted_mapped(), mapped + size);
+        h.ungrow(start, size, h.grow_ctx);
+        CHECK_EQ(kbuddy_hosted_mapped(), mapped);
+    }
+}
+
+/* KBUDDY_MALLOC_RUN_BYTES (4096 in the hosted build): a magazine of 4 KiB
+ * blocks is filled one block per core operation, each the lowest free
+ * block that fits, so free 4 KiB holes between live blocks are used
+ * before fresh memory; a fill in one run needs a free block of the whole
+ * magazine's size, which the holes are not. Run in a thread of its own
+ * (a fresh cache), its first fills (the thread ramp: 1, 2, 4 blocks) taken
+ * before the holes are made. */
+enum { HOLES = 64 };
+static void fill_from_holes_body(void) {
+    static unsigned char *b[2 * HOLES], *hole[HOLES];
+    for (size_t i = 0; i < 2 * HOLES; i++)
+        REQUIRE((b[i] = kbm_malloc(4096)) != NULL);
+    for (size_t i = 0; i < HOLES; i++) {
+        hole[i] = b[2 * i];
+        kbm_free(hole[i]);
+    }
+    (void)kbuddy_malloc_trim(SIZE_MAX); /* this cache (the holes) and the depot to the core */
+    size_t in_holes = 0;
+    unsigned char *c[HOLES];
+    for (size_t i = 0; i < HOLES; i++) {
+        REQUIRE((c[i] = kbm_malloc(4096)) != NULL);
+        for (size_t j = 0; j < HOLES; j++)
+            in_holes += c[i] == hole[j];
+    }
+    CHECK(in_holes >= HOLES / 2);
+    for (size_t i = 0; i < HOLES; i++) {
+        kbm_free(c[i]);
+        kbm_free(b[2 * i + 1]);
+    }
+    CHECK_STATS_ADD_UP();
+}
+
+static void *fill_from_holes(void *arg) {
+    (void)arg;
+    fill_from_holes_body();
+    return NULL;
+}
+
+TEST(magazine_fills_take_free_holes_before_fresh_memory) {
+    kbm_setup();
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, fill_from_holes, NULL) == 0);
+    pthread_join(t, NULL);
+    CHECK_EQ(atomic_load(&kbm_bad_count), 0);
+}
+
 TEST(add_region_is_the_transfer_and_checks_its_input) {
     kbm_setup();
     static _Alignas(64) unsigned char area[1 << 20];
