@@ -199,6 +199,15 @@ extern "C" {
 #define KBUDDY_MALLOC_RUN_BYTES SIZE_MAX
 #endif
 
+/* The large-block trim (kbm_release.h): with the release hook installed, a
+ * free of a core block of 1 MiB and more releases the heap's free spans
+ * beyond max(KBUDDY_MALLOC_TRIM_SLACK, allocated bytes) of them (the
+ * lowest kept), as glibc trims its heap's top beyond M_TRIM_THRESHOLD. By
+ * default off (SIZE_MAX); the hosted library uses 64 MiB. */
+#ifndef KBUDDY_MALLOC_TRIM_SLACK
+#define KBUDDY_MALLOC_TRIM_SLACK SIZE_MAX
+#endif
+
 /* Full magazines the depot keeps per class (and empty ones); more go back
  * to the core heap. The depot is what carries blocks from CPUs that free
  * them to CPUs that allocate them. It is also given back to the core heap

@@ -133,12 +133,12 @@ static uint32_t core_take_run(unsigned c, unsigned tag, mentry *out, uint32_t wa
     void *got_p[MAG_MAX];
     if (want > MAG_MAX)
         want = MAG_MAX;
-    size_t got = 0, per = want; /* blocks per run (KBUDDY_MALLOC_RUN_BYTES) */
+    size_t bytes = class_bytes(c), got = 0, per = want; /* blocks per run */
     if (KBUDDY_MALLOC_RUN_BYTES != SIZE_MAX)
-        per = KBUDDY_MALLOC_RUN_BYTES > class_bytes(c) ? KBUDDY_MALLOC_RUN_BYTES / class_bytes(c) : 1;
+        per = KBUDDY_MALLOC_RUN_BYTES > bytes ? KBUDDY_MALLOC_RUN_BYTES / bytes : 1;
     while (got < want) {
         size_t ask = want - got < per ? want - got : per;
-        size_t n = kbuddy_alloc_many_aligned(&g_heap, class_bytes(c), class_align(c), ask, &got_p[got]);
+        size_t n = kbuddy_alloc_many_aligned(&g_heap, bytes, class_align(c), ask, &got_p[got]);
         got += n;
         if (n < ask) /* out of memory */
             break;

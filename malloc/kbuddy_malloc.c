@@ -425,11 +425,12 @@ static kbuddy_status release_large(void *ptr, tagref t, bool sized, size_t size,
     if (st != KBUDDY_OK)
         return st;
     g_large_calls++;
+    size_t bytes = kbuddy_usable_size(&g_heap, ptr);
     st = sized ? kbuddy_free_sized(&g_heap, ptr, size, align) : kbuddy_free(&g_heap, ptr);
     if (st != KBUDDY_OK) /* refused: the block stays the program's */
         tag_set(t, TAG_LIVE | TAG_LARGE);
     else
-        release_poll_locked();
+        release_large_poll_locked(bytes);
     unlock();
     return st;
 }

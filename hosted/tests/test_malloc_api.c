@@ -3,11 +3,13 @@
  * per-thread caches, errno, growth by mmap): the standard semantics of each
  * function, size classes, statistics, caches and regions.
  */
+#define _GNU_SOURCE /* mincore */
 #include "kbm_setup.h"
 
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #define UNIT KBUDDY_MIN_BLOCK
 
@@ -453,6 +455,56 @@ TEST(magazine_fills_take_free_holes_before_fresh_memory) {
     REQUIRE(pthread_create(&t, NULL, fill_from_holes, NULL) == 0);
     pthread_join(t, NULL);
     CHECK_EQ(atomic_load(&kbm_bad_count), 0);
+}
+
+/* Resident bytes of the whole pages of [p, p + n) (mincore). */
+static size_t resident_bytes(const unsigned char *p, size_t n) {
+    static unsigned char vec[(size_t)1 << 16];
+    size_t page = 4096, bytes = 0, head = (size_t)(-(uintptr_t)p & (page - 1));
+    if (n <= head)
+        return 0;
+    p += head;
+    n = (n - head) & ~(page - 1);
+    for (size_t off = 0; off < n; off += sizeof vec * page) {
+        size_t len = n - off < sizeof vec * page ? n - off : sizeof vec * page;
+        if (mincore((void *)(p + off), len, vec) != 0)
+            return SIZE_MAX;
+        for (size_t i = 0; i < (len + page - 1) / page; i++)
+            bytes += (vec[i] & 1) * page;
+    }
+    return bytes;
+}
+
+/* KBUDDY_MALLOC_TRIM_SLACK (64 MiB in the hosted build): freed large
+ * blocks of the core heap keep their pages only up to the slack,
+ * max(64 MiB, allocated bytes), of free memory; the rest is released as
+ * they are freed. 160 blocks of 1 MiB (the map threshold: from the core),
+ * every page written, then all freed: at most the slack of them stays
+ * resident, where without the trim all 160 MiB did. */
+TEST(freed_large_blocks_keep_their_pages_only_up_to_the_slack) {
+    kbm_setup();
+    enum { N = 160 };
+    static unsigned char *p[N];
+    size_t n = (size_t)1 << 20, mapped = kbm_stats().mapped_blocks;
+    for (int i = 0; i < N; i++) {
+        REQUIRE((p[i] = kbm_malloc(n)) != NULL);
+        memset(p[i], 0x5a, n);
+    }
+    CHECK_EQ(kbm_stats().mapped_blocks, mapped); /* all from the core */
+    size_t before = kbm_stats().released_bytes;
+    for (int i = 0; i < N; i++)
+        kbm_free(p[i]);
+    kbuddy_malloc_stats st = kbm_stats();
+    size_t slack = st.heap.allocated > ((size_t)64 << 20) ? st.heap.allocated : (size_t)64 << 20;
+    size_t res = 0; /* the blocks' pages, still mapped (regions are not unmapped) */
+    for (int i = 0; i < N; i++) {
+        size_t r = resident_bytes(p[i], n);
+        REQUIRE(r != SIZE_MAX);
+        res += r;
+    }
+    CHECK(res <= slack + ((size_t)8 << 20));
+    CHECK(st.released_bytes >= before + (size_t)(N * n - slack - ((size_t)8 << 20)));
+    CHECK_STATS_ADD_UP();
 }
 
 TEST(add_region_is_the_transfer_and_checks_its_input) {
