@@ -131,17 +131,23 @@ static void *core_take(unsigned c, unsigned tag, tagref *t) {
  * many. */
 static uint32_t core_take_run(unsigned c, unsigned tag, mentry *out, uint32_t want) {
     void *got_p[MAG_MAX];
-    if (want > MAG_MAX)
-        want = MAG_MAX;
-    size_t bytes = class_bytes(c), got = 0, per = want; /* blocks per run */
-    if (KBUDDY_MALLOC_RUN_BYTES != SIZE_MAX)
-        per = KBUDDY_MALLOC_RUN_BYTES > bytes ? KBUDDY_MALLOC_RUN_BYTES / bytes : 1;
-    while (got < want) {
-        size_t ask = want - got < per ? want - got : per;
-        size_t n = kbuddy_alloc_many_aligned(&g_heap, bytes, class_align(c), ask, &got_p[got]);
-        got += n;
-        if (n < ask) /* out of memory */
-            break;
+    size_t got;
+    if (KBUDDY_MALLOC_RUN_BYTES == SIZE_MAX) { /* one run */
+        got = kbuddy_alloc_many_aligned(&g_heap, class_bytes(c), class_align(c),
+                                        want < MAG_MAX ? want : MAG_MAX, got_p);
+    } else {
+        size_t bytes = class_bytes(c), per = 1; /* blocks per run */
+        if (KBUDDY_MALLOC_RUN_BYTES > bytes)
+            per = KBUDDY_MALLOC_RUN_BYTES / bytes;
+        if (want > MAG_MAX)
+            want = MAG_MAX;
+        for (got = 0; got < want;) {
+            size_t ask = want - got < per ? want - got : per;
+            size_t n = kbuddy_alloc_many_aligned(&g_heap, bytes, class_align(c), ask, &got_p[got]);
+            got += n;
+            if (n < ask) /* out of memory */
+                break;
+        }
     }
     uint32_t kept = 0;
     for (size_t i = 0; i < got; i++)
