@@ -9,10 +9,13 @@
  *                         behind a preempted holder;
  *   grow                  mmap (MAP_NORESERVE) of max(64 MiB, half of what
  *                         is mapped already, what the request needs),
- *                         rounded up to 2 MiB (untouched pages cost
- *                         nothing), halved down to what the request needs
- *                         when the system refuses; never more than 4x
- *                         physical memory;
+ *                         rounded up to D + D/8 bytes (D a power of two;
+ *                         untouched pages cost nothing) placed so that its
+ *                         last D bytes are aligned to D: one block of the
+ *                         core heap, wherever mmap puts it; halved down to
+ *                         what the request needs, unaligned, when the
+ *                         system refuses; never more than 4x physical
+ *                         memory;
  *   map, unmap, remap     large blocks (above KBUDDY_MALLOC_MAP_THRESHOLD,
  *                         1 MiB, raised by frees up to 32 MiB as glibc's
  *                         is) in an mmap each (aligned by trimming a

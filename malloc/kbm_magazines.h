@@ -130,16 +130,34 @@ static void *core_take(unsigned c, unsigned tag, tagref *t) {
     return p && core_tag(p, tag | c, t) ? p : NULL;
 }
 
-/* Up to `want` blocks of class c into out[], tagged `tag`, from one run of
- * the core heap (kbuddy_alloc_many_aligned): one engine operation instead
- * of one per block, and blocks (so their tags) that lie together, so that
- * two CPUs seldom write tags in the same cache line. Returns how many. */
+/* Up to `want` blocks of class c into out[], tagged `tag`, from runs of
+ * the core heap (kbuddy_alloc_many_aligned) of at most
+ * KBUDDY_MALLOC_RUN_BYTES (kbuddy_malloc.h): one engine operation per run
+ * instead of one per block, and blocks (so their tags) that lie together,
+ * so that two CPUs seldom write tags in the same cache line. Returns how
+ * many. */
 static uint32_t core_take_run(unsigned c, unsigned tag, mentry *out, uint32_t want) {
     if (is_slab_class(c))
         return slab_take(c, out, want);
     void *got_p[MAG_MAX];
-    size_t got = kbuddy_alloc_many_aligned(&g_heap, class_bytes(c), class_align(c),
-                                           want < MAG_MAX ? want : MAG_MAX, got_p);
+    size_t got;
+    if (KBUDDY_MALLOC_RUN_BYTES == SIZE_MAX) { /* one run */
+        got = kbuddy_alloc_many_aligned(&g_heap, class_bytes(c), class_align(c),
+                                        want < MAG_MAX ? want : MAG_MAX, got_p);
+    } else {
+        size_t bytes = class_bytes(c), per = 1; /* blocks per run */
+        if (KBUDDY_MALLOC_RUN_BYTES > bytes)
+            per = KBUDDY_MALLOC_RUN_BYTES / bytes;
+        if (want > MAG_MAX)
+            want = MAG_MAX;
+        for (got = 0; got < want;) {
+            size_t ask = want - got < per ? want - got : per;
+            size_t n = kbuddy_alloc_many_aligned(&g_heap, bytes, class_align(c), ask, &got_p[got]);
+            got += n;
+            if (n < ask) /* out of memory */
+                break;
+        }
+    }
     uint32_t kept = 0;
     for (size_t i = 0; i < got; i++)
         if (core_tag(got_p[i], tag | c, &out[kept].t))

@@ -199,6 +199,36 @@ static inline void release_poll_locked(void) {
         release_poll_slow();
 }
 
+/* A large block of `bytes` went back to the core heap (the lock held).
+ * With KBUDDY_MALLOC_TRIM_SLACK set (kbuddy_malloc.h), a block of
+ * KBUDDY_MALLOC_RELEASE_SPAN and more may trim the heap, as glibc's free
+ * trims the top of its heap beyond M_TRIM_THRESHOLD: when the heap's free
+ * bytes exceed the slack, max(KBUDDY_MALLOC_TRIM_SLACK, allocated bytes),
+ * every free span of RELEASE_SPAN and more is released but the lowest
+ * slack's worth of them (the placement takes the lowest free blocks
+ * first, so those are the ones reused). So the free memory a program
+ * keeps resident stays within its allocated bytes and the slack, however
+ * the large blocks it frees fall. Cost: a walk of the free spans and a
+ * release call per span beyond the slack, for each such free; and pages
+ * released and then reused are touched again. Otherwise the ordinary
+ * poll. */
+static void release_large_poll_locked(size_t bytes) {
+    if (KBUDDY_MALLOC_TRIM_SLACK != SIZE_MAX && g_hooks.release &&
+        bytes >= KBUDDY_MALLOC_RELEASE_SPAN) {
+        kbuddy_stats st;
+        kbuddy_get_stats(&g_heap, &st);
+        size_t avail = st.total - st.allocated;
+        size_t slack = st.allocated;
+        if (slack < KBUDDY_MALLOC_TRIM_SLACK)
+            slack = KBUDDY_MALLOC_TRIM_SLACK;
+        if (avail > slack) {
+            (void)release_locked(SIZE_MAX, KBUDDY_MALLOC_RELEASE_SPAN, slack, false);
+            return;
+        }
+    }
+    release_poll_locked();
+}
+
 size_t kbuddy_malloc_trim(size_t keep) {
     unsigned long irq = irq_off();
     kcache *cc = cache_peek();

@@ -447,11 +447,13 @@ static kbuddy_status release_large(void *ptr, tagref t, bool sized, size_t size,
     if (st != KBUDDY_OK)
         return st;
     g_large_calls++;
+    /* its size, for the large-block trim (kbm_release.h) only */
+    size_t bytes = KBUDDY_MALLOC_TRIM_SLACK != SIZE_MAX ? kbuddy_usable_size(&g_heap, ptr) : 0;
     st = sized ? kbuddy_free_sized(&g_heap, ptr, size, align) : kbuddy_free(&g_heap, ptr);
     if (st != KBUDDY_OK) /* refused: the block stays the program's */
         tag_set(t, TAG_LIVE | TAG_LARGE);
     else
-        release_poll_locked();
+        release_large_poll_locked(bytes);
     unlock();
     return st;
 }

@@ -3,11 +3,13 @@
  * per-thread caches, errno, growth by mmap): the standard semantics of each
  * function, size classes, statistics, caches and regions.
  */
+#define _GNU_SOURCE /* mincore */
 #include "kbm_setup.h"
 
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #define UNIT KBUDDY_MIN_BLOCK
 
@@ -400,6 +402,128 @@ TEST(caches_are_bounded_and_flush_returns_them) {
     CHECK(q != NULL);
     CHECK(kbm_stats().cached_blocks > 0);
     kbm_free(q);
+}
+
+/* The hosted grow hook: a region's last D bytes (D the largest power of
+ * two in it) are aligned to D, so that the core heap holds a free block of
+ * D there, wherever mmap put the mapping; and it is at least what was asked
+ * (among others what the layer asks for a block of 32 MiB: two of them
+ * and an eighth, and a page). */
+TEST(grown_regions_end_in_one_block_aligned_to_its_size) {
+    kbm_setup();
+    kbuddy_malloc_hooks h;
+    kbuddy_hosted_hooks(&h);
+    const size_t mins[] = {4096, (size_t)1 << 20, (size_t)64 << 20, ((size_t)72 << 20) + 4096};
+    for (size_t i = 0; i < sizeof mins / sizeof mins[0]; i++) {
+        void *start = NULL;
+        size_t size = 0, mapped = kbuddy_hosted_mapped();
+        REQUIRE(h.grow(mins[i], &start, &size, h.grow_ctx));
+        CHECK(size >= mins[i]);
+        size_t d = 1;
+        while (d <= size / 2)
+            d <<= 1;
+        CHECK_EQ(size, d + d / 8);
+        CHECK_EQ(((uintptr_t)start + size - d) % d, 0);
+        CHECK_EQ(kbuddy_hosted_mapped(), mapped + size);
+        h.ungrow(start, size, h.grow_ctx);
+        CHECK_EQ(kbuddy_hosted_mapped(), mapped);
+    }
+}
+
+/* KBUDDY_MALLOC_RUN_BYTES (4096 in the hosted build): a magazine of 4 KiB
+ * blocks is filled one block per core operation, each the lowest free
+ * block that fits, so free 4 KiB holes between live blocks are used
+ * before fresh memory; a fill in one run needs a free block of the whole
+ * magazine's size, which the holes are not. Run in a thread of its own
+ * (a fresh cache), its first fills (the thread ramp: 1, 2, 4 blocks) taken
+ * before the holes are made. */
+enum { HOLES = 64 };
+static void fill_from_holes_body(void) {
+    static unsigned char *b[2 * HOLES], *hole[HOLES];
+    for (size_t i = 0; i < 2 * HOLES; i++)
+        REQUIRE((b[i] = kbm_malloc(4096)) != NULL);
+    for (size_t i = 0; i < HOLES; i++) {
+        hole[i] = b[2 * i];
+        kbm_free(hole[i]);
+    }
+    (void)kbuddy_malloc_trim(SIZE_MAX); /* this cache (the holes) and the depot to the core */
+    size_t in_holes = 0;
+    unsigned char *c[HOLES];
+    for (size_t i = 0; i < HOLES; i++) {
+        REQUIRE((c[i] = kbm_malloc(4096)) != NULL);
+        for (size_t j = 0; j < HOLES; j++)
+            in_holes += c[i] == hole[j];
+    }
+    CHECK(in_holes >= HOLES / 2);
+    for (size_t i = 0; i < HOLES; i++) {
+        kbm_free(c[i]);
+        kbm_free(b[2 * i + 1]);
+    }
+    CHECK_STATS_ADD_UP();
+}
+
+static void *fill_from_holes(void *arg) {
+    (void)arg;
+    fill_from_holes_body();
+    return NULL;
+}
+
+TEST(magazine_fills_take_free_holes_before_fresh_memory) {
+    kbm_setup();
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, fill_from_holes, NULL) == 0);
+    pthread_join(t, NULL);
+    CHECK_EQ(atomic_load(&kbm_bad_count), 0);
+}
+
+/* Resident bytes of the whole pages of [p, p + n) (mincore). */
+static size_t resident_bytes(const unsigned char *p, size_t n) {
+    static unsigned char vec[(size_t)1 << 16];
+    size_t page = 4096, bytes = 0, head = (size_t)(-(uintptr_t)p & (page - 1));
+    if (n <= head)
+        return 0;
+    p += head;
+    n = (n - head) & ~(page - 1);
+    for (size_t off = 0; off < n; off += sizeof vec * page) {
+        size_t len = n - off < sizeof vec * page ? n - off : sizeof vec * page;
+        if (mincore((void *)(p + off), len, vec) != 0)
+            return SIZE_MAX;
+        for (size_t i = 0; i < (len + page - 1) / page; i++)
+            bytes += (vec[i] & 1) * page;
+    }
+    return bytes;
+}
+
+/* KBUDDY_MALLOC_TRIM_SLACK (64 MiB in the hosted build): freed large
+ * blocks of the core heap keep their pages only up to the slack,
+ * max(64 MiB, allocated bytes), of free memory; the rest is released as
+ * they are freed. 160 blocks of 1 MiB (the map threshold: from the core),
+ * every page written, then all freed: at most the slack of them stays
+ * resident, where without the trim all 160 MiB did. */
+TEST(freed_large_blocks_keep_their_pages_only_up_to_the_slack) {
+    kbm_setup();
+    enum { N = 160 };
+    static unsigned char *p[N];
+    size_t n = (size_t)1 << 20, mapped = kbm_stats().mapped_blocks;
+    for (int i = 0; i < N; i++) {
+        REQUIRE((p[i] = kbm_malloc(n)) != NULL);
+        memset(p[i], 0x5a, n);
+    }
+    CHECK_EQ(kbm_stats().mapped_blocks, mapped); /* all from the core */
+    size_t before = kbm_stats().released_bytes;
+    for (int i = 0; i < N; i++)
+        kbm_free(p[i]);
+    kbuddy_malloc_stats st = kbm_stats();
+    size_t slack = st.heap.allocated > ((size_t)64 << 20) ? st.heap.allocated : (size_t)64 << 20;
+    size_t res = 0; /* the blocks' pages, still mapped (regions are not unmapped) */
+    for (int i = 0; i < N; i++) {
+        size_t r = resident_bytes(p[i], n);
+        REQUIRE(r != SIZE_MAX);
+        res += r;
+    }
+    CHECK(res <= slack + ((size_t)8 << 20));
+    CHECK(st.released_bytes >= before + (size_t)(N * n - slack - ((size_t)8 << 20)));
+    CHECK_STATS_ADD_UP();
 }
 
 TEST(add_region_is_the_transfer_and_checks_its_input) {
