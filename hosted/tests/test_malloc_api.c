@@ -476,6 +476,7 @@ TEST(magazine_fills_take_free_holes_before_fresh_memory) {
     CHECK_EQ(atomic_load(&kbm_bad_count), 0);
 }
 
+#if KBUDDY_MALLOC_TRIM_SLACK != SIZE_MAX
 /* Resident bytes of the whole pages of [p, p + n) (mincore). */
 static size_t resident_bytes(const unsigned char *p, size_t n) {
     static unsigned char vec[(size_t)1 << 16];
@@ -494,7 +495,7 @@ static size_t resident_bytes(const unsigned char *p, size_t n) {
     return bytes;
 }
 
-/* KBUDDY_MALLOC_TRIM_SLACK (64 MiB in the hosted build): freed large
+/* KBUDDY_MALLOC_TRIM_SLACK (64 MiB in the malloc_api_trim build): freed large
  * blocks of the core heap keep their pages only up to the slack,
  * max(64 MiB, allocated bytes), of free memory; the rest is released as
  * they are freed. 160 blocks of 1 MiB (the map threshold: from the core),
@@ -525,6 +526,8 @@ TEST(freed_large_blocks_keep_their_pages_only_up_to_the_slack) {
     CHECK(st.released_bytes >= before + (size_t)(N * n - slack - ((size_t)8 << 20)));
     CHECK_STATS_ADD_UP();
 }
+
+#endif
 
 TEST(add_region_is_the_transfer_and_checks_its_input) {
     kbm_setup();
