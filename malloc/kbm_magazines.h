@@ -423,6 +423,15 @@ static inline kcache *cache_peek(void) {
 }
 #endif
 
+/* Everything cached back to the core heap that the caller can reach: the
+ * calling CPU's (thread's) cache cc, if it has one, and the depot; other
+ * CPUs' caches are theirs. The lock held. */
+static void caches_flush_locked(kcache *cc) {
+    if (cc)
+        (void)cache_flush_locked(cc);
+    (void)depot_drain();
+}
+
 /* How many blocks of class c a fill from the core takes into a magazine
  * with `room` free slots. TLS builds: 1, 2, 4, ... for a cache's first
  * fills of each class, then all the room there is. A short-lived thread

@@ -233,9 +233,7 @@ size_t kbuddy_malloc_trim(size_t keep) {
     unsigned long irq = irq_off();
     kcache *cc = cache_peek();
     lock();
-    if (cc)
-        (void)cache_flush_locked(cc);
-    (void)depot_drain();
+    caches_flush_locked(cc);
     size_t bytes = release_locked(keep, 0, 0, true);
     unlock();
     irq_on(irq);

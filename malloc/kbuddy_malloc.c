@@ -406,6 +406,10 @@ static kbuddy_status why_not_live(void *ptr, unsigned tag) {
     }
 }
 
+/* The alignment of every pointer free may accept: slab objects are 16-byte
+ * aligned, blocks unit-aligned. */
+#define FREE_ALIGN (SLABS ? (size_t)16 : UNIT)
+
 /* Look ptr up: its region, its tag. KBUDDY_OK, or why it is not even a
  * candidate. */
 static kbuddy_status locate(const mregion **hint, const void *ptr, tagref *t) {
@@ -413,18 +417,16 @@ static kbuddy_status locate(const mregion **hint, const void *ptr, tagref *t) {
     const mregion *r = region_of_any(hint, a);
     if (UNLIKELY(!r))
         return KBUDDY_EFOREIGN;
-#if SLABS
-    /* In a slab: *t is then the object's state (kbm_slab.h). */
-    if (UNLIKELY(a & 15u))
+    if (UNLIKELY(a & (FREE_ALIGN - 1)))
         return KBUDDY_EBADPTR;
     *t = tag_of(r, a);
+#if SLABS
     unsigned tag = tag_get(*t);
-    if (is_slab_tag(tag))
+    if (is_slab_tag(tag)) /* in a slab: *t becomes the object's state (kbm_slab.h) */
         return slab_object(r, a, tag & TAG_CLASS, t) ? KBUDDY_OK : KBUDDY_EBADPTR;
-#endif
     if (UNLIKELY(a & (UNIT - 1)))
         return KBUDDY_EBADPTR;
-    *t = tag_of(r, a);
+#endif
     return KBUDDY_OK;
 }
 
@@ -569,10 +571,6 @@ static NOINLINE void free_overflow(kcache *cc, unsigned c, void *ptr, tagref t, 
     cache_overflow(cc, c, (mentry){ptr, t});
     irq_on(irq);
 }
-
-/* The alignment of every pointer free may accept: slab objects are 16-byte
- * aligned, blocks unit-aligned. */
-#define FREE_ALIGN (SLABS ? (size_t)16 : UNIT)
 
 /* Free ptr (not NULL). The fast path: the CPU's region hint holds it, its
  * tag says a live small block, the stated size is its own, and one
@@ -804,9 +802,7 @@ void kbuddy_malloc_flush_caches(void) {
     unsigned long irq = irq_off();
     kcache *cc = cache_peek();
     lock();
-    if (cc)
-        (void)cache_flush_locked(cc);
-    (void)depot_drain();
+    caches_flush_locked(cc);
     unlock();
     irq_on(irq);
 }

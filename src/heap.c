@@ -480,13 +480,20 @@ void *kbuddy_alloc(kbuddy_heap *h, size_t size, size_t align) {
     }
 }
 
-KB_INLINE void release_live(kbuddy_heap *h, const live_block *b) {
-    h->allocated -= (size_t)(b->n << UNIT_SHIFT);
-    h->user -= b->size;
+/* An allocation of `size` bytes in units [u, u + n) of r, its record
+ * already cleared, leaves the statistics (first: fewer values live across
+ * the engine call) and goes back to the engine. */
+KB_INLINE void release_units(kbuddy_heap *h, region *r, uintptr_t u, uintptr_t n, size_t size) {
+    h->allocated -= (size_t)(n << UNIT_SHIFT);
+    h->user -= size;
     h->allocations--;
+    kb_engine_release(&r->engine, u, u + n);
+}
+
+KB_INLINE void release_live(kbuddy_heap *h, const live_block *b) {
     h->hint = b->r;
     record_clear(ctrl_of(b->r, b->u), b->n, b->len);
-    kb_engine_release(&b->r->engine, b->u, b->u + b->n);
+    release_units(h, b->r, b->u, b->n, b->size);
 }
 
 /* Does the record at c repeat the template t (the len bytes of a record
@@ -635,9 +642,10 @@ size_t kbuddy_free_many(kbuddy_heap *h, void *const *ptrs, size_t count) {
 }
 
 /* The work of a free under the lock: resolve ptr, check it (and the
- * size and alignment given, when sized), release it. */
-KB_INLINE kbuddy_status free_locked(kbuddy_heap *h, void *ptr, bool sized, size_t size,
-                                    size_t align) {
+ * size and alignment given, when sized), release it. Out of line: one copy
+ * for kbuddy_free and the sized free's uncommon cases. */
+static KB_NOINLINE kbuddy_status free_checked(kbuddy_heap *h, void *ptr, bool sized, size_t size,
+                                              size_t align) {
     /* initialised: gcc -Os cannot see that find_live fills b when it
      * returns KBUDDY_OK */
     live_block b = {NULL, 0, 0, 0, 0};
@@ -650,17 +658,10 @@ KB_INLINE kbuddy_status free_locked(kbuddy_heap *h, void *ptr, bool sized, size_
     return st;
 }
 
-/* free_locked out of line: one copy for kbuddy_free and the sized free's
- * uncommon cases. */
-static KB_NOINLINE kbuddy_status free_checked(kbuddy_heap *h, void *ptr, bool sized, size_t size,
-                                              size_t align) {
-    return free_locked(h, ptr, sized, size, align);
-}
-
 /* kbuddy_free_sized's common case, under the lock: ptr in the region used
  * last, a small size, and the control bytes at ptr exactly the record
  * kbuddy_alloc wrote for that size, checked with one load and a compare
- * instead of decoding it. Whatever it accepts, free_locked would accept
+ * instead of decoding it. Whatever it accepts, free_checked would accept
  * alike (same region, units, size) and release alike, leaving the same
  * bytes; anything else (another region, a larger or zero size, a record
  * that differs, too near the region's end, a bad alignment) returns false
@@ -689,11 +690,7 @@ KB_INLINE bool free_sized_fast(kbuddy_heap *h, void *ptr, size_t size, size_t al
         ctrl_store8(c, 0);
         c[n - 1] = 0;
     }
-    h->allocated -= (size_t)(n << UNIT_SHIFT);
-    h->user -= size;
-    h->allocations--;
-    uintptr_t u = x + r->engine.lo;
-    kb_engine_release(&r->engine, u, u + n);
+    release_units(h, r, x + r->engine.lo, n, size);
     return true;
 }
 
