@@ -314,6 +314,7 @@ KB_INLINE void block_mark(const kb_view *v, unsigned k, uintptr_t b, uint8_t mar
     }
 }
 
+#if !KBUDDY_SMALL
 /* The tree updates. Setting a leaf bit touches the depth above only when
  * the leaf word was zero, and the depth above that only when that word was
  * zero too: on a 64 MiB region about half of all updates reach depth 1 and
@@ -381,6 +382,7 @@ KB_INLINE void tree_clear(kb_engine *e, kb_word *words, const kb_order *o, uintp
     }
     tree_clear_from(e, words, o, i >> KB_WORD_SHIFT, 2);
 }
+#endif /* !KBUDDY_SMALL */
 
 /* Packed engines (kbuddy_internal.h): the same operations on the shared
  * tree, out of line, so that they add little code. Order k's bits are
@@ -441,9 +443,42 @@ static uintptr_t packed_lowest(const kb_engine *e, unsigned k) {
     return (e->lo >> k) + (packed_find(e, t[4 + k], t[5 + k]) - t[4 + k]);
 }
 
+#if KBUDDY_SMALL
+/* Builds for size: one out-of-line update of block b of order k for every
+ * kind of engine (set: it becomes free; else: it is free and stops being):
+ * its control byte marks (heap engines) and its tree bits, each summary
+ * bit above flipping only where the word below changed between zero and
+ * non-zero, as tree_set and tree_clear do in the speed build. */
+static KB_NOINLINE void block_update(kb_engine *e, unsigned k, uintptr_t b, bool set) {
+    if (is_packed(e)) {
+        packed_update(e, k, b, set);
+        return;
+    }
+    kb_view v = view_of(e);
+    block_mark(&v, k, b, set ? kb_free_mark(k) : 0, e->ctrl != NULL);
+    const kb_order *o = &e->order[k];
+    uintptr_t i = b - o->first;
+    for (uint32_t d = 0; d < o->depth; d++, i >>= KB_WORD_SHIFT) {
+        kb_word *w = &e->words[o->off[d] + (i >> KB_WORD_SHIFT)];
+        kb_word old = *w, now = old ^ kb_bit(i); /* the bit is clear (set) now */
+        *w = now;
+        if (set ? old : now)
+            return;
+    }
+    if (set) /* the root changed: the order became non-empty (empty) */
+        order_filled(e, k);
+    else
+        order_emptied(e, k);
+}
+#endif
+
 /* Mark block b of order k free / not free (it must be free): its control
  * byte marks (heap engines) and its tree bits. */
 KB_INLINE void block_insert(const kb_view *v, unsigned k, uintptr_t b, bool heap) {
+#if KBUDDY_SMALL
+    (void)heap;
+    block_update(v->e, k, b, true);
+#else
     if (v->packed) {
         packed_update(v->e, k, b, true);
         return;
@@ -451,9 +486,14 @@ KB_INLINE void block_insert(const kb_view *v, unsigned k, uintptr_t b, bool heap
     block_mark(v, k, b, kb_free_mark(k), heap);
     const kb_order *o = &v->order[k];
     tree_set(v->e, v->words, o, b - o->first);
+#endif
 }
 
 KB_INLINE void block_remove(const kb_view *v, unsigned k, uintptr_t b, bool heap) {
+#if KBUDDY_SMALL
+    (void)heap;
+    block_update(v->e, k, b, false);
+#else
     if (v->packed) {
         packed_update(v->e, k, b, false);
         return;
@@ -461,8 +501,10 @@ KB_INLINE void block_remove(const kb_view *v, unsigned k, uintptr_t b, bool heap
     block_mark(v, k, b, 0, heap);
     const kb_order *o = &v->order[k];
     tree_clear(v->e, v->words, o, b - o->first);
+#endif
 }
 
+#if !KBUDDY_SMALL
 /* block_insert / block_remove of a heap engine, out of line for the take
  * paths of engines of 32 orders and up (see take_insert), so that their
  * copy of the take code stays small. */
@@ -475,11 +517,16 @@ static KB_NOINLINE void heap_block_remove(kb_engine *e, unsigned k, uintptr_t b)
     kb_view v = view_of(e);
     block_remove(&v, k, b, true);
 }
+#endif
 
 /* The updates of the take paths: out of line for heap engines whose marks
  * can saturate (31 orders or more, regions of 2^31 units and up), so that
  * their copy of the take code stays small; inline for the others. */
 KB_INLINE void take_insert(const kb_view *v, unsigned k, uintptr_t b, bool heap, bool small) {
+#if KBUDDY_SMALL /* one copy of the take code: block_update does it all */
+    (void)small;
+    block_insert(v, k, b, heap);
+#else
     if (heap && !small) {
         heap_block_insert(v->e, k, b);
     } else if (heap) { /* below 31 orders the mark is exact: no clamp */
@@ -489,13 +536,19 @@ KB_INLINE void take_insert(const kb_view *v, unsigned k, uintptr_t b, bool heap,
     } else {
         block_insert(v, k, b, heap);
     }
+#endif
 }
 
 KB_INLINE void take_remove(const kb_view *v, unsigned k, uintptr_t b, bool heap, bool small) {
+#if KBUDDY_SMALL
+    (void)small;
+    block_remove(v, k, b, heap);
+#else
     if (heap && !small)
         heap_block_remove(v->e, k, b);
     else
         block_remove(v, k, b, heap);
+#endif
 }
 
 /* Is block b of order k free? Any b, in range or not. */
@@ -623,7 +676,8 @@ KB_INLINE uintptr_t run_before(const kb_engine *e, uintptr_t end, unsigned o, ui
             uintptr_t y = end - t; /* a multiple of 2^(p + 1) */
             if (!unit_in_range(e, y - 1) || bit_of(e->used, y - 1 - e->lo))
                 break;
-            if (small ? block_is_free_any(e, p, (y >> p) - 1) : block_is_free(e, p, (y >> p) - 1))
+            if ((KBUDDY_SMALL || small) ? block_is_free_any(e, p, (y >> p) - 1)
+                                        : block_is_free(e, p, (y >> p) - 1))
                 t += (uintptr_t)1 << p;
         }
         return t;
@@ -824,7 +878,7 @@ KB_INLINE bool take_impl(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uin
         return true;
     unsigned j = k + kb_ctz(candidates);
     kb_view v = view_of(e);
-    v.packed = !heap && small;
+    v.packed = KBUDDY_SMALL ? is_packed(e) : !heap && small;
     uintptr_t blk = v.packed ? packed_lowest(e, j) : block_lowest(e, j);
     uintptr_t b = blk << j;
     uintptr_t t = 0;
@@ -845,6 +899,23 @@ KB_INLINE bool take_impl(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uin
     return true;
 }
 
+#if KBUDDY_SMALL
+/* Builds for size: one copy of take_impl for every kind of engine, the
+ * kind (heap or frames, layout) tested at run time; heap engines take the
+ * path that allows for saturated marks whatever their size. */
+static KB_NOINLINE bool take_any(kb_engine *e, uintptr_t n, unsigned k, unsigned ka,
+                                 uintptr_t *start) {
+    return take_impl(e, n, k, ka, start, e->ctrl != NULL, false);
+}
+
+bool kb_engine_take_frames(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start) {
+    return take_any(e, n, k, ka, start);
+}
+
+bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start) {
+    return take_any(e, n, k, ka, start);
+}
+#else
 static KB_NOINLINE bool take_heap(kb_engine *e, uintptr_t n, unsigned k, unsigned ka,
                                   uintptr_t *start) {
     /* With fewer than 31 orders no mark saturates: a variant without the
@@ -917,12 +988,13 @@ bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_
         return take_block_start(e, n, k, start);
     return take_heap(e, n, k, ka, start);
 }
+#endif /* KBUDDY_SMALL */
 
 /* Is block b of order k free? For release's buddy tests: heap engines read
  * the block's first control byte (a free block of order k, and only one,
  * starts with kb_free_mark(k) there), frame engines test the bitmap. */
 KB_INLINE bool buddy_is_free(const kb_view *v, uintptr_t span, unsigned k, uintptr_t b, bool heap) {
-    if (!heap && v->packed)
+    if (KBUDDY_SMALL ? v->packed : !heap && v->packed)
         return block_is_free_any(v->e, k, b);
     if (heap && k < KB_CTRL_ORDER) {
         uintptr_t u = (b << k) - v->lo;
@@ -962,7 +1034,7 @@ KB_INLINE void release_edges(const kb_view *v, uintptr_t span, unsigned k, uintp
  * engine's packed layout). */
 KB_INLINE void release_impl(kb_engine *e, uintptr_t a, uintptr_t b, bool heap, bool small) {
     kb_view v = view_of(e);
-    v.packed = !heap && small;
+    v.packed = KBUDDY_SMALL ? is_packed(e) : !heap && small;
     uintptr_t span = e->hi - e->lo;
     unsigned k = 0;
     /* No bound on k is needed: a block of order top + 1 does not fit in
@@ -973,6 +1045,16 @@ KB_INLINE void release_impl(kb_engine *e, uintptr_t a, uintptr_t b, bool heap, b
         release_edges(&v, span, k, &a, &b, heap);
 }
 
+#if KBUDDY_SMALL
+/* Builds for size: one copy of release_impl for every kind of engine. */
+static KB_NOINLINE void release_any(kb_engine *e, uintptr_t a, uintptr_t b) {
+    release_impl(e, a, b, e->ctrl != NULL, false);
+}
+
+void kb_engine_release_frames(kb_engine *e, uintptr_t a, uintptr_t b) { release_any(e, a, b); }
+
+void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) { release_any(e, a, b); }
+#else
 /* A heap release in an engine of at most 31 orders, where every mark is
  * exact and every buddy test is one control byte. Besides the block
  * numbers a and b the loop keeps the control-byte index of each edge
@@ -1056,6 +1138,7 @@ void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) {
     else
         release_heap_large(e, a, b);
 }
+#endif /* KBUDDY_SMALL */
 
 bool kb_engine_free_block_at(const kb_engine *e, uintptr_t u, unsigned *order) {
     for (unsigned k = 0; k < e->orders; k++) {

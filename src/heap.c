@@ -180,10 +180,10 @@ static uint64_t ctrl_mask(uintptr_t n) {
  * bytes is byte i of a word loaded from them, so the record of a small
  * allocation (under 256 units: one or two count bytes) is recognised with
  * one load and a compare where its 8 bytes lie inside the region's control
- * bytes (kbuddy_free_sized). Builds for size (-Os) leave that path out: it
- * costs about 400 bytes of code and changes nothing but speed. */
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && \
-    !defined(__OPTIMIZE_SIZE__)
+ * bytes (kbuddy_free_sized). Builds for size (KBUDDY_SMALL, the default at
+ * -Os) leave that path out: it costs about 400 bytes of code and changes
+ * nothing but speed. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && !KBUDDY_SMALL
 #define WORD_RECORDS 1
 #else
 #define WORD_RECORDS 0
