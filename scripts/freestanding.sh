@@ -82,5 +82,34 @@ for tc in "${toolchains[@]}"; do
   echo
 done
 echo "outside symbols used anywhere: $(echo "$used_all" | tr ' ' '\n' | sort -u | grep -v '^$' | tr '\n' ' ')"
+
+# Code size (issue 13): the .text of the core, src/*.c, as the matrix built
+# it at -Os (KBUDDY_SMALL, the default there: include/kbuddy.h), from each
+# toolchain's size tool (nm's sibling). The reference is gcc riscv64
+# rv64imac, which must stay within KBUDDY_TEXT_MAX bytes (19.5 KiB by
+# default; 17,215 bytes when the limit was set, 22,983 before KBUDDY_SMALL).
+text_max=${KBUDDY_TEXT_MAX:-19968}
+core_objs=()
+for src in "$top"/src/*.c; do core_objs+=("$(basename "${src%.c}").o"); done
+echo "-Os .text of src/*.c (KBUDDY_SMALL), bytes:"
+for tc in "${toolchains[@]}"; do
+  IFS='|' read -r name cc nm target <<<"$tc"
+  dir="$out/${name// /_}-Os"
+  sz=${nm%nm}size
+  if ! command -v "$sz" >/dev/null || ! [ -f "$dir/${core_objs[0]}" ]; then
+    printf '  %-24s %s\n' "$name" "not measured (no $sz or no -Os build)"
+    continue
+  fi
+  text=$(cd "$dir" && "$sz" "${core_objs[@]}" | awk 'NR > 1 { t += $1 } END { print t }')
+  note=""
+  if [ "$name" = "gcc riscv64 rv64imac" ]; then
+    note="(limit $text_max)"
+    if [ "$text" -gt "$text_max" ]; then
+      note="over the limit $text_max"; status=1
+      details+=("$name -Os: src/ .text is $text bytes, over KBUDDY_TEXT_MAX=$text_max")
+    fi
+  fi
+  printf '  %-24s %6s %s\n' "$name" "$text" "$note"
+done
 for d in "${details[@]+"${details[@]}"}"; do echo; echo "FAILED: $d"; done
 exit $status
