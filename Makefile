@@ -21,7 +21,7 @@ CMAKE ?= cmake
 BUILD ?= build
 CORE_SRC := $(wildcard src/*.c)
 
-.PHONY: all demo demo-hosted check test test-release test-shift4 test-asan test-tsan coverage \
+.PHONY: all demo demo-hosted check test test-release test-shift4 test-small test-asan test-tsan coverage \
         fuzz freestanding lint bench install test-install clean
 
 all:
@@ -60,6 +60,15 @@ test-shift4:
 	  -DKBUDDY_BENCH=OFF -DKBUDDY_HOSTED=OFF >/dev/null
 	$(CMAKE) --build $(BUILD)/shift4 -j$(JOBS)
 	cd $(BUILD)/shift4 && ctest --output-on-failure -j$(JOBS) -R 'heap|threads'
+
+# The core built for size (MinSizeRel, -Os: KBUDDY_SMALL, include/kbuddy.h),
+# whose engine runs one take and one release for every kind of engine, tested
+# at run time: the heap, frame and thread tests.
+test-small:
+	$(CMAKE) -S . -B $(BUILD)/small -DCMAKE_BUILD_TYPE=MinSizeRel -DKBUDDY_BENCH=OFF \
+	  -DKBUDDY_HOSTED=OFF >/dev/null
+	$(CMAKE) --build $(BUILD)/small -j$(JOBS)
+	cd $(BUILD)/small && ctest --output-on-failure -j$(JOBS) -R 'heap|frames|threads'
 
 test-asan:
 	CC=clang $(CMAKE) -S . -B $(BUILD)/asan -DCMAKE_BUILD_TYPE=Debug \

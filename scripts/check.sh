@@ -15,6 +15,7 @@ fi
 steps=(
   "release build + unit tests (gcc -Werror)|make --no-print-directory test-release"
   "16-byte minimum blocks (KBUDDY_MIN_BLOCK_SHIFT=4)|make --no-print-directory test-shift4"
+  "the core built for size (-Os, KBUDDY_SMALL)|make --no-print-directory test-small"
   "AddressSanitizer + UBSan (clang)|make --no-print-directory test-asan"
   "ThreadSanitizer (threaded tests)|make --no-print-directory test-tsan"
   "coverage of src/ (gcovr)|make --no-print-directory coverage"
