@@ -455,11 +455,11 @@ static KB_NOINLINE void block_update(kb_engine *e, unsigned k, uintptr_t b, bool
         return;
     }
     kb_view v = view_of(e);
-    block_mark(&v, k, b, set ? kb_free_mark(k) : 0, e->ctrl != NULL);
-    const kb_order *o = &e->order[k];
+    block_mark(&v, k, b, set ? kb_free_mark(k) : 0, v.ctrl != NULL);
+    const kb_order *o = &v.order[k];
     uintptr_t i = b - o->first;
     for (uint32_t d = 0; d < o->depth; d++, i >>= KB_WORD_SHIFT) {
-        kb_word *w = &e->words[o->off[d] + (i >> KB_WORD_SHIFT)];
+        kb_word *w = &v.words[o->off[d] + (i >> KB_WORD_SHIFT)];
         kb_word old = *w, now = old ^ kb_bit(i); /* the bit is clear (set) now */
         *w = now;
         if (set ? old : now)

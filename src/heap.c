@@ -667,9 +667,11 @@ static KB_NOINLINE kbuddy_status free_checked(kbuddy_heap *h, void *ptr, bool si
  * that differs, too near the region's end, a bad alignment) returns false
  * with nothing changed, for free_checked to decide. */
 KB_INLINE bool free_sized_fast(kbuddy_heap *h, void *ptr, size_t size, size_t align) {
+    if (!WORD_RECORDS)
+        return false;
     region *r = h->hint;
     uintptr_t addr = (uintptr_t)ptr;
-    if (!WORD_RECORDS || !r || size - 1 >= (WORD_RECORD_UNITS - 1) * UNIT ||
+    if (!r || size - 1 >= (WORD_RECORD_UNITS - 1) * UNIT ||
         !kb_is_pow2(align) || (addr & ((align - 1) | (UNIT - 1))))
         return false;
     uintptr_t x = (addr >> UNIT_SHIFT) - r->engine.lo; /* wraps when below lo */
