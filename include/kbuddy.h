@@ -103,9 +103,8 @@ const char *kbuddy_strerror(kbuddy_status status);
  * special cases that only pay for themselves at -O2 (the heap's release
  * without variable shifts, its block-start allocation, its one-word check
  * of a sized free's record) are left out. Behaviour, statistics and checks
- * are the same; operations cost 5-18% more instructions than in the same
- * -Os build without it, for a fifth less code (README.md, "Using it in a
- * kernel"). Defaults to 1 in builds for size (-Os, which defines
+ * are the same; at -Os operations cost 5-18% more instructions, for a
+ * sixth less code (README.md, "Using it in a kernel"). Defaults to 1 in builds for size (-Os, which defines
  * __OPTIMIZE_SIZE__) and 0 otherwise; a kernel may set it either way when
  * compiling src/. */
 #ifndef KBUDDY_SMALL
