@@ -485,7 +485,7 @@ static KB_NOINLINE void heap_block_remove(kb_engine *e, unsigned k, uintptr_t b)
  * for size (KBUDDY_SMALL) have one copy of the take code, for every kind
  * of engine, with the updates inline in it: a call per update saved 2 KiB
  * but cost a third more instructions per operation (W3 at -Os: 931
- * against 708, and 625 without KBUDDY_SMALL). */
+ * against 708, and 625 before KBUDDY_SMALL). */
 KB_INLINE void take_insert(const kb_view *v, unsigned k, uintptr_t b, bool heap, bool small) {
 #if KBUDDY_SMALL
     (void)small;
