@@ -48,13 +48,17 @@
 static void forget_cache(const kcache *cc) { (void)cc; } /* the dead threads' TLS went with them */
 static kcache *fork_survivor(void) { return tls_cache; }
 #else
-/* Per-CPU builds: the other CPUs' slots no longer name their caches. */
+/* Per-CPU builds: the other CPUs' slots no longer name their caches. The
+ * caller's survives if it can claim it: held by a call that was caught
+ * half done, it goes with the others. */
 static void forget_cache(const kcache *cc) {
     for (unsigned i = 0; i < KBUDDY_MALLOC_MAX_CPUS; i++)
-        if (g_cpu_cache[i] == cc)
-            g_cpu_cache[i] = NULL;
+        if (g_cpu_home[i] == cc) {
+            g_cpu_home[i] = NULL;
+            atomic_store_explicit(&g_cpu_cache[i], NULL, memory_order_relaxed);
+        }
 }
-static kcache *fork_survivor(void) { return cache_peek(); }
+static kcache *fork_survivor(void) { return cache_claim(); }
 #endif
 
 static unsigned long g_fork_irq; /* the forking CPU's interrupt state */
@@ -174,5 +178,6 @@ void kbuddy_malloc_fork_child(void) {
         g_drains += given;
     }
     unlock();
+    cache_unclaim(mine);
     irq_on(irq);
 }
