@@ -605,7 +605,10 @@ void kbuddy_malloc_get_stats(kbuddy_malloc_stats *out);
 /* Give the calling CPU's (thread's) cached blocks and every block in the
  * depot back to the core heap, with the magazines that held them; then
  * cached_blocks counts only the other CPUs' caches. Run it on every CPU to
- * empty all caches. O(cached blocks) under the lock. Thread-safe. */
+ * empty all caches. (With function-pointer hooks, a CPU's cache that a call
+ * it interrupted, or a thread that moved, holds at that moment is left
+ * alone, as are the other CPUs'.) O(cached blocks) under the lock.
+ * Thread-safe. */
 void kbuddy_malloc_flush_caches(void);
 
 /* Give back what can be given, now: the calling CPU's (thread's) cache and
