@@ -13,12 +13,15 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Hooks {
     /// The calling CPU's number, below [`PerCpuHeap::MAX_CPUS`] (a CPU with a
-    /// larger number goes to the shared heap, without a cache). Called with
-    /// interrupts masked. `None`: always CPU 0, i.e. one CPU.
+    /// larger number goes to the shared heap, without a cache). The cached
+    /// paths call it with interrupts on (a stale number, the thread having
+    /// moved, costs speed only: they claim the cache with an atomic swap);
+    /// the others with interrupts masked. `None`: always CPU 0, i.e. one CPU.
     pub cpu_id: Option<fn() -> usize>,
-    /// Mask interrupts on this CPU and return the previous state; every call
-    /// runs between `irq_save` and `irq_restore`, so that an interrupt
-    /// handler that allocates cannot find its CPU's cache half-updated.
+    /// Mask interrupts on this CPU and return the previous state; the lock
+    /// is only taken between `irq_save` and `irq_restore`, and a call that
+    /// finds its CPU's cache claimed by the code it interrupted goes through
+    /// the lock instead, so that an interrupt handler may allocate.
     /// `None`: nothing is masked (no handler allocates).
     pub irq_save: Option<fn() -> usize>,
     /// Restore a state `irq_save` returned.
