@@ -15,7 +15,8 @@
  *     magazine, and the other one, with any blocks in it, is named by none.
  * Those threads do not exist in the child, so neither does any use of their
  * caches. The child (kbuddy_malloc_fork_child, with the lock still held):
- *   1. takes every cache but the caller's off the list and frees it and its
+ *   1. takes every cache but the caller's (per-CPU builds: if it can claim
+ *      it, i.e. no thread caught mid-call held it) off the list and frees it and its
  *      magazines (each once), trusting neither their counts nor entries;
  *   2. marks the blocks of the magazines that remain (the caller's cache
  *      and the depot, which only the caller and the lock change): their

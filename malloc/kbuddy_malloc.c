@@ -34,7 +34,7 @@
  *   - Only free changes LIVE to anything else, and it does so with a
  *     compare-and-swap, so a pointer is freed at most once however many
  *     CPUs race to free it. CACHED becomes LIVE only at the hands of the CPU
- *     whose magazine holds the block.
+ *     whose magazine holds the block (of the call that claimed its cache).
  *   - The only tag changes made without the lock are a cached CPU's LIVE ->
  *     CACHED (free) and CACHED -> LIVE (malloc): the child of a fork can
  *     undo them half done (kbm_fork.h). Every other change (a large block
@@ -188,9 +188,11 @@ static size_t g_slabs, g_slab_bytes, g_slab_out, g_slab_out_bytes;
 /* The fast paths below are written so that, with no hooks installed, they
  * call nothing but in tail position: no registers to save, no frame. Each
  * is compiled twice (`hooked` a constant): kernels that install cpu_id or
- * the interrupt hooks take the second copy, which calls them. Every cold
- * case is a NOINLINE function that finishes the call itself (including
- * irq_on and errno), so that the fast path can jump to it. */
+ * the interrupt hooks take the second copy, which calls cpu_id and claims
+ * the cache (masking interrupts only in its cold cases); with compile-time
+ * hooks the one copy masks interrupts. Every cold case is a NOINLINE
+ * function that finishes the call itself (including the claim, irq_on and
+ * errno), so that the fast path can jump to it. */
 
 /* Make a block of class c LIVE for a request of size bytes: its size,
  * then its tag (release: the size is visible to whoever frees it). */
