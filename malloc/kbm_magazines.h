@@ -379,10 +379,11 @@ static kcache *cache_new_locked(void) {
  * nothing else can run on it); `hooked` says whether the cpu_id hook may
  * be installed (the fast paths in kbuddy_malloc.c are compiled once with
  * and once without hooks). cache_claim_fast: CPU cpu's cache if it exists
- * and is free, claimed; the hooked copy's. my_cache: the cache, claimed, created if need
- * be; NULL for a CPU numbered beyond the table, when no memory for a cache
- * can be found, or when another call holds it (an interrupted one, or one
- * of a thread that moved): the caller then works through the lock.
+ * and is free, claimed; the hooked copy's. my_cache: the cache, claimed,
+ * created if need be; NULL for a CPU numbered beyond the table, when no
+ * memory for a cache can be found, or when another call holds it (an
+ * interrupted one, or one of a thread that moved): the caller then works
+ * through the lock.
  * cache_claim: the cache if it exists and is free, claimed.
  * cache_unclaim: give back a cache that my_cache, cache_claim or cache_fast
  * returned (NULL: nothing). All O(1); TLS builds need no claims (a thread's

@@ -32,7 +32,7 @@ static _Thread_local void (*interrupt)(void); /* run by irq_save while unmasked 
 #ifdef KBUDDY_MALLOC_HOOKS_H
 #define CPU_ID_MASKED 1 /* compile-time hooks: cpu_id only with interrupts masked */
 #else
-#define CPU_ID_MASKED 0 /* function pointers: the fast paths claim, then mask on the way to the lock */
+#define CPU_ID_MASKED 0 /* function pointers: the fast paths claim, mask only for the lock */
 #endif
 static _Atomic size_t cpu_id_unmasked, irq_misuse, hook_masked;
 static _Atomic size_t bad_frees;
