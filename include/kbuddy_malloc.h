@@ -94,9 +94,10 @@
  * Thread-safety: every function may be called concurrently from any CPU or
  * thread, except kbuddy_malloc_set_hooks, which must run before the heap is
  * shared. In kernels whose interrupt handlers allocate, install irq_save and
- * irq_restore: the lock is then only ever held with interrupts masked on
- * the local CPU (the hooks' lock need not mask them), and no handler finds
- * its CPU's cache half-updated (see irq_save for how).
+ * irq_restore: each call masks interrupts on the local CPU for its whole
+ * duration (the hooks' lock then need not); with cpu_id_unmasked set, the
+ * cached malloc and free paths claim the CPU's cache instead, and only the
+ * paths that take the lock mask them.
  *
  * Complexity: the cached paths are O(1). A trade with the depot is O(1)
  * under the lock; filling or emptying a magazine is one batch call of the
@@ -290,11 +291,9 @@ extern "C" {
  * as, say, a read of the thread pointer and csrrc/csrs of sstatus.SIE on
  * RISC-V. They then replace the cpu_id, irq_save and irq_restore members of
  * kbuddy_malloc_hooks, which are ignored; every other hook is as below.
- * With function-pointer hooks each cached malloc and free makes one
- * indirect call, to cpu_id, and claims the CPU's cache with one atomic
- * swap (see irq_save); the compile-time hooks mask interrupts around the
- * fast paths instead (bench/callgrind.sh shows what each way costs: about
- * +7 and +18 to +22 instructions per operation on W1..W4). */
+ * With function-pointer hooks each malloc and free makes three indirect
+ * calls and saves registers for them, one with cpu_id_unmasked set
+ * (bench/callgrind.sh shows what each way costs). */
 #ifdef KBUDDY_MALLOC_HOOKS_H
 /* cppcheck-suppress preprocessorErrorDirective ; a header the build names */
 #include KBUDDY_MALLOC_HOOKS_H
@@ -303,30 +302,19 @@ extern "C" {
 /* What the environment supplies. Every member may be NULL (zero): the
  * default is described with each. */
 typedef struct kbuddy_malloc_hooks {
-    /* The number of the calling CPU (below KBUDDY_MALLOC_MAX_CPUS to have
-     * a cache; a larger one works through the lock). NULL: always CPU 0,
-     * i.e. one CPU. The cached malloc and free paths call it with
-     * interrupts on and preemption allowed: the number may be stale by the
-     * time it is used (the thread moved), which costs speed, never
-     * correctness (see irq_save); every other path calls it after
-     * irq_save. Not used in TLS builds, nor with KBUDDY_MALLOC_CPU_ID
-     * (which is evaluated with interrupts masked). */
+    /* The number of the calling CPU, below KBUDDY_MALLOC_MAX_CPUS. Called
+     * with interrupts masked (after irq_save). NULL: always CPU 0, i.e. one
+     * CPU. Not used in TLS builds, nor with KBUDDY_MALLOC_CPU_ID. (With
+     * cpu_id_unmasked set, the cached paths call it unmasked.) */
     unsigned (*cpu_id)(void);
 
     /* Mask interrupts on the calling CPU and return the previous state;
-     * restore a state irq_save returned. The lock is only ever taken
-     * between the two, so that an interrupt handler that allocates never
-     * finds the lock taken by the code it interrupted. The cached malloc
-     * and free paths do not mask: they claim the cache of the CPU cpu_id
-     * named with one atomic swap (acquire) and give it back with a store
-     * (release), and a call that finds it claimed (an interrupt handler on
-     * that CPU, or a thread preempted and moved, e.g. a kernel that
-     * switches threads on timer interrupts in kernel mode) masks
-     * interrupts and works through the lock without it, as a CPU without a
-     * cache does. Every other path that touches a cache claims it the same
-     * way. So each malloc and free calls one hook on its fast path, and all
-     * three when it needs the lock. NULL: nothing is masked (no handler
-     * allocates). Not used in TLS builds, nor with KBUDDY_MALLOC_CPU_ID. */
+     * restore a state irq_save returned. Every kbm_ and kbuddy_malloc_ call
+     * runs between the two, so that an interrupt handler that allocates
+     * cannot find the CPU's cache half-updated or the lock taken by the code
+     * it interrupted. NULL: nothing is masked (no handler allocates). Not
+     * used in TLS builds, nor with KBUDDY_MALLOC_CPU_ID. (cpu_id_unmasked
+     * lets the cached malloc and free paths run unmasked.) */
     unsigned long (*irq_save)(void);
     void (*irq_restore)(unsigned long state);
 
@@ -417,6 +405,23 @@ typedef struct kbuddy_malloc_hooks {
     void *release_ctx;
     size_t release_page;
     void (*ungrow)(void *start, size_t size, void *ctx);
+
+    /* true: cpu_id may be called with interrupts on and preemption allowed
+     * (a number stale by the time it is used is fine), and the kernel does
+     * not need every call to run with interrupts masked. The cached malloc
+     * and free paths then do not mask: they call cpu_id and claim that
+     * CPU's cache with one atomic swap (acquire), giving it back with a
+     * store (release). A call that finds it claimed (an interrupt handler
+     * on that CPU, or a thread preempted and moved to another CPU, e.g. in
+     * a kernel that switches threads on timer interrupts in kernel mode)
+     * masks interrupts and works through the lock without it, as a CPU
+     * without a cache does; so does every path that takes the lock. Each
+     * cached malloc and free then makes one indirect call instead of three
+     * (bench/callgrind.sh, kbm-hooks-unmasked: about +18 to +22
+     * instructions per operation instead of +35 to +38). false (zero):
+     * cpu_id and every call run between irq_save and irq_restore, as those
+     * members say. Not used in TLS builds, nor with KBUDDY_MALLOC_CPU_ID. */
+    bool cpu_id_unmasked;
 } kbuddy_malloc_hooks;
 
 /* Install the hooks (copied; NULL restores the defaults). Call once, before
@@ -605,7 +610,7 @@ void kbuddy_malloc_get_stats(kbuddy_malloc_stats *out);
 /* Give the calling CPU's (thread's) cached blocks and every block in the
  * depot back to the core heap, with the magazines that held them; then
  * cached_blocks counts only the other CPUs' caches. Run it on every CPU to
- * empty all caches. (With function-pointer hooks, a CPU's cache that a call
+ * empty all caches. (With cpu_id_unmasked set, a CPU's cache that a call
  * it interrupted, or a thread that moved, holds at that moment is left
  * alone, as are the other CPUs'.) O(cached blocks) under the lock.
  * Thread-safe. */

@@ -130,14 +130,19 @@ static void unlock(void) { g_lock.release(g_lock.ctx); }
 #endif
 
 /* RUNTIME_HOOKS: the cpu_id and interrupt hooks are function pointers,
- * perhaps installed: the fast paths exist in two copies, and the hooked
- * one claims the CPU's cache instead of masking interrupts
- * (kbm_magazines.h), so that it makes one indirect call, to cpu_id. */
+ * perhaps installed: the fast paths exist in two copies. The hooked one
+ * masks interrupts around itself, as every call does, unless the kernel
+ * set cpu_id_unmasked: it then claims the CPU's cache instead
+ * (kbm_magazines.h), so that it makes one indirect call, to cpu_id, and
+ * masks interrupts only on its way to the lock. */
 #define RUNTIME_HOOKS (!KBUDDY_MALLOC_TLS && !STATIC_HOOKS)
 #if RUNTIME_HOOKS
 static unsigned cpu_zero(void) { return 0; }
 /* g_hooks.cpu_id, or CPU 0: the fast paths call it without a test. */
 static unsigned (*g_cpu_id)(void) = cpu_zero;
+/* g_hooks.cpu_id_unmasked: the hooked fast paths claim, not mask. */
+static bool g_unmasked;
+#define UNMASKED() (g_unmasked)
 #endif
 
 #if KBUDDY_MALLOC_TLS
@@ -292,16 +297,20 @@ static ALWAYS_INLINE void *alloc_small_impl(unsigned c, size_t size, bool hooked
 #else
 #define HIDE(x) ((void)0)
 #endif
-static NOINLINE void *alloc_small_hooked(size_t size) {
+static NOINLINE void *alloc_small_claiming(size_t size) {
     unsigned cpu = g_cpu_id();
     HIDE(size);
     return alloc_small_impl(class_of_size(size), size, true, true, cpu);
 }
-static NOINLINE void *alloc_aligned_hooked(size_t size, size_t align) {
+static NOINLINE void *alloc_aligned_claiming(size_t size, size_t align) {
     unsigned cpu = g_cpu_id();
     HIDE(size);
     HIDE(align);
     return alloc_small_impl(class_of_aligned(size, align), size, true, true, cpu);
+}
+/* The hooked copies proper mask interrupts around themselves. */
+static NOINLINE void *alloc_small_hooked(unsigned c, size_t size) {
+    return alloc_small_impl(c, size, true, false, 0);
 }
 #define HOOKED() UNLIKELY(g_hooked)
 #endif
@@ -309,7 +318,8 @@ static NOINLINE void *alloc_aligned_hooked(size_t size, size_t align) {
 static ALWAYS_INLINE void *alloc_small(size_t size) {
 #if RUNTIME_HOOKS
     if (HOOKED())
-        return alloc_small_hooked(size);
+        return UNMASKED() ? alloc_small_claiming(size)
+                          : alloc_small_hooked(class_of_size(size), size);
 #endif
     return alloc_small_impl(class_of_size(size), size, STATIC_HOOKS, false, 0);
 }
@@ -317,7 +327,8 @@ static ALWAYS_INLINE void *alloc_small(size_t size) {
 static ALWAYS_INLINE void *alloc_small_aligned(size_t size, size_t align) {
 #if RUNTIME_HOOKS
     if (HOOKED())
-        return alloc_aligned_hooked(size, align);
+        return UNMASKED() ? alloc_aligned_claiming(size, align)
+                          : alloc_small_hooked(class_of_aligned(size, align), size);
 #endif
     return alloc_small_impl(class_of_aligned(size, align), size, STATIC_HOOKS, false, 0);
 }
@@ -708,17 +719,24 @@ static ALWAYS_INLINE void free_impl(void *ptr, int mode, size_t size, size_t ali
 }
 
 #if RUNTIME_HOOKS
-static NOINLINE void free_plain_hooked(void *ptr) {
+static NOINLINE void free_plain_claiming(void *ptr) {
     unsigned cpu = g_cpu_id();
     free_impl(ptr, FREE_PLAIN, 0, 1, true, true, cpu);
 }
-static NOINLINE void free_sized_hooked(void *ptr, size_t size) {
+static NOINLINE void free_sized_claiming(void *ptr, size_t size) {
     unsigned cpu = g_cpu_id();
     free_impl(ptr, FREE_SIZED, size, 1, true, true, cpu);
 }
-static NOINLINE void free_aligned_hooked(void *ptr, size_t align, size_t size) {
+static NOINLINE void free_aligned_claiming(void *ptr, size_t align, size_t size) {
     unsigned cpu = g_cpu_id();
     free_impl(ptr, FREE_ALIGNED, size, align, true, true, cpu);
+}
+static NOINLINE void free_plain_hooked(void *ptr) { free_impl(ptr, FREE_PLAIN, 0, 1, true, false, 0); }
+static NOINLINE void free_sized_hooked(void *ptr, size_t size) {
+    free_impl(ptr, FREE_SIZED, size, 1, true, false, 0);
+}
+static NOINLINE void free_aligned_hooked(void *ptr, size_t align, size_t size) {
+    free_impl(ptr, FREE_ALIGNED, size, align, true, false, 0);
 }
 #endif
 
@@ -727,7 +745,7 @@ void kbm_free(void *ptr) {
         return;
 #if RUNTIME_HOOKS
     if (HOOKED()) {
-        free_plain_hooked(ptr);
+        UNMASKED() ? free_plain_claiming(ptr) : free_plain_hooked(ptr);
         return;
     }
 #endif
@@ -739,7 +757,7 @@ void kbm_free_sized(void *ptr, size_t size) {
         return;
 #if RUNTIME_HOOKS
     if (HOOKED()) {
-        free_sized_hooked(ptr, size);
+        UNMASKED() ? free_sized_claiming(ptr, size) : free_sized_hooked(ptr, size);
         return;
     }
 #endif
@@ -751,7 +769,8 @@ void kbm_free_aligned_sized(void *ptr, size_t align, size_t size) {
         return;
 #if RUNTIME_HOOKS
     if (HOOKED()) {
-        free_aligned_hooked(ptr, align, size);
+        UNMASKED() ? free_aligned_claiming(ptr, align, size)
+                   : free_aligned_hooked(ptr, align, size);
         return;
     }
 #endif
