@@ -3,11 +3,11 @@
  * the cpu_id hook, interrupts masked through irq_save/irq_restore, memory
  * only from kbuddy_malloc_add_region, no grow hook, no errno), run on
  * threads that stand in for CPUs: each thread has a CPU number and an
- * "interrupt mask" depth of its own, so the test can check that every mask
- * is restored exactly once and, with compile-time hooks, that cpu_id is
- * called only while masked. With function-pointer hooks the fast paths
- * claim the CPU's cache instead of masking (kbuddy_malloc.h): the last
- * tests give two threads one CPU number, move a thread between CPUs, and
+ * "interrupt mask" depth of its own, so the test can check that every call
+ * masks, calls cpu_id only while masked, and restores exactly once. With
+ * function-pointer hooks and cpu_id_unmasked set the fast paths claim the
+ * CPU's cache instead of masking (kbuddy_malloc.h): the last tests set it,
+ * give two threads one CPU number, move a thread between CPUs, and
  * "interrupt" a call that holds the claim.
  */
 #include "kbtest.h"
@@ -28,12 +28,9 @@ static _Thread_local unsigned my_cpu;
 static _Thread_local int irq_depth;
 static _Thread_local unsigned moving;    /* nonzero: cpu_id cycles through CPUs 5..7 */
 static _Thread_local void (*interrupt)(void); /* run by irq_save while unmasked */
-
-#ifdef KBUDDY_MALLOC_HOOKS_H
-#define CPU_ID_MASKED 1 /* compile-time hooks: cpu_id only with interrupts masked */
-#else
-#define CPU_ID_MASKED 0 /* function pointers: the fast paths claim, mask only for the lock */
-#endif
+static _Thread_local unsigned irq_saves;      /* this thread's calls of irq_save */
+static kbuddy_malloc_hooks hooks; /* as boot installed them */
+static bool unmasked;             /* hooks.cpu_id_unmasked */
 static _Atomic size_t cpu_id_unmasked, irq_misuse, hook_masked;
 static _Atomic size_t bad_frees;
 static _Atomic int last_bad;
@@ -55,6 +52,7 @@ unsigned kbm_test_cpu_id(void) {
 /* An interrupt arrives just before the mask takes effect: its handler
  * runs (once; not nested) with interrupts still on. */
 unsigned long kbm_test_irq_save(void) {
+    irq_saves++;
     void (*handler)(void) = interrupt;
     if (handler && irq_depth == 0) {
         interrupt = NULL;
@@ -91,12 +89,11 @@ static void boot(void) {
     done = 1;
     /* The boot CPU hands the first region over before the hooks exist... */
     CHECK_STATUS(kbuddy_malloc_add_region(boot_region, sizeof boot_region), KBUDDY_OK);
-    kbuddy_malloc_hooks h = {0};
-    h.cpu_id = kbm_test_cpu_id; /* ignored where the hooks are compiled in */
-    h.irq_save = kbm_test_irq_save;
-    h.irq_restore = kbm_test_irq_restore;
-    h.bad_free = bad_free;
-    kbuddy_malloc_set_hooks(&h);
+    hooks.cpu_id = kbm_test_cpu_id; /* ignored where the hooks are compiled in */
+    hooks.irq_save = kbm_test_irq_save;
+    hooks.irq_restore = kbm_test_irq_restore;
+    hooks.bad_free = bad_free;
+    kbuddy_malloc_set_hooks(&hooks);
     /* ...and more once the memory map is parsed. */
     /* 4 MiB-aligned (then started 100 bytes in), so that how many 3 MiB
      * blocks it can hold does not depend on where the C library put it. */
@@ -105,6 +102,19 @@ static void boot(void) {
                  KBUDDY_OK);
 }
 
+#ifndef KBUDDY_MALLOC_HOOKS_H
+/* Install the hooks again with cpu_id_unmasked on or off (between tests:
+ * no call is under way, no cache claimed). Off again, the count of cpu_id
+ * calls made unmasked starts over. */
+static void set_unmasked(bool on) {
+    hooks.cpu_id_unmasked = on;
+    kbuddy_malloc_set_hooks(&hooks);
+    unmasked = on;
+    if (!on)
+        atomic_store(&cpu_id_unmasked, 0);
+}
+#endif
+
 #define CHECK_CONSISTENT()                                                                    \
     do {                                                                                      \
         kbuddy_malloc_stats s_ = stats();                                                     \
@@ -112,7 +122,7 @@ static void boot(void) {
         CHECK_EQ(s_.heap.allocated, s_.live_bytes + s_.cached_bytes + s_.internal_bytes);     \
         CHECK_STATUS(kbuddy_malloc_check(), KBUDDY_OK);                                       \
         CHECK_EQ(atomic_load(&irq_misuse), 0);                                                \
-        CHECK_EQ(CPU_ID_MASKED ? atomic_load(&cpu_id_unmasked) : 0, 0);                       \
+        CHECK_EQ(unmasked ? 0 : atomic_load(&cpu_id_unmasked), 0);                            \
         CHECK_EQ(irq_depth, 0);                                                               \
     } while (0)
 
@@ -428,8 +438,50 @@ TEST(fork_child_frees_the_other_cpus_caches) {
     CHECK_CONSISTENT();
 }
 
+/* The hook contract by default (function-pointer hooks too): each cached
+ * malloc and free masks interrupts once and calls cpu_id masked. */
+TEST(by_default_every_call_masks_and_calls_cpu_id_masked) {
+    boot();
+    my_cpu = 3;
+    kbm_free(kbm_malloc(64)); /* CPU 3 has a cache, a block of the class */
+    size_t unmasked0 = atomic_load(&cpu_id_unmasked);
+    unsigned saves0 = irq_saves;
+    void *p = kbm_malloc(64);
+    REQUIRE(p != NULL);
+    kbm_free_sized(p, 64);
+    p = kbm_malloc(64);
+    REQUIRE(p != NULL);
+    kbm_free(p);
+    CHECK_EQ(irq_saves - saves0, 4);
+    CHECK_EQ(atomic_load(&cpu_id_unmasked), unmasked0);
+    CHECK_CONSISTENT();
+    my_cpu = 0;
+}
+
 #ifndef KBUDDY_MALLOC_HOOKS_H
-/* --- Function-pointer hooks: the fast paths claim the cache ------------ */
+/* --- cpu_id_unmasked: the fast paths claim the cache ------------------- */
+
+/* The same calls with cpu_id_unmasked set: the cached ones mask nothing
+ * and call cpu_id unmasked. */
+TEST(with_cpu_id_unmasked_the_cached_calls_do_not_mask) {
+    boot();
+    set_unmasked(true);
+    my_cpu = 3;
+    kbm_free(kbm_malloc(64));
+    size_t unmasked0 = atomic_load(&cpu_id_unmasked);
+    unsigned saves0 = irq_saves;
+    void *p = kbm_malloc(64);
+    REQUIRE(p != NULL);
+    kbm_free_sized(p, 64);
+    p = kbm_malloc(64);
+    REQUIRE(p != NULL);
+    kbm_free(p);
+    CHECK_EQ(irq_saves - saves0, 0);
+    CHECK_EQ(atomic_load(&cpu_id_unmasked), unmasked0 + 4);
+    CHECK_CONSISTENT();
+    my_cpu = 0;
+    set_unmasked(false);
+}
 
 /* Two threads given CPU 6, one on CPU 7, one moved between CPUs 5..7 at
  * every call: each cache is used by one call at a time (the others go
@@ -473,6 +525,7 @@ static void *share_main(void *varg) {
 
 TEST(threads_sharing_a_cpu_or_moving_between_cpus_never_share_a_block) {
     boot();
+    set_unmasked(true);
     kbuddy_malloc_stats before = stats();
     size_t bad0 = atomic_load(&bad_frees);
     pthread_t t[SHARE_THREADS];
@@ -489,6 +542,7 @@ TEST(threads_sharing_a_cpu_or_moving_between_cpus_never_share_a_block) {
     CHECK(after.caches <= before.caches + 3); /* CPUs 5, 6, 7 at most, one cache each */
     CHECK_EQ(atomic_load(&bad_frees), bad0);
     CHECK_CONSISTENT();
+    set_unmasked(false);
 }
 
 /* The "interrupt handler": allocates and frees on the CPU whose cache the
@@ -506,6 +560,7 @@ static void allocating_handler(void) {
 
 TEST(an_interrupt_while_the_cache_is_claimed_goes_through_the_lock) {
     boot();
+    set_unmasked(true);
     my_cpu = 4;
     void *warm = kbm_malloc(100); /* CPU 4 has a cache */
     kbm_free(warm);
@@ -542,6 +597,7 @@ TEST(an_interrupt_while_the_cache_is_claimed_goes_through_the_lock) {
     kbm_free_sized(a, 2000);
     CHECK_CONSISTENT();
     my_cpu = 0;
+    set_unmasked(false);
 }
 #endif
 
