@@ -8,8 +8,8 @@
  *   - A CPU's two magazines per class: `loaded` is any fill; `prev` is full
  *     or empty (or the shared empty sentinel). Per-CPU state is written
  *     only by the call that owns the cache: in per-CPU builds with
- *     function-pointer hooks, the call that claimed it (below); otherwise
- *     its CPU with interrupts masked. The depot, the core heap and the
+ *     cpu_id_unmasked set, the call that claimed it (below); otherwise its
+ *     CPU with interrupts masked. The depot, the core heap and the
  *     magazines' lifetimes only under the lock.
  *   - The cached figures of the statistics are the magazines' counts:
  *     nothing else is counted on the fast paths. Other CPUs read the counts
@@ -72,15 +72,19 @@ static _Thread_local bool tls_exited TLS_MODEL;
  * the lock). g_cpu_cache[i]: the same while no call holds it. A call that
  * uses a cache claims it first, swapping NULL in (acquire: it sees all its
  * last holder wrote), and gives it back by storing it again (release).
- * With function-pointer hooks the fast paths do so instead of masking
- * interrupts: an interrupt handler that allocates on the same CPU, or a
- * thread preempted between cpu_id and the claim and moved to another CPU,
- * finds NULL and works through the lock as a CPU without a cache does,
- * whichever CPU it runs on; the holder's work is never interleaved with
- * another's. Without such hooks (one CPU, or interrupts masked around
- * every call) the fast paths read the slot without claiming: nothing else
- * can run on the cache meanwhile, and the cold paths, which claim, give it
- * back before they return. */
+ * With function-pointer hooks and cpu_id_unmasked set, the fast paths do
+ * so instead of masking interrupts: an interrupt handler that allocates on
+ * the same CPU, or a thread preempted between cpu_id and the claim and
+ * moved to another CPU, finds NULL and works through the lock as a CPU
+ * without a cache does, whichever CPU it runs on; the holder's work is
+ * never interleaved with another's. Otherwise (no hooks: one CPU; or
+ * interrupts masked around every call, cpu_id called masked, so that the
+ * number it gives stays true to the end of the call) the fast paths read
+ * the slot without claiming: only CPU i ever touches slot i, the cold
+ * paths claim it only with interrupts masked and give it back before they
+ * restore them, so a fast path never finds it claimed, and nothing else
+ * runs on the cache meanwhile. The claims cost those cold paths an atomic
+ * swap and spare them a second copy. */
 static kcache *_Atomic g_cpu_cache[KBUDDY_MALLOC_MAX_CPUS];
 static kcache *g_cpu_home[KBUDDY_MALLOC_MAX_CPUS];
 #endif
@@ -379,7 +383,7 @@ static kcache *cache_new_locked(void) {
  * nothing else can run on it); `hooked` says whether the cpu_id hook may
  * be installed (the fast paths in kbuddy_malloc.c are compiled once with
  * and once without hooks). cache_claim_fast: CPU cpu's cache if it exists
- * and is free, claimed; the hooked copy's. my_cache: the cache, claimed,
+ * and is free, claimed; the claiming copy's (cpu_id_unmasked). my_cache: the cache, claimed,
  * created if need be; NULL for a CPU numbered beyond the table, when no
  * memory for a cache can be found, or when another call holds it (an
  * interrupted one, or one of a thread that moved): the caller then works
@@ -458,7 +462,7 @@ static inline void cache_unclaim(kcache *cc) {
 
 /* A plain read of the slot: nothing else writes it meanwhile (the cold
  * paths that claim it run on this CPU with interrupts masked, or on the
- * only CPU), and gcc moved an atomic load's result through a second
+ * only CPU; not with cpu_id_unmasked, whose fast paths claim), and gcc moved an atomic load's result through a second
  * register (+0.5 instructions per operation with compile-time hooks). */
 static inline kcache *cache_fast(bool hooked) {
     if (!hooked) /* no cpu_id hook: one CPU */

@@ -193,9 +193,10 @@ static size_t g_slabs, g_slab_bytes, g_slab_out, g_slab_out_bytes;
 /* The fast paths below are written so that, with no hooks installed, they
  * call nothing but in tail position: no registers to save, no frame. Each
  * is compiled twice (`hooked` a constant): kernels that install cpu_id or
- * the interrupt hooks take the second copy, which calls cpu_id and claims
- * the cache (masking interrupts only in its cold cases); with compile-time
- * hooks the one copy masks interrupts. Every cold case is a NOINLINE
+ * the interrupt hooks take the second copy, which masks interrupts around
+ * itself and calls cpu_id masked; with cpu_id_unmasked set, a third
+ * (`claim`), which calls cpu_id and claims the cache, masking interrupts
+ * only in its cold cases. With compile-time hooks the one copy masks. Every cold case is a NOINLINE
  * function that finishes the call itself (including the claim, irq_on and
  * errno), so that the fast path can jump to it. */
 
@@ -259,10 +260,10 @@ static NOINLINE void *alloc_small_slow_masking(kcache *cc, unsigned c, size_t si
 
 /* A block of class c for a request of size bytes: pop the CPU's loaded
  * magazine (the block and where its tag is), make the block LIVE. With
- * compile-time hooks, interrupts are masked around it. The hooked copy
- * with function-pointer hooks (`claim`) claims CPU cpu's cache instead
- * (the caller called cpu_id), and masks interrupts only on the way to the
- * slow path, which takes the lock. */
+ * compile-time hooks, interrupts are masked around it. The claiming
+ * copy (`claim`, function-pointer hooks with cpu_id_unmasked) claims CPU
+ * cpu's cache instead (the caller called cpu_id), and masks interrupts
+ * only on the way to the slow path, which takes the lock. */
 static ALWAYS_INLINE void *alloc_small_impl(unsigned c, size_t size, bool hooked, bool claim,
                                             unsigned cpu) {
     unsigned long irq = hooked && !claim ? irq_off() : 0;
@@ -289,7 +290,7 @@ static ALWAYS_INLINE void *alloc_small_impl(unsigned c, size_t size, bool hooked
 }
 
 #if RUNTIME_HOOKS
-/* The hooked copies call cpu_id first, while only the arguments are live,
+/* The claiming copies call cpu_id first, while only the arguments are live,
  * and work out the class after it (HIDE: not before), so that fewer
  * registers are saved around the call. */
 #if defined(__GNUC__) || defined(__clang__)
@@ -308,7 +309,9 @@ static NOINLINE void *alloc_aligned_claiming(size_t size, size_t align) {
     HIDE(align);
     return alloc_small_impl(class_of_aligned(size, align), size, true, true, cpu);
 }
-/* The hooked copies proper mask interrupts around themselves. */
+/* The hooked copies proper mask interrupts around themselves (main's
+ * contract). Which copy runs is chosen where the call comes in: a test in
+ * a shared function would save the masking copy's registers for both. */
 static NOINLINE void *alloc_small_hooked(unsigned c, size_t size) {
     return alloc_small_impl(c, size, true, false, 0);
 }
