@@ -64,7 +64,8 @@ for w in W3 W4 F1 F2; do
 done
 # The global allocator (kbuddy_malloc.h) where the bench was built with it,
 # in its kernel configuration (per-CPU caches, one CPU, built-in spinlock):
-# kbm without hooks, kbm-hooks with cpu_id and interrupt hooks installed.
+# kbm without hooks, kbm-hooks with cpu_id and interrupt hooks installed,
+# kbm-hooks-unmasked the same with cpu_id_unmasked set.
 KBM=0
 "$BENCH" --only W3 --ops 1 --alloc kbm >/dev/null 2>&1 && KBM=1
 for w in W3 W4; do
@@ -88,6 +89,7 @@ if [ "$KBM" = 1 ]; then
     for w in W1 W2 W3 W4; do
         eval "kbm_$w=\$(ir $w kbm)"
         eval "kbmh_$w=\$(ir $w kbm-hooks)"
+        eval "kbmu_$w=\$(ir $w kbm-hooks-unmasked)"
         if [ "$KBMI" = 1 ]; then eval "kbmi_$w=\$(BENCH=\$HOOKS_BENCH ir $w kbm)"; fi
     done
     # W5 is no instruction count: peak utilisation in percent (deterministic).
@@ -107,9 +109,11 @@ kbu() { eval "per_op \$kbu_$1 \$noop_$1"; }
 kbf() { eval "per_op \$kbf_$1 \$noop_$1"; }
 kbm() { if [ "$KBM" = 1 ]; then eval "per_op \$kbm_$1 \$noop_$1"; else echo -; fi; }
 kbmh() { if [ "$KBM" = 1 ]; then eval "per_op \$kbmh_$1 \$noop_$1"; else echo -; fi; }
+kbmu() { if [ "$KBM" = 1 ]; then eval "per_op \$kbmu_$1 \$noop_$1"; else echo -; fi; }
 # W2 is counted per allocation (--ops allocations and as many frees): halve.
 kbm2() { if [ "$KBM" = 1 ]; then half "$(eval "per_op \$kbm_W2 \$noop_W2")"; else echo -; fi; }
 kbmh2() { if [ "$KBM" = 1 ]; then half "$(eval "per_op \$kbmh_W2 \$noop_W2")"; else echo -; fi; }
+kbmu2() { if [ "$KBM" = 1 ]; then half "$(eval "per_op \$kbmu_W2 \$noop_W2")"; else echo -; fi; }
 kbmi() { if [ "$KBMI" = 1 ]; then eval "per_op \$kbmi_$1 \$noop_$1"; else echo -; fi; }
 kbmi2() { if [ "$KBMI" = 1 ]; then half "$(eval "per_op \$kbmi_W2 \$noop_W2")"; else echo -; fi; }
 gl() { eval "per_op \$glibc_$1 \$noop_$1"; }
@@ -118,35 +122,36 @@ half() { awk -v x="$1" 'BEGIN { printf "%.1f", x / 2 }'; }
 # Reference figures (allocator's own instructions per operation) from
 # bench-workloads.md, measured the same way.
 if [ "${MARKDOWN:-0}" = 1 ]; then
-    echo "| workload | kbuddy | kbuddy (unsized free) | kbm | kbm + inline hooks | kbm + hook pointers | glibc (here) | o1heap | buddy_system_allocator | TLSF | glibc (ref) |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    echo "| W1 pair (per alloc+free) | $(kb W1) | - | $(kbm W1) | $(kbmi W1) | $(kbmh W1) | $(gl W1) | 175 | 401 | 340 | 133 |"
-    echo "| W2 batch | $(half "$(kb W2)") | - | $(kbm2) | $(kbmi2) | $(kbmh2) | $(half "$(gl W2)") | 90 | 67 | 171 | 97 |"
-    echo "| W3 random | $(kb W3) | $(kbu W3) | $(kbm W3) | $(kbmi W3) | $(kbmh W3) | $(gl W3) | 65 | 124 | 140 | 198 |"
-    echo "| W4 random-aligned | $(kb W4) | $(kbu W4) | $(kbm W4) | $(kbmi W4) | $(kbmh W4) | $(gl W4) | 69 | 135 | 213 | 426 |"
-    echo "| W5 peak utilisation % | ${w5_kb:--} | - | ${w5_kbm:--} | - | - | n/a | 73.2 | 74.9 | 98.6 | n/a |"
-    echo "| F1 frames | $(kb F1) | - | - | - | - | - | - | - | - | - |"
-    echo "| F2 frames-mixed | $(kb F2) | - | - | - | - | - | - | - | - | - |"
+    echo "| workload | kbuddy | kbuddy (unsized free) | kbm | kbm + inline hooks | kbm + hook pointers | kbm + hook pointers, unmasked | glibc (here) | o1heap | buddy_system_allocator | TLSF | glibc (ref) |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "| W1 pair (per alloc+free) | $(kb W1) | - | $(kbm W1) | $(kbmi W1) | $(kbmh W1) | $(kbmu W1) | $(gl W1) | 175 | 401 | 340 | 133 |"
+    echo "| W2 batch | $(half "$(kb W2)") | - | $(kbm2) | $(kbmi2) | $(kbmh2) | $(kbmu2) | $(half "$(gl W2)") | 90 | 67 | 171 | 97 |"
+    echo "| W3 random | $(kb W3) | $(kbu W3) | $(kbm W3) | $(kbmi W3) | $(kbmh W3) | $(kbmu W3) | $(gl W3) | 65 | 124 | 140 | 198 |"
+    echo "| W4 random-aligned | $(kb W4) | $(kbu W4) | $(kbm W4) | $(kbmi W4) | $(kbmh W4) | $(kbmu W4) | $(gl W4) | 69 | 135 | 213 | 426 |"
+    echo "| W5 peak utilisation % | ${w5_kb:--} | - | ${w5_kbm:--} | - | - | - | n/a | 73.2 | 74.9 | 98.6 | n/a |"
+    echo "| F1 frames | $(kb F1) | - | - | - | - | - | - | - | - | - | - |"
+    echo "| F2 frames-mixed | $(kb F2) | - | - | - | - | - | - | - | - | - | - |"
     echo
     echo "kbuddy with fast placement (kbuddy_set_placement(KBUDDY_PLACE_FAST)): W3 $(kbf W3), W4 $(kbf W4)."
 else
     echo "callgrind: instructions per operation, allocator's own (minus the no-op loop), $OPS ops"
-    fmt="%-18s %8s %10s %8s %9s %9s %9s   %6s %6s %6s %6s\n"
-    printf "$fmt" workload kbuddy kb-unsized kbm kbm+ihook kbm+hook glibc o1heap bsa TLSF glibc
-    printf "$fmt" "" "" "" "" "" "" "(here)" "(ref)" "(ref)" "(ref)" "(ref)"
-    printf "$fmt" "W1 pair (a+f)" "$(kb W1)" - "$(kbm W1)" "$(kbmi W1)" "$(kbmh W1)" "$(gl W1)" 175 401 340 133
-    printf "$fmt" "W2 batch" "$(half "$(kb W2)")" - "$(kbm2)" "$(kbmi2)" "$(kbmh2)" "$(half "$(gl W2)")" 90 67 171 97
-    printf "$fmt" "W3 random" "$(kb W3)" "$(kbu W3)" "$(kbm W3)" "$(kbmi W3)" "$(kbmh W3)" "$(gl W3)" 65 124 140 198
-    printf "$fmt" "W4 random-aligned" "$(kb W4)" "$(kbu W4)" "$(kbm W4)" "$(kbmi W4)" "$(kbmh W4)" "$(gl W4)" 69 135 213 426
-    printf "$fmt" "W5 peak util. %" "${w5_kb:--}" - "${w5_kbm:--}" - - n/a 73.2 74.9 98.6 n/a
-    printf "$fmt" "F1 frames" "$(kb F1)" - - - - - - - - -
-    printf "$fmt" "F2 frames-mixed" "$(kb F2)" - - - - - - - - -
+    fmt="%-18s %8s %10s %8s %9s %9s %9s %9s   %6s %6s %6s %6s\n"
+    printf "$fmt" workload kbuddy kb-unsized kbm kbm+ihook kbm+hook kbm+uhook glibc o1heap bsa TLSF glibc
+    printf "$fmt" "" "" "" "" "" "" "" "(here)" "(ref)" "(ref)" "(ref)" "(ref)"
+    printf "$fmt" "W1 pair (a+f)" "$(kb W1)" - "$(kbm W1)" "$(kbmi W1)" "$(kbmh W1)" "$(kbmu W1)" "$(gl W1)" 175 401 340 133
+    printf "$fmt" "W2 batch" "$(half "$(kb W2)")" - "$(kbm2)" "$(kbmi2)" "$(kbmh2)" "$(kbmu2)" "$(half "$(gl W2)")" 90 67 171 97
+    printf "$fmt" "W3 random" "$(kb W3)" "$(kbu W3)" "$(kbm W3)" "$(kbmi W3)" "$(kbmh W3)" "$(kbmu W3)" "$(gl W3)" 65 124 140 198
+    printf "$fmt" "W4 random-aligned" "$(kb W4)" "$(kbu W4)" "$(kbm W4)" "$(kbmi W4)" "$(kbmh W4)" "$(kbmu W4)" "$(gl W4)" 69 135 213 426
+    printf "$fmt" "W5 peak util. %" "${w5_kb:--}" - "${w5_kbm:--}" - - - n/a 73.2 74.9 98.6 n/a
+    printf "$fmt" "F1 frames" "$(kb F1)" - - - - - - - - - -
+    printf "$fmt" "F2 frames-mixed" "$(kb F2)" - - - - - - - - - -
     echo "kbuddy with fast placement (kbuddy_set_placement(KBUDDY_PLACE_FAST)): W3 $(kbf W3), W4 $(kbf W4)"
     echo "kbuddy frees with kbuddy_free_sized, kb-unsized with kbuddy_free; kbm = the global"
     echo "allocator (kbuddy_malloc.h) in its kernel configuration, one CPU, built-in spinlock:"
     echo "kbm_malloc/kbm_aligned_alloc, kbm_free_sized/kbm_free_aligned_sized; kbm+ihook the same"
     echo "with compile-time cpu_id and interrupt hooks (kbuddy_bench_hooks), kbm+hook with"
-    echo "function-pointer hooks installed. W2 per operation (half a pair)."
+    echo "function-pointer hooks installed, kbm+uhook the same with cpu_id_unmasked set."
+    echo "W2 per operation (half a pair)."
     echo "bsa = Rust buddy_system_allocator 0.11; (ref) figures from bench-workloads.md."
     echo "raw Ir: W3 kbuddy=$kb_W3 noop=$noop_W3; W4 kbuddy=$kb_W4 noop=$noop_W4;" \
          "F1 kbuddy=$kb_F1 noop=$noop_F1; F2 kbuddy=$kb_F2 noop=$noop_F2"

@@ -29,7 +29,8 @@
  * machine is spread over every allocator alike.
  *
  * Usage: kbuddy_bench [--runs N] [--only W3,W4,...] [--ops N] [--markdown]
- *                     [--smoke] [--alloc kbuddy|kbuddy-unsized|glibc|noop|kbm|kbm-hooks]
+ *                     [--smoke] [--alloc kbuddy|kbuddy-unsized|glibc|noop|kbm|kbm-hooks|
+ *                       kbm-hooks-unmasked]
  *                     [--placement fast|dense]
  *   --alloc with --only <one workload> runs that loop once (callgrind mode).
  *   --placement sets the kbuddy heap's kbuddy_placement for every workload
@@ -241,9 +242,9 @@ static void fake_irq_restore(unsigned long s) { g_fake_irq = s; }
 
 /* The first NALLOC run side by side; the rest only with --alloc. */
 #if KBUDDY_BENCH_MALLOC
-enum { A_KB, A_KBU, A_GLIBC, A_NOOP, A_KBM, NALLOC, A_KBMH = NALLOC };
+enum { A_KB, A_KBU, A_GLIBC, A_NOOP, A_KBM, NALLOC, A_KBMH = NALLOC, A_KBMU };
 #else
-enum { A_KB, A_KBU, A_GLIBC, A_NOOP, NALLOC, A_KBM = -1, A_KBMH = -2 };
+enum { A_KB, A_KBU, A_GLIBC, A_NOOP, NALLOC, A_KBM = -1, A_KBMH = -2, A_KBMU = -3 };
 #endif
 static const heap_ops heaps[] = {
     {"kbuddy", kb_alloc, kb_free_sized, &g_heap},
@@ -253,10 +254,12 @@ static const heap_ops heaps[] = {
 #if KBUDDY_BENCH_MALLOC
     {"kbm", kbm_alloc_op, kbm_free_op, NULL},
     {"kbm-hooks", kbm_alloc_op, kbm_free_op, NULL},
+    {"kbm-hooks-unmasked", kbm_alloc_op, kbm_free_op, NULL},
 #endif
 };
 /* Column headings of the side-by-side tables. */
-static const char *const heap_short[] = {"kbuddy", "kb-unsz", "glibc", "noop", "kbm", "kbm-hooks"};
+static const char *const heap_short[] = {"kbuddy", "kb-unsz",   "glibc",        "noop",
+                                         "kbm",    "kbm-hooks", "kbm-hooks-unm"};
 #define NHEAPS ((int)(sizeof heaps / sizeof heaps[0]))
 
 enum { FA_KB, FA_NOOP, NFALLOC };
@@ -967,11 +970,12 @@ static int run_single(const options *o) {
             return 2;
         }
 #if KBUDDY_BENCH_MALLOC
-        if (ai == A_KBMH) {
+        if (ai == A_KBMH || ai == A_KBMU) {
             kbuddy_malloc_hooks h = {0};
             h.cpu_id = fake_cpu_id;
             h.irq_save = fake_irq_save;
             h.irq_restore = fake_irq_restore;
+            h.cpu_id_unmasked = ai == A_KBMU;
             kbuddy_malloc_set_hooks(&h);
         }
 #endif
@@ -1094,7 +1098,8 @@ static int run_all(const options *o) {
 static void usage(void) {
     fprintf(stderr,
             "usage: kbuddy_bench [--runs N] [--only W1,W2,...,F2] [--ops N] [--markdown]\n"
-            "                    [--smoke] [--alloc kbuddy|kbuddy-unsized|glibc|noop|kbm|kbm-hooks]\n"
+            "                    [--smoke] [--alloc kbuddy|kbuddy-unsized|glibc|noop|kbm|kbm-hooks|\n"
+            "                               kbm-hooks-unmasked]\n"
             "                    [--placement fast|dense]\n"
             "  --runs N     timed runs per figure, median reported (default 5)\n"
             "  --only LIST  workloads to run (default all: W1..W7 F1 F2)\n"
@@ -1103,6 +1108,7 @@ static void usage(void) {
             "  --alloc A    run --only's single workload loop once with A (callgrind);\n"
             "               kbm: the global allocator, kernel configuration, one CPU;\n"
             "               kbm-hooks: the same with cpu_id and interrupt hooks installed\n"
+            "               kbm-hooks-unmasked: the same with cpu_id_unmasked set\n"
             "  --placement fast|dense   the kbuddy heap's placement (default dense)\n"
             "  --markdown   print Markdown tables\n"
             "  --smoke      tiny sizes, one run: proves the bench builds and runs\n");

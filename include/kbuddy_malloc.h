@@ -95,7 +95,9 @@
  * thread, except kbuddy_malloc_set_hooks, which must run before the heap is
  * shared. In kernels whose interrupt handlers allocate, install irq_save and
  * irq_restore: each call masks interrupts on the local CPU for its whole
- * duration (the hooks' lock then need not).
+ * duration (the hooks' lock then need not); with cpu_id_unmasked set, the
+ * cached malloc and free paths claim the CPU's cache instead, and only the
+ * paths that take the lock mask them.
  *
  * Complexity: the cached paths are O(1). A trade with the depot is O(1)
  * under the lock; filling or emptying a magazine is one batch call of the
@@ -290,8 +292,8 @@ extern "C" {
  * RISC-V. They then replace the cpu_id, irq_save and irq_restore members of
  * kbuddy_malloc_hooks, which are ignored; every other hook is as below.
  * With function-pointer hooks each malloc and free makes three indirect
- * calls and saves registers for them (bench/callgrind.sh shows what each
- * way costs). */
+ * calls and saves registers for them, one with cpu_id_unmasked set
+ * (bench/callgrind.sh shows what each way costs). */
 #ifdef KBUDDY_MALLOC_HOOKS_H
 /* cppcheck-suppress preprocessorErrorDirective ; a header the build names */
 #include KBUDDY_MALLOC_HOOKS_H
@@ -302,7 +304,8 @@ extern "C" {
 typedef struct kbuddy_malloc_hooks {
     /* The number of the calling CPU, below KBUDDY_MALLOC_MAX_CPUS. Called
      * with interrupts masked (after irq_save). NULL: always CPU 0, i.e. one
-     * CPU. Not used in TLS builds, nor with KBUDDY_MALLOC_CPU_ID. */
+     * CPU. Not used in TLS builds, nor with KBUDDY_MALLOC_CPU_ID. (With
+     * cpu_id_unmasked set, the cached paths call it unmasked.) */
     unsigned (*cpu_id)(void);
 
     /* Mask interrupts on the calling CPU and return the previous state;
@@ -310,7 +313,8 @@ typedef struct kbuddy_malloc_hooks {
      * runs between the two, so that an interrupt handler that allocates
      * cannot find the CPU's cache half-updated or the lock taken by the code
      * it interrupted. NULL: nothing is masked (no handler allocates). Not
-     * used in TLS builds, nor with KBUDDY_MALLOC_CPU_ID. */
+     * used in TLS builds, nor with KBUDDY_MALLOC_CPU_ID. (cpu_id_unmasked
+     * lets the cached malloc and free paths run unmasked.) */
     unsigned long (*irq_save)(void);
     void (*irq_restore)(unsigned long state);
 
@@ -401,6 +405,23 @@ typedef struct kbuddy_malloc_hooks {
     void *release_ctx;
     size_t release_page;
     void (*ungrow)(void *start, size_t size, void *ctx);
+
+    /* true: cpu_id may be called with interrupts on and preemption allowed
+     * (a number stale by the time it is used is fine), and the kernel does
+     * not need every call to run with interrupts masked. The cached malloc
+     * and free paths then do not mask: they call cpu_id and claim that
+     * CPU's cache with one atomic swap (acquire), giving it back with a
+     * store (release). A call that finds it claimed (an interrupt handler
+     * on that CPU, or a thread preempted and moved to another CPU, e.g. in
+     * a kernel that switches threads on timer interrupts in kernel mode)
+     * masks interrupts and works through the lock without it, as a CPU
+     * without a cache does; so does every path that takes the lock. Each
+     * cached malloc and free then makes one indirect call instead of three
+     * (bench/callgrind.sh, kbm-hooks-unmasked: about +20 to +24
+     * instructions per operation instead of +36). false (zero):
+     * cpu_id and every call run between irq_save and irq_restore, as those
+     * members say. Not used in TLS builds, nor with KBUDDY_MALLOC_CPU_ID. */
+    bool cpu_id_unmasked;
 } kbuddy_malloc_hooks;
 
 /* Install the hooks (copied; NULL restores the defaults). Call once, before
@@ -589,7 +610,10 @@ void kbuddy_malloc_get_stats(kbuddy_malloc_stats *out);
 /* Give the calling CPU's (thread's) cached blocks and every block in the
  * depot back to the core heap, with the magazines that held them; then
  * cached_blocks counts only the other CPUs' caches. Run it on every CPU to
- * empty all caches. O(cached blocks) under the lock. Thread-safe. */
+ * empty all caches. (With cpu_id_unmasked set, a CPU's cache that a call
+ * it interrupted, or a thread that moved, holds at that moment is left
+ * alone, as are the other CPUs'.) O(cached blocks) under the lock.
+ * Thread-safe. */
 void kbuddy_malloc_flush_caches(void);
 
 /* Give back what can be given, now: the calling CPU's (thread's) cache and

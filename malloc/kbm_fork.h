@@ -15,7 +15,8 @@
  *     magazine, and the other one, with any blocks in it, is named by none.
  * Those threads do not exist in the child, so neither does any use of their
  * caches. The child (kbuddy_malloc_fork_child, with the lock still held):
- *   1. takes every cache but the caller's off the list and frees it and its
+ *   1. takes every cache but the caller's (per-CPU builds: if it can claim
+ *      it, i.e. no thread caught mid-call held it) off the list and frees it and its
  *      magazines (each once), trusting neither their counts nor entries;
  *   2. marks the blocks of the magazines that remain (the caller's cache
  *      and the depot, which only the caller and the lock change): their
@@ -48,13 +49,17 @@
 static void forget_cache(const kcache *cc) { (void)cc; } /* the dead threads' TLS went with them */
 static kcache *fork_survivor(void) { return tls_cache; }
 #else
-/* Per-CPU builds: the other CPUs' slots no longer name their caches. */
+/* Per-CPU builds: the other CPUs' slots no longer name their caches. The
+ * caller's survives if it can claim it: held by a call that was caught
+ * half done, it goes with the others. */
 static void forget_cache(const kcache *cc) {
     for (unsigned i = 0; i < KBUDDY_MALLOC_MAX_CPUS; i++)
-        if (g_cpu_cache[i] == cc)
-            g_cpu_cache[i] = NULL;
+        if (g_cpu_home[i] == cc) {
+            g_cpu_home[i] = NULL;
+            atomic_store_explicit(&g_cpu_cache[i], NULL, memory_order_relaxed);
+        }
 }
-static kcache *fork_survivor(void) { return cache_peek(); }
+static kcache *fork_survivor(void) { return cache_claim(); }
 #endif
 
 static unsigned long g_fork_irq; /* the forking CPU's interrupt state */
@@ -174,5 +179,6 @@ void kbuddy_malloc_fork_child(void) {
         g_drains += given;
     }
     unlock();
+    cache_unclaim(mine);
     irq_on(irq);
 }

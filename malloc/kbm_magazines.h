@@ -7,8 +7,10 @@
  * Invariants
  *   - A CPU's two magazines per class: `loaded` is any fill; `prev` is full
  *     or empty (or the shared empty sentinel). Per-CPU state is written
- *     only by its CPU with interrupts masked; the depot, the core heap and
- *     the magazines' lifetimes only under the lock.
+ *     only by the call that owns the cache: in per-CPU builds with
+ *     cpu_id_unmasked set, the call that claimed it (below); otherwise its
+ *     CPU with interrupts masked. The depot, the core heap and the
+ *     magazines' lifetimes only under the lock.
  *   - The cached figures of the statistics are the magazines' counts:
  *     nothing else is counted on the fast paths. Other CPUs read the counts
  *     and the slots (relaxed atomics: plain loads and stores) only under
@@ -41,6 +43,8 @@ typedef struct kcache {
     struct kcache *next, **pprev; /* all caches, under the lock */
 #if KBUDDY_MALLOC_TLS
     unsigned char ramp[NCLASSES]; /* log2 of the next fill from the core, up to 6 */
+#else
+    unsigned cpu; /* whose: its index in g_cpu_cache and g_cpu_home */
 #endif
 } kcache;
 
@@ -64,7 +68,25 @@ static mag g_empty_mag = {NULL, 0, 0};
 static _Thread_local kcache *tls_cache TLS_MODEL;
 static _Thread_local bool tls_exited TLS_MODEL;
 #else
-static kcache *g_cpu_cache[KBUDDY_MALLOC_MAX_CPUS]; /* slot i: only CPU i */
+/* Per-CPU builds. g_cpu_home[i]: CPU i's cache once made (written under
+ * the lock). g_cpu_cache[i]: the same while no call holds it. A call that
+ * uses a cache claims it first, swapping NULL in (acquire: it sees all its
+ * last holder wrote), and gives it back by storing it again (release).
+ * With function-pointer hooks and cpu_id_unmasked set, the fast paths do
+ * so instead of masking interrupts: an interrupt handler that allocates on
+ * the same CPU, or a thread preempted between cpu_id and the claim and
+ * moved to another CPU, finds NULL and works through the lock as a CPU
+ * without a cache does, whichever CPU it runs on; the holder's work is
+ * never interleaved with another's. Otherwise (no hooks: one CPU; or
+ * interrupts masked around every call, cpu_id called masked, so that the
+ * number it gives stays true to the end of the call) the fast paths read
+ * the slot without claiming: only CPU i ever touches slot i, the cold
+ * paths claim it only with interrupts masked and give it back before they
+ * restore them, so a fast path never finds it claimed, and nothing else
+ * runs on the cache meanwhile. The claims cost those cold paths an atomic
+ * swap and spare them a second copy. */
+static kcache *_Atomic g_cpu_cache[KBUDDY_MALLOC_MAX_CPUS];
+static kcache *g_cpu_home[KBUDDY_MALLOC_MAX_CPUS];
 #endif
 
 static inline uint32_t mag_n(mag *m) { return atomic_load_explicit(&m->count, memory_order_relaxed); }
@@ -345,6 +367,8 @@ static kcache *cache_new_locked(void) {
     cc->hint = &g_no_region;
 #if KBUDDY_MALLOC_TLS
     memset(cc->ramp, 0, sizeof cc->ramp);
+#else
+    cc->cpu = 0;
 #endif
     cc->next = g_caches;
     cc->pprev = &g_caches;
@@ -355,12 +379,19 @@ static kcache *cache_new_locked(void) {
 }
 
 /* Finding the calling CPU's cache. cache_fast: the cache if it exists,
- * NULL otherwise (the slow paths then call my_cache, which creates it);
- * `hooked` says whether the cpu_id hook may be installed (the fast paths
- * in kbuddy_malloc.c are compiled once with and once without hooks).
- * my_cache: the cache, created if need be; NULL for a CPU numbered beyond
- * the table (or when no memory for a cache can be found), which then works
- * through the lock. cache_peek: the cache if it exists. */
+ * NULL otherwise (the slow paths then call my_cache), unclaimed (where
+ * nothing else can run on it); `hooked` says whether the cpu_id hook may
+ * be installed (the fast paths in kbuddy_malloc.c are compiled once with
+ * and once without hooks). cache_claim_fast: CPU cpu's cache if it exists
+ * and is free, claimed; the claiming copy's (cpu_id_unmasked). my_cache: the cache, claimed,
+ * created if need be; NULL for a CPU numbered beyond the table, when no
+ * memory for a cache can be found, or when another call holds it (an
+ * interrupted one, or one of a thread that moved): the caller then works
+ * through the lock.
+ * cache_claim: the cache if it exists and is free, claimed.
+ * cache_unclaim: give back a cache that my_cache, cache_claim or cache_fast
+ * returned (NULL: nothing). All O(1); TLS builds need no claims (a thread's
+ * cache is its own). */
 #if KBUDDY_MALLOC_TLS
 static NOINLINE kcache *cache_create(void) {
     if (tls_exited)
@@ -381,45 +412,78 @@ static inline kcache *cache_fast(bool hooked) {
     return tls_cache;
 }
 
+static inline kcache *cache_claim_fast(unsigned cpu) {
+    (void)cpu;
+    return tls_cache;
+}
+
 static inline kcache *my_cache(void) {
     kcache *cc = tls_cache;
     return LIKELY(cc != NULL) ? cc : cache_create();
 }
 
-static inline kcache *cache_peek(void) { return tls_cache; }
+static inline kcache *cache_claim(void) { return tls_cache; }
+static inline void cache_unclaim(kcache *cc) { (void)cc; }
+static inline void cache_unclaim_at(unsigned cpu, kcache *cc) { (void)cpu, (void)cc; }
 #else
+/* The CPU's cache, made now and claimed; NULL if it exists already (held
+ * by another call: the caller goes without) or cannot be made. */
 static NOINLINE kcache *cache_create(unsigned cpu) {
     if (cpu >= KBUDDY_MALLOC_MAX_CPUS)
         return NULL;
     lock();
-    kcache *cc = cache_new_locked();
+    kcache *cc = g_cpu_home[cpu] ? NULL : cache_new_locked();
+    if (cc) {
+        cc->cpu = cpu;
+        g_cpu_home[cpu] = cc;
+    }
     unlock();
-    g_cpu_cache[cpu] = cc;
     return cc;
 }
 
 #if STATIC_HOOKS
 static inline unsigned this_cpu(void) { return KBUDDY_MALLOC_CPU_ID(); }
 #else
-static inline unsigned this_cpu(void) { return g_hooks.cpu_id ? g_hooks.cpu_id() : 0u; }
+static inline unsigned this_cpu(void) { return g_cpu_id(); }
 #endif
 
+static inline kcache *cache_claim_at(unsigned cpu) {
+    return atomic_exchange_explicit(&g_cpu_cache[cpu], NULL, memory_order_acquire);
+}
+
+static inline void cache_unclaim_at(unsigned cpu, kcache *cc) {
+    atomic_store_explicit(&g_cpu_cache[cpu], cc, memory_order_release);
+}
+
+static inline void cache_unclaim(kcache *cc) {
+    if (cc)
+        cache_unclaim_at(cc->cpu, cc);
+}
+
+/* A plain read of the slot: nothing else writes it meanwhile (the cold
+ * paths that claim it run on this CPU with interrupts masked, or on the
+ * only CPU; not with cpu_id_unmasked, whose fast paths claim), and gcc moved an atomic load's result through a second
+ * register (+0.5 instructions per operation with compile-time hooks). */
 static inline kcache *cache_fast(bool hooked) {
-    if (!hooked)
-        return g_cpu_cache[0]; /* no cpu_id hook: one CPU */
+    if (!hooked) /* no cpu_id hook: one CPU */
+        return *(kcache *const *)&g_cpu_cache[0];
     unsigned cpu = this_cpu();
-    return LIKELY(cpu < KBUDDY_MALLOC_MAX_CPUS) ? g_cpu_cache[cpu] : NULL;
+    return LIKELY(cpu < KBUDDY_MALLOC_MAX_CPUS) ? *(kcache *const *)&g_cpu_cache[cpu] : NULL;
+}
+
+static inline kcache *cache_claim_fast(unsigned cpu) {
+    return LIKELY(cpu < KBUDDY_MALLOC_MAX_CPUS) ? cache_claim_at(cpu) : NULL;
+}
+
+static inline kcache *cache_claim(void) {
+    unsigned cpu = this_cpu();
+    return cpu < KBUDDY_MALLOC_MAX_CPUS ? cache_claim_at(cpu) : NULL;
 }
 
 static inline kcache *my_cache(void) {
     unsigned cpu = this_cpu();
-    kcache *cc = LIKELY(cpu < KBUDDY_MALLOC_MAX_CPUS) ? g_cpu_cache[cpu] : NULL;
+    kcache *cc = LIKELY(cpu < KBUDDY_MALLOC_MAX_CPUS) ? cache_claim_at(cpu) : NULL;
     return LIKELY(cc != NULL) ? cc : cache_create(cpu);
-}
-
-static inline kcache *cache_peek(void) {
-    unsigned cpu = this_cpu();
-    return cpu < KBUDDY_MALLOC_MAX_CPUS ? g_cpu_cache[cpu] : NULL;
 }
 #endif
 

@@ -231,11 +231,12 @@ static void release_large_poll_locked(size_t bytes) {
 
 size_t kbuddy_malloc_trim(size_t keep) {
     unsigned long irq = irq_off();
-    kcache *cc = cache_peek();
+    kcache *cc = cache_claim();
     lock();
     caches_flush_locked(cc);
     size_t bytes = release_locked(keep, 0, 0, true);
     unlock();
+    cache_unclaim(cc);
     irq_on(irq);
     return bytes;
 }

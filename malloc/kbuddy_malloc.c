@@ -34,7 +34,7 @@
  *   - Only free changes LIVE to anything else, and it does so with a
  *     compare-and-swap, so a pointer is freed at most once however many
  *     CPUs race to free it. CACHED becomes LIVE only at the hands of the CPU
- *     whose magazine holds the block.
+ *     whose magazine holds the block (of the call that claimed its cache).
  *   - The only tag changes made without the lock are a cached CPU's LIVE ->
  *     CACHED (free) and CACHED -> LIVE (malloc): the child of a fork can
  *     undo them half done (kbm_fork.h). Every other change (a large block
@@ -129,6 +129,22 @@ static void unlock(void) { g_lock.release(g_lock.ctx); }
 #define STATIC_HOOKS 0
 #endif
 
+/* RUNTIME_HOOKS: the cpu_id and interrupt hooks are function pointers,
+ * perhaps installed: the fast paths exist in two copies. The hooked one
+ * masks interrupts around itself, as every call does, unless the kernel
+ * set cpu_id_unmasked: it then claims the CPU's cache instead
+ * (kbm_magazines.h), so that it makes one indirect call, to cpu_id, and
+ * masks interrupts only on its way to the lock. */
+#define RUNTIME_HOOKS (!KBUDDY_MALLOC_TLS && !STATIC_HOOKS)
+#if RUNTIME_HOOKS
+static unsigned cpu_zero(void) { return 0; }
+/* g_hooks.cpu_id, or CPU 0: the fast paths call it without a test. */
+static unsigned (*g_cpu_id)(void) = cpu_zero;
+/* g_hooks.cpu_id_unmasked: the hooked fast paths claim, not mask. */
+static bool g_unmasked;
+#define UNMASKED() (g_unmasked)
+#endif
+
 #if KBUDDY_MALLOC_TLS
 static inline unsigned long irq_off(void) { return 0; }
 static inline void irq_on(unsigned long state) { (void)state; }
@@ -177,9 +193,12 @@ static size_t g_slabs, g_slab_bytes, g_slab_out, g_slab_out_bytes;
 /* The fast paths below are written so that, with no hooks installed, they
  * call nothing but in tail position: no registers to save, no frame. Each
  * is compiled twice (`hooked` a constant): kernels that install cpu_id or
- * the interrupt hooks take the second copy, which calls them. Every cold
- * case is a NOINLINE function that finishes the call itself (including
- * irq_on and errno), so that the fast path can jump to it. */
+ * the interrupt hooks take the second copy, which masks interrupts around
+ * itself and calls cpu_id masked; with cpu_id_unmasked set, a third
+ * (`claim`), which calls cpu_id and claims the cache, masking interrupts
+ * only in its cold cases. With compile-time hooks the one copy masks. Every cold case is a NOINLINE
+ * function that finishes the call itself (including the claim, irq_on and
+ * errno), so that the fast path can jump to it. */
 
 /* Make a block of class c LIVE for a request of size bytes: its size,
  * then its tag (release: the size is visible to whoever frees it). */
@@ -191,11 +210,16 @@ static inline void make_live(tagref t, unsigned c, size_t size) {
 /* Everything alloc_small's fast path leaves: no cache yet (or none to be
  * had), an empty magazine. Out of memory even after the depot went back
  * to the core: blocks of other classes in this CPU's cache may be what the
- * heap lacks, so they go back too and the refill is tried once more. */
-static NOINLINE void *alloc_small_slow(kcache *cc, unsigned c, size_t size, unsigned long irq) {
+ * heap lacks, so they go back too and the refill is tried once more.
+ * Interrupts masked (state irq to restore); cc the fast path's cache or
+ * NULL; `held`: the fast path claimed cc, and it is given back here (with
+ * one that this call claims itself). */
+static NOINLINE void *alloc_small_slow(kcache *cc, unsigned c, size_t size, unsigned long irq,
+                                       bool held) {
     mentry e;
+    kcache *give = held ? cc : NULL;
     if (!cc)
-        cc = my_cache();
+        cc = give = my_cache();
     if (cc) {
         mag *m = slot_loaded(&cc->slot[c]);
         uint32_t n = mag_n(m);
@@ -219,17 +243,31 @@ static NOINLINE void *alloc_small_slow(kcache *cc, unsigned c, size_t size, unsi
             make_live(e.t, c, size);
         unlock();
     }
+    cache_unclaim(give);
     irq_on(irq);
     if (!e.p)
         SET_ERRNO(KBM_ENOMEM);
     return e.p;
 }
 
+#if RUNTIME_HOOKS
+/* The hooked fast paths' ways out: interrupts are masked here, not in the
+ * fast path, which then calls nothing but cpu_id. */
+static NOINLINE void *alloc_small_slow_masking(kcache *cc, unsigned c, size_t size) {
+    return alloc_small_slow(cc, c, size, irq_off(), true);
+}
+#endif
+
 /* A block of class c for a request of size bytes: pop the CPU's loaded
- * magazine (the block and where its tag is), make the block LIVE. */
-static ALWAYS_INLINE void *alloc_small_impl(unsigned c, size_t size, bool hooked) {
-    unsigned long irq = hooked ? irq_off() : 0;
-    kcache *cc = cache_fast(hooked);
+ * magazine (the block and where its tag is), make the block LIVE. With
+ * compile-time hooks, interrupts are masked around it. The claiming
+ * copy (`claim`, function-pointer hooks with cpu_id_unmasked) claims CPU
+ * cpu's cache instead (the caller called cpu_id), and masks interrupts
+ * only on the way to the slow path, which takes the lock. */
+static ALWAYS_INLINE void *alloc_small_impl(unsigned c, size_t size, bool hooked, bool claim,
+                                            unsigned cpu) {
+    unsigned long irq = hooked && !claim ? irq_off() : 0;
+    kcache *cc = claim ? cache_claim_fast(cpu) : cache_fast(hooked);
     if (LIKELY(cc != NULL)) {
         mag *m = slot_loaded(&cc->slot[c]);
         uint32_t n = mag_n(m);
@@ -237,30 +275,65 @@ static ALWAYS_INLINE void *alloc_small_impl(unsigned c, size_t size, bool hooked
             mentry e = m->e[n - 1];
             mag_set_n(m, n - 1);
             make_live(e.t, c, size);
-            if (hooked)
+            if (claim)
+                cache_unclaim_at(cpu, cc);
+            else if (hooked)
                 irq_on(irq);
             return e.p;
         }
     }
-    return alloc_small_slow(cc, c, size, irq);
+#if RUNTIME_HOOKS
+    if (claim)
+        return alloc_small_slow_masking(cc, c, size);
+#endif
+    return alloc_small_slow(cc, c, size, irq, false);
 }
 
-/* RUNTIME_HOOKS: the cpu_id and interrupt hooks are function pointers,
- * perhaps installed: the fast paths exist in two copies. */
-#define RUNTIME_HOOKS (!KBUDDY_MALLOC_TLS && !STATIC_HOOKS)
 #if RUNTIME_HOOKS
+/* The claiming copies call cpu_id first, while only the arguments are live,
+ * and work out the class after it (HIDE: not before), so that fewer
+ * registers are saved around the call. */
+#if defined(__GNUC__) || defined(__clang__)
+#define HIDE(x) __asm__("" : "+r"(x))
+#else
+#define HIDE(x) ((void)0)
+#endif
+static NOINLINE void *alloc_small_claiming(size_t size) {
+    unsigned cpu = g_cpu_id();
+    HIDE(size);
+    return alloc_small_impl(class_of_size(size), size, true, true, cpu);
+}
+static NOINLINE void *alloc_aligned_claiming(size_t size, size_t align) {
+    unsigned cpu = g_cpu_id();
+    HIDE(size);
+    HIDE(align);
+    return alloc_small_impl(class_of_aligned(size, align), size, true, true, cpu);
+}
+/* The hooked copies proper mask interrupts around themselves (main's
+ * contract). Which copy runs is chosen where the call comes in: a test in
+ * a shared function would save the masking copy's registers for both. */
 static NOINLINE void *alloc_small_hooked(unsigned c, size_t size) {
-    return alloc_small_impl(c, size, true);
+    return alloc_small_impl(c, size, true, false, 0);
 }
 #define HOOKED() UNLIKELY(g_hooked)
 #endif
 
-static ALWAYS_INLINE void *alloc_small(unsigned c, size_t size) {
+static ALWAYS_INLINE void *alloc_small(size_t size) {
 #if RUNTIME_HOOKS
     if (HOOKED())
-        return alloc_small_hooked(c, size);
+        return UNMASKED() ? alloc_small_claiming(size)
+                          : alloc_small_hooked(class_of_size(size), size);
 #endif
-    return alloc_small_impl(c, size, STATIC_HOOKS);
+    return alloc_small_impl(class_of_size(size), size, STATIC_HOOKS, false, 0);
+}
+
+static ALWAYS_INLINE void *alloc_small_aligned(size_t size, size_t align) {
+#if RUNTIME_HOOKS
+    if (HOOKED())
+        return UNMASKED() ? alloc_aligned_claiming(size, align)
+                          : alloc_small_hooked(class_of_aligned(size, align), size);
+#endif
+    return alloc_small_impl(class_of_aligned(size, align), size, STATIC_HOOKS, false, 0);
 }
 
 /* Above the cache limit (or aligned beyond it): the core heap, under the
@@ -269,7 +342,7 @@ static ALWAYS_INLINE void *alloc_small(unsigned c, size_t size) {
  * once more. Sets errno when it fails. */
 static void *alloc_core_large(size_t size, size_t align) {
     unsigned long irq = irq_off();
-    kcache *cc = cache_peek();
+    kcache *cc = cache_claim();
     lock();
     g_large_calls++;
     void *p = kbuddy_alloc(&g_heap, size, align);
@@ -285,6 +358,7 @@ static void *alloc_core_large(size_t size, size_t align) {
         }
     }
     unlock();
+    cache_unclaim(cc);
     irq_on(irq);
     if (!p)
         SET_ERRNO(KBM_ENOMEM);
@@ -308,13 +382,13 @@ static NOINLINE void *alloc_large(size_t size, size_t align) {
  * aligned to it). Sets errno when it fails. */
 static ALWAYS_INLINE void *alloc_any(size_t size, size_t align) {
     if (LIKELY(size <= CACHE_MAX && align <= CACHE_MAX))
-        return alloc_small(class_of_aligned(size, align), size);
+        return alloc_small_aligned(size, align);
     return alloc_large(size, align < UNIT ? UNIT : align);
 }
 
 void *kbm_malloc(size_t size) {
     if (LIKELY(size <= CACHE_MAX))
-        return alloc_small(class_of_size(size), size);
+        return alloc_small(size);
     return alloc_large(size, UNIT);
 }
 
@@ -463,6 +537,7 @@ static kbuddy_status release_large(void *ptr, tagref t, bool sized, size_t size,
 /* What free states besides the pointer: nothing, the size, or the size
  * and the alignment; FREE_REALLOC is FREE_PLAIN on behalf of realloc. */
 enum { FREE_PLAIN, FREE_SIZED, FREE_ALIGNED, FREE_REALLOC };
+#define FREE_HELD 8 /* free_slow's mode: the caller claimed the cache it passes */
 static const char *const k_free_name[] = {"free", "free_sized", "free_aligned_sized", "realloc"};
 
 /* The largest size a block of class c can have been requested with, as
@@ -499,9 +574,13 @@ static ALWAYS_INLINE bool size_fits(int mode, unsigned c, tagref t, uintptr_t a,
 /* Everything free's fast path leaves: a CPU without a cache (yet), a
  * pointer outside the hinted region or not a live small block (large
  * blocks, bad frees), a wrong size, a lost race, a full magazine. Finishes
- * the call: restores interrupts and reports a refusal. */
+ * the call: gives the cache back, restores interrupts and reports a
+ * refusal. Interrupts masked; cc as for alloc_small_slow, held if mode
+ * has FREE_HELD. */
 static NOINLINE void free_slow(kcache *cc, void *ptr, int mode, size_t size, size_t align,
                                unsigned long irq) {
+    kcache *give = mode & FREE_HELD ? cc : NULL;
+    mode &= ~FREE_HELD;
     uintptr_t a = (uintptr_t)ptr;
     const mregion *local = &g_no_region;
     tagref t;
@@ -516,7 +595,7 @@ static NOINLINE void free_slow(kcache *cc, void *ptr, int mode, size_t size, siz
         goto out;
     }
     if (!cc) /* not before: a thread that frees only mappings needs no cache */
-        cc = my_cache();
+        cc = give = my_cache();
     if (st != KBUDDY_OK)
         goto out;
     for (tag = tag_get(t);;) {
@@ -559,6 +638,7 @@ static NOINLINE void free_slow(kcache *cc, void *ptr, int mode, size_t size, siz
         unlock();
     }
 out:
+    cache_unclaim(give);
     irq_on(irq);
     if (unmap_bytes)
         mapped_unmap(ptr, unmap_bytes);
@@ -572,14 +652,29 @@ static NOINLINE void free_overflow(kcache *cc, unsigned c, void *ptr, tagref t, 
     irq_on(irq);
 }
 
+#if RUNTIME_HOOKS
+/* The hooked fast path's ways out (as alloc_small_slow_masking). */
+static NOINLINE void free_slow_masking(kcache *cc, void *ptr, int mode, size_t size, size_t align) {
+    free_slow(cc, ptr, mode | FREE_HELD, size, align, irq_off());
+}
+static NOINLINE void free_overflow_masking(kcache *cc, unsigned c, void *ptr, tagref t) {
+    unsigned long irq = irq_off();
+    cache_overflow(cc, c, (mentry){ptr, t});
+    cache_unclaim(cc);
+    irq_on(irq);
+}
+#endif
+
 /* Free ptr (not NULL). The fast path: the CPU's region hint holds it, its
  * tag says a live small block, the stated size is its own, and one
  * compare-and-swap makes it CACHED (of two racing frees exactly one wins);
- * then it goes into the CPU's loaded magazine. */
-static ALWAYS_INLINE void free_impl(void *ptr, int mode, size_t size, size_t align, bool hooked) {
+ * then it goes into the CPU's loaded magazine. Interrupts and claims as
+ * in alloc_small_impl. */
+static ALWAYS_INLINE void free_impl(void *ptr, int mode, size_t size, size_t align, bool hooked,
+                                    bool claim, unsigned cpu) {
     uintptr_t a = (uintptr_t)ptr;
-    unsigned long irq = hooked ? irq_off() : 0;
-    kcache *cc = cache_fast(hooked);
+    unsigned long irq = hooked && !claim ? irq_off() : 0;
+    kcache *cc = claim ? cache_claim_fast(cpu) : cache_fast(hooked);
     if (LIKELY(cc != NULL)) {
         const mregion *r = cc->hint;
         if (LIKELY(a - r->start < r->size) && LIKELY(!(a & (FREE_ALIGN - 1)))) {
@@ -600,25 +695,51 @@ static ALWAYS_INLINE void free_impl(void *ptr, int mode, size_t size, size_t ali
                 if (LIKELY(n < m->cap)) {
                     m->e[n] = (mentry){ptr, t};
                     mag_set_n(m, n + 1);
-                    if (hooked)
+                    if (claim)
+                        cache_unclaim_at(cpu, cc);
+                    else if (hooked)
                         irq_on(irq);
                     return;
                 }
+#if RUNTIME_HOOKS
+                if (claim) {
+                    free_overflow_masking(cc, c, ptr, t);
+                    return;
+                }
+#endif
                 free_overflow(cc, c, ptr, t, irq);
                 return;
             }
         }
     }
+#if RUNTIME_HOOKS
+    if (claim) {
+        free_slow_masking(cc, ptr, mode, size, align);
+        return;
+    }
+#endif
     free_slow(cc, ptr, mode, size, align, irq);
 }
 
 #if RUNTIME_HOOKS
-static NOINLINE void free_plain_hooked(void *ptr) { free_impl(ptr, FREE_PLAIN, 0, 1, true); }
+static NOINLINE void free_plain_claiming(void *ptr) {
+    unsigned cpu = g_cpu_id();
+    free_impl(ptr, FREE_PLAIN, 0, 1, true, true, cpu);
+}
+static NOINLINE void free_sized_claiming(void *ptr, size_t size) {
+    unsigned cpu = g_cpu_id();
+    free_impl(ptr, FREE_SIZED, size, 1, true, true, cpu);
+}
+static NOINLINE void free_aligned_claiming(void *ptr, size_t align, size_t size) {
+    unsigned cpu = g_cpu_id();
+    free_impl(ptr, FREE_ALIGNED, size, align, true, true, cpu);
+}
+static NOINLINE void free_plain_hooked(void *ptr) { free_impl(ptr, FREE_PLAIN, 0, 1, true, false, 0); }
 static NOINLINE void free_sized_hooked(void *ptr, size_t size) {
-    free_impl(ptr, FREE_SIZED, size, 1, true);
+    free_impl(ptr, FREE_SIZED, size, 1, true, false, 0);
 }
 static NOINLINE void free_aligned_hooked(void *ptr, size_t align, size_t size) {
-    free_impl(ptr, FREE_ALIGNED, size, align, true);
+    free_impl(ptr, FREE_ALIGNED, size, align, true, false, 0);
 }
 #endif
 
@@ -627,11 +748,11 @@ void kbm_free(void *ptr) {
         return;
 #if RUNTIME_HOOKS
     if (HOOKED()) {
-        free_plain_hooked(ptr);
+        UNMASKED() ? free_plain_claiming(ptr) : free_plain_hooked(ptr);
         return;
     }
 #endif
-    free_impl(ptr, FREE_PLAIN, 0, 1, STATIC_HOOKS);
+    free_impl(ptr, FREE_PLAIN, 0, 1, STATIC_HOOKS, false, 0);
 }
 
 void kbm_free_sized(void *ptr, size_t size) {
@@ -639,11 +760,11 @@ void kbm_free_sized(void *ptr, size_t size) {
         return;
 #if RUNTIME_HOOKS
     if (HOOKED()) {
-        free_sized_hooked(ptr, size);
+        UNMASKED() ? free_sized_claiming(ptr, size) : free_sized_hooked(ptr, size);
         return;
     }
 #endif
-    free_impl(ptr, FREE_SIZED, size, 1, STATIC_HOOKS);
+    free_impl(ptr, FREE_SIZED, size, 1, STATIC_HOOKS, false, 0);
 }
 
 void kbm_free_aligned_sized(void *ptr, size_t align, size_t size) {
@@ -651,17 +772,18 @@ void kbm_free_aligned_sized(void *ptr, size_t align, size_t size) {
         return;
 #if RUNTIME_HOOKS
     if (HOOKED()) {
-        free_aligned_hooked(ptr, align, size);
+        UNMASKED() ? free_aligned_claiming(ptr, align, size)
+                   : free_aligned_hooked(ptr, align, size);
         return;
     }
 #endif
-    free_impl(ptr, FREE_ALIGNED, size, align, STATIC_HOOKS);
+    free_impl(ptr, FREE_ALIGNED, size, align, STATIC_HOOKS, false, 0);
 }
 
 /* The free inside realloc: as kbm_free, reported as "realloc". */
 static void free_for_realloc(void *ptr) {
     unsigned long irq = irq_off();
-    free_slow(cache_peek(), ptr, FREE_REALLOC, 0, 1, irq);
+    free_slow(cache_claim(), ptr, FREE_REALLOC | FREE_HELD, 0, 1, irq);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -672,7 +794,7 @@ static void free_for_realloc(void *ptr) {
  * with *why set. */
 static unsigned live_tag(void *ptr, tagref *t, kbuddy_status *why) {
     unsigned long irq = irq_off();
-    kcache *cc = cache_peek();
+    kcache *cc = cache_claim();
     const mregion *local = &g_no_region;
     unsigned tag = 0;
     *why = locate(cc ? &cc->hint : &local, ptr, t);
@@ -683,6 +805,7 @@ static unsigned live_tag(void *ptr, tagref *t, kbuddy_status *why) {
             tag = 0;
         }
     }
+    cache_unclaim(cc);
     irq_on(irq);
     return tag;
 }
@@ -773,7 +896,7 @@ size_t kbm_malloc_usable_size(const void *ptr) {
     if (!ptr)
         return 0;
     unsigned long irq = irq_off();
-    kcache *cc = cache_peek();
+    kcache *cc = cache_claim();
     const mregion *local = &g_no_region;
     tagref t;
     size_t n = 0;
@@ -790,6 +913,7 @@ size_t kbm_malloc_usable_size(const void *ptr) {
             unlock();
         }
     }
+    cache_unclaim(cc);
     irq_on(irq);
     return n;
 }
@@ -800,10 +924,11 @@ size_t kbm_malloc_usable_size(const void *ptr) {
 
 void kbuddy_malloc_flush_caches(void) {
     unsigned long irq = irq_off();
-    kcache *cc = cache_peek();
+    kcache *cc = cache_claim();
     lock();
     caches_flush_locked(cc);
     unlock();
+    cache_unclaim(cc);
     irq_on(irq);
 }
 
@@ -824,12 +949,13 @@ void kbuddy_malloc_thread_exit(void) {
     unlock();
 #else
     unsigned long irq = irq_off();
-    kcache *cc = cache_peek();
+    kcache *cc = cache_claim();
     if (cc) {
         lock();
         (void)cache_flush_locked(cc);
         unlock();
     }
+    cache_unclaim(cc);
     irq_on(irq);
 #endif
 }

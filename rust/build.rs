@@ -161,6 +161,7 @@ fn main() {
          offsetof(kbuddy_frames, lock), sizeof(kbuddy_stats), sizeof(kbuddy_frame_stats),\n\
          sizeof(kbuddy_malloc_hooks), offsetof(kbuddy_malloc_hooks, lock),\n\
          offsetof(kbuddy_malloc_hooks, grow_zeroed), offsetof(kbuddy_malloc_hooks, bad_free),\n\
+         offsetof(kbuddy_malloc_hooks, cpu_id_unmasked),\n\
          sizeof(kbuddy_malloc_stats), offsetof(kbuddy_malloc_stats, bad_frees),\n\
          KBUDDY_MIN_BLOCK, KBUDDY_MALLOC_MAX_CPUS, KBUDDY_MALLOC_CACHE_MAX,\n\
          sizeof(kbuddy_status)};\n",

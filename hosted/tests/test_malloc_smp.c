@@ -4,7 +4,11 @@
  * only from kbuddy_malloc_add_region, no grow hook, no errno), run on
  * threads that stand in for CPUs: each thread has a CPU number and an
  * "interrupt mask" depth of its own, so the test can check that every call
- * masks, calls cpu_id only while masked, and restores exactly once.
+ * masks, calls cpu_id only while masked, and restores exactly once. With
+ * function-pointer hooks and cpu_id_unmasked set the fast paths claim the
+ * CPU's cache instead of masking (kbuddy_malloc.h): the last tests set it,
+ * give two threads one CPU number, move a thread between CPUs, and
+ * "interrupt" a call that holds the claim.
  */
 #include "kbtest.h"
 #include "kbuddy_malloc.h"
@@ -13,6 +17,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define HEAP_BYTES ((size_t)48 << 20)
 
@@ -21,6 +26,11 @@ static unsigned char *later_region; /* "found later", as a kernel finds memory *
 
 static _Thread_local unsigned my_cpu;
 static _Thread_local int irq_depth;
+static _Thread_local unsigned moving;    /* nonzero: cpu_id cycles through CPUs 5..7 */
+static _Thread_local void (*interrupt)(void); /* run by irq_save while unmasked */
+static _Thread_local unsigned irq_saves;      /* this thread's calls of irq_save */
+static kbuddy_malloc_hooks hooks; /* as boot installed them */
+static bool unmasked;             /* hooks.cpu_id_unmasked */
 static _Atomic size_t cpu_id_unmasked, irq_misuse, hook_masked;
 static _Atomic size_t bad_frees;
 static _Atomic int last_bad;
@@ -34,10 +44,22 @@ void kbm_test_irq_restore(unsigned long state);
 unsigned kbm_test_cpu_id(void) {
     if (irq_depth == 0)
         atomic_fetch_add(&cpu_id_unmasked, 1);
+    if (moving) /* preempted and moved: another CPU at every call */
+        return 5 + moving++ % 3;
     return my_cpu;
 }
 
-unsigned long kbm_test_irq_save(void) { return (unsigned long)irq_depth++; }
+/* An interrupt arrives just before the mask takes effect: its handler
+ * runs (once; not nested) with interrupts still on. */
+unsigned long kbm_test_irq_save(void) {
+    irq_saves++;
+    void (*handler)(void) = interrupt;
+    if (handler && irq_depth == 0) {
+        interrupt = NULL;
+        handler();
+    }
+    return (unsigned long)irq_depth++;
+}
 
 void kbm_test_irq_restore(unsigned long state) {
     if (irq_depth != (int)state + 1)
@@ -67,12 +89,11 @@ static void boot(void) {
     done = 1;
     /* The boot CPU hands the first region over before the hooks exist... */
     CHECK_STATUS(kbuddy_malloc_add_region(boot_region, sizeof boot_region), KBUDDY_OK);
-    kbuddy_malloc_hooks h = {0};
-    h.cpu_id = kbm_test_cpu_id; /* ignored where the hooks are compiled in */
-    h.irq_save = kbm_test_irq_save;
-    h.irq_restore = kbm_test_irq_restore;
-    h.bad_free = bad_free;
-    kbuddy_malloc_set_hooks(&h);
+    hooks.cpu_id = kbm_test_cpu_id; /* ignored where the hooks are compiled in */
+    hooks.irq_save = kbm_test_irq_save;
+    hooks.irq_restore = kbm_test_irq_restore;
+    hooks.bad_free = bad_free;
+    kbuddy_malloc_set_hooks(&hooks);
     /* ...and more once the memory map is parsed. */
     /* 4 MiB-aligned (then started 100 bytes in), so that how many 3 MiB
      * blocks it can hold does not depend on where the C library put it. */
@@ -81,6 +102,19 @@ static void boot(void) {
                  KBUDDY_OK);
 }
 
+#ifndef KBUDDY_MALLOC_HOOKS_H
+/* Install the hooks again with cpu_id_unmasked on or off (between tests:
+ * no call is under way, no cache claimed). Off again, the count of cpu_id
+ * calls made unmasked starts over. */
+static void set_unmasked(bool on) {
+    hooks.cpu_id_unmasked = on;
+    kbuddy_malloc_set_hooks(&hooks);
+    unmasked = on;
+    if (!on)
+        atomic_store(&cpu_id_unmasked, 0);
+}
+#endif
+
 #define CHECK_CONSISTENT()                                                                    \
     do {                                                                                      \
         kbuddy_malloc_stats s_ = stats();                                                     \
@@ -88,7 +122,7 @@ static void boot(void) {
         CHECK_EQ(s_.heap.allocated, s_.live_bytes + s_.cached_bytes + s_.internal_bytes);     \
         CHECK_STATUS(kbuddy_malloc_check(), KBUDDY_OK);                                       \
         CHECK_EQ(atomic_load(&irq_misuse), 0);                                                \
-        CHECK_EQ(atomic_load(&cpu_id_unmasked), 0);                                           \
+        CHECK_EQ(unmasked ? 0 : atomic_load(&cpu_id_unmasked), 0);                            \
         CHECK_EQ(irq_depth, 0);                                                               \
     } while (0)
 
@@ -403,5 +437,168 @@ TEST(fork_child_frees_the_other_cpus_caches) {
     CHECK_EQ(atomic_load(&bad_frees), bad0);
     CHECK_CONSISTENT();
 }
+
+/* The hook contract by default (function-pointer hooks too): each cached
+ * malloc and free masks interrupts once and calls cpu_id masked. */
+TEST(by_default_every_call_masks_and_calls_cpu_id_masked) {
+    boot();
+    my_cpu = 3;
+    kbm_free(kbm_malloc(64)); /* CPU 3 has a cache, a block of the class */
+    size_t unmasked0 = atomic_load(&cpu_id_unmasked);
+    unsigned saves0 = irq_saves;
+    void *p = kbm_malloc(64);
+    REQUIRE(p != NULL);
+    kbm_free_sized(p, 64);
+    p = kbm_malloc(64);
+    REQUIRE(p != NULL);
+    kbm_free(p);
+    CHECK_EQ(irq_saves - saves0, 4);
+    CHECK_EQ(atomic_load(&cpu_id_unmasked), unmasked0);
+    CHECK_CONSISTENT();
+    my_cpu = 0;
+}
+
+#ifndef KBUDDY_MALLOC_HOOKS_H
+/* --- cpu_id_unmasked: the fast paths claim the cache ------------------- */
+
+/* The same calls with cpu_id_unmasked set: the cached ones mask nothing
+ * and call cpu_id unmasked. */
+TEST(with_cpu_id_unmasked_the_cached_calls_do_not_mask) {
+    boot();
+    set_unmasked(true);
+    my_cpu = 3;
+    kbm_free(kbm_malloc(64));
+    size_t unmasked0 = atomic_load(&cpu_id_unmasked);
+    unsigned saves0 = irq_saves;
+    void *p = kbm_malloc(64);
+    REQUIRE(p != NULL);
+    kbm_free_sized(p, 64);
+    p = kbm_malloc(64);
+    REQUIRE(p != NULL);
+    kbm_free(p);
+    CHECK_EQ(irq_saves - saves0, 0);
+    CHECK_EQ(atomic_load(&cpu_id_unmasked), unmasked0 + 4);
+    CHECK_CONSISTENT();
+    my_cpu = 0;
+    set_unmasked(false);
+}
+
+/* Two threads given CPU 6, one on CPU 7, one moved between CPUs 5..7 at
+ * every call: each cache is used by one call at a time (the others go
+ * through the lock), so no block is handed out twice and every block
+ * keeps what its owner wrote. */
+enum { SHARE_THREADS = 4, SHARE_SLOTS = 512, SHARE_OPS = 200000 };
+
+static void *share_main(void *varg) {
+    unsigned id = (unsigned)(uintptr_t)varg;
+    my_cpu = id < 2 ? 6 : 7;
+    moving = id == 3;
+    unsigned char *slot[SHARE_SLOTS] = {0};
+    size_t size[SHARE_SLOTS] = {0};
+    uint64_t seed = 99 + id;
+    uintptr_t errors = 0;
+    for (unsigned op = 0; op < SHARE_OPS; op++) {
+        unsigned i = (unsigned)(xorshift(&seed) % SHARE_SLOTS);
+        if (slot[i]) {
+            for (size_t k = 0; k < size[i]; k += 61)
+                errors += slot[i][k] != (unsigned char)(id + i);
+            errors += slot[i][size[i] - 1] != (unsigned char)(id + i);
+            if (op % 2)
+                kbm_free_sized(slot[i], size[i]);
+            else
+                kbm_free(slot[i]);
+            slot[i] = NULL;
+        } else {
+            size[i] = 1 + xorshift(&seed) % 3000;
+            slot[i] = kbm_malloc(size[i]);
+            if (!slot[i]) {
+                errors++;
+                continue;
+            }
+            memset(slot[i], (unsigned char)(id + i), size[i]);
+        }
+    }
+    for (unsigned i = 0; i < SHARE_SLOTS; i++)
+        kbm_free(slot[i]);
+    return (void *)errors;
+}
+
+TEST(threads_sharing_a_cpu_or_moving_between_cpus_never_share_a_block) {
+    boot();
+    set_unmasked(true);
+    kbuddy_malloc_stats before = stats();
+    size_t bad0 = atomic_load(&bad_frees);
+    pthread_t t[SHARE_THREADS];
+    for (unsigned i = 0; i < SHARE_THREADS; i++)
+        REQUIRE(pthread_create(&t[i], NULL, share_main, (void *)(uintptr_t)i) == 0);
+    for (unsigned i = 0; i < SHARE_THREADS; i++) {
+        void *errors;
+        pthread_join(t[i], &errors);
+        CHECK(errors == NULL);
+    }
+    kbuddy_malloc_stats after = stats();
+    CHECK_EQ(after.live_blocks, before.live_blocks);
+    CHECK_EQ(after.live_bytes, before.live_bytes);
+    CHECK(after.caches <= before.caches + 3); /* CPUs 5, 6, 7 at most, one cache each */
+    CHECK_EQ(atomic_load(&bad_frees), bad0);
+    CHECK_CONSISTENT();
+    set_unmasked(false);
+}
+
+/* The "interrupt handler": allocates and frees on the CPU whose cache the
+ * interrupted call holds, and frees one block twice. */
+static void allocating_handler(void) {
+    unsigned char *p = kbm_malloc(48), *q = kbm_malloc(3000);
+    if (p && q) {
+        memset(p, 1, 48);
+        memset(q, 2, 3000);
+    }
+    kbm_free(q);
+    kbm_free_sized(p, 48);
+    kbm_free(p);
+}
+
+TEST(an_interrupt_while_the_cache_is_claimed_goes_through_the_lock) {
+    boot();
+    set_unmasked(true);
+    my_cpu = 4;
+    void *warm = kbm_malloc(100); /* CPU 4 has a cache */
+    kbm_free(warm);
+    kbuddy_malloc_stats before = stats();
+    size_t bad0 = atomic_load(&bad_frees);
+    /* A class CPU 4 never used: its fast path claims the cache, finds no
+     * block, and masks on the way to the slow path; the handler runs then.
+     * Its four calls find the cache claimed: each a call to the heap under
+     * the lock (large_calls), no new cache, nothing cached. */
+    interrupt = allocating_handler;
+    unsigned char *a = kbm_malloc(2000);
+    CHECK(interrupt == NULL); /* it ran */
+    REQUIRE(a != NULL);
+    kbuddy_malloc_stats mid = stats();
+    CHECK_EQ(mid.large_calls, before.large_calls + 4);
+    CHECK_EQ(mid.caches, before.caches);
+    CHECK_EQ(mid.live_blocks, before.live_blocks + 1);
+    CHECK_EQ(atomic_load(&bad_frees), bad0 + 1);
+    CHECK_EQ(atomic_load(&last_bad), KBUDDY_EDOUBLEFREE);
+    CHECK_CONSISTENT();
+    /* Free: a large block leaves the fast path for the slow one with the
+     * claim held; the handler runs there the same way. */
+    void *big = kbm_malloc(64 << 10);
+    REQUIRE(big != NULL);
+    before = stats();
+    interrupt = allocating_handler;
+    kbm_free(big);
+    CHECK(interrupt == NULL);
+    kbuddy_malloc_stats after = stats();
+    CHECK_EQ(after.large_calls, before.large_calls + 4 + 1); /* and the large block's own */
+    CHECK_EQ(after.caches, before.caches);
+    CHECK_EQ(after.live_blocks, before.live_blocks - 1);
+    CHECK_EQ(atomic_load(&bad_frees), bad0 + 2);
+    kbm_free_sized(a, 2000);
+    CHECK_CONSISTENT();
+    my_cpu = 0;
+    set_unmasked(false);
+}
+#endif
 
 KBTEST_MAIN()

@@ -187,6 +187,7 @@ pub struct kbuddy_malloc_hooks {
     pub release_ctx: *mut c_void,
     pub release_page: usize,
     pub ungrow: Option<unsafe extern "C" fn(*mut c_void, usize, *mut c_void)>,
+    pub cpu_id_unmasked: bool,
 }
 
 #[repr(C)]
@@ -296,7 +297,7 @@ mod tests {
     }
 
     extern "C" {
-        static kbuddy_rs_layout: [usize; 21];
+        static kbuddy_rs_layout: [usize; 22];
     }
 
     /// The hand-written structs match the C compiler's layout of the
@@ -320,6 +321,7 @@ mod tests {
             offset_of!(kbuddy_malloc_hooks, lock),
             offset_of!(kbuddy_malloc_hooks, grow_zeroed),
             offset_of!(kbuddy_malloc_hooks, bad_free),
+            offset_of!(kbuddy_malloc_hooks, cpu_id_unmasked),
             size_of::<kbuddy_malloc_stats>(),
             offset_of!(kbuddy_malloc_stats, bad_frees),
             crate::MIN_BLOCK,
