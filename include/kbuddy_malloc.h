@@ -244,6 +244,13 @@ extern "C" {
 #define KBUDDY_MALLOC_TRIM_SLACK SIZE_MAX
 #endif
 
+/* The share of the allocated bytes the large-block trim keeps free and
+ * resident, in percent: the slack is max(KBUDDY_MALLOC_TRIM_SLACK,
+ * allocated x KBUDDY_MALLOC_TRIM_PERCENT / 100). Default 100. */
+#ifndef KBUDDY_MALLOC_TRIM_PERCENT
+#define KBUDDY_MALLOC_TRIM_PERCENT 100
+#endif
+
 /* Full magazines the depot keeps per class (and empty ones); more go back
  * to the core heap. The depot is what carries blocks from CPUs that free
  * them to CPUs that allocate them. It is also given back to the core heap
@@ -281,6 +288,18 @@ extern "C" {
  * than costing a fresh mapping and a page fault per page each time. */
 #ifndef KBUDDY_MALLOC_MAP_THRESHOLD
 #define KBUDDY_MALLOC_MAP_THRESHOLD ((size_t)1 << 20)
+#endif
+/* Freed mappings of up to KBUDDY_MALLOC_MAP_THRESHOLD_MAX bytes kept for
+ * the next large requests, at most this many (kbm_large.h): with the remap
+ * hook installed and the default map threshold, a request takes the smallest kept mapping that holds it
+ * or grows one with the remap hook, and its pages stay; the cache holds at
+ * most max(KBUDDY_MALLOC_MAP_THRESHOLD_MAX, live mapped bytes / 4), and
+ * frees no longer raise the map threshold. kbuddy_malloc_trim and the core
+ * heap's out-of-memory handler unmap them (then the unmap hook runs with
+ * the lock held). Default 0: no cache (a kernel's large blocks go straight
+ * back); the hosted library uses 8. */
+#ifndef KBUDDY_MALLOC_MAP_CACHE
+#define KBUDDY_MALLOC_MAP_CACHE 0
 #endif
 #ifndef KBUDDY_MALLOC_MAP_THRESHOLD_MAX
 #define KBUDDY_MALLOC_MAP_THRESHOLD_MAX ((size_t)32 << 20)
@@ -590,6 +609,9 @@ typedef struct kbuddy_malloc_stats {
     size_t slabs;           /* slabs in the heap                              */
     size_t slab_bytes;      /* their bytes                                    */
     size_t slab_objects;    /* objects out of their slabs: live or cached     */
+    /* Freed mappings kept for reuse (KBUDDY_MALLOC_MAP_CACHE; 0 without):
+     * their bytes, in no other figure. */
+    size_t map_cached_bytes;
 } kbuddy_malloc_stats;
 
 /* Fill *out (see kbuddy_malloc_stats). O(caches x size classes): the cached

@@ -218,7 +218,7 @@ static void release_large_poll_locked(size_t bytes) {
         kbuddy_stats st;
         kbuddy_get_stats(&g_heap, &st);
         size_t avail = st.total - st.allocated;
-        size_t slack = st.allocated;
+        size_t slack = st.allocated / 100 * KBUDDY_MALLOC_TRIM_PERCENT;
         if (slack < KBUDDY_MALLOC_TRIM_SLACK)
             slack = KBUDDY_MALLOC_TRIM_SLACK;
         if (avail > slack) {
@@ -234,6 +234,7 @@ size_t kbuddy_malloc_trim(size_t keep) {
     kcache *cc = cache_peek();
     lock();
     caches_flush_locked(cc);
+    (void)map_cache_drain_locked();
     size_t bytes = release_locked(keep, 0, 0, true);
     unlock();
     irq_on(irq);
