@@ -244,13 +244,6 @@ extern "C" {
 #define KBUDDY_MALLOC_TRIM_SLACK SIZE_MAX
 #endif
 
-/* The share of the allocated bytes the large-block trim keeps free and
- * resident, in percent: the slack is max(KBUDDY_MALLOC_TRIM_SLACK,
- * allocated x KBUDDY_MALLOC_TRIM_PERCENT / 100). Default 100. */
-#ifndef KBUDDY_MALLOC_TRIM_PERCENT
-#define KBUDDY_MALLOC_TRIM_PERCENT 100
-#endif
-
 /* Full magazines the depot keeps per class (and empty ones); more go back
  * to the core heap. The depot is what carries blocks from CPUs that free
  * them to CPUs that allocate them. It is also given back to the core heap

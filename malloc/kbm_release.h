@@ -218,7 +218,7 @@ static void release_large_poll_locked(size_t bytes) {
         kbuddy_stats st;
         kbuddy_get_stats(&g_heap, &st);
         size_t avail = st.total - st.allocated;
-        size_t slack = st.allocated / 100 * KBUDDY_MALLOC_TRIM_PERCENT;
+        size_t slack = st.allocated;
         if (slack < KBUDDY_MALLOC_TRIM_SLACK)
             slack = KBUDDY_MALLOC_TRIM_SLACK;
         if (avail > slack) {
