@@ -97,7 +97,7 @@ static bool map_cache_on(void);
 
 /* A mapping of `bytes` was freed (under the lock: one writer at a time). */
 static void map_threshold_raise(size_t bytes) {
-    if (map_cache_on()) /* the cache reuses the pages instead */
+    if (KBUDDY_MALLOC_MAP_CACHE > 0 && map_cache_on()) /* the cache reuses the pages instead */
         return;
     if (!g_hooks.map_threshold && bytes <= KBUDDY_MALLOC_MAP_THRESHOLD_MAX &&
         bytes > atomic_load_explicit(&g_map_raised, memory_order_relaxed))
@@ -251,17 +251,16 @@ static void maps_remove_locked(mapping *m) {
  * kept mapping came out of the cache, so it is bounded as the cache is.
  * Without the cache frees raise the threshold (map_threshold_raise). */
 
-/* Is the cache in use? Only with the default threshold (a threshold set
- * in the hooks stays where it is, and so does every mapping's fate) and
- * the remap hook. */
-static bool map_cache_on(void) {
-    return KBUDDY_MALLOC_MAP_CACHE > 0 && !g_hooks.map_threshold && g_hooks.remap;
-}
+/* Is the cache in use? With KBUDDY_MALLOC_MAP_CACHE (tested by the
+ * callers, at compile time), only with the default threshold (a threshold
+ * set in the hooks stays where it is, and so does every mapping's fate)
+ * and the remap hook. */
+static bool map_cache_on(void) { return !g_hooks.map_threshold && g_hooks.remap; }
 
 /* Keep a mapping taken out of the registry, if it fits the cache's bounds:
  * true if kept (the caller then unmaps nothing). Under the lock. */
 static bool map_cache_put_locked(uintptr_t start, size_t size) {
-    if (!map_cache_on() || size > KBUDDY_MALLOC_MAP_THRESHOLD_MAX)
+    if (KBUDDY_MALLOC_MAP_CACHE <= 0 || !map_cache_on() || size > KBUDDY_MALLOC_MAP_THRESHOLD_MAX)
         return false;
     size_t bound = g_mapped_bytes / 4;
     if (bound < KBUDDY_MALLOC_MAP_THRESHOLD_MAX)
