@@ -338,7 +338,7 @@ static void *alloc_mapped_any(size_t size, size_t align, bool *fresh) {
     size_t bytes;
     if (!map_round(size, &bytes))
         return NULL;
-    cached_map kept;
+    cached_map kept = {0, 0};
     unsigned long irq = irq_off();
     lock();
     bool room = maps_reserve_locked();
