@@ -53,7 +53,10 @@
 #endif
 #define NCLASSES (NBLOCK + NSLAB)
 #define CACHE_MAX KBUDDY_MALLOC_CACHE_MAX
-#define MAG_MIN 8u
+#if KBUDDY_MALLOC_MAG_MIN_BLOCKS < 1 || KBUDDY_MALLOC_MAG_MIN_BLOCKS > 64
+#error "KBUDDY_MALLOC_MAG_MIN_BLOCKS must be 1..64"
+#endif
+#define MAG_MIN ((uint32_t)KBUDDY_MALLOC_MAG_MIN_BLOCKS)
 #define MAG_MAX 64u
 
 /* Units of class c: c + 1 below 16, then (STEPS + 1 + i) << (d + 4 -

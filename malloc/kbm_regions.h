@@ -64,6 +64,8 @@ static kbuddy_status add_region_locked(void *start, size_t size, bool zeroed, bo
  * region in which the request surely fits: two blocks of the order it
  * needs (an aligned block of order k lies in any 2^(k+1) units) plus the
  * bookkeeping. */
+static bool map_cache_drain_locked(void); /* kbm_large.h */
+
 static bool on_oom(kbuddy_heap *h, size_t size, size_t align, void *ctx) {
     (void)h;
     (void)ctx;
@@ -71,6 +73,7 @@ static bool on_oom(kbuddy_heap *h, size_t size, size_t align, void *ctx) {
         return true;
     if (!g_hooks.grow)
         return false;
+    (void)map_cache_drain_locked(); /* their address space, for the region */
     size_t block = UNIT;
     while (block < size || block < align) {
         if (block > SIZE_MAX / 8)

@@ -234,6 +234,7 @@ size_t kbuddy_malloc_trim(size_t keep) {
     kcache *cc = cache_claim();
     lock();
     caches_flush_locked(cc);
+    (void)map_cache_drain_locked();
     size_t bytes = release_locked(keep, 0, 0, true);
     unlock();
     cache_unclaim(cc);

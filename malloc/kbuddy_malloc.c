@@ -401,12 +401,9 @@ void *kbm_calloc(size_t n, size_t size) {
     void *p;
     if (bytes > CACHE_MAX && map_wanted(bytes)) {
         /* A fresh mapping that reads as zero is not cleared (nor touched). */
-        p = alloc_mapped(bytes, UNIT);
-        if (p) {
-            if (!g_hooks.map_zeroed)
-                memset(p, 0, bytes);
+        p = alloc_mapped_zeroed(bytes);
+        if (p)
             return p;
-        }
         p = alloc_core_large(bytes, UNIT);
     } else {
         p = kbm_malloc(bytes);
@@ -993,6 +990,7 @@ void kbuddy_malloc_get_stats(kbuddy_malloc_stats *out) {
         out->heap.allocated - out->cached_bytes - out->internal_bytes + g_mapped_bytes;
     out->mapped_blocks = g_nmaps;
     out->mapped_bytes = g_mapped_bytes;
+    out->map_cached_bytes = g_map_cached_bytes;
     out->caches = caches;
     out->regions = atomic_load_explicit(&g_nregions, memory_order_relaxed) - g_regions_returned;
     out->released_bytes = g_released_bytes;

@@ -272,7 +272,7 @@ TEST(fork_child_puts_the_objects_of_threads_not_copied_back_into_their_slabs) {
     REQUIRE(pthread_create(&t, NULL, parker, NULL) == 0);
     pthread_barrier_wait(&g_parked);
     kbuddy_malloc_stats before = kbm_stats();
-    CHECK(before.cached_blocks >= 600);
+    CHECK(before.cached_blocks > before.depot_blocks); /* the parker's magazines hold some */
     pid_t pid = fork();
     if (pid == 0) {
         alarm(30);

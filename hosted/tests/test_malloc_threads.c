@@ -134,24 +134,41 @@ static size_t cache_after_free_64_pages(void) {
 }
 
 /* Magazines grow with the heap (KBUDDY_MALLOC_MAG_SHARE): while it is small
- * a 4 KiB magazine holds 8 blocks (KBUDDY_MALLOC_MAG_MIN_BYTES, and no
- * fewer than 8), so a thread's cache holds 16 at most; with 72 MiB
- * allocated (more than 1024 x 64 KiB) the hosted build's 64 KiB magazines,
- * 16 blocks, and the small ones waiting in the depot are replaced. */
+ * a 4 KiB magazine holds KBUDDY_MALLOC_MAG_MIN_BYTES of blocks but no fewer
+ * than KBUDDY_MALLOC_MAG_MIN_BLOCKS (the hosted build: 2 KiB, 2 blocks), so
+ * a thread's cache holds two such magazines at most; with 72 MiB allocated
+ * (more than 1024 x 64 KiB) the hosted build's 64 KiB magazines, 16
+ * blocks, and the small ones waiting in the depot are replaced. */
 TEST(magazines_grow_with_the_heap) {
     kbm_setup();
     kbuddy_malloc_flush_caches();
     CHECK(kbm_stats().heap.allocated < ((size_t)8 << 20));
+    size_t cap = KBUDDY_MALLOC_MAG_MIN_BYTES / 4096;
+    if (cap < KBUDDY_MALLOC_MAG_MIN_BLOCKS)
+        cap = KBUDDY_MALLOC_MAG_MIN_BLOCKS;
     size_t small = cache_after_free_64_pages();
-    CHECK(small >= 8 && small <= 16);
+    CHECK(small >= cap && small <= 2 * cap);
     enum { BIG = 1152 }; /* 72 MiB of 64 KiB blocks (from the core heap) */
     static void *big[BIG];
     for (unsigned i = 0; i < BIG; i++)
         REQUIRE((big[i] = kbm_malloc((size_t)64 << 10)) != NULL);
     size_t large = cache_after_free_64_pages();
-    CHECK(large > 16 && large <= 32);
+    CHECK(large > 2 * cap && large <= 32);
     for (unsigned i = 0; i < BIG; i++)
         kbm_free(big[i]);
+    CHECK_STATS_ADD_UP();
+}
+
+/* The hosted build's small magazines for the classes of a KiB and more
+ * (KBUDDY_MALLOC_MAG_MIN_BLOCKS = 2): a thread that frees 64 blocks of
+ * 4 KiB keeps 4 at most in its cache, not the 16 of 8-block magazines. */
+TEST(a_small_heap_caches_few_large_class_blocks_per_thread) {
+    kbm_setup();
+    kbuddy_malloc_flush_caches();
+    CHECK(kbm_stats().heap.allocated < ((size_t)8 << 20));
+    CHECK_EQ(KBUDDY_MALLOC_MAG_MIN_BLOCKS, 2);
+    size_t held = cache_after_free_64_pages();
+    CHECK(held >= 2 && held <= 4);
     CHECK_STATS_ADD_UP();
 }
 
