@@ -217,6 +217,7 @@ pub struct kbuddy_malloc_stats {
     pub slabs: usize,
     pub slab_bytes: usize,
     pub slab_objects: usize,
+    pub map_cached_bytes: usize,
 }
 
 extern "C" {
