@@ -629,6 +629,26 @@ size_t kbuddy_free_many(kbuddy_heap *h, void *const *ptrs, size_t count) {
                 }
             }
         }
+        if (tshort && addr == u << UNIT_SHIFT &&
+            u - run->engine.lo <= run->engine.hi - 8 - run->engine.lo) {
+            /* Elsewhere in the template's region (a magazine's blocks
+             * are scattered there once the program has freed them in
+             * its own order): a record that repeats the template is the
+             * same kind of allocation, as next to the run, and needs no
+             * decoding either; the pending run goes back and this block
+             * starts the next. (u is a whole unit of the region, the 8
+             * bytes inside its control bytes; u below lo wraps high.) */
+            uint8_t *c = run->ctrl + (u - run->engine.lo);
+            uint64_t w = ctrl_load8(c);
+            if ((w & tmask) == tword) {
+                ctrl_store8(c, w & ~tmask);
+                reps++;
+                kb_engine_release(&run->engine, lo, hi);
+                lo = u;
+                hi = u + t.n;
+                continue;
+            }
+        }
         /* A pointer into the pending run (freed twice in this batch) has no
          * record left and is not free yet: EBADPTR, and the batch stops. */
         if (find_live(h, ptrs[done], &b) != KBUDDY_OK)

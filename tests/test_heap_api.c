@@ -2495,6 +2495,74 @@ TEST(runs_of_short_allocations_are_recorded_and_freed_exactly_in_every_shape) {
     free(a);
 }
 
+TEST(free_many_of_scattered_blocks_frees_each_exactly_and_stops_at_one_freed_twice) {
+    /* Blocks of one kind scattered over two regions (as a magazine of a
+     * cache holds them): each same record is recognised without decoding,
+     * a different size or another region is decoded, and a block freed
+     * earlier in the batch stops it there, with every statistic exact. */
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 9, 1 << 16) == KBUDDY_OK);
+    REQUIRE(kbuddy_add_region(&h, a + (1 << 19), 1 << 16) == KBUDDY_OK);
+    kbuddy_stats empty = stats_of(&h);
+    enum { N = 64 };
+    void *p[N], *q[N], *batch[2 * N];
+    for (size_t i = 0; i < N; i++) { /* p: 100 bytes; q: 110 bytes (same units) */
+        p[i] = kbuddy_alloc(&h, 100, 1);
+        q[i] = kbuddy_alloc(&h, 110, 1);
+        REQUIRE(p[i] && q[i]);
+    }
+    void *far = NULL; /* one of 100 bytes in the second region */
+    void *fill[4096];
+    size_t nfill = 0;
+    while (nfill < 4096 && (far = kbuddy_alloc(&h, 100, 1)) != NULL &&
+           (uintptr_t)far < (uintptr_t)a + (1 << 19))
+        fill[nfill++] = far;
+    REQUIRE(far != NULL);
+    size_t k = 0;
+    for (size_t i = 0; i < N; i += 2) /* every other one: no two side by side */
+        batch[k++] = p[N - 2 - i];
+    batch[k++] = q[5];
+    batch[k++] = p[1];
+    batch[k++] = far;
+    batch[k++] = p[3];
+    CHECK_EQ(kbuddy_free_many(&h, batch, k), k);
+    size_t live = 2 * N + nfill - k + 1; /* far is not among fill */
+    kbuddy_stats st = stats_of(&h);
+    CHECK_EQ(st.allocations, live);
+    CHECK_EQ(st.user, (N - N / 2 - 2) * 100 + (N - 1) * 110 + nfill * 100);
+    CHECK_EQ(st.allocated, live * round_units(100));
+    CHECK_EQ(kbuddy_usable_size(&h, p[0]), 0);
+    CHECK_EQ(kbuddy_usable_size(&h, p[5]), round_units(100));
+    CHECK_EQ(kbuddy_usable_size(&h, q[5]), 0);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    /* Freed twice in one batch, far from the run: refused there. */
+    k = 0;
+    batch[k++] = p[5];
+    batch[k++] = p[9];
+    batch[k++] = p[7];
+    batch[k++] = p[9];
+    batch[k++] = p[11];
+    CHECK_EQ(kbuddy_free_many(&h, batch, k), 3);
+    CHECK_EQ(stats_of(&h).allocations, live - 3);
+    CHECK_EQ(kbuddy_usable_size(&h, p[11]), round_units(100));
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    /* The rest, one by one, with the sizes they were asked for. */
+    for (size_t i = 11; i < N; i += 2)
+        CHECK_STATUS(kbuddy_free_sized(&h, p[i], 100, 1), KBUDDY_OK);
+    for (size_t i = 0; i < N; i++)
+        if (i != 5)
+            CHECK_STATUS(kbuddy_free_sized(&h, q[i], 110, 1), KBUDDY_OK);
+    for (size_t i = 0; i < nfill; i++)
+        CHECK_STATUS(kbuddy_free(&h, fill[i]), KBUDDY_OK);
+    CHECK_STATS(&h, 2 << 16, empty.total, 0, 0, 0, 2);
+    CHECK_EQ(stats_of(&h).largest_free, empty.largest_free);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
 TEST(free_many_of_a_short_run_stops_at_a_block_freed_twice_or_a_different_record) {
     unsigned char *a = arena_new(1 << 16);
     REQUIRE(a);
