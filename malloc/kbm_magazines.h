@@ -461,6 +461,17 @@ static inline uint32_t fill_count(kcache *cc, unsigned c, uint32_t room) {
 #endif
 }
 
+/* Reverse e[0 .. n): a fill takes its blocks lowest address first, and
+ * the magazine hands out its top entry first, so reversed the program gets
+ * them in ascending order, as it gets memory carved from a heap's top. */
+static void mentry_reverse(mentry *e, uint32_t n) {
+    for (uint32_t i = 0, j = n - 1; n > 1 && i < j; i++, j--) {
+        mentry t = e[i];
+        e[i] = e[j];
+        e[j] = t;
+    }
+}
+
 /* The loaded magazine of class c is empty: swap in the previous one if it
  * is full, else trade the empty one for a full one from the depot, else
  * fill it from the core heap, all under one lock acquisition. Returns a
@@ -503,6 +514,7 @@ static NOINLINE mentry cache_refill(kcache *cc, unsigned c) {
             uint32_t got = core_take_run(c, TAG_CACHED, &m->e[n], want);
             while (got < want && (e.p = core_take(c, TAG_CACHED, &e.t)) != NULL)
                 m->e[n + got++] = e;
+            mentry_reverse(&m->e[n], got);
             mag_set_n(m, n + got);
             g_fills += got;
             e.p = NULL;
