@@ -164,8 +164,12 @@ static uint32_t core_take_run(unsigned c, unsigned tag, mentry *out, uint32_t wa
                 break;
         }
     }
+    /* Highest address first: the magazine hands out its top entry first,
+     * so the program gets the blocks in ascending order, as it gets memory
+     * carved from a heap's top, and walks its objects forwards (python,
+     * 9 interleaved rounds: user time 0.97x that of descending order). */
     uint32_t kept = 0;
-    for (size_t i = 0; i < got; i++)
+    for (size_t i = got; i-- > 0;)
         if (core_tag(got_p[i], tag | c, &out[kept].t))
             out[kept++].p = got_p[i];
     return kept;
@@ -461,17 +465,6 @@ static inline uint32_t fill_count(kcache *cc, unsigned c, uint32_t room) {
 #endif
 }
 
-/* Reverse e[0 .. n): a fill takes its blocks lowest address first, and
- * the magazine hands out its top entry first, so reversed the program gets
- * them in ascending order, as it gets memory carved from a heap's top. */
-static void mentry_reverse(mentry *e, uint32_t n) {
-    for (uint32_t i = 0, j = n - 1; n > 1 && i < j; i++, j--) {
-        mentry t = e[i];
-        e[i] = e[j];
-        e[j] = t;
-    }
-}
-
 /* The loaded magazine of class c is empty: swap in the previous one if it
  * is full, else trade the empty one for a full one from the depot, else
  * fill it from the core heap, all under one lock acquisition. Returns a
@@ -514,7 +507,6 @@ static NOINLINE mentry cache_refill(kcache *cc, unsigned c) {
             uint32_t got = core_take_run(c, TAG_CACHED, &m->e[n], want);
             while (got < want && (e.p = core_take(c, TAG_CACHED, &e.t)) != NULL)
                 m->e[n + got++] = e;
-            mentry_reverse(&m->e[n], got);
             mag_set_n(m, n + got);
             g_fills += got;
             e.p = NULL;

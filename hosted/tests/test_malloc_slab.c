@@ -139,8 +139,8 @@ TEST(every_bad_free_of_a_slab_object_is_refused_and_changes_nothing) {
 }
 
 TEST(a_fill_is_handed_out_in_ascending_order) {
-    /* A magazine is filled lowest address first and handed out from its
-     * top: reversed, successive requests get ascending addresses (as
+    /* A fill is stored highest address first and a magazine hands out its
+     * top first, so successive requests get ascending addresses (as
      * memory carved from a heap's top is), which the program then walks
      * forwards. Objects next to each other in a slab: far more steps of
      * +OBJ than of -OBJ. */
