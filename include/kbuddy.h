@@ -339,6 +339,24 @@ size_t kbuddy_alloc_many(kbuddy_heap *heap, size_t size, size_t count, void **ou
 size_t kbuddy_alloc_many_aligned(kbuddy_heap *heap, size_t size, size_t align, size_t count,
                                  void **out);
 
+/* Allocate up to `count` blocks of `size` bytes aligned to `align` (a power
+ * of two), each placed exactly where `count` successive calls of
+ * kbuddy_alloc(heap, size, align) would place it, in that order (out[0]
+ * the first), and leaving the heap exactly as those calls would: the same
+ * free blocks, records and statistics. Unlike kbuddy_alloc_many_aligned,
+ * which takes one run of count blocks wherever a block can hold them all,
+ * this keeps the single allocation's placement (the lowest fitting free
+ * piece), for callers whose memory use depends on it, at a fraction of the
+ * cost: the calls that would carve one free block from its start (requests
+ * aligned to their whole block, as naturally aligned size classes are, or
+ * any request under KBUDDY_PLACE_FAST) are one engine operation for the
+ * whole block, the rest one each, all under one lock acquisition. Stores
+ * the blocks in out[0 .. n) and returns n: fewer than count only when
+ * memory runs out (the out-of-memory handler is not called); 0 when heap
+ * or out is NULL, count is 0, align is not a power of two or the rounded
+ * size would overflow. O(R + L) per free block carved, plus O(count). */
+size_t kbuddy_alloc_each(kbuddy_heap *heap, size_t size, size_t align, size_t count, void **out);
+
 /* Free an allocation made by kbuddy_alloc or kbuddy_realloc on this heap.
  * Returns KBUDDY_OK (also for ptr == NULL), or:
  *   KBUDDY_EINVAL       heap is NULL;

@@ -166,6 +166,12 @@ static uint32_t core_take_run(unsigned c, unsigned tag, mentry *out, uint32_t wa
     if (KBUDDY_MALLOC_RUN_BYTES == SIZE_MAX) { /* one run */
         got = kbuddy_alloc_many_aligned(&g_heap, class_bytes(c), class_align(c),
                                         want < MAG_MAX ? want : MAG_MAX, got_p);
+    } else if (KBUDDY_MALLOC_RUN_BYTES / class_bytes(c) <= 1) {
+        /* Runs of one block (the Linux build: every block): each where a
+         * single kbuddy_alloc would put it, from one core call
+         * (kbuddy_alloc_each) instead of one each. */
+        got = kbuddy_alloc_each(&g_heap, class_bytes(c), class_align(c),
+                                want < MAG_MAX ? want : MAG_MAX, got_p);
     } else {
         size_t bytes = class_bytes(c), per = 1; /* blocks per run */
         if (KBUDDY_MALLOC_RUN_BYTES > bytes)
@@ -180,8 +186,12 @@ static uint32_t core_take_run(unsigned c, unsigned tag, mentry *out, uint32_t wa
                 break;
         }
     }
+    /* Highest address first: the magazine hands out its top entry first,
+     * so the program gets the blocks in ascending order, as it gets memory
+     * carved from a heap's top, and walks its objects forwards (python,
+     * 9 interleaved rounds: user time 0.97x that of descending order). */
     uint32_t kept = 0;
-    for (size_t i = 0; i < got; i++)
+    for (size_t i = got; i-- > 0;)
         if (core_tag(got_p[i], tag | c, &out[kept].t))
             out[kept++].p = got_p[i];
     return kept;

@@ -214,10 +214,11 @@ static void slab_release(slab *s, const slabgeo *g) {
 }
 
 /* Up to `want` objects of slab class c into out[] (CACHED, as they are in
- * their slabs), lowest addresses first: from the class's partial slabs,
- * then its spare, then new slabs. Returns how many: fewer only when the
- * core heap has no room for a slab. Under the lock; O(want + slab units
- * per new slab). */
+ * their slabs), taken lowest addresses first (from the class's partial
+ * slabs, then its spare, then new slabs) and stored highest first, for
+ * the magazine to hand out in ascending order (core_take_run). Returns
+ * how many: fewer only when the core heap has no room for a slab. Under
+ * the lock; O(want + slab units per new slab). */
 static inline uint32_t slab_take(unsigned c, struct mentry *out, uint32_t want) {
     const slabgeo *g = slab_geo(c);
     slabclass *sc = &g_slabc[c - NBLOCK];
@@ -236,8 +237,8 @@ static inline uint32_t slab_take(unsigned c, struct mentry *out, uint32_t want) 
             while (s->free[w] && got < want) {
                 unsigned i = w * 64u + low_bit(s->free[w]);
                 s->free[w] &= s->free[w] - 1u;
-                out[got].p = slab_obj(s, i, g);
-                out[got].t = tag_of(r, (uintptr_t)s + ((uintptr_t)i << UNIT_SHIFT));
+                out[want - 1 - got].p = slab_obj(s, i, g);
+                out[want - 1 - got].t = tag_of(r, (uintptr_t)s + ((uintptr_t)i << UNIT_SHIFT));
                 got++;
                 s->nfree--;
             }
@@ -245,6 +246,9 @@ static inline uint32_t slab_take(unsigned c, struct mentry *out, uint32_t want) 
         if (!s->nfree)
             slab_unlink(sc, s);
     }
+    if (got < want) /* short: to the front (forwards: the gap is below) */
+        for (uint32_t i = 0; i < got; i++)
+            out[i] = out[want - got + i];
     g_slab_out += got;
     g_slab_out_bytes += (size_t)got * g->size;
     return got;

@@ -936,6 +936,50 @@ static KB_NOINLINE bool take_block_start(kb_engine *e, uintptr_t n, unsigned k, 
     return true;
 }
 
+/* Up to `count` takes of take_block_start's kind (n <= 2^k units aligned
+ * to 2^k) at once. The first takes the lowest block of the smallest
+ * non-empty order j >= k; since no order in [k, j) had a block, the blocks
+ * its tail leaves at those orders are the only ones there, and the next
+ * take finds the lowest of them, 2^k units further on; and so on. So m =
+ * min(count, 2^(j-k)) successive takes use the block from its start at a
+ * stride of 2^k, and what they leave free is the gap after each
+ * allocation, [b + i 2^k + n, b + (i+1) 2^k), and the tail after the
+ * last, [b + m 2^k, b + 2^j). With every buddy pair merged (I2) the free
+ * blocks are determined by the free units, so giving those ranges back as
+ * their maximal aligned pieces leaves the bitmaps and marks exactly as the
+ * m single takes would, for one block search and one tree climb instead
+ * of m of each. Returns m (0 when no order >= k has a block); the takes
+ * start at *start + i 2^k. */
+static KB_NOINLINE size_t take_block_each(kb_engine *e, uintptr_t n, unsigned k, size_t count,
+                                          uintptr_t *start) {
+    kb_word candidates = k < KB_WORD_BITS ? e->nonempty >> k : 0;
+    if (!candidates)
+        return 0;
+    unsigned j = k + kb_ctz(candidates);
+    const kb_order *o = &e->order[j];
+    uintptr_t blk = block_lowest(e, j);
+    uintptr_t b = blk << j, s = (uintptr_t)1 << j, step = (uintptr_t)1 << k;
+    uintptr_t room = (uintptr_t)1 << (j - k);
+    uintptr_t m = count < room ? (uintptr_t)count : room;
+    kb_view v = view_of(e);
+    e->ctrl[b - e->lo] = 0;
+    e->ctrl[b - e->lo + s - 1] = 0;
+    tree_clear(e, e->words, o, blk - o->first);
+    if (n < step)
+        for (uintptr_t i = 0; i < m; i++)
+            release_tail(&v, b + i * step + n, b + (i + 1) * step, true, true);
+    release_tail(&v, b + m * step, b + s, true, true);
+    *start = b;
+    return (size_t)m;
+}
+
+size_t kb_engine_take_each(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, size_t count,
+                           uintptr_t *start) {
+    if (count > 1 && e->ctrl && ka >= k && e->orders <= KB_CTRL_ORDER)
+        return take_block_each(e, n, k, count, start);
+    return count && kb_engine_take(e, n, k, ka, start) ? 1u : 0u;
+}
+
 bool kb_engine_take_frames(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start) {
     if (e->order)
         return take_frames(e, n, k, ka, start);

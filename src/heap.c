@@ -389,6 +389,24 @@ kbuddy_status kbuddy_remove_region(kbuddy_heap *h, void *start) {
 /* Allocation and free                                                       */
 /* ------------------------------------------------------------------------ */
 
+/* The records of `count` allocations of n units (size bytes each) side by
+ * side from control byte c on, whose bytes are all 0. */
+KB_INLINE void records_write(uint8_t *c, uintptr_t n, size_t size, size_t count) {
+    record_write(c, n, size);
+    size_t i = 1;
+    if (count > 1 && n <= SHORT_UNITS && n * count >= 8) {
+        /* The run's control bytes are all 0 (the engine cleared its free
+         * marks): the first record and the zeros after it are every
+         * record's 8 bytes, stored in address order as long as they end
+         * inside the run; the last few records are written byte by byte. */
+        uint64_t w = ctrl_load8(c);
+        for (; (i * n) + 8 <= n * count; i++)
+            ctrl_store8(c + i * n, w);
+    }
+    for (; i < count; i++)
+        record_write(c + i * n, n, size);
+}
+
 /* Take `count` allocations of n units (size bytes each), side by side, from
  * one run of count * n units, whose block order is k. NULL when no region
  * has a free block of order k. */
@@ -409,20 +427,7 @@ KB_INLINE void *alloc_run_locked(kbuddy_heap *h, size_t size, uintptr_t n, size_
     /* Fast placement: aligned to the whole block, which searches no run
      * and starts at the block (see kb_engine_take). */
     (void)kb_engine_take(&r->engine, n * count, k, h->placement == KBUDDY_PLACE_FAST ? k : ka, &u);
-    uint8_t *c = ctrl_of(r, u);
-    record_write(c, n, size);
-    size_t i = 1;
-    if (count > 1 && n <= SHORT_UNITS && n * count >= 8) {
-        /* The run's control bytes are all 0 (the engine cleared its free
-         * marks): the first record and the zeros after it are every
-         * record's 8 bytes, stored in address order as long as they end
-         * inside the run; the last few records are written byte by byte. */
-        uint64_t w = ctrl_load8(c);
-        for (; (i * n) + 8 <= n * count; i++)
-            ctrl_store8(c + i * n, w);
-    }
-    for (; i < count; i++)
-        record_write(c + i * n, n, size);
+    records_write(ctrl_of(r, u), n, size, count);
     return unit_ptr(r, u);
 }
 
@@ -448,6 +453,43 @@ size_t kbuddy_alloc_many_aligned(kbuddy_heap *h, size_t size, size_t align, size
     for (unsigned k = order_for(n, ka); got < count; got++) /* no run: one by one */
         if ((out[got] = alloc_locked(h, size, n, k, ka)) == NULL)
             break;
+    kb_unlock(&h->lock);
+    return got;
+}
+
+size_t kbuddy_alloc_each(kbuddy_heap *h, size_t size, size_t align, size_t count, void **out) {
+    if (!h || !out || count == 0 || !kb_is_pow2(align) || size > SIZE_MAX - (UNIT - 1))
+        return 0;
+    uintptr_t n = units_for(size);
+    unsigned ka = align_order(align);
+    unsigned k = order_for(n, ka);
+    size_t got = 0;
+    kb_lock(&h->lock);
+    if (h->placement == KBUDDY_PLACE_FAST)
+        ka = k; /* as alloc_run_locked asks the engine */
+    while (got < count && k < KBUDDY_MAX_ORDERS && (h->orders_free >> k)) {
+        /* Each round is what the next kbuddy_alloc would do first: the
+         * lowest region with a large enough block, then the engine's
+         * choice in it, for as many of the takes as follow from it. */
+        region *r = h->regions;
+        while (!(r->engine.nonempty >> k))
+            r = r->next;
+        uintptr_t u;
+        size_t m = kb_engine_take_each(&r->engine, n, k, ka, count - got, &u);
+        uintptr_t stride = (uintptr_t)1 << k;
+        if (m > 1 && n == stride) { /* side by side: the records as a run */
+            records_write(ctrl_of(r, u), n, size, m);
+        } else {
+            for (size_t i = 0; i < m; i++)
+                record_write(ctrl_of(r, u + i * stride), n, size);
+        }
+        for (size_t i = 0; i < m; i++)
+            out[got + i] = unit_ptr(r, u + i * stride);
+        got += m;
+    }
+    h->allocated += (size_t)((n * got) << UNIT_SHIFT);
+    h->user += size * got;
+    h->allocations += got;
     kb_unlock(&h->lock);
     return got;
 }
@@ -585,6 +627,26 @@ size_t kbuddy_free_many(kbuddy_heap *h, void *const *ptrs, size_t count) {
                         lo = u;
                     continue;
                 }
+            }
+        }
+        if (tshort && addr == u << UNIT_SHIFT &&
+            u - run->engine.lo <= run->engine.hi - 8 - run->engine.lo) {
+            /* Elsewhere in the template's region (a magazine's blocks
+             * are scattered there once the program has freed them in
+             * its own order): a record that repeats the template is the
+             * same kind of allocation, as next to the run, and needs no
+             * decoding either; the pending run goes back and this block
+             * starts the next. (u is a whole unit of the region, the 8
+             * bytes inside its control bytes; u below lo wraps high.) */
+            uint8_t *c = run->ctrl + (u - run->engine.lo);
+            uint64_t w = ctrl_load8(c);
+            if ((w & tmask) == tword) {
+                ctrl_store8(c, w & ~tmask);
+                reps++;
+                kb_engine_release(&run->engine, lo, hi);
+                lo = u;
+                hi = u + t.n;
+                continue;
             }
         }
         /* A pointer into the pending run (freed twice in this batch) has no

@@ -183,6 +183,15 @@ size_t kb_engine_layout(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *orde
  * its start: the heap's fast placement (KBUDDY_PLACE_FAST). */
 bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start);
 
+/* Up to `count` successive kb_engine_take(e, n, k, ka) at once: returns
+ * how many, m (0 when the first would fail), and they start at *start +
+ * i 2^k (i < m), leaving the engine exactly as the m single takes would.
+ * m > 1 only for a heap engine of at most 31 orders with ka >= k, where
+ * one take costs O(L) and the other m - 1 O(1) amortised each (a gap
+ * after each when n < 2^k: O(k) each); otherwise m <= 1. */
+size_t kb_engine_take_each(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, size_t count,
+                           uintptr_t *start);
+
 /* Free units [a, b) (none of them free now, all inside [lo, hi)), merging
  * with free buddies. O(L). */
 void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b);

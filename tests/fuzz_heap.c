@@ -4,9 +4,9 @@
  * derived offsets and sizes (some overlapping, some too small), alloc with
  * derived size and alignment (some invalid), free and free_sized with right
  * and wrong arguments, interior, misaligned, foreign and double frees,
- * batches (kbuddy_alloc_many; kbuddy_free_many upward, downward or in any
- * order, with a repeated, interior or misaligned entry where it must
- * stop), realloc, usable_size, walks and checks.
+ * batches (kbuddy_alloc_many, kbuddy_alloc_each; kbuddy_free_many upward,
+ * downward or in any order, with a repeated, interior or misaligned entry
+ * where it must stop), realloc, usable_size, walks and checks.
  *
  * A shadow model tracks every region and live allocation and which
  * allocation owns each minimum block of the arena. After every operation
@@ -397,6 +397,28 @@ static void op_alloc_many(void) {
         adopt(out[i], size, 1);
 }
 
+/* A batch placed as single calls would place it (kbuddy_alloc_each): up
+ * to 8 allocations of one size and alignment, each checked and owned like
+ * op_alloc's; short only when such a block no longer fits. Where it puts
+ * them is proven against single calls by the unit tests; here the model
+ * checks that whatever it does leaves the heap exact. */
+static void op_alloc_each(void) {
+    size_t size = decode_size(), align = decode_align(), count = 1 + get8() % 8;
+    if (nlive + count > MAX_LIVE)
+        return;
+    bool valid = align && !(align & (align - 1)) && size <= SIZE_MAX - (UNIT - 1);
+    unsigned char *out[8];
+    size_t got = kbuddy_alloc_each(&heap, size, align, count, (void **)out);
+    if (!valid && got)
+        violation("alloc_each of invalid arguments succeeded");
+    kbuddy_stats st;
+    kbuddy_get_stats(&heap, &st);
+    if (valid && got < count && block_needed(size, align) <= st.largest_free)
+        violation("alloc_each stopped short with a large enough block free");
+    for (size_t i = 0; i < got; i++)
+        adopt(out[i], size, align);
+}
+
 static void op_free(uint8_t how) {
     if (!nlive)
         return;
@@ -682,12 +704,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         case 3:
             op_alloc();
             break;
-        case 4:
-            if (get8() & 1)
-                op_alloc_many();
-            else
+        case 4: {
+            uint8_t b = get8();
+            if (!(b & 1))
                 op_free_many();
+            else if (b & 2)
+                op_alloc_each();
+            else
+                op_alloc_many();
             break;
+        }
         case 5:
         case 6:
             op_free(0);

@@ -2250,6 +2250,176 @@ TEST(alloc_many_aligned_refuses_bad_arguments_and_changes_nothing) {
     free(a);
 }
 
+/* Twin heaps for kbuddy_alloc_each: the same regions at the same offsets
+ * of two arenas aligned alike, so that the same calls place blocks at the
+ * same offsets, and one heap can do in a batch what the other does call by
+ * call. Two regions: the first small, so that batches run past its end. */
+typedef struct {
+    unsigned char *base;
+    kbuddy_heap h;
+    void *live[4096];
+    size_t size[4096];
+    size_t n;
+} twin;
+
+#define TWIN_ARENA ((size_t)1 << 21)
+
+static bool twin_setup(twin *t, kbuddy_placement placement) {
+    t->base = arena_new(TWIN_ARENA);
+    t->n = 0;
+    kbuddy_init(&t->h);
+    return t->base && kbuddy_set_placement(&t->h, placement) == KBUDDY_OK &&
+           kbuddy_add_region(&t->h, t->base + 9, 40000) == KBUDDY_OK &&
+           kbuddy_add_region(&t->h, t->base + (1 << 20), 600000) == KBUDDY_OK;
+}
+
+/* The same random allocations and frees on both twins: a fragmented heap. */
+static void twins_churn(twin *a, twin *b, uint64_t *r, size_t steps) {
+    for (size_t s = 0; s < steps; s++) {
+        *r ^= *r << 13, *r ^= *r >> 7, *r ^= *r << 17;
+        if (a->n && (*r % 5 < 2 || a->n == 4096)) {
+            size_t k = (size_t)(*r >> 8) % a->n;
+            CHECK_STATUS(kbuddy_free(&a->h, a->live[k]), KBUDDY_OK);
+            CHECK_STATUS(kbuddy_free(&b->h, b->live[k]), KBUDDY_OK);
+            a->live[k] = a->live[--a->n];
+            b->live[k] = b->live[--b->n];
+            continue;
+        }
+        size_t size = 1 + (size_t)(*r >> 20) % 700, align = (size_t)1 << ((*r >> 40) % 9);
+        void *p = kbuddy_alloc(&a->h, size, align), *q = kbuddy_alloc(&b->h, size, align);
+        CHECK((p == NULL) == (q == NULL));
+        if (p && q) {
+            CHECK_EQ((unsigned char *)p - a->base, (unsigned char *)q - b->base);
+            a->live[a->n++] = p;
+            b->live[b->n++] = q;
+        }
+    }
+}
+
+/* Both twins' walks and statistics are the same, offset for offset. */
+static bool twins_same(const twin *a, const twin *b) {
+    wlist wa = walk_of(&a->h), wb = walk_of(&b->h);
+    bool same = !wa.overflow && !wb.overflow && wa.n == wb.n;
+    for (size_t i = 0; same && i < wa.n; i++)
+        same = wa.v[i].start - (uintptr_t)a->base == wb.v[i].start - (uintptr_t)b->base &&
+               wa.v[i].size == wb.v[i].size && wa.v[i].used == wb.v[i].used;
+    kbuddy_stats sa = stats_of(&a->h), sb = stats_of(&b->h);
+    wlist_free(&wa);
+    wlist_free(&wb);
+    return same && stats_equal(&sa, &sb) && kbuddy_check(&a->h) == KBUDDY_OK &&
+           kbuddy_check(&b->h) == KBUDDY_OK;
+}
+
+/* Twin a takes `count` blocks with one kbuddy_alloc_each, twin b with
+ * kbuddy_alloc call by call (stopping where it fails): the same blocks,
+ * in the same order, and the same heaps after. */
+static void twins_batch(twin *a, twin *b, size_t size, size_t align, size_t count) {
+    void *pa[700], *pb[700];
+    REQUIRE(count <= 700);
+    int calls = oom_calls;
+    size_t got = kbuddy_alloc_each(&a->h, size, align, count, pa), want = 0;
+    CHECK_EQ(oom_calls, calls); /* never called by a batch */
+    while (want < count && (pb[want] = kbuddy_alloc(&b->h, size, align)) != NULL)
+        want++;
+    CHECK_EQ(got, want);
+    for (size_t i = 0; i < got && i < want; i++) {
+        CHECK_EQ((unsigned char *)pa[i] - a->base, (unsigned char *)pb[i] - b->base);
+        CHECK_EQ((uintptr_t)pa[i] % align, 0);
+        CHECK_EQ(kbuddy_usable_size(&a->h, pa[i]), round_units(size));
+        if (a->n < 4096 && i % 3 == 0) { /* some stay, to be freed by the churn */
+            a->live[a->n++] = pa[i];
+            b->live[b->n++] = pb[i];
+        } else { /* the others go, sized as asked: the record is exact */
+            CHECK_STATUS(kbuddy_free_sized(&a->h, pa[i], size, align), KBUDDY_OK);
+            CHECK_STATUS(kbuddy_free_sized(&b->h, pb[i], size, align), KBUDDY_OK);
+        }
+    }
+    CHECK(twins_same(a, b));
+}
+
+static void alloc_each_matches_single_calls(kbuddy_placement placement) {
+    static twin a, b;
+    REQUIRE(twin_setup(&a, placement) && twin_setup(&b, placement));
+    kbuddy_set_oom_handler(&a.h, oom_count_and_decline, NULL);
+    oom_calls = 0;
+    uint64_t r = 0x9e3779b97f4a7c15u;
+    /* Naturally aligned classes (carved from a block), other alignments
+     * (the search for each), gaps (n < 2^k), and batches larger than the
+     * heap's room. */
+    static const size_t cases[][3] = {
+        {32, 32, 64},   {64, 64, 64},    {128, 128, 40}, {256, 256, 33}, {1, 1, 100},
+        {96, 32, 50},   {100, 128, 30},  {33, 64, 64},   {4096, 4096, 9}, {64, 64, 1},
+        {512, 512, 64}, {3 * 32, 32, 7}, {2048, 64, 20}, {64, 8, 700},    {20000, 16384, 40}};
+    for (int round = 0; round < 12; round++) {
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+            twins_churn(&a, &b, &r, 60);
+            twins_batch(&a, &b, cases[c][0], cases[c][1], cases[c][2]);
+        }
+    }
+    free(a.base);
+    free(b.base);
+}
+
+TEST(alloc_each_places_every_block_where_single_allocations_would) {
+    alloc_each_matches_single_calls(KBUDDY_PLACE_DENSE);
+}
+
+TEST(alloc_each_places_every_block_where_single_allocations_would_under_fast_placement) {
+    alloc_each_matches_single_calls(KBUDDY_PLACE_FAST);
+}
+
+TEST(alloc_each_carves_a_fresh_block_from_its_start_and_stops_when_full) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    size_t total = stats_of(&h).total;
+    kbuddy_set_oom_handler(&h, oom_count_and_decline, NULL);
+    oom_calls = 0;
+    void *out[4096];
+    CHECK_EQ(kbuddy_alloc_each(&h, 64, 64, 8, out), 8);
+    for (size_t i = 0; i < 8; i++) {
+        CHECK((unsigned char *)out[i] == (unsigned char *)out[0] + i * 64);
+        CHECK(walk_has_used(&h, out[i], 64));
+    }
+    CHECK_STATS(&h, 1 << 16, total, 8 * 64, 8 * 64, 8, 1);
+    /* More than there is: exactly what there is, no handler called. */
+    size_t rest = kbuddy_alloc_each(&h, 64, 64, 4096, out + 8);
+    CHECK(rest > 8 && rest < 4096 - 8);
+    CHECK(stats_of(&h).largest_free < 64);
+    CHECK_EQ(oom_calls, 0);
+    CHECK_STATS(&h, 1 << 16, total, (8 + rest) * 64, (8 + rest) * 64, 8 + rest, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    CHECK_EQ(kbuddy_free_many(&h, out, 8 + rest), 8 + rest);
+    CHECK_STATS(&h, 1 << 16, total, 0, 0, 0, 1);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
+TEST(alloc_each_refuses_bad_arguments_and_changes_nothing) {
+    unsigned char *a = arena_new(1 << 16);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
+    void *out[4];
+    CHECK_EQ(kbuddy_alloc_each(NULL, 10, 64, 4, out), 0);
+    snapshot before, after;
+    snap_take(&before, &h, a, 1 << 16);
+    CHECK_EQ(kbuddy_alloc_each(&h, 10, 64, 4, NULL), 0);
+    CHECK_EQ(kbuddy_alloc_each(&h, 10, 64, 0, out), 0);
+    CHECK_EQ(kbuddy_alloc_each(&h, 10, 0, 4, out), 0);
+    CHECK_EQ(kbuddy_alloc_each(&h, 10, 48, 4, out), 0);
+    CHECK_EQ(kbuddy_alloc_each(&h, opaque(SIZE_MAX), 64, 4, out), 0);
+    CHECK_EQ(kbuddy_alloc_each(&h, opaque(SIZE_MAX / 2), 64, 4, out), 0);
+    snap_take(&after, &h, a, 1 << 16);
+    CHECK(snap_same(&before, &after));
+    snap_free(&before);
+    snap_free(&after);
+    free(a);
+}
+
 TEST(free_many_gives_back_runs_in_either_direction_and_scattered_blocks) {
     unsigned char *a = arena_new(1 << 18);
     REQUIRE(a);
@@ -2322,6 +2492,74 @@ TEST(runs_of_short_allocations_are_recorded_and_freed_exactly_in_every_shape) {
             }
         }
     }
+    free(a);
+}
+
+TEST(free_many_of_scattered_blocks_frees_each_exactly_and_stops_at_one_freed_twice) {
+    /* Blocks of one kind scattered over two regions (as a magazine of a
+     * cache holds them): each same record is recognised without decoding,
+     * a different size or another region is decoded, and a block freed
+     * earlier in the batch stops it there, with every statistic exact. */
+    unsigned char *a = arena_new(1 << 20);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 9, 1 << 16) == KBUDDY_OK);
+    REQUIRE(kbuddy_add_region(&h, a + (1 << 19), 1 << 16) == KBUDDY_OK);
+    kbuddy_stats empty = stats_of(&h);
+    enum { N = 64 };
+    void *p[N], *q[N], *batch[2 * N];
+    for (size_t i = 0; i < N; i++) { /* p: 100 bytes; q: 110 bytes (same units) */
+        p[i] = kbuddy_alloc(&h, 100, 1);
+        q[i] = kbuddy_alloc(&h, 110, 1);
+        REQUIRE(p[i] && q[i]);
+    }
+    void *far = NULL; /* one of 100 bytes in the second region */
+    void *fill[4096];
+    size_t nfill = 0;
+    while (nfill < 4096 && (far = kbuddy_alloc(&h, 100, 1)) != NULL &&
+           (uintptr_t)far < (uintptr_t)a + (1 << 19))
+        fill[nfill++] = far;
+    REQUIRE(far != NULL);
+    size_t k = 0;
+    for (size_t i = 0; i < N; i += 2) /* every other one: no two side by side */
+        batch[k++] = p[N - 2 - i];
+    batch[k++] = q[5];
+    batch[k++] = p[1];
+    batch[k++] = far;
+    batch[k++] = p[3];
+    CHECK_EQ(kbuddy_free_many(&h, batch, k), k);
+    size_t live = 2 * N + nfill - k + 1; /* far is not among fill */
+    kbuddy_stats st = stats_of(&h);
+    CHECK_EQ(st.allocations, live);
+    CHECK_EQ(st.user, (N - N / 2 - 2) * 100 + (N - 1) * 110 + nfill * 100);
+    CHECK_EQ(st.allocated, live * round_units(100));
+    CHECK_EQ(kbuddy_usable_size(&h, p[0]), 0);
+    CHECK_EQ(kbuddy_usable_size(&h, p[5]), round_units(100));
+    CHECK_EQ(kbuddy_usable_size(&h, q[5]), 0);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    /* Freed twice in one batch, far from the run: refused there. */
+    k = 0;
+    batch[k++] = p[5];
+    batch[k++] = p[9];
+    batch[k++] = p[7];
+    batch[k++] = p[9];
+    batch[k++] = p[11];
+    CHECK_EQ(kbuddy_free_many(&h, batch, k), 3);
+    CHECK_EQ(stats_of(&h).allocations, live - 3);
+    CHECK_EQ(kbuddy_usable_size(&h, p[11]), round_units(100));
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    /* The rest, one by one, with the sizes they were asked for. */
+    for (size_t i = 11; i < N; i += 2)
+        CHECK_STATUS(kbuddy_free_sized(&h, p[i], 100, 1), KBUDDY_OK);
+    for (size_t i = 0; i < N; i++)
+        if (i != 5)
+            CHECK_STATUS(kbuddy_free_sized(&h, q[i], 110, 1), KBUDDY_OK);
+    for (size_t i = 0; i < nfill; i++)
+        CHECK_STATUS(kbuddy_free(&h, fill[i]), KBUDDY_OK);
+    CHECK_STATS(&h, 2 << 16, empty.total, 0, 0, 0, 2);
+    CHECK_EQ(stats_of(&h).largest_free, empty.largest_free);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
     free(a);
 }
 

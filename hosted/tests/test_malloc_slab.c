@@ -84,8 +84,10 @@ TEST(small_requests_take_sub_unit_classes_from_dense_slabs) {
 
 TEST(every_bad_free_of_a_slab_object_is_refused_and_changes_nothing) {
     kbm_setup();
-    unsigned char *p = kbm_malloc(100), *q = kbm_malloc(100);
-    REQUIRE(p && q);
+    /* r, the next object of their slab in whichever order a magazine hands
+     * them out, stays live, so that the slab stays one when the others go */
+    unsigned char *p = kbm_malloc(100), *q = kbm_malloc(100), *r = kbm_malloc(100);
+    REQUIRE(p && q && r);
     unsigned char *base = p - ((uintptr_t)p & (SLAB - 1));
     unsigned char *past = base + HDR + NOBJ * OBJ; /* after the last object */
     /* interior: inside the object, inside the header, the slab's start,
@@ -131,6 +133,34 @@ TEST(every_bad_free_of_a_slab_object_is_refused_and_changes_nothing) {
     /* and an object no one ever held: free in its slab (q's, after q) */
     kbuddy_malloc_flush_caches();
     CHECK_REFUSED(kbm_free(q), q, KBUDDY_EDOUBLEFREE, "free");
+    kbm_free(r);
+    CHECK_EQ(atomic_load(&kbm_bad_count), 0);
+    CHECK_STATS_ADD_UP();
+}
+
+TEST(a_fill_is_handed_out_in_ascending_order) {
+    /* A fill is stored highest address first and a magazine hands out its
+     * top first, so successive requests get ascending addresses (as
+     * memory carved from a heap's top is), which the program then walks
+     * forwards. Objects next to each other in a slab: far more steps of
+     * +OBJ than of -OBJ. */
+    kbm_setup();
+    enum { M = 400 };
+    unsigned char *v[M];
+    size_t up = 0, down = 0;
+    for (int i = 0; i < M; i++) {
+        v[i] = kbm_malloc(100);
+        REQUIRE(v[i] != NULL);
+        if (i && v[i] == v[i - 1] + OBJ)
+            up++;
+        if (i && v[i] + OBJ == v[i - 1])
+            down++;
+    }
+    CHECK(up >= M / 2);
+    CHECK(down <= M / 20);
+    for (int i = 0; i < M; i++)
+        kbm_free(v[i]);
+    CHECK_EQ(atomic_load(&kbm_bad_count), 0);
     CHECK_STATS_ADD_UP();
 }
 
