@@ -465,6 +465,13 @@ size_t kbuddy_alloc_each(kbuddy_heap *h, size_t size, size_t align, size_t count
     unsigned k = order_for(n, ka);
     size_t got = 0;
     kb_lock(&h->lock);
+#if KBUDDY_SMALL
+    /* Builds for size: one allocation at a time, as kbuddy_alloc makes
+     * them (no kb_engine_take_each). */
+    for (; got < count; got++)
+        if ((out[got] = alloc_locked(h, size, n, k, ka)) == NULL)
+            break;
+#else
     if (h->placement == KBUDDY_PLACE_FAST)
         ka = k; /* as alloc_run_locked asks the engine */
     while (got < count && k < KBUDDY_MAX_ORDERS && (h->orders_free >> k)) {
@@ -490,6 +497,7 @@ size_t kbuddy_alloc_each(kbuddy_heap *h, size_t size, size_t align, size_t count
     h->allocated += (size_t)((n * got) << UNIT_SHIFT);
     h->user += size * got;
     h->allocations += got;
+#endif
     kb_unlock(&h->lock);
     return got;
 }
@@ -629,7 +637,7 @@ size_t kbuddy_free_many(kbuddy_heap *h, void *const *ptrs, size_t count) {
                 }
             }
         }
-        if (tshort && addr == u << UNIT_SHIFT &&
+        if (!KBUDDY_SMALL && tshort && addr == u << UNIT_SHIFT &&
             u - run->engine.lo <= run->engine.hi - 8 - run->engine.lo) {
             /* Elsewhere in the template's region (a magazine's blocks
              * are scattered there once the program has freed them in
