@@ -2228,26 +2228,36 @@ TEST(alloc_many_aligned_takes_blocks_one_by_one_when_they_are_not_multiples) {
     free(a);
 }
 
-TEST(alloc_many_aligned_refuses_bad_arguments_and_changes_nothing) {
+/* A batch allocator (kbuddy_alloc_many_aligned, kbuddy_alloc_each) given a
+ * bad argument or a request that cannot fit returns 0 and changes
+ * nothing. */
+typedef size_t (*batch_fn)(kbuddy_heap *, size_t, size_t, size_t, void **);
+
+static void batch_refuses_bad_arguments(batch_fn alloc) {
     unsigned char *a = arena_new(1 << 16);
     REQUIRE(a);
     kbuddy_heap h;
     kbuddy_init(&h);
     REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
     void *out[4];
-    CHECK_EQ(kbuddy_alloc_many_aligned(NULL, 10, 64, 4, out), 0);
+    CHECK_EQ(alloc(NULL, 10, 64, 4, out), 0);
     snapshot before, after;
     snap_take(&before, &h, a, 1 << 16);
-    CHECK_EQ(kbuddy_alloc_many_aligned(&h, 10, 64, 4, NULL), 0);
-    CHECK_EQ(kbuddy_alloc_many_aligned(&h, 10, 64, 0, out), 0);
-    CHECK_EQ(kbuddy_alloc_many_aligned(&h, 10, 0, 4, out), 0);
-    CHECK_EQ(kbuddy_alloc_many_aligned(&h, 10, 48, 4, out), 0);
-    CHECK_EQ(kbuddy_alloc_many_aligned(&h, opaque(SIZE_MAX), 64, 4, out), 0);
+    CHECK_EQ(alloc(&h, 10, 64, 4, NULL), 0);
+    CHECK_EQ(alloc(&h, 10, 64, 0, out), 0);
+    CHECK_EQ(alloc(&h, 10, 0, 4, out), 0);
+    CHECK_EQ(alloc(&h, 10, 48, 4, out), 0);
+    CHECK_EQ(alloc(&h, opaque(SIZE_MAX), 64, 4, out), 0);
+    CHECK_EQ(alloc(&h, opaque(SIZE_MAX / 2), 64, 4, out), 0);
     snap_take(&after, &h, a, 1 << 16);
     CHECK(snap_same(&before, &after));
     snap_free(&before);
     snap_free(&after);
     free(a);
+}
+
+TEST(alloc_many_aligned_refuses_bad_arguments_and_changes_nothing) {
+    batch_refuses_bad_arguments(kbuddy_alloc_many_aligned);
 }
 
 /* Twin heaps for kbuddy_alloc_each: the same regions at the same offsets
@@ -2398,26 +2408,7 @@ TEST(alloc_each_carves_a_fresh_block_from_its_start_and_stops_when_full) {
 }
 
 TEST(alloc_each_refuses_bad_arguments_and_changes_nothing) {
-    unsigned char *a = arena_new(1 << 16);
-    REQUIRE(a);
-    kbuddy_heap h;
-    kbuddy_init(&h);
-    REQUIRE(kbuddy_add_region(&h, a, 1 << 16) == KBUDDY_OK);
-    void *out[4];
-    CHECK_EQ(kbuddy_alloc_each(NULL, 10, 64, 4, out), 0);
-    snapshot before, after;
-    snap_take(&before, &h, a, 1 << 16);
-    CHECK_EQ(kbuddy_alloc_each(&h, 10, 64, 4, NULL), 0);
-    CHECK_EQ(kbuddy_alloc_each(&h, 10, 64, 0, out), 0);
-    CHECK_EQ(kbuddy_alloc_each(&h, 10, 0, 4, out), 0);
-    CHECK_EQ(kbuddy_alloc_each(&h, 10, 48, 4, out), 0);
-    CHECK_EQ(kbuddy_alloc_each(&h, opaque(SIZE_MAX), 64, 4, out), 0);
-    CHECK_EQ(kbuddy_alloc_each(&h, opaque(SIZE_MAX / 2), 64, 4, out), 0);
-    snap_take(&after, &h, a, 1 << 16);
-    CHECK(snap_same(&before, &after));
-    snap_free(&before);
-    snap_free(&after);
-    free(a);
+    batch_refuses_bad_arguments(kbuddy_alloc_each);
 }
 
 TEST(free_many_gives_back_runs_in_either_direction_and_scattered_blocks) {

@@ -438,6 +438,17 @@ TEST(fork_child_frees_the_other_cpus_caches) {
     CHECK_CONSISTENT();
 }
 
+/* Two mallocs and two frees (one sized) that the calling CPU's cache
+ * serves. */
+static void four_cached_calls(void) {
+    void *p = kbm_malloc(64);
+    REQUIRE(p != NULL);
+    kbm_free_sized(p, 64);
+    p = kbm_malloc(64);
+    REQUIRE(p != NULL);
+    kbm_free(p);
+}
+
 /* The hook contract by default (function-pointer hooks too): each cached
  * malloc and free masks interrupts once and calls cpu_id masked. */
 TEST(by_default_every_call_masks_and_calls_cpu_id_masked) {
@@ -446,12 +457,7 @@ TEST(by_default_every_call_masks_and_calls_cpu_id_masked) {
     kbm_free(kbm_malloc(64)); /* CPU 3 has a cache, a block of the class */
     size_t unmasked0 = atomic_load(&cpu_id_unmasked);
     unsigned saves0 = irq_saves;
-    void *p = kbm_malloc(64);
-    REQUIRE(p != NULL);
-    kbm_free_sized(p, 64);
-    p = kbm_malloc(64);
-    REQUIRE(p != NULL);
-    kbm_free(p);
+    four_cached_calls();
     CHECK_EQ(irq_saves - saves0, 4);
     CHECK_EQ(atomic_load(&cpu_id_unmasked), unmasked0);
     CHECK_CONSISTENT();
@@ -470,12 +476,7 @@ TEST(with_cpu_id_unmasked_the_cached_calls_do_not_mask) {
     kbm_free(kbm_malloc(64));
     size_t unmasked0 = atomic_load(&cpu_id_unmasked);
     unsigned saves0 = irq_saves;
-    void *p = kbm_malloc(64);
-    REQUIRE(p != NULL);
-    kbm_free_sized(p, 64);
-    p = kbm_malloc(64);
-    REQUIRE(p != NULL);
-    kbm_free(p);
+    four_cached_calls();
     CHECK_EQ(irq_saves - saves0, 0);
     CHECK_EQ(atomic_load(&cpu_id_unmasked), unmasked0 + 4);
     CHECK_CONSISTENT();
