@@ -354,7 +354,9 @@ size_t kbuddy_alloc_many_aligned(kbuddy_heap *heap, size_t size, size_t align, s
  * the blocks in out[0 .. n) and returns n: fewer than count only when
  * memory runs out (the out-of-memory handler is not called); 0 when heap
  * or out is NULL, count is 0, align is not a power of two or the rounded
- * size would overflow. O(R + L) per free block carved, plus O(count). */
+ * size would overflow. O(R + L) per free block carved, plus O(count);
+ * builds for size (KBUDDY_SMALL) make the allocations one at a time,
+ * O(count * (R + L)), with the same result. */
 size_t kbuddy_alloc_each(kbuddy_heap *heap, size_t size, size_t align, size_t count, void **out);
 
 /* Free an allocation made by kbuddy_alloc or kbuddy_realloc on this heap.

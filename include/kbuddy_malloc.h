@@ -29,7 +29,8 @@
  *               mremap), a request above the map threshold (1 MiB) gets a
  *               mapping of its own, which nothing is written into: it costs
  *               nothing until touched, calloc clears none of it when fresh
- *               mappings read as zero, and free gives it back at once. The
+ *               mappings read as zero, and free gives it back at once (or
+ *               keeps it for the next one: KBUDDY_MALLOC_MAP_CACHE). The
  *               layer keeps its mappings in a registry (a sorted array
  *               under the lock, taken from the core heap beyond its first
  *               16 entries), so bad frees of them are refused like any
@@ -286,13 +287,16 @@ extern "C" {
 #endif
 /* Freed mappings of up to KBUDDY_MALLOC_MAP_THRESHOLD_MAX bytes kept for
  * the next large requests, at most this many (kbm_large.h): with the remap
- * hook installed and the default map threshold, a request takes the smallest kept mapping that holds it
- * or grows one with the remap hook, and its pages stay; the cache holds at
- * most max(KBUDDY_MALLOC_MAP_THRESHOLD_MAX, live mapped bytes / 4), and
- * frees no longer raise the map threshold. kbuddy_malloc_trim and the core
- * heap's out-of-memory handler unmap them (then the unmap hook runs with
- * the lock held). Default 0: no cache (a kernel's large blocks go straight
- * back); the hosted library uses 8. */
+ * hook installed and the default map threshold, a request takes the
+ * smallest kept mapping that holds it or grows one with the remap hook,
+ * and its pages stay; the cache holds at most
+ * max(KBUDDY_MALLOC_MAP_THRESHOLD_MAX, live mapped bytes / 4), and frees
+ * no longer raise the map threshold (nor give such a block back at once).
+ * kbuddy_malloc_trim unmaps them (with no lock held) and counts them in
+ * its result; the core heap's out-of-memory handler unmaps them before it
+ * asks grow for a region, and then the unmap hook runs with the lock held,
+ * as grow does. kbuddy_malloc_check checks them. Default 0: no cache (a
+ * kernel's large blocks go straight back); the hosted library uses 8. */
 #ifndef KBUDDY_MALLOC_MAP_CACHE
 #define KBUDDY_MALLOC_MAP_CACHE 0
 #endif
@@ -389,9 +393,11 @@ typedef struct kbuddy_malloc_hooks {
      * realloc that grows maps, copies and unmaps, one that shrinks keeps
      * the block. map_zeroed: fresh mappings read as zero (calloc then
      * writes nothing). They run with no lock held and interrupts
-     * restored. The layer writes nothing into a mapping: it keeps each in
-     * a registry. map == NULL or unmap == NULL: every block comes from the
-     * core heap. */
+     * restored; except that with KBUDDY_MALLOC_MAP_CACHE, unmap may also
+     * run from the out-of-memory handler, under the lock as grow does (it
+     * must then not call the allocator). The layer writes nothing into a
+     * mapping: it keeps each in a registry. map == NULL or unmap == NULL:
+     * every block comes from the core heap. */
     void *(*map)(size_t size, size_t align, void *ctx);
     void (*unmap)(void *start, size_t size, void *ctx);
     void *(*remap)(void *start, size_t old_size, size_t new_size, void *ctx);
@@ -648,8 +654,10 @@ void kbuddy_malloc_flush_caches(void);
  * the heap and goes back, as long as at least `keep` free bytes stay in
  * the heap; then, with the release hook, every whole free page of the
  * remaining regions (and of the tag tables, where they describe only free
- * memory) goes to the release hook. Returns the bytes handed to the hooks
- * (0 without them: a kernel without hooks gives nothing back). The
+ * memory) goes to the release hook; and the freed mappings kept for reuse
+ * (KBUDDY_MALLOC_MAP_CACHE) go to the unmap hook once the lock is let go.
+ * Returns the bytes handed to the hooks (0 without them: a kernel without
+ * hooks gives nothing back). The
  * pages of the core heap's bookkeeping that hold only zeros (most of it,
  * where memory is free) go to release too (kbuddy_heap_trim_bookkeeping).
  * O(cached blocks + R * L^2 + spans * L + heap size / 256) under the lock:

@@ -293,9 +293,22 @@ static bool map_cache_take_locked(size_t bytes, cached_map *out) {
     return true;
 }
 
-/* Unmap every kept mapping (trim, and the core heap's out-of-memory
- * handler: address space for a region). Under the lock: the unmap hook
- * then runs with it held. True if there was any. */
+/* Take every kept mapping out of the cache into out[] (room for
+ * MAP_CACHE_N), for the caller to unmap once it has let go of the lock
+ * (kbuddy_malloc_trim). Returns how many. Under the lock. */
+static size_t map_cache_take_all_locked(cached_map *out) {
+    size_t n = g_map_ncached;
+    for (size_t i = 0; i < n; i++)
+        out[i] = g_map_cache[i];
+    g_map_ncached = 0;
+    g_map_cached_bytes = 0;
+    return n;
+}
+
+/* Unmap every kept mapping now, from the core heap's out-of-memory handler
+ * (their address space, for a region), which runs under the lock as grow
+ * does: the one place where unmap runs with the lock held (documented at
+ * the unmap hook). True if there was any. */
 static bool map_cache_drain_locked(void) {
     bool any = g_map_ncached > 0;
     while (g_map_ncached) {
@@ -304,6 +317,26 @@ static bool map_cache_drain_locked(void) {
         g_hooks.unmap((void *)m.start, m.size, g_hooks.map_ctx);
     }
     return any;
+}
+
+/* The kept mappings are whole pages of at most
+ * KBUDDY_MALLOC_MAP_THRESHOLD_MAX bytes each, meet no region, no live
+ * mapping and no other kept one, and add up to g_map_cached_bytes. Under
+ * the lock (kbuddy_malloc_check). O(kept^2 + kept log mappings). */
+static bool map_cache_ok_locked(void) {
+    size_t bytes = 0;
+    bool bad = g_map_ncached > MAP_CACHE_N;
+    for (size_t i = 0; i < g_map_ncached && !bad; i++) {
+        cached_map m = g_map_cache[i];
+        bad |= !m.size || ((m.start | m.size) & (MAP_PAGE - 1)) ||
+               m.size > KBUDDY_MALLOC_MAP_THRESHOLD_MAX || m.start > UINTPTR_MAX - m.size ||
+               meets_region(m.start, m.size) || maps_meet(m.start, m.size);
+        for (size_t j = 0; j < i; j++)
+            bad |= m.start < g_map_cache[j].start + g_map_cache[j].size &&
+                   g_map_cache[j].start < m.start + m.size;
+        bytes += m.size;
+    }
+    return !bad && bytes == g_map_cached_bytes;
 }
 
 /* A kept mapping made to hold `bytes` (no lock held): as it is when it

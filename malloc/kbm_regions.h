@@ -118,7 +118,10 @@ void kbuddy_malloc_set_hooks(const kbuddy_malloc_hooks *hooks) {
         g_lock = g_hooks.lock;
     else
         g_lock = (kbuddy_lock){kbuddy_spinlock_acquire, kbuddy_spinlock_release, &g_spin};
-    g_hooked = g_hooks.cpu_id || g_hooks.irq_save || g_hooks.irq_restore;
+    /* cpu_id_unmasked alone (one CPU, no handler allocates, threads
+     * preemptible) still needs the claiming copies: the unhooked ones
+     * read CPU 0's cache without a claim. */
+    g_hooked = g_hooks.cpu_id || g_hooks.irq_save || g_hooks.irq_restore || g_hooks.cpu_id_unmasked;
 #if RUNTIME_HOOKS
     g_cpu_id = g_hooks.cpu_id ? g_hooks.cpu_id : cpu_zero;
     g_unmasked = g_hooks.cpu_id_unmasked;

@@ -232,12 +232,18 @@ static void release_large_poll_locked(size_t bytes) {
 size_t kbuddy_malloc_trim(size_t keep) {
     unsigned long irq = irq_off();
     kcache *cc = cache_claim();
+    cached_map kept[MAP_CACHE_N];
     lock();
     caches_flush_locked(cc);
-    (void)map_cache_drain_locked();
+    size_t nkept = map_cache_take_all_locked(kept);
     size_t bytes = release_locked(keep, 0, 0, true);
     unlock();
     cache_unclaim(cc);
     irq_on(irq);
+    /* The kept mappings go back with no lock held, as unmap expects. */
+    for (size_t i = 0; i < nkept; i++) {
+        g_hooks.unmap((void *)kept[i].start, kept[i].size, g_hooks.map_ctx);
+        bytes += kept[i].size;
+    }
     return bytes;
 }

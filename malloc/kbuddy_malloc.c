@@ -1110,7 +1110,7 @@ kbuddy_status kbuddy_malloc_check(void) {
     }
     k.bad |= k.cached + k.slab.cached != blocks || k.cached_units + k.slab.cached_units != units ||
              k.untagged != g_internal_blocks || k.untagged_bytes != g_internal_bytes ||
-             !maps_ok_locked() || !slab_totals_ok(&k.slab, &k.hint);
+             !maps_ok_locked() || !map_cache_ok_locked() || !slab_totals_ok(&k.slab, &k.hint);
     if (st == KBUDDY_OK && k.bad)
         st = KBUDDY_ECORRUPT;
     unlock();

@@ -879,6 +879,13 @@ bool kb_engine_take_frames(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, u
 bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start) {
     return take_any(e, n, k, ka, start);
 }
+
+/* Builds for size: one take per call (heap.c built for size does not call
+ * it; defined for a heap.c built otherwise). */
+size_t kb_engine_take_each(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, size_t count,
+                           uintptr_t *start) {
+    return count && take_any(e, n, k, ka, start) ? 1u : 0u;
+}
 #else
 static KB_NOINLINE bool take_heap(kb_engine *e, uintptr_t n, unsigned k, unsigned ka,
                                   uintptr_t *start) {

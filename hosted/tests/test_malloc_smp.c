@@ -546,6 +546,36 @@ TEST(threads_sharing_a_cpu_or_moving_between_cpus_never_share_a_block) {
     set_unmasked(false);
 }
 
+/* cpu_id_unmasked alone (no cpu_id, no interrupt hooks: one CPU, whose
+ * threads are preemptible): every thread is CPU 0, and the fast paths
+ * must still claim its cache, or two threads pop the same block. */
+TEST(cpu_id_unmasked_alone_still_claims_the_one_cache) {
+    boot();
+    kbuddy_malloc_hooks only = hooks;
+    only.cpu_id = NULL;
+    only.irq_save = NULL;
+    only.irq_restore = NULL;
+    only.cpu_id_unmasked = true;
+    kbuddy_malloc_set_hooks(&only);
+    kbuddy_malloc_stats before = stats();
+    size_t bad0 = atomic_load(&bad_frees);
+    pthread_t t[SHARE_THREADS];
+    for (unsigned i = 0; i < SHARE_THREADS; i++)
+        REQUIRE(pthread_create(&t[i], NULL, share_main, (void *)(uintptr_t)i) == 0);
+    for (unsigned i = 0; i < SHARE_THREADS; i++) {
+        void *errors;
+        pthread_join(t[i], &errors);
+        CHECK(errors == NULL);
+    }
+    kbuddy_malloc_stats after = stats();
+    CHECK_EQ(after.live_blocks, before.live_blocks);
+    CHECK_EQ(after.live_bytes, before.live_bytes);
+    CHECK_EQ(after.caches, before.caches); /* CPU 0's, no other */
+    CHECK_EQ(atomic_load(&bad_frees), bad0);
+    CHECK_CONSISTENT();
+    kbuddy_malloc_set_hooks(&hooks);
+}
+
 /* The "interrupt handler": allocates and frees on the CPU whose cache the
  * interrupted call holds, and frees one block twice. */
 static void allocating_handler(void) {
