@@ -124,7 +124,10 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 /* CPUs that can have a cache (cpu_id() must be below this; a CPU with a
- * larger number works without a cache, through the lock). Per-CPU builds. */
+ * larger number works without a cache, through the lock; with
+ * cpu_id_unmasked set and this a power of two, its cached calls borrow the
+ * cache of its number modulo this, if that CPU has one, claimed as every
+ * cached call claims it). Per-CPU builds. */
 #ifndef KBUDDY_MALLOC_MAX_CPUS
 #define KBUDDY_MALLOC_MAX_CPUS 64
 #endif

@@ -393,7 +393,8 @@ static kcache *cache_new_locked(void) {
  * nothing else can run on it); `hooked` says whether the cpu_id hook may
  * be installed (the fast paths in kbuddy_malloc.c are compiled once with
  * and once without hooks). cache_claim_fast: CPU cpu's cache if it exists
- * and is free, claimed; the claiming copy's (cpu_id_unmasked). my_cache: the cache, claimed,
+ * and is free, claimed; the claiming copy's (cpu_id_unmasked; cpu through
+ * claim_slot). my_cache: the cache, claimed,
  * created if need be; NULL for a CPU numbered beyond the table, when no
  * memory for a cache can be found, or when another call holds it (an
  * interrupted one, or one of a thread that moved): the caller then works
@@ -422,8 +423,10 @@ static inline kcache *cache_fast(bool hooked) {
     return tls_cache;
 }
 
-static inline kcache *cache_claim_fast(unsigned cpu) {
-    (void)cpu;
+static inline unsigned claim_slot(unsigned cpu) { return cpu; }
+
+static inline kcache *cache_claim_fast(unsigned slot) {
+    (void)slot;
     return tls_cache;
 }
 
@@ -481,8 +484,29 @@ static inline kcache *cache_fast(bool hooked) {
     return LIKELY(cpu < KBUDDY_MALLOC_MAX_CPUS) ? *(kcache *const *)&g_cpu_cache[cpu] : NULL;
 }
 
-static inline kcache *cache_claim_fast(unsigned cpu) {
-    return LIKELY(cpu < KBUDDY_MALLOC_MAX_CPUS) ? cache_claim_at(cpu) : NULL;
+/* The slot of g_cpu_cache whose cache a claiming fast path (function-pointer
+ * hooks, cpu_id_unmasked) claims for CPU cpu: its own, and for a CPU
+ * numbered beyond the table (when the table's size is a power of two) the
+ * slot of its number modulo that size, one `and` instead of a compare, a
+ * branch and a zero extension. Borrowing another CPU's cache is safe where
+ * every use of a cache claims it first: the claim, not the CPU number,
+ * keeps two calls off one cache (that CPU's own calls, finding it held,
+ * work through the lock meanwhile); the slow paths, which may create a
+ * cache, still go by the true number (my_cache). With a table of any other
+ * size, KBUDDY_MALLOC_MAX_CPUS itself: a slot that does not exist. */
+#define CPU_MASKABLE ((KBUDDY_MALLOC_MAX_CPUS & (KBUDDY_MALLOC_MAX_CPUS - 1)) == 0)
+static inline unsigned claim_slot(unsigned cpu) {
+    if (CPU_MASKABLE)
+        return cpu & (KBUDDY_MALLOC_MAX_CPUS - 1);
+    return cpu < KBUDDY_MALLOC_MAX_CPUS ? cpu : KBUDDY_MALLOC_MAX_CPUS;
+}
+
+/* slot: claim_slot's; the fast path gives the cache back to the same slot
+ * (cache_unclaim_at). */
+static inline kcache *cache_claim_fast(unsigned slot) {
+    if (CPU_MASKABLE)
+        return cache_claim_at(slot);
+    return LIKELY(slot < KBUDDY_MALLOC_MAX_CPUS) ? cache_claim_at(slot) : NULL;
 }
 
 static inline kcache *cache_claim(void) {

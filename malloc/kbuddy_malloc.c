@@ -261,9 +261,10 @@ static NOINLINE void *alloc_small_slow_masking(kcache *cc, unsigned c, size_t si
 /* A block of class c for a request of size bytes: pop the CPU's loaded
  * magazine (the block and where its tag is), make the block LIVE. With
  * compile-time hooks, interrupts are masked around it. The claiming
- * copy (`claim`, function-pointer hooks with cpu_id_unmasked) claims CPU
- * cpu's cache instead (the caller called cpu_id), and masks interrupts
- * only on the way to the slow path, which takes the lock. */
+ * copy (`claim`, function-pointer hooks with cpu_id_unmasked) claims the
+ * cache in slot cpu instead (the caller called cpu_id, and claim_slot),
+ * and masks interrupts only on the way to the slow path, which takes the
+ * lock. */
 static ALWAYS_INLINE void *alloc_small_impl(unsigned c, size_t size, bool hooked, bool claim,
                                             unsigned cpu) {
     unsigned long irq = hooked && !claim ? irq_off() : 0;
@@ -299,12 +300,12 @@ static ALWAYS_INLINE void *alloc_small_impl(unsigned c, size_t size, bool hooked
 #define HIDE(x) ((void)0)
 #endif
 static NOINLINE void *alloc_small_claiming(size_t size) {
-    unsigned cpu = g_cpu_id();
+    unsigned cpu = claim_slot(g_cpu_id());
     HIDE(size);
     return alloc_small_impl(class_of_size(size), size, true, true, cpu);
 }
 static NOINLINE void *alloc_aligned_claiming(size_t size, size_t align) {
-    unsigned cpu = g_cpu_id();
+    unsigned cpu = claim_slot(g_cpu_id());
     HIDE(size);
     HIDE(align);
     return alloc_small_impl(class_of_aligned(size, align), size, true, true, cpu);
@@ -720,15 +721,15 @@ static ALWAYS_INLINE void free_impl(void *ptr, int mode, size_t size, size_t ali
 
 #if RUNTIME_HOOKS
 static NOINLINE void free_plain_claiming(void *ptr) {
-    unsigned cpu = g_cpu_id();
+    unsigned cpu = claim_slot(g_cpu_id());
     free_impl(ptr, FREE_PLAIN, 0, 1, true, true, cpu);
 }
 static NOINLINE void free_sized_claiming(void *ptr, size_t size) {
-    unsigned cpu = g_cpu_id();
+    unsigned cpu = claim_slot(g_cpu_id());
     free_impl(ptr, FREE_SIZED, size, 1, true, true, cpu);
 }
 static NOINLINE void free_aligned_claiming(void *ptr, size_t align, size_t size) {
-    unsigned cpu = g_cpu_id();
+    unsigned cpu = claim_slot(g_cpu_id());
     free_impl(ptr, FREE_ALIGNED, size, align, true, true, cpu);
 }
 static NOINLINE void free_plain_hooked(void *ptr) { free_impl(ptr, FREE_PLAIN, 0, 1, true, false, 0); }

@@ -484,15 +484,52 @@ TEST(with_cpu_id_unmasked_the_cached_calls_do_not_mask) {
     set_unmasked(false);
 }
 
-/* Two threads given CPU 6, one on CPU 7, one moved between CPUs 5..7 at
- * every call: each cache is used by one call at a time (the others go
- * through the lock), so no block is handed out twice and every block
- * keeps what its owner wrote. */
+#if (KBUDDY_MALLOC_MAX_CPUS & (KBUDDY_MALLOC_MAX_CPUS - 1)) == 0
+/* With cpu_id_unmasked set, a CPU numbered beyond the table claims the
+ * cache of its number modulo the table's size where one exists (the claim
+ * keeps that safe, and the fast paths save a bounds check); where none
+ * does, it works through the lock and makes no cache. */
+TEST(with_cpu_id_unmasked_a_cpu_beyond_the_table_borrows_a_cache) {
+    boot();
+    set_unmasked(true);
+    my_cpu = 2;
+    kbm_free(kbm_malloc(200)); /* CPU 2 has a cache, a block of 200's class in it */
+    kbuddy_malloc_stats before = stats();
+    my_cpu = 2 + KBUDDY_MALLOC_MAX_CPUS;
+    void *p = kbm_malloc(200);
+    REQUIRE(p != NULL);
+    kbm_free_sized(p, 200);
+    kbuddy_malloc_stats after = stats();
+    CHECK_EQ(after.large_calls, before.large_calls); /* both from CPU 2's cache */
+    CHECK_EQ(after.caches, before.caches);
+    CHECK_EQ(after.cached_blocks, before.cached_blocks);
+    my_cpu = 41 + KBUDDY_MALLOC_MAX_CPUS; /* CPU 41 never ran: no cache to borrow */
+    p = kbm_malloc(200);
+    REQUIRE(p != NULL);
+    kbm_free(p);
+    kbm_free(p); /* still caught */
+    kbuddy_malloc_stats last = stats();
+    CHECK_EQ(last.large_calls, after.large_calls + 2);
+    CHECK_EQ(last.caches, after.caches);
+    CHECK_EQ(last.cached_blocks, after.cached_blocks);
+    CHECK_EQ(atomic_load(&last_bad), KBUDDY_EDOUBLEFREE);
+    CHECK_CONSISTENT();
+    my_cpu = 0;
+    set_unmasked(false);
+}
+#endif
+
+/* Two threads given CPU 6 (one by a number beyond the table: it borrows
+ * CPU 6's cache), one on CPU 7, one moved between CPUs 5..7 at every call:
+ * each cache is used by one call at a time (the others go through the
+ * lock), so no block is handed out twice and every block keeps what its
+ * owner wrote. */
 enum { SHARE_THREADS = 4, SHARE_SLOTS = 512, SHARE_OPS = 200000 };
 
 static void *share_main(void *varg) {
     unsigned id = (unsigned)(uintptr_t)varg;
-    my_cpu = id < 2 ? 6 : 7;
+    /* Thread 1 is CPU 6 too, by a number beyond the table (claim_slot). */
+    my_cpu = id == 0 ? 6 : id == 1 ? 6 + KBUDDY_MALLOC_MAX_CPUS : 7;
     moving = id == 3;
     unsigned char *slot[SHARE_SLOTS] = {0};
     size_t size[SHARE_SLOTS] = {0};
