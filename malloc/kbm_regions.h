@@ -124,7 +124,7 @@ void kbuddy_malloc_set_hooks(const kbuddy_malloc_hooks *hooks) {
     g_hooked = g_hooks.cpu_id || g_hooks.irq_save || g_hooks.irq_restore || g_hooks.cpu_id_unmasked;
 #if RUNTIME_HOOKS
     g_cpu_id = g_hooks.cpu_id ? g_hooks.cpu_id : cpu_zero;
-    g_unmasked = g_hooks.cpu_id_unmasked;
+    hooked_paths_choose(g_hooks.cpu_id_unmasked);
 #endif
     g_give_back = g_hooks.release || g_hooks.ungrow;
     install_oom();

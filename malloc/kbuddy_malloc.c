@@ -140,9 +140,19 @@ static void unlock(void) { g_lock.release(g_lock.ctx); }
 static unsigned cpu_zero(void) { return 0; }
 /* g_hooks.cpu_id, or CPU 0: the fast paths call it without a test. */
 static unsigned (*g_cpu_id)(void) = cpu_zero;
-/* g_hooks.cpu_id_unmasked: the hooked fast paths claim, not mask. */
-static bool g_unmasked;
-#define UNMASKED() (g_unmasked)
+/* The hooked fast paths (the masking copies, or with cpu_id_unmasked set
+ * the claiming ones), chosen when the hooks are set (hooked_paths_choose):
+ * a call that comes in tests g_hooked and jumps through one of these, one
+ * indirect jump where a second test and a direct jump were. */
+typedef struct hooked_paths {
+    void *(*alloc)(size_t size);
+    void *(*alloc_aligned)(size_t size, size_t align);
+    void (*free_plain)(void *ptr);
+    void (*free_sized)(void *ptr, size_t size);
+    void (*free_aligned)(void *ptr, size_t align, size_t size);
+} hooked_paths;
+static hooked_paths g_paths;
+static void hooked_paths_choose(bool unmasked);
 #endif
 
 #if KBUDDY_MALLOC_TLS
@@ -311,10 +321,14 @@ static NOINLINE void *alloc_aligned_claiming(size_t size, size_t align) {
     return alloc_small_impl(class_of_aligned(size, align), size, true, true, cpu);
 }
 /* The hooked copies proper mask interrupts around themselves (main's
- * contract). Which copy runs is chosen where the call comes in: a test in
- * a shared function would save the masking copy's registers for both. */
-static NOINLINE void *alloc_small_hooked(unsigned c, size_t size) {
-    return alloc_small_impl(c, size, true, false, 0);
+ * contract). Which copy runs is chosen where the call comes in (g_paths):
+ * a test in a shared function would save the masking copy's registers for
+ * both. */
+static NOINLINE void *alloc_small_hooked(size_t size) {
+    return alloc_small_impl(class_of_size(size), size, true, false, 0);
+}
+static NOINLINE void *alloc_aligned_hooked(size_t size, size_t align) {
+    return alloc_small_impl(class_of_aligned(size, align), size, true, false, 0);
 }
 #define HOOKED() UNLIKELY(g_hooked)
 #endif
@@ -322,8 +336,7 @@ static NOINLINE void *alloc_small_hooked(unsigned c, size_t size) {
 static ALWAYS_INLINE void *alloc_small(size_t size) {
 #if RUNTIME_HOOKS
     if (HOOKED())
-        return UNMASKED() ? alloc_small_claiming(size)
-                          : alloc_small_hooked(class_of_size(size), size);
+        return g_paths.alloc(size);
 #endif
     return alloc_small_impl(class_of_size(size), size, STATIC_HOOKS, false, 0);
 }
@@ -331,8 +344,7 @@ static ALWAYS_INLINE void *alloc_small(size_t size) {
 static ALWAYS_INLINE void *alloc_small_aligned(size_t size, size_t align) {
 #if RUNTIME_HOOKS
     if (HOOKED())
-        return UNMASKED() ? alloc_aligned_claiming(size, align)
-                          : alloc_small_hooked(class_of_aligned(size, align), size);
+        return g_paths.alloc_aligned(size, align);
 #endif
     return alloc_small_impl(class_of_aligned(size, align), size, STATIC_HOOKS, false, 0);
 }
@@ -739,6 +751,16 @@ static NOINLINE void free_sized_hooked(void *ptr, size_t size) {
 static NOINLINE void free_aligned_hooked(void *ptr, size_t align, size_t size) {
     free_impl(ptr, FREE_ALIGNED, size, align, true, false, 0);
 }
+
+static void hooked_paths_choose(bool unmasked) {
+    static const hooked_paths masking = {alloc_small_hooked, alloc_aligned_hooked,
+                                         free_plain_hooked, free_sized_hooked,
+                                         free_aligned_hooked};
+    static const hooked_paths claiming = {alloc_small_claiming, alloc_aligned_claiming,
+                                          free_plain_claiming, free_sized_claiming,
+                                          free_aligned_claiming};
+    g_paths = unmasked ? claiming : masking;
+}
 #endif
 
 void kbm_free(void *ptr) {
@@ -746,7 +768,7 @@ void kbm_free(void *ptr) {
         return;
 #if RUNTIME_HOOKS
     if (HOOKED()) {
-        UNMASKED() ? free_plain_claiming(ptr) : free_plain_hooked(ptr);
+        g_paths.free_plain(ptr);
         return;
     }
 #endif
@@ -758,7 +780,7 @@ void kbm_free_sized(void *ptr, size_t size) {
         return;
 #if RUNTIME_HOOKS
     if (HOOKED()) {
-        UNMASKED() ? free_sized_claiming(ptr, size) : free_sized_hooked(ptr, size);
+        g_paths.free_sized(ptr, size);
         return;
     }
 #endif
@@ -770,8 +792,7 @@ void kbm_free_aligned_sized(void *ptr, size_t align, size_t size) {
         return;
 #if RUNTIME_HOOKS
     if (HOOKED()) {
-        UNMASKED() ? free_aligned_claiming(ptr, align, size)
-                   : free_aligned_hooked(ptr, align, size);
+        g_paths.free_aligned(ptr, align, size);
         return;
     }
 #endif
