@@ -392,7 +392,8 @@ static kcache *cache_new_locked(void) {
  * NULL otherwise (the slow paths then call my_cache), unclaimed (where
  * nothing else can run on it); `hooked` says whether the cpu_id hook may
  * be installed (the fast paths in kbuddy_malloc.c are compiled once with
- * and once without hooks). cache_claim_fast: CPU cpu's cache if it exists
+ * and once without hooks), and then cpu is the number it gave, called
+ * with interrupts masked. cache_claim_fast: CPU cpu's cache if it exists
  * and is free, claimed; the claiming copy's (cpu_id_unmasked; cpu through
  * claim_slot). my_cache: the cache, claimed,
  * created if need be; NULL for a CPU numbered beyond the table, when no
@@ -418,8 +419,8 @@ static NOINLINE kcache *cache_create(void) {
     return cc;
 }
 
-static inline kcache *cache_fast(bool hooked) {
-    (void)hooked;
+static inline kcache *cache_fast(bool hooked, unsigned cpu) {
+    (void)hooked, (void)cpu;
     return tls_cache;
 }
 
@@ -477,10 +478,9 @@ static inline void cache_unclaim(kcache *cc) {
  * paths that claim it run on this CPU with interrupts masked, or on the
  * only CPU; not with cpu_id_unmasked, whose fast paths claim), and gcc moved an atomic load's result through a second
  * register (+0.5 instructions per operation with compile-time hooks). */
-static inline kcache *cache_fast(bool hooked) {
+static inline kcache *cache_fast(bool hooked, unsigned cpu) {
     if (!hooked) /* no cpu_id hook: one CPU */
         return *(kcache *const *)&g_cpu_cache[0];
-    unsigned cpu = this_cpu();
     return LIKELY(cpu < KBUDDY_MALLOC_MAX_CPUS) ? *(kcache *const *)&g_cpu_cache[cpu] : NULL;
 }
 

@@ -124,6 +124,8 @@ void kbuddy_malloc_set_hooks(const kbuddy_malloc_hooks *hooks) {
     g_hooked = g_hooks.cpu_id || g_hooks.irq_save || g_hooks.irq_restore || g_hooks.cpu_id_unmasked;
 #if RUNTIME_HOOKS
     g_cpu_id = g_hooks.cpu_id ? g_hooks.cpu_id : cpu_zero;
+    g_irq_save = g_hooks.irq_save ? g_hooks.irq_save : irq_save_none;
+    g_irq_restore = g_hooks.irq_restore ? g_hooks.irq_restore : irq_restore_none;
     hooked_paths_choose(g_hooks.cpu_id_unmasked);
 #endif
     g_give_back = g_hooks.release || g_hooks.ungrow;

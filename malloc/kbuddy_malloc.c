@@ -162,11 +162,15 @@ static inline void irq_on(unsigned long state) { (void)state; }
 static inline unsigned long irq_off(void) { return KBUDDY_MALLOC_IRQ_SAVE(); }
 static inline void irq_on(unsigned long state) { KBUDDY_MALLOC_IRQ_RESTORE(state); }
 #else
-static inline unsigned long irq_off(void) { return g_hooks.irq_save ? g_hooks.irq_save() : 0; }
-static inline void irq_on(unsigned long state) {
-    if (g_hooks.irq_restore)
-        g_hooks.irq_restore(state);
-}
+static unsigned long irq_save_none(void) { return 0; }
+static void irq_restore_none(unsigned long state) { (void)state; }
+/* g_hooks.irq_save and irq_restore, or ones that do nothing: called
+ * without a test (the masking fast paths then make the call where they
+ * made a load, a test and a branch). */
+static unsigned long (*g_irq_save)(void) = irq_save_none;
+static void (*g_irq_restore)(unsigned long state) = irq_restore_none;
+static inline unsigned long irq_off(void) { return g_irq_save(); }
+static inline void irq_on(unsigned long state) { g_irq_restore(state); }
 #endif
 
 static void report(void *ptr, kbuddy_status st, const char *func) {
@@ -209,6 +213,21 @@ static size_t g_slabs, g_slab_bytes, g_slab_out, g_slab_out_bytes;
  * only in its cold cases. With compile-time hooks the one copy masks. Every cold case is a NOINLINE
  * function that finishes the call itself (including the claim, irq_on and
  * errno), so that the fast path can jump to it. */
+
+/* The unhooked copies' entry: nothing, or with compile-time hooks
+ * interrupts masked and then the CPU's number (cpu_id is called masked);
+ * the interrupt state to restore. The hooked copies do the same through
+ * the function pointers. */
+static ALWAYS_INLINE unsigned long plain_enter(unsigned *cpu) {
+#if STATIC_HOOKS
+    unsigned long irq = irq_off();
+    *cpu = this_cpu();
+    return irq;
+#else
+    *cpu = 0;
+    return 0;
+#endif
+}
 
 /* Make a block of class c LIVE for a request of size bytes: its size,
  * then its tag (release: the size is visible to whoever frees it). */
@@ -276,9 +295,8 @@ static NOINLINE void *alloc_small_slow_masking(kcache *cc, unsigned c, size_t si
  * and masks interrupts only on the way to the slow path, which takes the
  * lock. */
 static ALWAYS_INLINE void *alloc_small_impl(unsigned c, size_t size, bool hooked, bool claim,
-                                            unsigned cpu) {
-    unsigned long irq = hooked && !claim ? irq_off() : 0;
-    kcache *cc = claim ? cache_claim_fast(cpu) : cache_fast(hooked);
+                                            unsigned cpu, unsigned long irq) {
+    kcache *cc = claim ? cache_claim_fast(cpu) : cache_fast(hooked, cpu);
     if (LIKELY(cc != NULL)) {
         mag *m = slot_loaded(&cc->slot[c]);
         uint32_t n = mag_n(m);
@@ -312,23 +330,30 @@ static ALWAYS_INLINE void *alloc_small_impl(unsigned c, size_t size, bool hooked
 static NOINLINE void *alloc_small_claiming(size_t size) {
     unsigned cpu = claim_slot(g_cpu_id());
     HIDE(size);
-    return alloc_small_impl(class_of_size(size), size, true, true, cpu);
+    return alloc_small_impl(class_of_size(size), size, true, true, cpu, 0);
 }
 static NOINLINE void *alloc_aligned_claiming(size_t size, size_t align) {
     unsigned cpu = claim_slot(g_cpu_id());
     HIDE(size);
     HIDE(align);
-    return alloc_small_impl(class_of_aligned(size, align), size, true, true, cpu);
+    return alloc_small_impl(class_of_aligned(size, align), size, true, true, cpu, 0);
 }
 /* The hooked copies proper mask interrupts around themselves (main's
  * contract). Which copy runs is chosen where the call comes in (g_paths):
  * a test in a shared function would save the masking copy's registers for
  * both. */
 static NOINLINE void *alloc_small_hooked(size_t size) {
-    return alloc_small_impl(class_of_size(size), size, true, false, 0);
+    unsigned long irq = irq_off();
+    unsigned cpu = g_cpu_id();
+    HIDE(size);
+    return alloc_small_impl(class_of_size(size), size, true, false, cpu, irq);
 }
 static NOINLINE void *alloc_aligned_hooked(size_t size, size_t align) {
-    return alloc_small_impl(class_of_aligned(size, align), size, true, false, 0);
+    unsigned long irq = irq_off();
+    unsigned cpu = g_cpu_id();
+    HIDE(size);
+    HIDE(align);
+    return alloc_small_impl(class_of_aligned(size, align), size, true, false, cpu, irq);
 }
 #define HOOKED() UNLIKELY(g_hooked)
 #endif
@@ -338,7 +363,9 @@ static ALWAYS_INLINE void *alloc_small(size_t size) {
     if (HOOKED())
         return g_paths.alloc(size);
 #endif
-    return alloc_small_impl(class_of_size(size), size, STATIC_HOOKS, false, 0);
+    unsigned cpu;
+    unsigned long irq = plain_enter(&cpu);
+    return alloc_small_impl(class_of_size(size), size, STATIC_HOOKS, false, cpu, irq);
 }
 
 static ALWAYS_INLINE void *alloc_small_aligned(size_t size, size_t align) {
@@ -346,7 +373,9 @@ static ALWAYS_INLINE void *alloc_small_aligned(size_t size, size_t align) {
     if (HOOKED())
         return g_paths.alloc_aligned(size, align);
 #endif
-    return alloc_small_impl(class_of_aligned(size, align), size, STATIC_HOOKS, false, 0);
+    unsigned cpu;
+    unsigned long irq = plain_enter(&cpu);
+    return alloc_small_impl(class_of_aligned(size, align), size, STATIC_HOOKS, false, cpu, irq);
 }
 
 /* Above the cache limit (or aligned beyond it): the core heap, under the
@@ -681,10 +710,9 @@ static NOINLINE void free_overflow_masking(kcache *cc, unsigned c, void *ptr, ta
  * then it goes into the CPU's loaded magazine. Interrupts and claims as
  * in alloc_small_impl. */
 static ALWAYS_INLINE void free_impl(void *ptr, int mode, size_t size, size_t align, bool hooked,
-                                    bool claim, unsigned cpu) {
+                                    bool claim, unsigned cpu, unsigned long irq) {
     uintptr_t a = (uintptr_t)ptr;
-    unsigned long irq = hooked && !claim ? irq_off() : 0;
-    kcache *cc = claim ? cache_claim_fast(cpu) : cache_fast(hooked);
+    kcache *cc = claim ? cache_claim_fast(cpu) : cache_fast(hooked, cpu);
     if (LIKELY(cc != NULL)) {
         const mregion *r = cc->hint;
         if (LIKELY(a - r->start < r->size) && LIKELY(!(a & (FREE_ALIGN - 1)))) {
@@ -734,22 +762,27 @@ static ALWAYS_INLINE void free_impl(void *ptr, int mode, size_t size, size_t ali
 #if RUNTIME_HOOKS
 static NOINLINE void free_plain_claiming(void *ptr) {
     unsigned cpu = claim_slot(g_cpu_id());
-    free_impl(ptr, FREE_PLAIN, 0, 1, true, true, cpu);
+    free_impl(ptr, FREE_PLAIN, 0, 1, true, true, cpu, 0);
 }
 static NOINLINE void free_sized_claiming(void *ptr, size_t size) {
     unsigned cpu = claim_slot(g_cpu_id());
-    free_impl(ptr, FREE_SIZED, size, 1, true, true, cpu);
+    free_impl(ptr, FREE_SIZED, size, 1, true, true, cpu, 0);
 }
 static NOINLINE void free_aligned_claiming(void *ptr, size_t align, size_t size) {
     unsigned cpu = claim_slot(g_cpu_id());
-    free_impl(ptr, FREE_ALIGNED, size, align, true, true, cpu);
+    free_impl(ptr, FREE_ALIGNED, size, align, true, true, cpu, 0);
 }
-static NOINLINE void free_plain_hooked(void *ptr) { free_impl(ptr, FREE_PLAIN, 0, 1, true, false, 0); }
+static NOINLINE void free_plain_hooked(void *ptr) {
+    unsigned long irq = irq_off();
+    free_impl(ptr, FREE_PLAIN, 0, 1, true, false, g_cpu_id(), irq);
+}
 static NOINLINE void free_sized_hooked(void *ptr, size_t size) {
-    free_impl(ptr, FREE_SIZED, size, 1, true, false, 0);
+    unsigned long irq = irq_off();
+    free_impl(ptr, FREE_SIZED, size, 1, true, false, g_cpu_id(), irq);
 }
 static NOINLINE void free_aligned_hooked(void *ptr, size_t align, size_t size) {
-    free_impl(ptr, FREE_ALIGNED, size, align, true, false, 0);
+    unsigned long irq = irq_off();
+    free_impl(ptr, FREE_ALIGNED, size, align, true, false, g_cpu_id(), irq);
 }
 
 static void hooked_paths_choose(bool unmasked) {
@@ -772,7 +805,9 @@ void kbm_free(void *ptr) {
         return;
     }
 #endif
-    free_impl(ptr, FREE_PLAIN, 0, 1, STATIC_HOOKS, false, 0);
+    unsigned cpu;
+    unsigned long irq = plain_enter(&cpu);
+    free_impl(ptr, FREE_PLAIN, 0, 1, STATIC_HOOKS, false, cpu, irq);
 }
 
 void kbm_free_sized(void *ptr, size_t size) {
@@ -784,7 +819,9 @@ void kbm_free_sized(void *ptr, size_t size) {
         return;
     }
 #endif
-    free_impl(ptr, FREE_SIZED, size, 1, STATIC_HOOKS, false, 0);
+    unsigned cpu;
+    unsigned long irq = plain_enter(&cpu);
+    free_impl(ptr, FREE_SIZED, size, 1, STATIC_HOOKS, false, cpu, irq);
 }
 
 void kbm_free_aligned_sized(void *ptr, size_t align, size_t size) {
@@ -796,7 +833,9 @@ void kbm_free_aligned_sized(void *ptr, size_t align, size_t size) {
         return;
     }
 #endif
-    free_impl(ptr, FREE_ALIGNED, size, align, STATIC_HOOKS, false, 0);
+    unsigned cpu;
+    unsigned long irq = plain_enter(&cpu);
+    free_impl(ptr, FREE_ALIGNED, size, align, STATIC_HOOKS, false, cpu, irq);
 }
 
 /* The free inside realloc: as kbm_free, reported as "realloc". */
