@@ -339,20 +339,19 @@ static NOINLINE void *alloc_aligned_claiming(size_t size, size_t align) {
     return alloc_small_impl(class_of_aligned(size, align), size, true, true, cpu, 0);
 }
 /* The hooked copies proper mask interrupts around themselves (main's
- * contract). Which copy runs is chosen where the call comes in (g_paths):
- * a test in a shared function would save the masking copy's registers for
- * both. */
+ * contract): irq_save, then cpu_id, with only the arguments live; gcc works
+ * the class out after the calls by itself here (HIDE cost a register copy:
+ * W4 94.3 -> 93.1 instructions per operation without it). Which copy runs
+ * is chosen where the call comes in (g_paths): a test in a shared function
+ * would save the masking copy's registers for both. */
 static NOINLINE void *alloc_small_hooked(size_t size) {
     unsigned long irq = irq_off();
     unsigned cpu = g_cpu_id();
-    HIDE(size);
     return alloc_small_impl(class_of_size(size), size, true, false, cpu, irq);
 }
 static NOINLINE void *alloc_aligned_hooked(size_t size, size_t align) {
     unsigned long irq = irq_off();
     unsigned cpu = g_cpu_id();
-    HIDE(size);
-    HIDE(align);
     return alloc_small_impl(class_of_aligned(size, align), size, true, false, cpu, irq);
 }
 #define HOOKED() UNLIKELY(g_hooked)
