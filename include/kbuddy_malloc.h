@@ -449,8 +449,9 @@ typedef struct kbuddy_malloc_hooks {
      * masks interrupts and works through the lock without it, as a CPU
      * without a cache does; so does every path that takes the lock. Each
      * cached malloc and free then makes one indirect call instead of three
-     * (bench/callgrind.sh, kbm-hooks-unmasked: about +20 to +24
-     * instructions per operation instead of +36). false (zero):
+     * (bench/callgrind.sh, kbm-hooks-unmasked: about +15 to +19
+     * instructions per operation over no hooks, instead of +24 to +26).
+     * false (zero):
      * cpu_id and every call run between irq_save and irq_restore, as those
      * members say. Not used in TLS builds, nor with KBUDDY_MALLOC_CPU_ID. */
     bool cpu_id_unmasked;
