@@ -449,7 +449,7 @@ typedef struct kbuddy_malloc_hooks {
      * masks interrupts and works through the lock without it, as a CPU
      * without a cache does; so does every path that takes the lock. Each
      * cached malloc and free then makes one indirect call instead of three
-     * (bench/callgrind.sh, kbm-hooks-unmasked: about +15 to +19
+     * (bench/callgrind.sh, kbm-hooks-unmasked: about +15 to +17
      * instructions per operation over no hooks, instead of +24 to +26).
      * false (zero):
      * cpu_id and every call run between irq_save and irq_restore, as those
