@@ -36,7 +36,9 @@ pub struct Hooks {
     /// unmasked and claim that CPU's cache with one atomic swap instead of
     /// masking; a call that finds it claimed (an interrupt handler on that
     /// CPU, or a thread preempted and moved) masks interrupts and works
-    /// through the lock, as every path that takes the lock does. Two
+    /// through the lock, as every path that takes the lock does; a CPU
+    /// numbered beyond [`PerCpuHeap::MAX_CPUS`] borrows, claimed the same
+    /// way, the cache of its number modulo that, if one exists. Two
     /// indirect calls fewer per operation. `false` (the default): as
     /// `cpu_id` and `irq_save` say.
     pub cpu_id_unmasked: bool,
