@@ -499,13 +499,24 @@ static void maps_resized(uintptr_t a, void *q, size_t bytes, size_t req) {
     irq_on(irq);
 }
 
+/* Does a resize to `bytes` (whole pages, fewer than m's) leave m as it
+ * is? Yes while it does not go below the pages the block's last request
+ * covered: the rest is a kept mapping's slack (map_cache_fit), bounded
+ * as the cache is, and cutting it at every same-size or growing realloc
+ * would give back pages only to touch fresh ones later. */
+static bool keeps_slack(const mapping *m, size_t bytes) {
+    size_t had;
+    return map_round(m->req, &had) && bytes >= had;
+}
+
 /* realloc of ptr, outside every region: a live mapping's start (else
  * refused as kbm_realloc refuses: bad_free hook, NULL, EINVAL). size 0
  * frees it; a size at or below the threshold moves it to the core heap
  * (kept where it is if that fails); a size in the same pages only changes
- * the size kept; else the remap hook resizes it, or, without one or when
- * it fails, a growing block moves to a new mapping and a shrinking one
- * stays. */
+ * the size kept, and so does one that fits the mapping without going
+ * below the pages of the size requested before (keeps_slack); else the
+ * remap hook resizes it, or, without one or when it fails, a growing
+ * block moves to a new mapping and a shrinking one stays. */
 static void *realloc_mapped(void *ptr, size_t size) {
     uintptr_t a = (uintptr_t)ptr;
     size_t old = 0, bytes = 0;
@@ -527,7 +538,7 @@ static void *realloc_mapped(void *ptr, size_t size) {
         what = RE_MOVE;
     } else if (!map_round(size, &bytes)) {
         what = RE_NOMEM;
-    } else if (bytes == old || (bytes < old && !g_hooks.remap)) {
+    } else if (bytes == old || (bytes < old && (!g_hooks.remap || keeps_slack(m, bytes)))) {
         m->req = size;
         what = RE_KEEP;
     } else {
