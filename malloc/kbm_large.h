@@ -272,6 +272,17 @@ static bool map_cache_put_locked(uintptr_t start, size_t size) {
     return true;
 }
 
+/* A live mapping freed (by free or realloc): out of the registry, and
+ * kept in the cache if it fits. Returns the bytes the caller unmaps once
+ * it has let go of the lock (0: kept). Under the lock. */
+static size_t maps_free_locked(mapping *m) {
+    uintptr_t start = m->start;
+    size_t n = m->size;
+    maps_remove_locked(m);
+    maps_shrink_locked();
+    return map_cache_put_locked(start, n) ? 0 : n;
+}
+
 /* Take the kept mapping that best serves `bytes` (whole pages): the
  * smallest that holds them, else the largest. False if none. Under the
  * lock. */
@@ -440,12 +451,8 @@ static kbuddy_status mapped_take(void *ptr, bool sized, size_t size, size_t alig
     else if (sized && (size != m->req || !is_pow2(align) || (a & (align - 1))))
         st = KBUDDY_ESIZE;
     else {
-        uintptr_t start = m->start;
-        size_t n = m->size;
-        map_threshold_raise(n);
-        maps_remove_locked(m);
-        maps_shrink_locked();
-        *bytes = map_cache_put_locked(start, n) ? 0 : n;
+        map_threshold_raise(m->size);
+        *bytes = maps_free_locked(m);
     }
     unlock();
     return st;
@@ -531,8 +538,7 @@ static void *realloc_mapped(void *ptr, size_t size) {
         st = maps_why_not(a);
         what = RE_REFUSE;
     } else if (size == 0) {
-        maps_remove_locked(m);
-        maps_shrink_locked();
+        old = maps_free_locked(m); /* the bytes to unmap */
         what = RE_FREE;
     } else if (!map_wanted(size)) {
         what = RE_MOVE;
@@ -559,7 +565,8 @@ static void *realloc_mapped(void *ptr, size_t size) {
     case RE_KEEP:
         return ptr;
     case RE_FREE:
-        mapped_unmap(ptr, old);
+        if (old)
+            mapped_unmap(ptr, old);
         return NULL;
     case RE_REMAP: {
         void *q = g_hooks.remap(ptr, old, bytes, g_hooks.map_ctx);
@@ -586,11 +593,11 @@ static void *realloc_mapped(void *ptr, size_t size) {
     memcpy(q, ptr, size < old ? size : old);
     irq = irq_off();
     lock();
-    maps_remove_locked(maps_at(a));
-    maps_shrink_locked();
+    size_t unmap = maps_free_locked(maps_at(a));
     unlock();
     irq_on(irq);
-    mapped_unmap(ptr, old);
+    if (unmap)
+        mapped_unmap(ptr, unmap);
     return q;
 }
 

@@ -157,6 +157,31 @@ TEST(realloc_within_a_reused_mapping_keeps_it) {
     empty_cache();
 }
 
+/* realloc's frees keep the mapping as free does: realloc(p, 0), and a
+ * block that moves to the core heap. */
+TEST(realloc_that_frees_a_mapping_keeps_it) {
+    kbm_setup();
+    empty_cache();
+    void *p = kbm_malloc(3 * MIB);
+    REQUIRE(p != NULL);
+    CHECK(kbm_realloc(p, 0) == NULL);
+    CHECK_EQ(kbm_stats().map_cached_bytes, 3 * MIB);
+    void *q = kbm_malloc(3 * MIB); /* the same one again */
+    CHECK(q == p);
+    CHECK_EQ(kbm_stats().map_cached_bytes, 0);
+    memset(q, 0x44, 100);
+    unsigned char *r = kbm_realloc(q, 100); /* to the core heap */
+    REQUIRE(r != NULL);
+    CHECK(kbm_malloc_usable_size(r) >= 100 && kbm_malloc_usable_size(r) < 4096);
+    CHECK(r[0] == 0x44 && r[99] == 0x44);
+    CHECK_EQ(kbm_stats().map_cached_bytes, 3 * MIB);
+    kbm_free(r);
+    CHECK_EQ(atomic_load(&kbm_bad_count), 0);
+    CHECK_STATS_ADD_UP();
+    CHECK_STATUS(kbuddy_malloc_check(), KBUDDY_OK);
+    empty_cache();
+}
+
 /* Blocks above KBUDDY_MALLOC_MAP_THRESHOLD_MAX are never kept. */
 TEST(a_mapping_above_the_threshold_max_goes_back) {
     kbm_setup();
