@@ -272,6 +272,17 @@ static bool map_cache_put_locked(uintptr_t start, size_t size) {
     return true;
 }
 
+/* A live mapping freed (by free or realloc): out of the registry, and
+ * kept in the cache if it fits. Returns the bytes the caller unmaps once
+ * it has let go of the lock (0: kept). Under the lock. */
+static size_t maps_free_locked(mapping *m) {
+    uintptr_t start = m->start;
+    size_t n = m->size;
+    maps_remove_locked(m);
+    maps_shrink_locked();
+    return map_cache_put_locked(start, n) ? 0 : n;
+}
+
 /* Take the kept mapping that best serves `bytes` (whole pages): the
  * smallest that holds them, else the largest. False if none. Under the
  * lock. */
@@ -440,12 +451,8 @@ static kbuddy_status mapped_take(void *ptr, bool sized, size_t size, size_t alig
     else if (sized && (size != m->req || !is_pow2(align) || (a & (align - 1))))
         st = KBUDDY_ESIZE;
     else {
-        uintptr_t start = m->start;
-        size_t n = m->size;
-        map_threshold_raise(n);
-        maps_remove_locked(m);
-        maps_shrink_locked();
-        *bytes = map_cache_put_locked(start, n) ? 0 : n;
+        map_threshold_raise(m->size);
+        *bytes = maps_free_locked(m);
     }
     unlock();
     return st;
@@ -499,13 +506,24 @@ static void maps_resized(uintptr_t a, void *q, size_t bytes, size_t req) {
     irq_on(irq);
 }
 
+/* Does a resize to `bytes` (whole pages, fewer than m's) leave m as it
+ * is? Yes while it does not go below the pages the block's last request
+ * covered: the rest is a kept mapping's slack (map_cache_fit), bounded
+ * as the cache is, and cutting it at every same-size or growing realloc
+ * would give back pages only to touch fresh ones later. */
+static bool keeps_slack(const mapping *m, size_t bytes) {
+    size_t had;
+    return map_round(m->req, &had) && bytes >= had;
+}
+
 /* realloc of ptr, outside every region: a live mapping's start (else
  * refused as kbm_realloc refuses: bad_free hook, NULL, EINVAL). size 0
  * frees it; a size at or below the threshold moves it to the core heap
  * (kept where it is if that fails); a size in the same pages only changes
- * the size kept; else the remap hook resizes it, or, without one or when
- * it fails, a growing block moves to a new mapping and a shrinking one
- * stays. */
+ * the size kept, and so does one that fits the mapping without going
+ * below the pages of the size requested before (keeps_slack); else the
+ * remap hook resizes it, or, without one or when it fails, a growing
+ * block moves to a new mapping and a shrinking one stays. */
 static void *realloc_mapped(void *ptr, size_t size) {
     uintptr_t a = (uintptr_t)ptr;
     size_t old = 0, bytes = 0;
@@ -520,14 +538,13 @@ static void *realloc_mapped(void *ptr, size_t size) {
         st = maps_why_not(a);
         what = RE_REFUSE;
     } else if (size == 0) {
-        maps_remove_locked(m);
-        maps_shrink_locked();
+        old = maps_free_locked(m); /* the bytes to unmap */
         what = RE_FREE;
     } else if (!map_wanted(size)) {
         what = RE_MOVE;
     } else if (!map_round(size, &bytes)) {
         what = RE_NOMEM;
-    } else if (bytes == old || (bytes < old && !g_hooks.remap)) {
+    } else if (bytes == old || (bytes < old && (!g_hooks.remap || keeps_slack(m, bytes)))) {
         m->req = size;
         what = RE_KEEP;
     } else {
@@ -548,7 +565,8 @@ static void *realloc_mapped(void *ptr, size_t size) {
     case RE_KEEP:
         return ptr;
     case RE_FREE:
-        mapped_unmap(ptr, old);
+        if (old)
+            mapped_unmap(ptr, old);
         return NULL;
     case RE_REMAP: {
         void *q = g_hooks.remap(ptr, old, bytes, g_hooks.map_ctx);
@@ -575,11 +593,11 @@ static void *realloc_mapped(void *ptr, size_t size) {
     memcpy(q, ptr, size < old ? size : old);
     irq = irq_off();
     lock();
-    maps_remove_locked(maps_at(a));
-    maps_shrink_locked();
+    size_t unmap = maps_free_locked(maps_at(a));
     unlock();
     irq_on(irq);
-    mapped_unmap(ptr, old);
+    if (unmap)
+        mapped_unmap(ptr, unmap);
     return q;
 }
 

@@ -125,6 +125,63 @@ TEST(the_cache_keeps_within_its_bound_and_trim_empties_it) {
     CHECK_STATS_ADD_UP();
 }
 
+/* A block that reused a larger kept mapping keeps it through reallocs
+ * that stay within it and not below its request's pages (same size,
+ * growing into the slack); one below them shrinks it. */
+TEST(realloc_within_a_reused_mapping_keeps_it) {
+    kbm_setup();
+    empty_cache();
+    size_t n = 6 * MIB;
+    unsigned char *p = kbm_malloc(n);
+    REQUIRE(p != NULL);
+    memset(p, 0x33, n);
+    kbm_free(p);
+    unsigned char *q = kbm_malloc(4 * MIB); /* the kept 6 MiB, as it is */
+    REQUIRE(q == p);
+    CHECK_EQ(kbm_malloc_usable_size(q), n);
+    size_t mapped = kbm_stats().mapped_bytes;
+    CHECK(kbm_realloc(q, 4 * MIB) == q); /* same size: nothing cut */
+    CHECK_EQ(kbm_malloc_usable_size(q), n);
+    CHECK(kbm_realloc(q, 5 * MIB + 7) == q); /* grows into the slack */
+    CHECK_EQ(kbm_malloc_usable_size(q), n);
+    CHECK_EQ(kbm_stats().mapped_bytes, mapped);
+    CHECK(all_resident(q, n));
+    CHECK(kbm_realloc(q, 2 * MIB) == q); /* below 5 MiB + 7's pages: cut */
+    CHECK_EQ(kbm_malloc_usable_size(q), 2 * MIB);
+    CHECK_EQ(kbm_stats().mapped_bytes, mapped - (n - 2 * MIB));
+    CHECK(q[0] == 0x33 && q[2 * MIB - 1] == 0x33);
+    kbm_free(q);
+    CHECK_EQ(atomic_load(&kbm_bad_count), 0);
+    CHECK_STATS_ADD_UP();
+    CHECK_STATUS(kbuddy_malloc_check(), KBUDDY_OK);
+    empty_cache();
+}
+
+/* realloc's frees keep the mapping as free does: realloc(p, 0), and a
+ * block that moves to the core heap. */
+TEST(realloc_that_frees_a_mapping_keeps_it) {
+    kbm_setup();
+    empty_cache();
+    void *p = kbm_malloc(3 * MIB);
+    REQUIRE(p != NULL);
+    CHECK(kbm_realloc(p, 0) == NULL);
+    CHECK_EQ(kbm_stats().map_cached_bytes, 3 * MIB);
+    void *q = kbm_malloc(3 * MIB); /* the same one again */
+    CHECK(q == p);
+    CHECK_EQ(kbm_stats().map_cached_bytes, 0);
+    memset(q, 0x44, 100);
+    unsigned char *r = kbm_realloc(q, 100); /* to the core heap */
+    REQUIRE(r != NULL);
+    CHECK(kbm_malloc_usable_size(r) >= 100 && kbm_malloc_usable_size(r) < 4096);
+    CHECK(r[0] == 0x44 && r[99] == 0x44);
+    CHECK_EQ(kbm_stats().map_cached_bytes, 3 * MIB);
+    kbm_free(r);
+    CHECK_EQ(atomic_load(&kbm_bad_count), 0);
+    CHECK_STATS_ADD_UP();
+    CHECK_STATUS(kbuddy_malloc_check(), KBUDDY_OK);
+    empty_cache();
+}
+
 /* Blocks above KBUDDY_MALLOC_MAP_THRESHOLD_MAX are never kept. */
 TEST(a_mapping_above_the_threshold_max_goes_back) {
     kbm_setup();
