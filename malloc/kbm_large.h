@@ -518,7 +518,7 @@ static bool keeps_slack(const mapping *m, size_t bytes) {
 
 /* realloc of ptr, outside every region: a live mapping's start (else
  * refused as kbm_realloc refuses: bad_free hook, NULL, EINVAL). size 0
- * frees it; a size at or below the threshold moves it to the core heap
+ * frees it as free does (the threshold raised, the mapping kept); a size at or below the threshold moves it to the core heap
  * (kept where it is if that fails); a size in the same pages only changes
  * the size kept, and so does one that fits the mapping without going
  * below the pages of the size requested before (keeps_slack); else the
@@ -537,7 +537,8 @@ static void *realloc_mapped(void *ptr, size_t size) {
     if (!m || m->busy) {
         st = maps_why_not(a);
         what = RE_REFUSE;
-    } else if (size == 0) {
+    } else if (size == 0) { /* free's, threshold rule and all (glibc's too) */
+        map_threshold_raise(m->size);
         old = maps_free_locked(m); /* the bytes to unmap */
         what = RE_FREE;
     } else if (!map_wanted(size)) {

@@ -158,6 +158,23 @@ TEST(map_hooks_with_a_threshold_and_memory_that_is_not_zero) {
     CHECK_ADDS_UP();
 }
 
+/* realloc(p, 0) of a mapped block is its free, the threshold rule too
+ * (glibc's realloc(p, 0) calls free): the next block of its size comes
+ * from the heap. (Runs before the_default_threshold_is_raised_by_frees,
+ * with a smaller size: the raise stays.) */
+TEST(realloc_to_zero_raises_the_default_threshold_as_free_does) {
+    boot(true, 0);
+    size_t n = KBUDDY_MALLOC_MAP_THRESHOLD + (KBUDDY_MALLOC_MAP_THRESHOLD >> 2);
+    void *p = kbm_malloc(n);
+    CHECK(p && !in_region(p));
+    CHECK(kbm_realloc(p, 0) == NULL);
+    CHECK_EQ(stats().mapped_blocks, 0);
+    p = kbm_malloc(n);
+    CHECK(p && in_region(p));
+    kbm_free(p);
+    CHECK_ADDS_UP();
+}
+
 /* The default threshold (map_threshold 0) moves as glibc's does: the
  * free of a mapped block raises it to the block's size, so that the next
  * block of that size comes from the heap; larger ones are still mapped.
