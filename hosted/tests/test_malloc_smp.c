@@ -503,7 +503,9 @@ TEST(with_cpu_id_unmasked_a_cpu_beyond_the_table_borrows_a_cache) {
     CHECK_EQ(after.large_calls, before.large_calls); /* both from CPU 2's cache */
     CHECK_EQ(after.caches, before.caches);
     CHECK_EQ(after.cached_blocks, before.cached_blocks);
-    my_cpu = 41 + KBUDDY_MALLOC_MAX_CPUS; /* CPU 41 never ran: no cache to borrow */
+    /* Slot 1: CPU 1's cache went in fork_child_frees_the_other_cpus_caches
+     * and no test since ran on CPU 1, so there is none to borrow. */
+    my_cpu = 1 + KBUDDY_MALLOC_MAX_CPUS;
     p = kbm_malloc(200);
     REQUIRE(p != NULL);
     kbm_free(p);
