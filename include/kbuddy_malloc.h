@@ -522,10 +522,11 @@ void *kbm_calloc(size_t n, size_t size) KBUDDY_MALLOC_ATTR;
  *   the block is large enough and not more than twice too large (small
  *   blocks), or the core heap can resize it in place (large blocks)
  *                       the same pointer;
- *   a mapped block      the same pointer when the size stays within its
- *                       pages, or shrinks and cannot be remapped, or
- *                       stays within a reused kept mapping's pages and
- *                       not below those of the size asked before; else
+ *   a mapped block      the same pointer when the size needs no more
+ *                       pages than the mapping has and no fewer than the
+ *                       size asked before did (the slack of a reused kept
+ *                       mapping, or of a shrink that failed, is kept), or
+ *                       shrinks and cannot be remapped; else
  *                       the remap hook's result (mremap: no copy), or a
  *                       block from the heap at or below the threshold;
  *   otherwise           a new block, the contents copied, ptr freed.
