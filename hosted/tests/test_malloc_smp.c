@@ -519,6 +519,33 @@ TEST(with_cpu_id_unmasked_a_cpu_beyond_the_table_borrows_a_cache) {
     my_cpu = 0;
     set_unmasked(false);
 }
+#else
+/* With a table whose size is not a power of two (malloc_smp_cpus6), a CPU
+ * numbered beyond it borrows nothing, cpu_id_unmasked set or not: no slot
+ * is its own modulo a mask (claim_slot gives one that does not exist), so
+ * it works through the lock. */
+TEST(with_cpu_id_unmasked_a_cpu_beyond_an_odd_table_works_through_the_lock) {
+    boot();
+    set_unmasked(true);
+    my_cpu = 2;
+    kbm_free(kbm_malloc(200)); /* CPU 2 has a cache, a block of 200's class in it */
+    kbuddy_malloc_stats before = stats();
+    size_t bad0 = atomic_load(&bad_frees);
+    my_cpu = 2 + KBUDDY_MALLOC_MAX_CPUS;
+    void *p = kbm_malloc(200);
+    REQUIRE(p != NULL);
+    kbm_free_sized(p, 200);
+    kbm_free(p); /* still caught */
+    kbuddy_malloc_stats after = stats();
+    CHECK_EQ(after.large_calls, before.large_calls + 2); /* neither from CPU 2's cache */
+    CHECK_EQ(after.caches, before.caches);
+    CHECK_EQ(after.cached_blocks, before.cached_blocks);
+    CHECK_EQ(atomic_load(&bad_frees), bad0 + 1);
+    CHECK_EQ(atomic_load(&last_bad), KBUDDY_EDOUBLEFREE);
+    CHECK_CONSISTENT();
+    my_cpu = 0;
+    set_unmasked(false);
+}
 #endif
 
 /* Two threads given CPU 6 (one by a number beyond the table: it borrows
