@@ -528,7 +528,8 @@ TEST(with_cpu_id_unmasked_a_cpu_beyond_a_power_of_two_table_borrows_a_cache) {
  * CPU 6's cache), one on CPU 7, one moved between CPUs 5..7 at every call:
  * each cache is used by one call at a time (the others go through the
  * lock), so no block is handed out twice and every block keeps what its
- * owner wrote. */
+ * owner wrote. (malloc_smp_cpus6: CPUs 6 and 7 are beyond its table and
+ * work through the lock; CPU 5's cache is the one shared.) */
 enum { SHARE_THREADS = 4, SHARE_SLOTS = 512, SHARE_OPS = 200000 };
 
 static void *share_main(void *varg) {
