@@ -118,16 +118,18 @@ void kbuddy_malloc_set_hooks(const kbuddy_malloc_hooks *hooks) {
         g_lock = g_hooks.lock;
     else
         g_lock = (kbuddy_lock){kbuddy_spinlock_acquire, kbuddy_spinlock_release, &g_spin};
-    /* cpu_id_unmasked alone (one CPU, no handler allocates, threads
-     * preemptible) still needs the claiming copies: the unhooked ones
-     * read CPU 0's cache without a claim. */
-    g_hooked = g_hooks.cpu_id || g_hooks.irq_save || g_hooks.irq_restore || g_hooks.cpu_id_unmasked;
 #if RUNTIME_HOOKS
+    /* The paths and the pointers they call are in place before g_hooked
+     * sends calls to them. */
     g_cpu_id = g_hooks.cpu_id ? g_hooks.cpu_id : cpu_zero;
     g_irq_save = g_hooks.irq_save ? g_hooks.irq_save : irq_save_none;
     g_irq_restore = g_hooks.irq_restore ? g_hooks.irq_restore : irq_restore_none;
     hooked_paths_choose(g_hooks.cpu_id_unmasked);
 #endif
+    /* cpu_id_unmasked alone (one CPU, no handler allocates, threads
+     * preemptible) still needs the claiming copies: the unhooked ones
+     * read CPU 0's cache without a claim. */
+    g_hooked = g_hooks.cpu_id || g_hooks.irq_save || g_hooks.irq_restore || g_hooks.cpu_id_unmasked;
     g_give_back = g_hooks.release || g_hooks.ungrow;
     install_oom();
 }
