@@ -887,12 +887,16 @@ size_t kb_engine_take_each(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, s
     return count && take_any(e, n, k, ka, start) ? 1u : 0u;
 }
 #else
+/* Heap engines of at most 31 orders, where no mark saturates: a variant
+ * without the tests for it, in a function of its own (kb_engine_take
+ * chooses), so that the other variant's code does not share its registers. */
 static KB_NOINLINE bool take_heap(kb_engine *e, uintptr_t n, unsigned k, unsigned ka,
                                   uintptr_t *start) {
-    /* With fewer than 31 orders no mark saturates: a variant without the
-     * tests for it. */
-    if (e->orders <= KB_CTRL_ORDER)
-        return take_impl(e, n, k, ka, start, true, true);
+    return take_impl(e, n, k, ka, start, true, true);
+}
+
+static KB_NOINLINE bool take_heap_large(kb_engine *e, uintptr_t n, unsigned k, unsigned ka,
+                                        uintptr_t *start) {
     return take_impl(e, n, k, ka, start, true, false);
 }
 
@@ -999,7 +1003,9 @@ bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_
     /* Aligned to the whole block (the fast placement, and requests whose
      * alignment sets their order) in an engine of at most 31 orders: a
      * function of its own, without the search's setup. */
-    if (ka >= k && e->orders <= KB_CTRL_ORDER)
+    if (e->orders > KB_CTRL_ORDER)
+        return take_heap_large(e, n, k, ka, start);
+    if (ka >= k)
         return take_block_start(e, n, k, start);
     return take_heap(e, n, k, ka, start);
 }
