@@ -320,8 +320,10 @@ KB_INLINE void block_mark(const kb_view *v, unsigned k, uintptr_t b, uint8_t mar
  * zero too: on a 64 MiB region about half of all updates reach depth 1 and
  * few go further. So the leaf and depth 1 are straight-line code at every
  * call site, and the rest of the climb (depth 2 up, and the order's mask
- * when its root changes) is one out-of-line loop shared by all of them. */
-static KB_NOINLINE void tree_set_from(kb_engine *e, kb_word *words, const kb_order *o,
+ * when its root changes) is one out-of-line loop shared by all of them,
+ * marked cold so that the hot loops around the call sites keep their
+ * registers (dense W3 542.8 -> 537.8, W4 488.1 -> 484.3 instructions). */
+static KB_NOINLINE KB_COLD void tree_set_from(kb_engine *e, kb_word *words, const kb_order *o,
                                       uintptr_t i, uint32_t d) {
     for (; d < o->depth; d++, i >>= KB_WORD_SHIFT) {
         kb_word *w = &words[o->off[d] + (i >> KB_WORD_SHIFT)];
@@ -333,7 +335,7 @@ static KB_NOINLINE void tree_set_from(kb_engine *e, kb_word *words, const kb_ord
     order_filled(e, (unsigned)(o - e->order)); /* rare: the order's k */
 }
 
-static KB_NOINLINE void tree_clear_from(kb_engine *e, kb_word *words, const kb_order *o,
+static KB_NOINLINE KB_COLD void tree_clear_from(kb_engine *e, kb_word *words, const kb_order *o,
                                         uintptr_t i, uint32_t d) {
     for (; d < o->depth; d++, i >>= KB_WORD_SHIFT) {
         kb_word *w = &words[o->off[d] + (i >> KB_WORD_SHIFT)];
