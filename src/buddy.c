@@ -733,17 +733,11 @@ KB_INLINE void take_run_after(const kb_view *v, uintptr_t x, uintptr_t end, bool
 #define SPAN_GAP_SHIFT 4u
 
 /* Is the spanning search worth trying for n units at order k (n <= 2^k;
- * heap engines have k <= 36, so nothing overflows)? Builds for size
- * (KBUDDY_SMALL) always try it: the test costs 16 bytes of riscv64 .text
- * and saves only instructions. */
+ * heap engines have k <= 36, so nothing overflows)? The same in every
+ * build, so that a heap places its blocks alike at every optimisation
+ * level (builds for size pay 16 bytes of riscv64 .text for it). */
 KB_INLINE bool span_worth_trying(uintptr_t n, unsigned k) {
-#if KBUDDY_SMALL
-    (void)n;
-    (void)k;
-    return true;
-#else
     return n << SPAN_GAP_SHIFT <= (((uintptr_t)1 << SPAN_GAP_SHIFT) - 1) << k;
-#endif
 }
 
 /* The free blocks of order k in the bitmap word holding the first free block

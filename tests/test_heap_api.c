@@ -1359,10 +1359,8 @@ TEST(aligned_alloc_takes_the_lowest_free_block_of_the_smallest_sufficient_order)
  * order k over (here: n = 2^k exactly), the dense placement does not look
  * for a run of smaller blocks: it takes the lowest free block of the
  * smallest sufficient order, starting early in the free run of smaller
- * blocks that ends at it. (Builds for size, KBUDDY_SMALL, search for every
- * size.) */
+ * blocks that ends at it. */
 TEST(alloc_filling_its_block_skips_the_run_search) {
-#if !KBUDDY_SMALL
     unsigned char *a = arena_new(1 << 21);
     REQUIRE(a);
     kbuddy_heap h;
@@ -1395,7 +1393,6 @@ TEST(alloc_filling_its_block_skips_the_run_search) {
     CHECK(checked > 500);
     CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
     free(a);
-#endif
 }
 
 /* ------------------------------------------------------------------------ */
