@@ -20,11 +20,15 @@
 #define KB_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define KB_INLINE static inline __attribute__((always_inline))
 #define KB_NOINLINE __attribute__((noinline))
+/* A function on the rare side of a branch: its callers' paths to it are
+ * laid out and register-allocated as the unlikely ones. */
+#define KB_COLD __attribute__((cold))
 #else
 #define KB_LIKELY(x) (x)
 #define KB_UNLIKELY(x) (x)
 #define KB_INLINE static inline
 #define KB_NOINLINE
+#define KB_COLD
 #endif
 
 typedef uint64_t kb_word;

@@ -1355,6 +1355,46 @@ TEST(aligned_alloc_takes_the_lowest_free_block_of_the_smallest_sufficient_order)
     free(a);
 }
 
+/* Where an allocation of n units would leave under 1/16 of its block of
+ * order k over (here: n = 2^k exactly), the dense placement does not look
+ * for a run of smaller blocks: it takes the lowest free block of the
+ * smallest sufficient order, starting early in the free run of smaller
+ * blocks that ends at it. */
+TEST(alloc_filling_its_block_skips_the_run_search) {
+    unsigned char *a = arena_new(1 << 21);
+    REQUIRE(a);
+    kbuddy_heap h;
+    kbuddy_init(&h);
+    REQUIRE(kbuddy_add_region(&h, a + 77, (1 << 21) - 200) == KBUDDY_OK);
+    size_t checked = 0;
+    for (size_t i = 0; i < 600; i++) {
+        /* Mixed sizes, whose tails and frees leave runs of small blocks. */
+        void *q = kbuddy_alloc(&h, 1 + (i * 733) % 3000, 1);
+        if (q && i % 2 == 0)
+            CHECK_STATUS(kbuddy_free(&h, q), KBUDDY_OK);
+        size_t size = (size_t)UNIT << (1 + i % 6);
+        uintptr_t want = lowest_smallest_free_block(&h, size);
+        if (want == UINTPTR_MAX)
+            continue;
+        /* The free run of blocks smaller than `size` that ends at want. */
+        wlist l = walk_of(&h);
+        for (size_t j = l.n; j-- > 0;) {
+            const wblock *b = &l.v[j];
+            if (b->start < want && b->start + b->size == want && !b->used && b->size < size)
+                want = b->start;
+        }
+        wlist_free(&l);
+        void *p = kbuddy_alloc(&h, size, 1);
+        CHECK_EQ((uintptr_t)p, want);
+        checked++;
+        if (p && i % 3 == 0)
+            CHECK_STATUS(kbuddy_free(&h, p), KBUDDY_OK);
+    }
+    CHECK(checked > 500);
+    CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
+    free(a);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Placement (kbuddy_set_placement)                                          */
 /* ------------------------------------------------------------------------ */
