@@ -1355,42 +1355,72 @@ TEST(aligned_alloc_takes_the_lowest_free_block_of_the_smallest_sufficient_order)
     free(a);
 }
 
+/* Where the dense placement puts n units of order k when it does not look
+ * for a run of smaller blocks: the lowest free block of the smallest
+ * sufficient order, starting early in the free run of smaller blocks that
+ * ends at it (as far back as the run goes, or until it holds n units).
+ * UINTPTR_MAX when no such block is free. */
+static uintptr_t place_without_run_search(const kbuddy_heap *h, size_t n, unsigned k) {
+    size_t block = (size_t)UNIT << k;
+    uintptr_t want = lowest_smallest_free_block(h, block);
+    if (want == UINTPTR_MAX)
+        return want;
+    wlist l = walk_of(h);
+    size_t t = 0;
+    for (size_t j = l.n; j-- > 0 && t < n * UNIT;) {
+        const wblock *b = &l.v[j];
+        if (b->start < want && b->start + b->size == want && !b->used && b->size < block) {
+            want = b->start;
+            t += b->size;
+        }
+    }
+    wlist_free(&l);
+    return want;
+}
+
 /* Where an allocation of n units would leave under 1/16 of its block of
- * order k over (here: n = 2^k exactly), the dense placement does not look
- * for a run of smaller blocks: it takes the lowest free block of the
- * smallest sufficient order, starting early in the free run of smaller
- * blocks that ends at it. */
+ * order k over (2^k - n < 2^k / 16: n = 2^k, or 2^k - 1 .. 2^k - 15 for k
+ * = 8), the dense placement does not look for a run of smaller blocks: it
+ * goes where place_without_run_search says. At 2^k - n = 2^k / 16 exactly
+ * it does look, and on these heaps the search finds a run elsewhere at
+ * least once. */
 TEST(alloc_filling_its_block_skips_the_run_search) {
     unsigned char *a = arena_new(1 << 21);
     REQUIRE(a);
     kbuddy_heap h;
     kbuddy_init(&h);
     REQUIRE(kbuddy_add_region(&h, a + 77, (1 << 21) - 200) == KBUDDY_OK);
-    size_t checked = 0;
-    for (size_t i = 0; i < 600; i++) {
+    size_t checked = 0, searched = 0;
+    for (size_t i = 0; i < 1200; i++) {
         /* Mixed sizes, whose tails and frees leave runs of small blocks. */
         void *q = kbuddy_alloc(&h, 1 + (i * 733) % 3000, 1);
         if (q && i % 2 == 0)
             CHECK_STATUS(kbuddy_free(&h, q), KBUDDY_OK);
-        size_t size = (size_t)UNIT << (1 + i % 6);
-        uintptr_t want = lowest_smallest_free_block(&h, size);
+        unsigned k = 1 + (unsigned)(i % 8);
+        size_t gaps = ((size_t)1 << k) >> 4; /* 2^k / 16, rounded down */
+        size_t n = ((size_t)1 << k) - (i / 8) % (gaps ? gaps : 1);
+        if (i % 4 == 3 && gaps) {
+            /* At the threshold: the search runs. */
+            n = ((size_t)1 << k) - gaps;
+            uintptr_t fallback = place_without_run_search(&h, n, k);
+            void *p = kbuddy_alloc(&h, n * UNIT, 1);
+            if (p && fallback != UINTPTR_MAX && (uintptr_t)p != fallback)
+                searched++;
+            if (p && i % 3 == 0)
+                CHECK_STATUS(kbuddy_free(&h, p), KBUDDY_OK);
+            continue;
+        }
+        uintptr_t want = place_without_run_search(&h, n, k);
         if (want == UINTPTR_MAX)
             continue;
-        /* The free run of blocks smaller than `size` that ends at want. */
-        wlist l = walk_of(&h);
-        for (size_t j = l.n; j-- > 0;) {
-            const wblock *b = &l.v[j];
-            if (b->start < want && b->start + b->size == want && !b->used && b->size < size)
-                want = b->start;
-        }
-        wlist_free(&l);
-        void *p = kbuddy_alloc(&h, size, 1);
+        void *p = kbuddy_alloc(&h, n * UNIT, 1);
         CHECK_EQ((uintptr_t)p, want);
         checked++;
         if (p && i % 3 == 0)
             CHECK_STATUS(kbuddy_free(&h, p), KBUDDY_OK);
     }
-    CHECK(checked > 500);
+    CHECK(checked > 600);
+    CHECK(searched > 0);
     CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
     free(a);
 }
