@@ -31,7 +31,7 @@
  * Usage: kbuddy_bench [--runs N] [--only W3,W4,...] [--ops N] [--markdown]
  *                     [--smoke] [--alloc kbuddy|kbuddy-unsized|glibc|noop|kbm|kbm-hooks|
  *                       kbm-hooks-unmasked]
- *                     [--placement fast|dense]
+ *                     [--placement fast|dense] [--w5-offsets N]
  *   --alloc with --only <one workload> runs that loop once (callgrind mode).
  *   --placement sets the kbuddy heap's kbuddy_placement for every workload
  *   (W5 included).
@@ -728,6 +728,7 @@ typedef struct options {
     const char *alloc;
     bool markdown;
     bool smoke;
+    int w5_offsets; /* --w5-offsets N: W5 at N region addresses */
 } options;
 
 static double r_heap[NWORK][NALLOC][MAX_RUNS];
@@ -1000,6 +1001,39 @@ static int run_single(const options *o) {
     return g_errors || g_check_failures ? 1 : 0;
 }
 
+/* W5 depends on where the region lies: blocks are aligned in absolute
+ * terms, so the region's address sets which blocks its ends cut. One run
+ * sees one address (ASLR picks it); --w5-offsets N runs kbuddy's W5 at N
+ * addresses 37 pages apart (every page-multiple alignment up to 64 MiB
+ * comes up) inside one buffer, and prints the spread. */
+static int run_w5_offsets(int n) {
+    const size_t step = (size_t)37 << 12;
+    size_t bytes = REGION_SIZE + (size_t)n * step;
+    bytes = (bytes + REGION_SIZE - 1) / REGION_SIZE * REGION_SIZE; /* C11: a multiple */
+    unsigned char *buf = aligned_alloc(REGION_SIZE, bytes);
+    double *pct = malloc((size_t)n * sizeof *pct);
+    if (!buf || !pct) {
+        fprintf(stderr, "out of memory\n");
+        return 2;
+    }
+    void *home = g_region;
+    int below = 0;
+    for (int j = 0; j < n; j++) {
+        size_t allocs, peak, live_end;
+        g_region = buf + (size_t)j * step;
+        pct[j] = run_w5(&heaps[A_KB], &allocs, &peak, &live_end);
+        below += pct[j] < 90.0;
+    }
+    g_region = home;
+    qsort(pct, (size_t)n, sizeof *pct, cmp_double);
+    printf("W5 kbuddy at %d region addresses: min %.2f%%, tenth %.2f%%, median %.2f%%, max %.2f%%; "
+           "%d below 90%%\n",
+           n, pct[0], pct[n / 10], pct[n / 2], pct[n - 1], below);
+    free(pct);
+    free(buf);
+    return g_errors || g_check_failures ? 1 : 0;
+}
+
 static int run_all(const options *o) {
     /* W5 is deterministic: once, for kbuddy and (if built) kbm. */
     static const int w5_alloc[] = {A_KB, A_KBM};
@@ -1100,7 +1134,7 @@ static void usage(void) {
             "usage: kbuddy_bench [--runs N] [--only W1,W2,...,F2] [--ops N] [--markdown]\n"
             "                    [--smoke] [--alloc kbuddy|kbuddy-unsized|glibc|noop|kbm|kbm-hooks|\n"
             "                               kbm-hooks-unmasked]\n"
-            "                    [--placement fast|dense]\n"
+            "                    [--placement fast|dense] [--w5-offsets N]\n"
             "  --runs N     timed runs per figure, median reported (default 5)\n"
             "  --only LIST  workloads to run (default all: W1..W7 F1 F2)\n"
             "  --ops N      operation count for W1 W3 W4 W6 F1 F2 (W2: blocks x rounds;\n"
@@ -1111,7 +1145,9 @@ static void usage(void) {
             "               kbm-hooks-unmasked: the same with cpu_id_unmasked set\n"
             "  --placement fast|dense   the kbuddy heap's placement (default dense)\n"
             "  --markdown   print Markdown tables\n"
-            "  --smoke      tiny sizes, one run: proves the bench builds and runs\n");
+            "  --smoke      tiny sizes, one run: proves the bench builds and runs\n"
+            "  --w5-offsets N   kbuddy's W5 at N region addresses, 37 pages apart:\n"
+            "               min, tenth, median and max peak, and how many below 90%%\n");
 }
 
 static bool parse_only(options *o, char *list) {
@@ -1164,6 +1200,12 @@ int main(int argc, char **argv) {
             o.markdown = true;
         } else if (!strcmp(arg, "--smoke")) {
             o.smoke = true;
+        } else if (!strcmp(arg, "--w5-offsets") && has_val) {
+            o.w5_offsets = atoi(argv[++i]);
+            if (o.w5_offsets < 1 || o.w5_offsets > 100000) {
+                usage();
+                return 2;
+            }
         } else {
             usage();
             return 2;
@@ -1205,5 +1247,7 @@ int main(int argc, char **argv) {
         return 2;
 #endif
 
+    if (o.w5_offsets)
+        return run_w5_offsets(o.w5_offsets);
     return o.alloc ? run_single(&o) : run_all(&o);
 }
