@@ -226,7 +226,7 @@ void kbuddy_init(kbuddy_heap *heap);
  *   KBUDDY_PLACE_DENSE  (the default) a run of small free blocks around the
  *                       lowest free block of order k-2, then of order k-1,
  *                       when one is long enough (looked for only when the
- *                       allocation leaves at least 1/16 of its block
+ *                       allocation leaves at least 1/32 of its block
  *                       over), else the lowest free block
  *                       of the smallest order that suffices, starting in
  *                       the free run just before it when there is one.

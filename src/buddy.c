@@ -719,7 +719,7 @@ KB_INLINE void take_run_after(const kb_view *v, uintptr_t x, uintptr_t end, bool
 
 /* The spanning search is tried only for an allocation that would leave at
  * least 2^-SPAN_GAP_SHIFT of its block of order k over (2^k - n >= 2^k /
- * 16): one that nearly fills the block needs a run of nearly 2^k units
+ * 32): one that nearly fills the block needs a run of nearly 2^k units
  * around a block of order k - 2 or k - 1, which the probes seldom find, so
  * their cost is spent for little. Measured for issue 13 (callgrind, 200k
  * ops; W5 at five region addresses), searched when 2^k - n is at least:
@@ -732,8 +732,12 @@ KB_INLINE void take_run_after(const kb_view *v, uintptr_t x, uintptr_t end, bool
  * not searching below 4 units changed nothing.) W5 over many runs at random
  * region addresses (kbuddy_bench --only W5): always 90.16-90.45% (24 runs,
  * median 90.35), 2^k / 32 90.12-90.42% (24, median 90.30), 2^k / 16
- * 90.00-90.37% (44, median 90.2; two at 90.0001%, the target's edge). */
-#define SPAN_GAP_SHIFT 4u
+ * 90.00-90.37% (44, median 90.2; two at 90.0001%, the target's edge).
+ * At 500 addresses 37 pages apart (kbuddy_bench --w5-offsets 500): always
+ * median 90.33%, min 89.88%, 1 below 90%; 2^k / 32 90.28%, 89.85%, 4;
+ * 2^k / 16 90.20%, 89.56%, 9. So 2^k / 32 (W3 539.9, W4 484.0): half the
+ * saving of 2^k / 16 for a third of its loss of density. */
+#define SPAN_GAP_SHIFT 5u
 
 /* Is the spanning search worth trying for n units at order k (n <= 2^k;
  * heap engines have k <= 36, so nothing overflows)? The same in every

@@ -1378,10 +1378,10 @@ static uintptr_t place_without_run_search(const kbuddy_heap *h, size_t n, unsign
     return want;
 }
 
-/* Where an allocation of n units would leave under 1/16 of its block of
- * order k over (2^k - n < 2^k / 16: n = 2^k, or 2^k - 1 .. 2^k - 15 for k
- * = 8), the dense placement does not look for a run of smaller blocks: it
- * goes where place_without_run_search says. At 2^k - n = 2^k / 16 exactly
+/* Where an allocation of n units would leave under 1/32 of its block of
+ * order k over (2^k - n < 2^k / 32: n = 2^k, or 2^k - 1 .. 2^k - 15 for k
+ * = 9), the dense placement does not look for a run of smaller blocks: it
+ * goes where place_without_run_search says. At 2^k - n = 2^k / 32 exactly
  * it does look, and on these heaps the search finds a run elsewhere at
  * least once. */
 TEST(alloc_filling_its_block_skips_the_run_search) {
@@ -1396,8 +1396,8 @@ TEST(alloc_filling_its_block_skips_the_run_search) {
         void *q = kbuddy_alloc(&h, 1 + (i * 733) % 3000, 1);
         if (q && i % 2 == 0)
             CHECK_STATUS(kbuddy_free(&h, q), KBUDDY_OK);
-        unsigned k = 1 + (unsigned)(i % 8);
-        size_t gaps = ((size_t)1 << k) >> 4; /* 2^k / 16, rounded down */
+        unsigned k = 1 + (unsigned)(i % 9);
+        size_t gaps = ((size_t)1 << k) >> 5; /* 2^k / 32, rounded down */
         size_t n = ((size_t)1 << k) - (i / 8) % (gaps ? gaps : 1);
         if (i % 4 == 3 && gaps) {
             /* At the threshold: the search runs. */
@@ -1419,7 +1419,7 @@ TEST(alloc_filling_its_block_skips_the_run_search) {
         if (p && i % 3 == 0)
             CHECK_STATUS(kbuddy_free(&h, p), KBUDDY_OK);
     }
-    CHECK(checked > 600);
+    CHECK(checked > 450);
     CHECK(searched > 0);
     CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
     free(a);
