@@ -29,8 +29,13 @@
 #define UNIT ((uintptr_t)KBUDDY_MIN_BLOCK)
 
 /* Region sizes are capped so that bitmap offsets fit in 32 bits; the rest of
- * a larger region is counted as overhead. 2^36 units is 2 TiB. */
+ * a larger region is counted as overhead. 2^36 units is 2 TiB; a 32-bit
+ * address space holds fewer units than its own size in bytes. */
+#if UINTPTR_MAX > 0xFFFFFFFFu
 #define MAX_REGION_UNITS ((uintptr_t)1 << 36)
+#else
+#define MAX_REGION_UNITS ((uintptr_t)1 << (32 - UNIT_SHIFT))
+#endif
 
 typedef struct kbuddy_region region;
 
