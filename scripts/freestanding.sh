@@ -6,7 +6,8 @@
 # memcpy, memset, memmove.
 #
 # The matrix: gcc and clang for x86-64 (-mcmodel=kernel), riscv64-unknown-elf-gcc
-# (rv64imac and rv64gc) and clang for riscv64, each at -O0 -O1 -Og -O2 -O3 -Os,
+# (rv64imac and rv64gc) and clang for riscv64, and clang for the 32-bit targets
+# of teaching kernels (riscv32, i386: xv6's first), each at -O0 -O1 -Og -O2 -O3 -Os,
 # with  -std=c11 -Wall -Wextra -Werror -ffreestanding  (xv6's kind of flags)
 # plus the project's own stricter warnings (CMakeLists.txt KBUDDY_WARNINGS),
 # so that clean here means clean under any subset of them. gcc's
@@ -31,6 +32,8 @@ toolchains=(
   "gcc riscv64 rv64imac|riscv64-unknown-elf-gcc|riscv64-unknown-elf-nm|-march=rv64imac -mabi=lp64 -mcmodel=medany"
   "gcc riscv64 rv64gc|riscv64-unknown-elf-gcc|riscv64-unknown-elf-nm|-march=rv64gc -mabi=lp64d -mcmodel=medany"
   "clang riscv64 rv64imac|clang|llvm-nm|--target=riscv64-unknown-elf -march=rv64imac -mabi=lp64 -mcmodel=medany"
+  "clang riscv32 rv32imac|clang|llvm-nm|--target=riscv32-unknown-elf -march=rv32imac -mabi=ilp32 -mcmodel=medany"
+  "clang i386|clang|llvm-nm|--target=i386-unknown-none-elf -fno-pic"
 )
 status=0
 details=()
