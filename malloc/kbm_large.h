@@ -459,8 +459,12 @@ static kbuddy_status mapped_take(void *ptr, bool sized, size_t size, size_t alig
 }
 
 /* Give a mapping taken out of the registry back (no lock held,
- * interrupts restored). */
-static void mapped_unmap(void *ptr, size_t bytes) { g_hooks.unmap(ptr, bytes, g_hooks.map_ctx); }
+ * interrupts restored); bytes 0: nothing to give (the mapping was kept in
+ * the cache, or none was taken). */
+static void mapped_unmap(void *ptr, size_t bytes) {
+    if (bytes)
+        g_hooks.unmap(ptr, bytes, g_hooks.map_ctx);
+}
 
 /* The usable bytes of the mapping that starts at ptr, else 0. Interrupts
  * masked, no lock held. */
@@ -518,15 +522,16 @@ static bool keeps_slack(const mapping *m, size_t bytes) {
 
 /* realloc of ptr, outside every region: a live mapping's start (else
  * refused as kbm_realloc refuses: bad_free hook, NULL, EINVAL). size 0
- * frees it as free does (the threshold raised, the mapping kept); a size at or below the threshold moves it to the core heap
- * (kept where it is if that fails); a size in the same pages only changes
+ * frees it as free does (the threshold raised, the mapping kept); a size
+ * at or below the threshold moves it to the core heap (kept where it is
+ * if that fails); a size in the same pages only changes
  * the size kept, and so does one that fits the mapping without going
  * below the pages of the size requested before (keeps_slack); else the
  * remap hook resizes it, or, without one or when it fails, a growing
  * block moves to a new mapping and a shrinking one stays. */
 static void *realloc_mapped(void *ptr, size_t size) {
     uintptr_t a = (uintptr_t)ptr;
-    size_t old = 0, bytes = 0;
+    size_t old = 0, bytes = 0, unmap = 0; /* unmap: mapped_unmap's bytes */
     int what;
     kbuddy_status st = KBUDDY_OK;
     unsigned long irq = irq_off();
@@ -539,7 +544,7 @@ static void *realloc_mapped(void *ptr, size_t size) {
         what = RE_REFUSE;
     } else if (size == 0) { /* free's, threshold rule and all (glibc's too) */
         map_threshold_raise(m->size);
-        old = maps_free_locked(m); /* the bytes to unmap */
+        unmap = maps_free_locked(m);
         what = RE_FREE;
     } else if (!map_wanted(size)) {
         what = RE_MOVE;
@@ -566,8 +571,7 @@ static void *realloc_mapped(void *ptr, size_t size) {
     case RE_KEEP:
         return ptr;
     case RE_FREE:
-        if (old)
-            mapped_unmap(ptr, old);
+        mapped_unmap(ptr, unmap);
         return NULL;
     case RE_REMAP: {
         void *q = g_hooks.remap(ptr, old, bytes, g_hooks.map_ctx);
@@ -594,11 +598,10 @@ static void *realloc_mapped(void *ptr, size_t size) {
     memcpy(q, ptr, size < old ? size : old);
     irq = irq_off();
     lock();
-    size_t unmap = maps_free_locked(maps_at(a));
+    unmap = maps_free_locked(maps_at(a));
     unlock();
     irq_on(irq);
-    if (unmap)
-        mapped_unmap(ptr, unmap);
+    mapped_unmap(ptr, unmap);
     return q;
 }
 

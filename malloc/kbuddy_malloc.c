@@ -671,8 +671,7 @@ static NOINLINE void free_slow(kcache *cc, void *ptr, int mode, size_t size, siz
 out:
     cache_unclaim(give);
     irq_on(irq);
-    if (unmap_bytes)
-        mapped_unmap(ptr, unmap_bytes);
+    mapped_unmap(ptr, unmap_bytes);
     if (st != KBUDDY_OK)
         report(ptr, st, func);
 }
