@@ -1128,12 +1128,27 @@ void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) { release_any(e, 
  * exact and every buddy test is one control byte. Besides the block
  * numbers a and b the loop keeps the control-byte index of each edge
  * (x, y) and the block size s, so that no step needs a variable shift: the
- * edge and buddy positions move by s, the mark by one. The loop needs no
- * bound on the order: no block of order top + 1 fits in the engine
- * (2^(top+1) > hi - lo units), so a top-order edge never finds its buddy
- * free (the buddy cannot lie inside [lo, hi), and no free mark of order
- * top can start where it would) and becomes a free block, and the range is
- * empty above the top order. */
+ * edge and buddy positions move by s, the mark by one.
+ *
+ * The loop tests nothing but the edges per order: the range can only
+ * become empty where an edge becomes a free block (a merge widens it, and
+ * with both edges even a < b implies a/2 < b/2), so it returns there. Nor
+ * does it need a bound on the order: no block of order top + 1 fits in the
+ * engine (2^(top+1) > hi - lo units), so a top-order edge never finds its
+ * buddy free (the buddy cannot lie inside [lo, hi), and no free mark of
+ * order top can start where it would) and becomes a free block, which
+ * empties the range (it holds one block at most at the top order).
+ * Callgrind, dense W3 / W4: 539.9 / 484.0 with the bound test a < b at
+ * every order, 529.1 / 473.0 returning where the range empties.
+ *
+ * Measured and dropped: each edge as a staircase of its own (below the
+ * highest bit h in which a and b differ the edges never meet, the left one
+ * acting only at a's set bits, the right one at b's; count-trailing-zeros
+ * jumps from one to the next, then at most one block climbs from order h):
+ * fewer steps (W3 frees act at 5.9 of 6.2 orders on average: 2.6 left,
+ * 3.3 right, both at 1.3) but each jump pays a ctz, two variable shifts and
+ * the descriptor's address: dense W3 557.6, W4 492.1 (fast placement,
+ * whose frees skip more orders, 322.5 / 329.1 against 328.7 / 335.0). */
 static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
     uint8_t *const ctrl = e->ctrl;
     kb_word *const words = e->words;
@@ -1141,7 +1156,9 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
     const uintptr_t span = e->hi - e->lo;
     uintptr_t x = a - e->lo, y = b - e->lo, s = 1;
     uint8_t mark = KB_CTRL_FREE; /* the mark of order k is KB_CTRL_FREE + k */
-    for (; a < b; a >>= 1, b >>= 1, s <<= 1, mark++, o++) {
+    if (a >= b)
+        return;
+    for (;; a >>= 1, b >>= 1, s <<= 1, mark++, o++) { /* here a < b */
         if (a & 1) { /* the left edge's buddy a - 1 lies outside the range */
             uintptr_t u = x - s; /* wraps past span when it would lie before lo */
             if (u < span && ctrl[u] == mark) {
@@ -1154,11 +1171,12 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
                 ctrl[x] = mark;
                 ctrl[x + s - 1] = mark;
                 tree_set(e, words, o, a - o->first);
-                a++;
+                if (++a == b)
+                    return;
                 x += s;
             }
         }
-        if (a < b && (b & 1)) { /* the right edge's buddy b lies outside */
+        if (b & 1) { /* the right edge's buddy b lies outside */
             if (y < span && ctrl[y] == mark) {
                 ctrl[y] = 0;
                 ctrl[y + s - 1] = 0;
@@ -1171,6 +1189,8 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
                 ctrl[y] = mark;
                 ctrl[y + s - 1] = mark;
                 tree_set(e, words, o, b - o->first);
+                if (a == b)
+                    return;
             }
         }
     }
