@@ -1128,7 +1128,8 @@ void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) { release_any(e, 
  * exact and every buddy test is one control byte. Besides the block
  * numbers a and b the loop keeps the control-byte index of each edge
  * (x, y) and the block size s, so that no step needs a variable shift: the
- * edge and buddy positions move by s, the mark by one.
+ * edge and buddy positions move by s, the mark by one. Order 0 comes first
+ * on its own (one mark per block, constant mark and descriptor).
  *
  * The loop tests nothing but the edges per order: the range can only
  * become empty where an edge becomes a free block (a merge widens it, and
@@ -1139,7 +1140,8 @@ void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) { release_any(e, 
  * order top can start where it would) and becomes a free block, which
  * empties the range (it holds one block at most at the top order).
  * Callgrind, dense W3 / W4: 539.9 / 484.0 with the bound test a < b at
- * every order, 529.1 / 473.0 returning where the range empties.
+ * every order, 529.1 / 473.0 returning where the range empties, 527.2 /
+ * 471.8 with order 0 on its own.
  *
  * Measured and dropped: each edge as a staircase of its own (below the
  * highest bit h in which a and b differ the edges never meet, the left one
@@ -1154,10 +1156,38 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
     kb_word *const words = e->words;
     const kb_order *o = e->order;
     const uintptr_t span = e->hi - e->lo;
-    uintptr_t x = a - e->lo, y = b - e->lo, s = 1;
-    uint8_t mark = KB_CTRL_FREE; /* the mark of order k is KB_CTRL_FREE + k */
+    uintptr_t x = a - e->lo, y = b - e->lo, s = 2;
+    uint8_t mark = KB_CTRL_FREE + 1; /* the mark of order k is KB_CTRL_FREE + k */
     if (a >= b)
         return;
+    /* Order 0 on its own: a block of one unit has one mark. */
+    if (a & 1) {
+        if (x - 1 < span && ctrl[x - 1] == KB_CTRL_FREE) {
+            ctrl[--x] = 0;
+            tree_clear(e, words, o, a - 1 - o->first);
+            a--;
+        } else {
+            ctrl[x++] = KB_CTRL_FREE;
+            tree_set(e, words, o, a - o->first);
+            if (++a == b)
+                return;
+        }
+    }
+    if (b & 1) {
+        if (y < span && ctrl[y] == KB_CTRL_FREE) {
+            ctrl[y++] = 0;
+            tree_clear(e, words, o, b - o->first);
+            b++;
+        } else {
+            ctrl[--y] = KB_CTRL_FREE;
+            tree_set(e, words, o, --b - o->first);
+            if (a == b)
+                return;
+        }
+    }
+    a >>= 1;
+    b >>= 1;
+    o++;
     for (;; a >>= 1, b >>= 1, s <<= 1, mark++, o++) { /* here a < b */
         if (a & 1) { /* the left edge's buddy a - 1 lies outside the range */
             uintptr_t u = x - s; /* wraps past span when it would lie before lo */
