@@ -517,13 +517,17 @@ KB_INLINE void take_remove(const kb_view *v, unsigned k, uintptr_t b, bool heap,
 #endif
 }
 
-/* Is block b of order k free? Any b, in range or not. */
-KB_INLINE bool block_is_free(const kb_engine *e, unsigned k, uintptr_t b) {
-    const kb_order *o = &e->order[k];
+/* Is block b of order o free? Any b, in range or not. */
+KB_INLINE bool order_block_is_free(const kb_word *words, const kb_order *o, uintptr_t b) {
     uintptr_t i = b - o->first; /* wraps to a huge value when b < first */
     if (i >= o->nbits)
         return false;
-    return (e->words[o->off[0] + (i >> KB_WORD_SHIFT)] >> (i & (KB_WORD_BITS - 1))) & 1u;
+    return (words[o->off[0] + (i >> KB_WORD_SHIFT)] >> (i & (KB_WORD_BITS - 1))) & 1u;
+}
+
+/* Is block b of order k free? Any b, in range or not. */
+KB_INLINE bool block_is_free(const kb_engine *e, unsigned k, uintptr_t b) {
+    return order_block_is_free(e->words, &e->order[k], b);
 }
 
 /* The lowest free block of order k; the order must be non-empty. */
@@ -1072,46 +1076,41 @@ KB_INLINE bool buddy_is_free(const kb_view *v, uintptr_t span, unsigned k, uintp
     return block_is_free(v->e, k, b);
 }
 
-/* One order of a release: the two edge blocks of [a, b) at order k either
- * merge with their free buddy or become free blocks. */
-KB_INLINE void release_edges(const kb_view *v, uintptr_t span, unsigned k, uintptr_t *pa,
-                             uintptr_t *pb, bool heap) {
-    uintptr_t a = *pa, b = *pb;
-    if (a & 1) { /* left edge: its buddy a - 1 lies outside the range */
-        if (buddy_is_free(v, span, k, a - 1, heap)) {
-            block_remove(v, k, a - 1, heap);
-            a--;
-        } else {
-            block_insert(v, k, a, heap);
-            a++;
-        }
-    }
-    if (a < b && (b & 1)) { /* right edge: its buddy b lies outside */
-        if (buddy_is_free(v, span, k, b, heap)) {
-            block_remove(v, k, b, heap);
-            b++;
-        } else {
-            b--;
-            block_insert(v, k, b, heap);
-        }
-    }
-    *pa = a;
-    *pb = b;
-}
-
 /* The general release of units [a, b), from order 0 up (`small`: a frame
- * engine's packed layout). */
+ * engine's packed layout). At each order only the two edge blocks of the
+ * range can lack their buddy inside it: each either merges with its free
+ * buddy (widening the range) or becomes a free block (narrowing it). The
+ * range is empty only after an edge became a free block, so the loop ends
+ * there and tests nothing else per order. No bound on k is needed: a block
+ * of order top + 1 does not fit in [lo, hi), so at the top order an edge
+ * never finds its buddy free (a buddy not wholly inside is never free,
+ * I1), and a range there holds one block at most, which becomes free. */
 KB_INLINE void release_impl(kb_engine *e, uintptr_t a, uintptr_t b, bool heap, bool small) {
     kb_view v = view_of(e);
     v.packed = KBUDDY_SMALL ? is_packed(e) : !heap && small;
     uintptr_t span = e->hi - e->lo;
-    unsigned k = 0;
-    /* No bound on k is needed: a block of order top + 1 does not fit in
-     * [lo, hi), so at the top order neither edge finds its buddy free (a
-     * buddy not wholly inside is never free, I1) and the range is empty
-     * above it. */
-    for (; a < b; k++, a >>= 1, b >>= 1)
-        release_edges(&v, span, k, &a, &b, heap);
+    if (a >= b)
+        return;
+    for (unsigned k = 0;; k++, a >>= 1, b >>= 1) { /* here a < b */
+        if (a & 1) { /* left edge: its buddy a - 1 lies outside the range */
+            if (buddy_is_free(&v, span, k, a - 1, heap)) {
+                block_remove(&v, k, --a, heap);
+            } else {
+                block_insert(&v, k, a, heap);
+                if (++a == b)
+                    return;
+            }
+        }
+        if (b & 1) { /* right edge: its buddy b lies outside */
+            if (buddy_is_free(&v, span, k, b, heap)) {
+                block_remove(&v, k, b++, heap);
+            } else {
+                block_insert(&v, k, --b, heap);
+                if (a == b)
+                    return;
+            }
+        }
+    }
 }
 
 #if KBUDDY_SMALL
@@ -1234,8 +1233,37 @@ static KB_NOINLINE void release_heap_large(kb_engine *e, uintptr_t a, uintptr_t 
     release_impl(e, a, b, true, false);
 }
 
+/* A frame release in the per-order layout: release_impl's loop with the
+ * order's descriptor followed from order to order (o++) rather than found
+ * from k at every test and update. */
 static KB_NOINLINE void release_frames(kb_engine *e, uintptr_t a, uintptr_t b) {
-    release_impl(e, a, b, false, false);
+    kb_word *const words = e->words;
+    const kb_order *o = e->order;
+    if (a >= b)
+        return;
+    for (;; a >>= 1, b >>= 1, o++) { /* here a < b */
+        if (a & 1) {
+            if (order_block_is_free(words, o, a - 1)) {
+                a--;
+                tree_clear(e, words, o, a - o->first);
+            } else {
+                tree_set(e, words, o, a - o->first);
+                if (++a == b)
+                    return;
+            }
+        }
+        if (b & 1) {
+            if (order_block_is_free(words, o, b)) {
+                tree_clear(e, words, o, b - o->first);
+                b++;
+            } else {
+                b--;
+                tree_set(e, words, o, b - o->first);
+                if (a == b)
+                    return;
+            }
+        }
+    }
 }
 
 static KB_NOINLINE void release_frames_packed(kb_engine *e, uintptr_t a, uintptr_t b) {
