@@ -197,7 +197,7 @@ size_t kb_engine_take_each(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, s
                            uintptr_t *start);
 
 /* Free units [a, b) (none of them free now, all inside [lo, hi)), merging
- * with free buddies. O(L). */
+ * with free buddies; an empty range (a >= b) changes nothing. O(L). */
 void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b);
 
 /* kb_engine_take and kb_engine_release for a frame engine (no control

@@ -1838,6 +1838,39 @@ TEST(engine_primitives_agree_in_both_layouts) {
     }
 }
 
+/* kb_engine_release of an empty range [u, u) frees nothing, in either
+ * layout, at an odd and an even unit inside an allocation and at the
+ * window's ends: the release loops return at once instead of taking u's
+ * parity for an edge (an odd u became a free block, an even one climbed
+ * past the top order). */
+TEST(engine_release_of_an_empty_range_changes_nothing) {
+    static const size_t ns[2] = {300, KB_PACKED_UNITS + 300};
+    for (size_t t = 0; t < 2; t++) {
+        const size_t base = 4093, n = ns[t];
+        window w;
+        REQUIRE(window_open(&w, base, n));
+        CHECK(t == 0 ? w.fa.engine.order == NULL : w.fa.engine.order != NULL);
+        CHECK_STATUS(kbuddy_frames_add(&w.fa, base, n), KBUDDY_OK);
+        size_t f, g;
+        CHECK_STATUS(kbuddy_frames_alloc(&w.fa, 37, 1, &f), KBUDDY_OK);
+        CHECK_STATUS(kbuddy_frames_alloc(&w.fa, 5, 1, &g), KBUDDY_OK);
+        size_t size = kbuddy_frames_meta_size(n);
+        unsigned char *saved = malloc(size);
+        REQUIRE(saved != NULL);
+        memcpy(saved, w.meta, size);
+        const kb_word nonempty = w.fa.engine.nonempty;
+        const size_t at[5] = {f + 3, f + 4, g + 1, base, base + n};
+        for (size_t i = 0; i < 5; i++) {
+            kb_engine_release(&w.fa.engine, at[i], at[i]);
+            CHECK(memcmp(saved, w.meta, size) == 0);
+            CHECK_EQ(w.fa.engine.nonempty, nonempty);
+        }
+        VERIFY(&w.fa);
+        free(saved);
+        window_close(&w);
+    }
+}
+
 TEST(check_detects_damaged_bookkeeping) {
     check_detects_damage_in(250);                       /* the packed layout    */
     check_detects_damage_in(KB_PACKED_UNITS + 64 + 250); /* the per-order layout */

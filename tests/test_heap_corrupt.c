@@ -803,6 +803,26 @@ TEST(sized_free_of_a_record_running_past_the_region_end_is_refused) {
     CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
 }
 
+/* Not damage, but the engine's entry with the fixture's bytes to compare
+ * against: kb_engine_release of an empty range [u, u) frees nothing, at an
+ * odd and an even unit inside an allocation and at a region's ends (the
+ * release loop returns at once instead of taking u's parity for an edge). */
+TEST(engine_release_of_an_empty_range_changes_nothing) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    struct kbuddy_region *r = region_of_ptr(&f, f.p[7]); /* 2047 bytes */
+    REQUIRE(r != NULL);
+    uintptr_t u = (uintptr_t)f.p[7] / UNIT;
+    const uintptr_t at[4] = {u + 1, u + 2, r->engine.lo, r->engine.hi};
+    for (size_t i = 0; i < 4; i++) {
+        kb_engine_release(&r->engine, at[i], at[i]);
+        CHECK(memcmp(f.arena, f.saved, ARENA_LEN) == 0);
+        CHECK(memcmp(&f.h, &f.saved_h, sizeof f.h) == 0);
+    }
+    CHECK_STATUS(kbuddy_check(&f.h), KBUDDY_OK);
+    fixture_free(&f);
+}
+
 TEST(every_allocation_of_the_fixture_survives_the_restores) {
     fixture f;
     REQUIRE(fixture_setup(&f));
