@@ -36,8 +36,11 @@
  * the two edge blocks of the range can lack their buddy inside the range;
  * each edge block either merges with its free buddy (widening the range) or
  * becomes a free block of that order (narrowing it); the pairs in between
- * move up an order together. So a range free costs O(L) bitmap updates
- * whatever its length, and ends with every buddy pair merged (I2).
+ * move up an order together. The walk ends at the order where an edge
+ * block becoming free leaves the range empty (only that can empty it). So
+ * a range free costs O(L) bitmap updates whatever its length, each one
+ * needed (every block it removes was free before and every block it adds
+ * is free after), and ends with every buddy pair merged (I2).
  *
  * COST (L = number of orders, at most 64; D = tree depth, at most 7)
  *   take, release:  O(L) bitmap updates, each O(1) amortised, O(D) at worst;
