@@ -952,8 +952,10 @@ size_t kb_engine_take_each(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, s
  *   + the probe's two marks read once                   516.7     467.1
  *   + marks written before the tree update              513.9     465.0
  *   + the bound's failure (58% of probes) likely        511.8     463.7
+ *   + the descents read the words through h             510.9     462.9
+ *   + a failed run_after (8% of probes) unlikely        507.2     459.5
  * Tried and not kept (against the row in brackets: 1 = 519.7, 2 = 516.7,
- * 4 = 511.8 above):
+ * 4 = 511.8, 6 = 507.2 above):
  *   the probe a function called once per order (1)    526.0     473.3
  *   the probe's block from block_lowest (4)             518.4     467.3
  *   the fallback a function of its own (2)              523.5     473.7
@@ -962,6 +964,16 @@ size_t kb_engine_take_each(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, s
  *   the fallback's run taken as it is walked (4)        513.0     464.6
  *   the fallback's descent, root hoisted (2)            520.6     469.7
  *   take_block_start giving back by ctz (2)             516.7     467.8
+ *   descents of depth 3 (the W3 orders) straight-line:
+ *   a switch on the depth (4)                           515.4     466.1
+ *   a test for depth 3 (4)                              513.8     464.8
+ *   the search (91% of takes) marked likely (6)         507.1     459.6
+ *   an empty order marked unlikely (6)                  515.9     466.4
+ *   no block of order k or more marked unlikely (6)     510.9     462.7
+ * By order: the probe of order k - 2 fails its bound 86% of the time and
+ * places 6% of all takes, that of order k - 1 succeeds 62% of the time
+ * and places 53% (placehash's sequences); SPAN_BUDGET's table shows W5
+ * falling when order k - 2 is searched second or alone.
  * The takes' tree updates clear a leaf word to zero 1.6 times per take and
  * set one from zero 0.9 times, but only 0.14 of those sets refill a word
  * the same take emptied (placehash's sequences), so ordering the sets
@@ -1049,6 +1061,16 @@ KB_INLINE void heap_take_run_after(const heap_take *h, uintptr_t x, uintptr_t en
     heap_give_back(h, end, x);
 }
 
+/* The leaf word holding the lowest free block of the order o describes
+ * (its index among the order's leaf words; the order must be non-empty):
+ * free_word_from's descent, with the words from h. */
+KB_INLINE uintptr_t heap_lowest_word(const heap_take *h, const kb_order *o) {
+    uintptr_t i = 0;
+    for (uint32_t d = o->depth; --d > 0;)
+        i = (i << KB_WORD_SHIFT) + kb_ctz(h->words[o->off[d] + i]);
+    return i;
+}
+
 /* span_bound from the control bytes on either side of the free block of
  * order o at control byte x, whose marks (heap_mark_at) are p and q. */
 KB_INLINE uintptr_t heap_span_bound(const heap_take *h, uintptr_t xe, unsigned p, unsigned q,
@@ -1079,8 +1101,11 @@ static KB_NOINLINE bool take_heap(kb_engine *e, uintptr_t n, unsigned k, unsigne
         for (unsigned o = k >= ka + 2 ? k - 2 : ka; o < k; o++) {
             if (!((e->nonempty >> o) & 1u))
                 continue;
-            uintptr_t base = 0, size = (uintptr_t)1 << o;
-            kb_word w = free_word_from(e, o, 0, &base); /* non-zero: the order has a block */
+            uintptr_t size = (uintptr_t)1 << o;
+            const kb_order *ord = &h.order[o];
+            uintptr_t i = heap_lowest_word(&h, ord);
+            uintptr_t base = ord->first + (i << KB_WORD_SHIFT);
+            kb_word w = h.words[ord->off[0] + i]; /* non-zero: the order has a block */
             for (unsigned tries = 0; tries < SPAN_BUDGET; tries++) {
                 if (!w && !(w = free_word_after(e, o, base + KB_WORD_BITS, &base)))
                     break;
@@ -1092,7 +1117,7 @@ static KB_NOINLINE bool take_heap(kb_engine *e, uintptr_t n, unsigned k, unsigne
                     continue;
                 uintptr_t t = heap_run_before(&h, x, p, o, n - size) & ~amask;
                 uintptr_t need = t + size >= n ? 0 : n - t - size;
-                if (need && heap_run_after(&h, x + size, need) < need)
+                if (KB_UNLIKELY(need && heap_run_after(&h, x + size, need) < need))
                     continue;
                 heap_take_run(&h, x - t, t);
                 heap_take_block(&h, o, x);
@@ -1106,7 +1131,10 @@ static KB_NOINLINE bool take_heap(kb_engine *e, uintptr_t n, unsigned k, unsigne
         }
     }
     unsigned j = k + kb_ctz(candidates);
-    uintptr_t x = (block_lowest(e, j) << j) - h.lo;
+    const kb_order *oj = &h.order[j];
+    uintptr_t i = heap_lowest_word(&h, oj);
+    i = (i << KB_WORD_SHIFT) + kb_ctz(h.words[oj->off[0] + i]);
+    uintptr_t x = ((oj->first + i) << j) - h.lo;
     uintptr_t t = heap_run_before(&h, x, heap_mark_at(&h, x - 1), k, n) & ~amask;
     heap_take_run(&h, x - t, t);
     uintptr_t end = x; /* the end of what was taken: the run, or the block too */
