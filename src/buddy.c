@@ -714,7 +714,15 @@ KB_INLINE void take_run_after(const kb_view *v, uintptr_t x, uintptr_t end, bool
  *   ... in the fallback only                     599.6     533.0     90.3%
  * Fewer probes do not make allocation cheaper: a failed probe sends the
  * allocation to the fallback, which costs as much, and the heap it leaves
- * has more small pieces for later operations to take and merge. */
+ * has more small pieces for later operations to take and merge.
+ * Again after take_heap (W3 507.2, W4 459.5; W5 at 500 region addresses,
+ * kbuddy_bench --w5-offsets 500: median 90.28%, 4 below 90%), where the
+ * probe of order k - 2 places 6% of the takes for 86% failed probes:
+ *   k - 1 first, then k - 2        W3 488.5  W4 454.4  W5 89.54%, 500 below
+ *   order k - 1 only                  467.7     435.3     88.90%, 500 below
+ *   k - 2 only when n <= 2^k 3/4      494.0     452.3     90.14%, 29 below
+ *   k - 2 only when n <= 2^k 7/8      505.2     457.8     90.26%, 6 below
+ * so order k - 2 first stays, at every size. */
 #define SPAN_BUDGET 1u
 
 /* The spanning search is tried only for an allocation that would leave at
