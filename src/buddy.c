@@ -721,7 +721,15 @@ KB_INLINE void take_run_after(const kb_view *v, uintptr_t x, uintptr_t end, bool
  *   ... in the fallback only                     599.6     533.0     90.3%
  * Fewer probes do not make allocation cheaper: a failed probe sends the
  * allocation to the fallback, which costs as much, and the heap it leaves
- * has more small pieces for later operations to take and merge. */
+ * has more small pieces for later operations to take and merge.
+ * Again after take_heap (W3 507.2, W4 459.5; W5 at 500 region addresses,
+ * kbuddy_bench --w5-offsets 500: median 90.28%, 4 below 90%), where the
+ * probe of order k - 2 places 6% of the takes for 86% failed probes:
+ *   k - 1 first, then k - 2        W3 488.5  W4 454.4  W5 89.54%, 500 below
+ *   order k - 1 only                  467.7     435.3     88.90%, 500 below
+ *   k - 2 only when n <= 2^k 3/4      494.0     452.3     90.14%, 29 below
+ *   k - 2 only when n <= 2^k 7/8      505.2     457.8     90.26%, 6 below
+ * so order k - 2 first stays, at every size. */
 #define SPAN_BUDGET 1u
 
 /* The spanning search is tried only for an allocation that would leave at
@@ -845,8 +853,9 @@ KB_INLINE uintptr_t span_bound(const kb_engine *e, uintptr_t b, unsigned o, uint
 
 /* Look for a run of n free units made of smaller blocks: around the lowest
  * SPAN_BUDGET blocks of order k - 2, then of order k - 1 (no order below
- * ka), extended by the free runs on both sides. Placing an allocation there uses up the small blocks that trimmed
- * tails leave behind, instead of splitting a larger block. */
+ * ka), extended by the free runs on both sides. Placing an allocation
+ * there uses up the small blocks that trimmed tails leave behind, instead
+ * of splitting a larger block. */
 KB_INLINE bool take_spanning(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start,
                              bool small) {
     uintptr_t amask = ((uintptr_t)1 << ka) - 1;
@@ -942,14 +951,220 @@ size_t kb_engine_take_each(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, s
     return count && take_any(e, n, k, ka, start) ? 1u : 0u;
 }
 #else
-/* Heap engines of at most 31 orders, where no mark saturates: a variant
- * without the tests for it, in a function of its own (kb_engine_take
- * chooses), so that the other variant's code does not share its registers. */
-static KB_NOINLINE bool take_heap(kb_engine *e, uintptr_t n, unsigned k, unsigned ka,
-                                  uintptr_t *start) {
-    return take_impl(e, n, k, ka, start, true, true);
+/* The take of a heap engine of at most 31 orders (take_heap): take_impl's
+ * placement, written for that case alone (tests/test_heap_engine_large.c
+ * holds it to take_impl's in an engine of 32 orders). Every mark is exact
+ * there (KB_CTRL_FREE + k, k <= 30), so "is c a free mark, of an order
+ * below `limit`?" is one subtraction and one comparison (c - KB_CTRL_FREE
+ * < limit <= 32); positions are kept as control-byte indices (units - lo),
+ * which are what the marks need; the engine's fields are read once, into
+ * a heap_take, before the first store through the control bytes (which
+ * may alias anything); the two control bytes around a probed block are
+ * read once, for the bound and the run before it. Measured for issue 13
+ * (callgrind, 200k ops, dense; every variant placing as before):
+ *   take_impl (before)                               W3 539.9  W4 484.0
+ *   this function, marks written after the tree         519.7     469.0
+ *   + the probe's two marks read once                   516.7     467.1
+ *   + marks written before the tree update              513.9     465.0
+ *   + the bound's failure (58% of probes) likely        511.8     463.7
+ *   + the descents read the words through h             510.9     462.9
+ *   + a failed run_after (8% of probes) unlikely        507.2     459.5
+ * Tried and not kept (against the row in brackets: 1 = 519.7, 2 = 516.7,
+ * 4 = 511.8, 6 = 507.2 above):
+ *   the probe a function called once per order (1)    526.0     473.3
+ *   the probe's block from block_lowest (4)             518.4     467.3
+ *   the fallback a function of its own (2)              523.5     473.7
+ *   run_after from the mark the bound read (2)          519.1     468.9
+ *   pieces given back order by order, no ctz (2)        523.8     472.3
+ *   the fallback's run taken as it is walked (4)        513.0     464.6
+ *   the fallback's descent, root hoisted (2)            520.6     469.7
+ *   take_block_start giving back by ctz (2)             516.7     467.8
+ *   descents of depth 3 (the W3 orders) straight-line:
+ *   a switch on the depth (4)                           515.4     466.1
+ *   a test for depth 3 (4)                              513.8     464.8
+ *   the search (91% of takes) marked likely (6)         507.1     459.6
+ *   an empty order marked unlikely (6)                  515.9     466.4
+ *   no block of order k or more marked unlikely (6)     510.9     462.7
+ * By order: the probe of order k - 2 fails its bound 86% of the time and
+ * places 6% of all takes, that of order k - 1 succeeds 62% of the time
+ * and places 53% (placehash's sequences); SPAN_BUDGET's table shows W5
+ * falling when order k - 2 is searched second or alone.
+ * The takes' tree updates clear a leaf word to zero 1.6 times per take and
+ * set one from zero 0.9 times, but only 0.14 of those sets refill a word
+ * the same take emptied (placehash's sequences), so ordering the sets
+ * before the clears would save about 3 instructions per take: not done. */
+typedef struct {
+    kb_engine *e;
+    uint8_t *ctrl;
+    kb_word *words;
+    const kb_order *order;
+    uintptr_t lo;
+    uintptr_t span; /* hi - lo: control bytes */
+} heap_take;
+
+/* The order of the free block whose first or last unit is control byte u,
+ * or a number >= 32 when u lies outside or carries no free mark. */
+KB_INLINE unsigned heap_mark_at(const heap_take *h, uintptr_t u) {
+    return u < h->span ? (unsigned)h->ctrl[u] - KB_CTRL_FREE : ~0u;
 }
 
+/* Remove the free block of order p at control byte u from the free set. */
+KB_INLINE void heap_take_block(const heap_take *h, unsigned p, uintptr_t u) {
+    const kb_order *o = &h->order[p];
+    h->ctrl[u] = 0;
+    h->ctrl[u + ((uintptr_t)1 << p) - 1] = 0;
+    tree_clear(h->e, h->words, o, ((u + h->lo) >> p) - o->first);
+}
+
+/* Give [u, end) back (control-byte indices; end - u < 2^ctz(end + lo), as
+ * release_tail requires): one block per set bit of end - u, lowest first. */
+KB_INLINE void heap_give_back(const heap_take *h, uintptr_t u, uintptr_t end) {
+    for (uintptr_t tail = end - u; tail; tail &= tail - 1) {
+        unsigned p = kb_ctz(tail);
+        const kb_order *o = &h->order[p];
+        uintptr_t i = ((u + h->lo) >> p) - o->first;
+        h->ctrl[u] = (uint8_t)(KB_CTRL_FREE + p);
+        u += (uintptr_t)1 << p;
+        h->ctrl[u - 1] = (uint8_t)(KB_CTRL_FREE + p);
+        tree_set(h->e, h->words, o, i);
+    }
+}
+
+/* run_before at control byte x: the free run ending there, of blocks of
+ * order below `limit`, up to at least `want` units (want > 0); p is
+ * heap_mark_at(h, x - 1), which the caller has read. */
+KB_INLINE uintptr_t heap_run_before(const heap_take *h, uintptr_t x, unsigned p, unsigned limit,
+                                    uintptr_t want) {
+    uintptr_t t = 0;
+    while (p < limit) {
+        t += (uintptr_t)1 << p;
+        if (t >= want)
+            break;
+        limit = p;
+        p = heap_mark_at(h, x - t - 1);
+    }
+    return t;
+}
+
+/* run_after at control byte x: the free run starting there, up to at least
+ * `want` units. */
+KB_INLINE uintptr_t heap_run_after(const heap_take *h, uintptr_t x, uintptr_t want) {
+    uintptr_t u = 0;
+    for (unsigned p; u < want && (p = heap_mark_at(h, x + u)) < 32u;)
+        u += (uintptr_t)1 << p;
+    return u;
+}
+
+/* take_run_before: the blocks of the run [x, x + t), one per bit of t,
+ * the lowest bit the leftmost block. */
+KB_INLINE void heap_take_run(const heap_take *h, uintptr_t x, uintptr_t t) {
+    for (; t; t &= t - 1) {
+        unsigned p = kb_ctz(t);
+        heap_take_block(h, p, x);
+        x += (uintptr_t)1 << p;
+    }
+}
+
+/* take_run_after: the units [x, end) of the free run starting at x; the
+ * part of its last block past end stays free. */
+KB_INLINE void heap_take_run_after(const heap_take *h, uintptr_t x, uintptr_t end) {
+    while (x < end) {
+        unsigned p = (unsigned)h->ctrl[x] - KB_CTRL_FREE;
+        heap_take_block(h, p, x);
+        x += (uintptr_t)1 << p;
+    }
+    heap_give_back(h, end, x);
+}
+
+/* The leaf word holding the lowest free block of the order o describes
+ * (its index among the order's leaf words; the order must be non-empty):
+ * free_word_from's descent, with the words from h. */
+KB_INLINE uintptr_t heap_lowest_word(const heap_take *h, const kb_order *o) {
+    uintptr_t i = 0;
+    for (uint32_t d = o->depth; --d > 0;)
+        i = (i << KB_WORD_SHIFT) + kb_ctz(h->words[o->off[d] + i]);
+    return i;
+}
+
+/* span_bound from the control bytes on either side of the free block of
+ * order o at control byte x, whose marks (heap_mark_at) are p and q. */
+KB_INLINE uintptr_t heap_span_bound(const heap_take *h, uintptr_t xe, unsigned p, unsigned q,
+                                    unsigned o, uintptr_t amask) {
+    const uintptr_t any = ~(uintptr_t)0 >> 2;
+    uintptr_t before = 0, after = 0;
+    if (p < o)
+        before = (((uintptr_t)2 << p) - 1) & ~amask;
+    if (q < 32u) {
+        uintptr_t m = ((uintptr_t)2 << q) - 1; /* q < ctz(xe + lo): a multiple of m + 1 */
+        after = ((xe + h->lo) & m) ? any : m;
+    }
+    return before + after;
+}
+
+/* take_impl for a heap engine of at most 31 orders and an allocation
+ * aligned below its order (ka < k): the same placement (take_spanning,
+ * then the lowest block of the smallest sufficient order with the run
+ * before it). */
+static KB_NOINLINE bool take_heap(kb_engine *e, uintptr_t n, unsigned k, unsigned ka,
+                                  uintptr_t *start) {
+    kb_word candidates = k < KB_WORD_BITS ? e->nonempty >> k : 0;
+    if (!candidates)
+        return false;
+    const heap_take h = {e, e->ctrl, e->words, e->order, e->lo, e->hi - e->lo};
+    const uintptr_t amask = ((uintptr_t)1 << ka) - 1;
+    if (span_worth_trying(n, k)) {
+        for (unsigned o = k >= ka + 2 ? k - 2 : ka; o < k; o++) {
+            if (!((e->nonempty >> o) & 1u))
+                continue;
+            uintptr_t size = (uintptr_t)1 << o;
+            const kb_order *ord = &h.order[o];
+            uintptr_t i = heap_lowest_word(&h, ord);
+            uintptr_t base = ord->first + (i << KB_WORD_SHIFT);
+            kb_word w = h.words[ord->off[0] + i]; /* non-zero: the order has a block */
+            for (unsigned tries = 0; tries < SPAN_BUDGET; tries++) {
+                if (!w && !(w = free_word_after(e, o, base + KB_WORD_BITS, &base)))
+                    break;
+                uintptr_t blk = base + kb_ctz(w);
+                w &= w - 1;
+                uintptr_t x = (blk << o) - h.lo;
+                unsigned p = heap_mark_at(&h, x - 1), q = heap_mark_at(&h, x + size);
+                if (KB_LIKELY(heap_span_bound(&h, x + size, p, q, o, amask) < n - size))
+                    continue;
+                uintptr_t t = heap_run_before(&h, x, p, o, n - size) & ~amask;
+                uintptr_t need = t + size >= n ? 0 : n - t - size;
+                if (KB_UNLIKELY(need && heap_run_after(&h, x + size, need) < need))
+                    continue;
+                heap_take_run(&h, x - t, t);
+                heap_take_block(&h, o, x);
+                if (need)
+                    heap_take_run_after(&h, x + size, x - t + n);
+                else
+                    heap_give_back(&h, x - t + n, x + size);
+                *start = x - t + h.lo;
+                return true;
+            }
+        }
+    }
+    unsigned j = k + kb_ctz(candidates);
+    const kb_order *oj = &h.order[j];
+    uintptr_t i = heap_lowest_word(&h, oj);
+    i = (i << KB_WORD_SHIFT) + kb_ctz(h.words[oj->off[0] + i]);
+    uintptr_t x = ((oj->first + i) << j) - h.lo;
+    uintptr_t t = heap_run_before(&h, x, heap_mark_at(&h, x - 1), k, n) & ~amask;
+    heap_take_run(&h, x - t, t);
+    uintptr_t end = x; /* the end of what was taken: the run, or the block too */
+    if (t < n) {
+        heap_take_block(&h, j, x);
+        end += (uintptr_t)1 << j;
+    }
+    heap_give_back(&h, x - t + n, end);
+    *start = x - t + h.lo;
+    return true;
+}
+
+/* Heap engines of 32 orders and more, whose marks saturate at order 31:
+ * take_impl, which asks the bitmaps of orders 31 and up where a mark is
+ * saturated. */
 static KB_NOINLINE bool take_heap_large(kb_engine *e, uintptr_t n, unsigned k, unsigned ka,
                                         uintptr_t *start) {
     return take_impl(e, n, k, ka, start, true, false);
