@@ -441,7 +441,8 @@ KB_INLINE void *alloc_run_locked(kbuddy_heap *h, size_t size, uintptr_t n, size_
     h->allocations += count;
     /* Fast placement: aligned to the whole block, which searches no run
      * and starts at the block (see kb_engine_take). */
-    (void)kb_engine_take(&r->engine, n * count, k, h->placement == KBUDDY_PLACE_FAST ? k : ka, &u);
+    (void)kb_engine_take_heap(&r->engine, n * count, k, h->placement == KBUDDY_PLACE_FAST ? k : ka,
+                              &u);
     records_write(ctrl_of(r, u), n, size, count);
     return unit_ptr(r, u);
 }
@@ -586,7 +587,7 @@ KB_INLINE void release_units(kbuddy_heap *h, region *r, uintptr_t u, uintptr_t n
     h->allocated -= (size_t)(n << UNIT_SHIFT);
     h->user -= size;
     h->allocations--;
-    kb_engine_release(&r->engine, u, u + n);
+    kb_engine_release_heap(&r->engine, u, u + n);
 }
 
 KB_INLINE void release_live(kbuddy_heap *h, const live_block *b) {
@@ -781,59 +782,73 @@ static KB_NOINLINE kbuddy_status free_checked(kbuddy_heap *h, void *ptr, bool si
 /* The records' fast check, shared by both frees: are the control bytes at c
  * (`room` of the region's from c on, room >= 8) exactly the record
  * record_write writes for `size` bytes in n units (1 <= n <
- * WORD_RECORD_UNITS, n == units_for(size))? Then clear them and return
- * true; else change nothing and return false. One load and a compare (n
- * <= 8: the record and its end mark are all in the word), or that and the
- * end mark's byte. record_read would accept such bytes alike and decode
- * them to n units and `size` bytes: it looks at nothing else. */
-KB_INLINE bool record_word_clear(uint8_t *c, uintptr_t room, uintptr_t n, size_t size) {
-    uint64_t w = ctrl_load8(c), want = record_word(n, size);
-    if (n <= 8) {
-        uint64_t m = ctrl_mask(n);
-        if ((w & m) != want)
-            return false;
-        ctrl_store8(c, w & ~m);
-        return true;
-    }
-    if (w != want || n > room || c[n - 1] != KB_CTRL_END)
-        return false;
-    ctrl_store8(c, 0);
-    c[n - 1] = 0;
-    return true;
+ * WORD_RECORD_UNITS, n == units_for(size))? One load (in *w) and a
+ * compare (n <= 8: the record and its end mark are all in the word), or
+ * that and the end mark's byte. record_read would accept such bytes alike
+ * and decode them to n units and `size` bytes: it looks at nothing else. */
+KB_INLINE bool record_word_is(const uint8_t *c, uintptr_t room, uintptr_t n, size_t size,
+                              uint64_t *w) {
+    uint64_t want = record_word(n, size);
+    *w = ctrl_load8(c);
+    if (n <= 8)
+        return (*w & ctrl_mask(n)) == want;
+    return *w == want && n <= room && c[n - 1] == KB_CTRL_END;
 }
 
-/* The control bytes of the unit at addr in the region used last, when the
- * region has one there and eight of its control bytes start at it (*room:
- * how many); else NULL. Inside the region's units means inside the
- * region, so its address range need not be tested too. */
-KB_INLINE uint8_t *hint_ctrl(const kbuddy_heap *h, uintptr_t addr, uintptr_t *room) {
+/* Clear the record record_word_is accepted (w: the word it read). */
+KB_INLINE void record_word_clear(uint8_t *c, uintptr_t n, uint64_t w) {
+    if (n <= 8) {
+        ctrl_store8(c, w & ~ctrl_mask(n));
+    } else {
+        ctrl_store8(c, 0);
+        c[n - 1] = 0;
+    }
+}
+
+/* The unit at addr in the region used last, when the region has one there
+ * and eight of its control bytes start at it: its index among them (*x)
+ * and how many of them are left from there (*room). Inside the region's
+ * units means inside the region, so its address range need not be tested
+ * too. */
+KB_INLINE bool hint_unit(const kbuddy_heap *h, uintptr_t addr, uintptr_t *x, uintptr_t *room) {
     const region *r = h->hint;
     if (!r || (addr & (UNIT - 1)))
-        return NULL;
-    uintptr_t x = (addr >> UNIT_SHIFT) - r->engine.lo; /* wraps when below lo */
-    uintptr_t limit = r->engine.hi - r->engine.lo;
-    if (x >= limit || (limit -= x) < 8)
-        return NULL;
-    *room = limit;
-    return r->ctrl + x;
+        return false;
+    *x = (addr >> UNIT_SHIFT) - r->engine.lo; /* wraps when below lo */
+    *room = r->engine.hi - r->engine.lo;
+    return *x < *room && (*room -= *x) >= 8;
+}
+
+/* A record record_word_is accepted goes: the statistics first (fewer
+ * values live across the engine's call), the record cleared between the
+ * counters (byte stores, which may alias them, keep gcc -O3 from pairing
+ * the two subtractions into vector code that costs twice the scalar),
+ * then the engine's release of units [u, u + n) of the region used last. */
+KB_INLINE void release_word(kbuddy_heap *h, uint8_t *c, uint64_t w, uintptr_t u, uintptr_t n,
+                            size_t size) {
+    h->allocated -= (size_t)(n << UNIT_SHIFT);
+    record_word_clear(c, n, w);
+    h->user -= size;
+    h->allocations--;
+    kb_engine_release_heap(&h->hint->engine, u, u + n);
 }
 
 /* kbuddy_free_sized's common case: ptr in the region used last, a small
  * size, and the control bytes at ptr exactly the record kbuddy_alloc wrote
- * for that size (record_word_clear). Whatever it accepts, free_checked
+ * for that size (record_word_is). Whatever it accepts, free_checked
  * would accept alike (same region, units, size) and release alike, leaving
  * the same bytes; anything else (another region, a larger or zero size, a
  * record that differs, too near the region's end, a bad alignment)
  * returns false with nothing changed, for free_checked to decide. */
 KB_INLINE bool free_sized_fast(kbuddy_heap *h, void *ptr, size_t size, size_t align) {
-    uintptr_t addr = (uintptr_t)ptr, room;
+    uintptr_t addr = (uintptr_t)ptr, x = 0, room = 0;
+    uint64_t w;
     if (size - 1 >= (WORD_RECORD_UNITS - 1) * UNIT || !kb_is_pow2(align) || (addr & (align - 1)))
         return false;
-    uint8_t *c = hint_ctrl(h, addr, &room);
     uintptr_t n = units_for(size);
-    if (!c || !record_word_clear(c, room, n, size))
+    if (!hint_unit(h, addr, &x, &room) || !record_word_is(h->hint->ctrl + x, room, n, size, &w))
         return false;
-    release_units(h, h->hint, addr >> UNIT_SHIFT, n, size);
+    release_word(h, h->hint->ctrl + x, w, addr >> UNIT_SHIFT, n, size);
     return true;
 }
 
@@ -841,14 +856,14 @@ KB_INLINE bool free_sized_fast(kbuddy_heap *h, void *ptr, size_t size, size_t al
  * expected: its unit count as a record of under 256 units would hold it
  * (one or two count bytes), its size from the slack, then accepted only
  * if the bytes are exactly the record of that count and size
- * (record_word_clear), which record_read decodes alike. A malformed or
+ * (record_word_is), which record_read decodes alike. A malformed or
  * larger record, or one the word cannot check, returns false with nothing
  * changed, for free_checked to decide. */
 KB_INLINE bool free_unsized_fast(kbuddy_heap *h, void *ptr) {
-    uintptr_t addr = (uintptr_t)ptr, room;
-    uint8_t *c = hint_ctrl(h, addr, &room);
-    if (!c)
+    uintptr_t addr = (uintptr_t)ptr, x = 0, room = 0;
+    if (!hint_unit(h, addr, &x, &room))
         return false;
+    uint8_t *c = h->hint->ctrl + x;
     uint64_t w = ctrl_load8(c);
     uintptr_t n = 1, slack = (uintptr_t)(w & KB_CTRL_SLACK);
     if (w & KB_CTRL_LONG) {
@@ -861,9 +876,9 @@ KB_INLINE bool free_unsized_fast(kbuddy_heap *h, void *ptr) {
     if (!(w & KB_CTRL_START) || slack > UNIT)
         return false;
     size_t size = (size_t)((n << UNIT_SHIFT) - slack);
-    if (!record_word_clear(c, room, n, size))
+    if (!record_word_is(c, room, n, size, &w))
         return false;
-    release_units(h, h->hint, addr >> UNIT_SHIFT, n, size);
+    release_word(h, c, w, addr >> UNIT_SHIFT, n, size);
     return true;
 }
 
