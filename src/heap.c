@@ -916,12 +916,25 @@ static kbuddy_status free_common(kbuddy_heap *h, void *ptr, bool sized, size_t s
 #endif
 
 #if WORD_RECORDS
-/* A free under the heap's own lock: out of line, so that the functions
- * below, which call it or jump, keep no registers of their own. */
-static KB_NOINLINE kbuddy_status free_locked(kbuddy_heap *h, void *ptr, bool sized, size_t size,
-                                             size_t align) {
+/* The frees under the heap's own lock, each with its own copy of the fast
+ * case, so that a locked free costs one call, as it did before the
+ * unlocked ones got theirs; out of line, so that kbuddy_free and
+ * kbuddy_free_sized, which call them or the unlocked ones with a jump,
+ * keep no registers of their own. */
+static KB_NOINLINE kbuddy_status free_sized_locked(kbuddy_heap *h, void *ptr, size_t size,
+                                                   size_t align) {
     kb_lock(&h->lock);
-    kbuddy_status st = sized ? free_sized_unlocked(h, ptr, size, align) : free_unlocked(h, ptr);
+    kbuddy_status st = KB_LIKELY(free_sized_fast(h, ptr, size, align))
+                           ? KBUDDY_OK
+                           : free_checked(h, ptr, true, size, align);
+    kb_unlock(&h->lock);
+    return st;
+}
+
+static KB_NOINLINE kbuddy_status free_locked(kbuddy_heap *h, void *ptr) {
+    kb_lock(&h->lock);
+    kbuddy_status st =
+        KB_LIKELY(free_unsized_fast(h, ptr)) ? KBUDDY_OK : free_checked(h, ptr, false, 0, 1);
     kb_unlock(&h->lock);
     return st;
 }
@@ -932,7 +945,7 @@ kbuddy_status kbuddy_free(kbuddy_heap *h, void *ptr) {
 #if WORD_RECORDS
     if (!h || !ptr)
         return h ? KBUDDY_OK : KBUDDY_EINVAL;
-    return h->lock.acquire ? free_locked(h, ptr, false, 0, 1) : free_unlocked(h, ptr);
+    return h->lock.acquire ? free_locked(h, ptr) : free_unlocked(h, ptr);
 #else
     return free_common(h, ptr, false, 0, 1);
 #endif
@@ -942,7 +955,7 @@ kbuddy_status kbuddy_free_sized(kbuddy_heap *h, void *ptr, size_t size, size_t a
 #if WORD_RECORDS
     if (!h || !ptr)
         return h ? KBUDDY_OK : KBUDDY_EINVAL;
-    return h->lock.acquire ? free_locked(h, ptr, true, size, align)
+    return h->lock.acquire ? free_sized_locked(h, ptr, size, align)
                            : free_sized_unlocked(h, ptr, size, align);
 #else
     return free_common(h, ptr, true, size, align);

@@ -686,14 +686,42 @@ TEST(long_record_on_the_last_unit_of_a_region_is_detected) {
 static unsigned char sized_mem[1 << 15] __attribute__((aligned(4096)));
 static unsigned char sized_copy[sizeof sized_mem];
 
+/* A lock that counts: every acquire must be released, none nested. */
+typedef struct {
+    int depth, violations;
+    unsigned long acquires;
+} counting_lock;
+
+static void counting_acquire(void *ctx) {
+    counting_lock *c = ctx;
+    c->violations += c->depth != 0;
+    c->depth++;
+    c->acquires++;
+}
+
+static void counting_release(void *ctx) {
+    counting_lock *c = ctx;
+    c->violations += c->depth != 1;
+    c->depth--;
+}
+
+/* Both passes: a heap without a lock (the frees jump to their work) and
+ * one with a lock (the frees take it around their own copy of it). */
 TEST(sized_free_agrees_with_the_record_decoder_on_damaged_records) {
     static const size_t units[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 100, 255, 256, 300};
     static const uint8_t flips[] = {0x01, 0x08, 0x0f, 0x10, 0x20, 0x40, 0x80};
     size_t compared = 0, accepted = 0, unsized_accepted = 0;
-    for (size_t si = 0; si < sizeof units / sizeof units[0]; si++) {
-        size_t size = units[si] * UNIT - (si % 3) * 5 - (units[si] == 1 ? 1 : 0);
+    counting_lock cl = {0, 0, 0};
+    for (size_t si = 0; si < 2 * (sizeof units / sizeof units[0]); si++) {
+        bool locked = si >= sizeof units / sizeof units[0];
+        size_t ui = si % (sizeof units / sizeof units[0]);
+        size_t size = units[ui] * UNIT - (ui % 3) * 5 - (units[ui] == 1 ? 1 : 0);
         kbuddy_heap h;
         kbuddy_init(&h);
+        if (locked) {
+            kbuddy_lock lk = {counting_acquire, counting_release, &cl};
+            kbuddy_set_lock(&h, &lk);
+        }
         memset(sized_mem, 0, sizeof sized_mem);
         REQUIRE(kbuddy_add_region(&h, sized_mem, sizeof sized_mem) == KBUDDY_OK);
         /* a free makes the region the one used last (the heap's hint) */
@@ -776,9 +804,12 @@ TEST(sized_free_agrees_with_the_record_decoder_on_damaged_records) {
             CHECK_STATUS(kbuddy_free_sized(&h, ptrs[j], size, 1), KBUDDY_OK);
         CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
     }
-    CHECK(compared > 10000);
-    CHECK(accepted > 100);
-    CHECK(unsized_accepted > 100);
+    CHECK(compared > 20000);
+    CHECK(accepted > 200);
+    CHECK(unsized_accepted > 200);
+    CHECK(cl.acquires > 10000);
+    CHECK_EQ(cl.depth, 0);
+    CHECK_EQ(cl.violations, 0);
 }
 
 /* A record near a region's end that claims more units than are left is
