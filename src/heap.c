@@ -429,10 +429,13 @@ KB_INLINE void *alloc_run_locked(kbuddy_heap *h, size_t size, uintptr_t n, size_
                                  unsigned k, unsigned ka) {
     if (k >= KBUDDY_MAX_ORDERS || !(h->orders_free >> k))
         return NULL;
-    /* Lowest address first: the first region with a large enough block. */
+    /* Lowest address first: the first region with a large enough block
+     * (with one region, the heap's mask is that region's: not tested
+     * again, but in builds for size). */
     region *r = h->regions;
-    while (!(r->engine.nonempty >> k))
-        r = r->next;
+    if (KBUDDY_SMALL || r->next)
+        while (!(r->engine.nonempty >> k))
+            r = r->next;
     uintptr_t u;
     /* The take cannot fail now: the statistics first, so that fewer values
      * live across the call. */
@@ -882,23 +885,6 @@ KB_INLINE bool free_unsized_fast(kbuddy_heap *h, void *ptr) {
     return true;
 }
 
-/* The frees without the lock (the caller holds it, or the heap has none):
- * the fast case, else free_checked. Out of line, one copy each: a heap
- * without a lock (the global allocator's, which serialises its calls
- * itself) jumps straight here, and as nothing is live after the engine's
- * release, the common case saves and restores no registers. */
-static KB_NOINLINE kbuddy_status free_sized_unlocked(kbuddy_heap *h, void *ptr, size_t size,
-                                                     size_t align) {
-    if (KB_LIKELY(free_sized_fast(h, ptr, size, align)))
-        return KBUDDY_OK;
-    return free_checked(h, ptr, true, size, align);
-}
-
-static KB_NOINLINE kbuddy_status free_unlocked(kbuddy_heap *h, void *ptr) {
-    if (KB_LIKELY(free_unsized_fast(h, ptr)))
-        return KBUDDY_OK;
-    return free_checked(h, ptr, false, 0, 1);
-}
 #endif
 
 #if !WORD_RECORDS
@@ -917,10 +903,9 @@ static kbuddy_status free_common(kbuddy_heap *h, void *ptr, bool sized, size_t s
 
 #if WORD_RECORDS
 /* The frees under the heap's own lock, each with its own copy of the fast
- * case, so that a locked free costs one call, as it did before the
- * unlocked ones got theirs; out of line, so that kbuddy_free and
- * kbuddy_free_sized, which call them or the unlocked ones with a jump,
- * keep no registers of their own. */
+ * case: out of line, so that kbuddy_free and kbuddy_free_sized, which
+ * jump to them, keep no registers for the lock's calls when there is no
+ * lock. */
 static KB_NOINLINE kbuddy_status free_sized_locked(kbuddy_heap *h, void *ptr, size_t size,
                                                    size_t align) {
     kb_lock(&h->lock);
@@ -943,9 +928,18 @@ static KB_NOINLINE kbuddy_status free_locked(kbuddy_heap *h, void *ptr) {
 /* Without a lock, straight to the work (a jump); with one, around it. */
 kbuddy_status kbuddy_free(kbuddy_heap *h, void *ptr) {
 #if WORD_RECORDS
-    if (!h || !ptr)
+    if (KB_UNLIKELY(!ptr))
         return h ? KBUDDY_OK : KBUDDY_EINVAL;
-    return h->lock.acquire ? free_locked(h, ptr) : free_unlocked(h, ptr);
+    if (KB_UNLIKELY(!h))
+        return KBUDDY_EINVAL;
+    if (h->lock.acquire)
+        return free_locked(h, ptr);
+    /* No lock (the global allocator's heap, which serialises its calls
+     * itself): the work right here, and as nothing is live after the
+     * engine's release, no registers kept for the lock's calls. */
+    if (KB_LIKELY(free_unsized_fast(h, ptr)))
+        return KBUDDY_OK;
+    return free_checked(h, ptr, false, 0, 1);
 #else
     return free_common(h, ptr, false, 0, 1);
 #endif
@@ -953,10 +947,15 @@ kbuddy_status kbuddy_free(kbuddy_heap *h, void *ptr) {
 
 kbuddy_status kbuddy_free_sized(kbuddy_heap *h, void *ptr, size_t size, size_t align) {
 #if WORD_RECORDS
-    if (!h || !ptr)
+    if (KB_UNLIKELY(!ptr))
         return h ? KBUDDY_OK : KBUDDY_EINVAL;
-    return h->lock.acquire ? free_sized_locked(h, ptr, size, align)
-                           : free_sized_unlocked(h, ptr, size, align);
+    if (KB_UNLIKELY(!h))
+        return KBUDDY_EINVAL;
+    if (h->lock.acquire)
+        return free_sized_locked(h, ptr, size, align);
+    if (KB_LIKELY(free_sized_fast(h, ptr, size, align)))
+        return KBUDDY_OK;
+    return free_checked(h, ptr, true, size, align);
 #else
     return free_common(h, ptr, true, size, align);
 #endif
