@@ -539,7 +539,8 @@ KB_INLINE void *alloc_in(kbuddy_heap *h, size_t size, size_t align) {
 /* kbuddy_alloc with the heap's lock: the attempt under it and, while it
  * fails, the out-of-memory handler, read under the lock and called
  * outside it; each time it returns true the allocation is tried again.
- * Out of line (builds for size: inlined, kbuddy_alloc has nothing else). */
+ * Out of line where alloc_unlocked calls it too; builds for size have only
+ * kbuddy_alloc's call, inlined. */
 #if KBUDDY_SMALL
 static void *alloc_wait(kbuddy_heap *h, size_t size, size_t align) {
 #else
@@ -560,19 +561,24 @@ static KB_NOINLINE void *alloc_wait(kbuddy_heap *h, size_t size, size_t align) {
     }
 }
 
+#if !KBUDDY_SMALL
+/* kbuddy_alloc on a heap without a lock (the global allocator's, which
+ * serialises its calls itself): the attempt, and only when it fails the
+ * handler's loop (alloc_wait, whose lock calls do nothing then). A
+ * function of its own, which kbuddy_alloc jumps to, so that only what the
+ * record needs is kept across the engine's call. */
+static KB_NOINLINE void *alloc_unlocked(kbuddy_heap *h, size_t size, size_t align) {
+    void *p = alloc_in(h, size, align);
+    return KB_LIKELY(p != NULL) ? p : alloc_wait(h, size, align);
+}
+#endif
+
 void *kbuddy_alloc(kbuddy_heap *h, size_t size, size_t align) {
     if (!h || !kb_is_pow2(align) || size > SIZE_MAX - (UNIT - 1))
         return NULL;
 #if !KBUDDY_SMALL
-    if (!h->lock.acquire) {
-        /* No lock (the global allocator's heap, which serialises its
-         * calls itself): the attempt right here, where only what the
-         * record needs is kept across the engine's call, and only when it
-         * fails the handler's loop (whose lock calls do nothing then). */
-        void *p = alloc_in(h, size, align);
-        if (KB_LIKELY(p != NULL))
-            return p;
-    }
+    if (!h->lock.acquire)
+        return alloc_unlocked(h, size, align);
 #endif
     return alloc_wait(h, size, align);
 }
