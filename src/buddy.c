@@ -930,25 +930,25 @@ KB_INLINE bool take_impl(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uin
 #if KBUDDY_SMALL
 /* Builds for size: one copy of take_impl for every kind of engine, the
  * kind (heap or frames, layout) tested at run time; heap engines take the
- * path that allows for saturated marks whatever their size. */
-static KB_NOINLINE bool take_any(kb_engine *e, uintptr_t n, unsigned k, unsigned ka,
-                                 uintptr_t *start) {
+ * path that allows for saturated marks whatever their size. The other
+ * entry points jump to it. */
+bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start) {
     return take_impl(e, n, k, ka, start, e->ctrl != NULL, false);
 }
 
 bool kb_engine_take_frames(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start) {
-    return take_any(e, n, k, ka, start);
-}
-
-bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start) {
-    return take_any(e, n, k, ka, start);
+    return kb_engine_take(e, n, k, ka, start);
 }
 
 /* Builds for size: one take per call (heap.c built for size does not call
  * it; defined for a heap.c built otherwise). */
 size_t kb_engine_take_each(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, size_t count,
                            uintptr_t *start) {
-    return count && take_any(e, n, k, ka, start) ? 1u : 0u;
+    return count && kb_engine_take(e, n, k, ka, start) ? 1u : 0u;
+}
+
+bool kb_engine_take_heap(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start) {
+    return kb_engine_take(e, n, k, ka, start);
 }
 #else
 /* The take of a heap engine of at most 31 orders (take_heap): take_impl's
@@ -1267,9 +1267,7 @@ bool kb_engine_take_frames(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, u
     return take_frames_packed(e, n, k, ka, start);
 }
 
-bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start) {
-    if (!e->ctrl)
-        return kb_engine_take_frames(e, n, k, ka, start);
+bool kb_engine_take_heap(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start) {
     /* Aligned to the whole block (the fast placement, and requests whose
      * alignment sets their order) in an engine of at most 31 orders: a
      * function of its own, without the search's setup. */
@@ -1278,6 +1276,12 @@ bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_
     if (ka >= k)
         return take_block_start(e, n, k, start);
     return take_heap(e, n, k, ka, start);
+}
+
+bool kb_engine_take(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start) {
+    if (!e->ctrl)
+        return kb_engine_take_frames(e, n, k, ka, start);
+    return kb_engine_take_heap(e, n, k, ka, start);
 }
 #endif /* KBUDDY_SMALL */
 
@@ -1332,14 +1336,15 @@ KB_INLINE void release_impl(kb_engine *e, uintptr_t a, uintptr_t b, bool heap, b
 }
 
 #if KBUDDY_SMALL
-/* Builds for size: one copy of release_impl for every kind of engine. */
-static KB_NOINLINE void release_any(kb_engine *e, uintptr_t a, uintptr_t b) {
+/* Builds for size: one copy of release_impl for every kind of engine; the
+ * other entry points jump to it. */
+void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) {
     release_impl(e, a, b, e->ctrl != NULL, false);
 }
 
-void kb_engine_release_frames(kb_engine *e, uintptr_t a, uintptr_t b) { release_any(e, a, b); }
+void kb_engine_release_frames(kb_engine *e, uintptr_t a, uintptr_t b) { kb_engine_release(e, a, b); }
 
-void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) { release_any(e, a, b); }
+void kb_engine_release_heap(kb_engine *e, uintptr_t a, uintptr_t b) { kb_engine_release(e, a, b); }
 #else
 /* A heap release in an engine of at most 31 orders, where every mark is
  * exact and every buddy test is one control byte. Besides the block
@@ -1495,13 +1500,18 @@ void kb_engine_release_frames(kb_engine *e, uintptr_t a, uintptr_t b) {
         release_frames_packed(e, a, b);
 }
 
-void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) {
-    if (!e->ctrl)
-        kb_engine_release_frames(e, a, b);
-    else if (e->orders <= KB_CTRL_ORDER)
+void kb_engine_release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
+    if (e->orders <= KB_CTRL_ORDER)
         release_heap(e, a, b);
     else
         release_heap_large(e, a, b);
+}
+
+void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) {
+    if (!e->ctrl)
+        kb_engine_release_frames(e, a, b);
+    else
+        kb_engine_release_heap(e, a, b);
 }
 #endif /* KBUDDY_SMALL */
 

@@ -185,9 +185,9 @@ static uint64_t ctrl_mask(uintptr_t n) {
  * bytes is byte i of a word loaded from them, so the record of a small
  * allocation (under 256 units: one or two count bytes) is recognised with
  * one load and a compare where its 8 bytes lie inside the region's control
- * bytes (kbuddy_free_sized). Builds for size (KBUDDY_SMALL, the default at
- * -Os) leave that path out: it costs about 400 bytes of code and changes
- * nothing but speed. */
+ * bytes (kbuddy_free_sized, kbuddy_free), and written with one store
+ * (kbuddy_alloc). Builds for size (KBUDDY_SMALL, the default at -Os) leave
+ * those paths out: they cost code and change nothing but speed. */
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && !KBUDDY_SMALL
 #define WORD_RECORDS 1
 #else
@@ -195,6 +195,7 @@ static uint64_t ctrl_mask(uintptr_t n) {
 #endif
 #define WORD_RECORD_UNITS 256u
 
+#if WORD_RECORDS
 /* The first bytes of the record record_write writes for `size` bytes in n
  * units (1 <= n < WORD_RECORD_UNITS, n == units_for(size), size != 0),
  * with the end mark when it falls among them (n <= 8); every byte past the
@@ -210,6 +211,7 @@ KB_INLINE uint64_t record_word(uintptr_t n, size_t size) {
         w |= (uint64_t)KB_CTRL_END << (8 * (n - 1));
     return w;
 }
+#endif
 
 /* A live allocation found from a user pointer. */
 typedef struct {
@@ -397,7 +399,15 @@ kbuddy_status kbuddy_remove_region(kbuddy_heap *h, void *start) {
 /* The records of `count` allocations of n units (size bytes each) side by
  * side from control byte c on, whose bytes are all 0. */
 KB_INLINE void records_write(uint8_t *c, uintptr_t n, size_t size, size_t count) {
-    record_write(c, n, size);
+#if WORD_RECORDS
+    /* 8 to 255 units: the record's bytes and the zeros after it as one
+     * word (all inside the allocation), then the end mark. */
+    if (n - 8 < WORD_RECORD_UNITS - 8) {
+        ctrl_store8(c, record_word(n, size));
+        c[n - 1] = KB_CTRL_END;
+    } else
+#endif
+        record_write(c, n, size);
     size_t i = 1;
     if (count > 1 && n <= SHORT_UNITS && n * count >= 8) {
         /* The run's control bytes are all 0 (the engine cleared its free
@@ -419,10 +429,13 @@ KB_INLINE void *alloc_run_locked(kbuddy_heap *h, size_t size, uintptr_t n, size_
                                  unsigned k, unsigned ka) {
     if (k >= KBUDDY_MAX_ORDERS || !(h->orders_free >> k))
         return NULL;
-    /* Lowest address first: the first region with a large enough block. */
+    /* Lowest address first: the first region with a large enough block
+     * (with one region, the heap's mask is that region's: not tested
+     * again, but in builds for size). */
     region *r = h->regions;
-    while (!(r->engine.nonempty >> k))
-        r = r->next;
+    if (KBUDDY_SMALL || r->next)
+        while (!(r->engine.nonempty >> k))
+            r = r->next;
     uintptr_t u;
     /* The take cannot fail now: the statistics first, so that fewer values
      * live across the call. */
@@ -431,7 +444,8 @@ KB_INLINE void *alloc_run_locked(kbuddy_heap *h, size_t size, uintptr_t n, size_
     h->allocations += count;
     /* Fast placement: aligned to the whole block, which searches no run
      * and starts at the block (see kb_engine_take). */
-    (void)kb_engine_take(&r->engine, n * count, k, h->placement == KBUDDY_PLACE_FAST ? k : ka, &u);
+    (void)kb_engine_take_heap(&r->engine, n * count, k, h->placement == KBUDDY_PLACE_FAST ? k : ka,
+                              &u);
     records_write(ctrl_of(r, u), n, size, count);
     return unit_ptr(r, u);
 }
@@ -513,26 +527,60 @@ size_t kbuddy_alloc_many(kbuddy_heap *h, size_t size, size_t count, void **out) 
     return kbuddy_alloc_many_aligned(h, size, 1, count, out);
 }
 
-void *kbuddy_alloc(kbuddy_heap *h, size_t size, size_t align) {
-    if (!h || !kb_is_pow2(align) || size > SIZE_MAX - (UNIT - 1))
-        return NULL;
+/* An allocation of `size` bytes at `align` (both checked), with the lock
+ * held or none: NULL when no region has a free block of the order it
+ * needs. */
+KB_INLINE void *alloc_in(kbuddy_heap *h, size_t size, size_t align) {
     uintptr_t n = units_for(size);
     unsigned ka = align_order(align);
-    unsigned k = order_for(n, ka);
+    return alloc_locked(h, size, n, order_for(n, ka), ka);
+}
+
+/* kbuddy_alloc with the heap's lock: the attempt under it and, while it
+ * fails, the out-of-memory handler, read under the lock and called
+ * outside it; each time it returns true the allocation is tried again.
+ * Out of line where alloc_unlocked calls it too; builds for size have only
+ * kbuddy_alloc's call, inlined. */
+#if KBUDDY_SMALL
+static void *alloc_wait(kbuddy_heap *h, size_t size, size_t align) {
+#else
+static KB_NOINLINE void *alloc_wait(kbuddy_heap *h, size_t size, size_t align) {
+#endif
     for (;;) {
         kb_lock(&h->lock);
-        void *p = alloc_locked(h, size, n, k, ka);
+        void *p = alloc_in(h, size, align);
         if (KB_LIKELY(p != NULL)) {
             kb_unlock(&h->lock);
             return p;
         }
-        /* Failed: read the handler under the lock, call it outside. */
         kbuddy_oom_fn oom = h->oom;
         void *ctx = h->oom_ctx;
         kb_unlock(&h->lock);
         if (!oom || !oom(h, size, align, ctx))
             return NULL;
     }
+}
+
+#if !KBUDDY_SMALL
+/* kbuddy_alloc on a heap without a lock (the global allocator's, which
+ * serialises its calls itself): the attempt, and only when it fails the
+ * handler's loop (alloc_wait, whose lock calls do nothing then). A
+ * function of its own, which kbuddy_alloc jumps to, so that only what the
+ * record needs is kept across the engine's call. */
+static KB_NOINLINE void *alloc_unlocked(kbuddy_heap *h, size_t size, size_t align) {
+    void *p = alloc_in(h, size, align);
+    return KB_LIKELY(p != NULL) ? p : alloc_wait(h, size, align);
+}
+#endif
+
+void *kbuddy_alloc(kbuddy_heap *h, size_t size, size_t align) {
+    if (!h || !kb_is_pow2(align) || size > SIZE_MAX - (UNIT - 1))
+        return NULL;
+#if !KBUDDY_SMALL
+    if (!h->lock.acquire)
+        return alloc_unlocked(h, size, align);
+#endif
+    return alloc_wait(h, size, align);
 }
 
 /* An allocation of `size` bytes in units [u, u + n) of r, its record
@@ -542,7 +590,7 @@ KB_INLINE void release_units(kbuddy_heap *h, region *r, uintptr_t u, uintptr_t n
     h->allocated -= (size_t)(n << UNIT_SHIFT);
     h->user -= size;
     h->allocations--;
-    kb_engine_release(&r->engine, u, u + n);
+    kb_engine_release_heap(&r->engine, u, u + n);
 }
 
 KB_INLINE void release_live(kbuddy_heap *h, const live_block *b) {
@@ -733,44 +781,113 @@ static KB_NOINLINE kbuddy_status free_checked(kbuddy_heap *h, void *ptr, bool si
     return st;
 }
 
-/* kbuddy_free_sized's common case, under the lock: ptr in the region used
- * last, a small size, and the control bytes at ptr exactly the record
- * kbuddy_alloc wrote for that size, checked with one load and a compare
- * instead of decoding it. Whatever it accepts, free_checked would accept
- * alike (same region, units, size) and release alike, leaving the same
- * bytes; anything else (another region, a larger or zero size, a record
- * that differs, too near the region's end, a bad alignment) returns false
- * with nothing changed, for free_checked to decide. */
-KB_INLINE bool free_sized_fast(kbuddy_heap *h, void *ptr, size_t size, size_t align) {
-    if (!WORD_RECORDS)
-        return false;
-    region *r = h->hint;
-    uintptr_t addr = (uintptr_t)ptr;
-    if (!r || size - 1 >= (WORD_RECORD_UNITS - 1) * UNIT ||
-        !kb_is_pow2(align) || (addr & ((align - 1) | (UNIT - 1))))
-        return false;
-    uintptr_t x = (addr >> UNIT_SHIFT) - r->engine.lo; /* wraps when below lo */
-    uintptr_t limit = r->engine.hi - r->engine.lo;
-    if (addr - r->start >= r->end - r->start || x >= limit || (limit -= x) < 8)
-        return false;
-    uint8_t *c = r->ctrl + x;
-    uintptr_t n = units_for(size);
-    uint64_t w = ctrl_load8(c), want = record_word(n, size);
+#if WORD_RECORDS
+/* The records' fast check, shared by both frees: are the control bytes at c
+ * (`room` of the region's from c on, room >= 8) exactly the record
+ * record_write writes for `size` bytes in n units (1 <= n <
+ * WORD_RECORD_UNITS, n == units_for(size))? One load (in *w) and a
+ * compare (n <= 8: the record and its end mark are all in the word), or
+ * that and the end mark's byte. record_read would accept such bytes alike
+ * and decode them to n units and `size` bytes: it looks at nothing else. */
+KB_INLINE bool record_word_is(const uint8_t *c, uintptr_t room, uintptr_t n, size_t size,
+                              uint64_t *w) {
+    uint64_t want = record_word(n, size);
+    *w = ctrl_load8(c);
+    if (n <= 8)
+        return (*w & ctrl_mask(n)) == want;
+    return *w == want && n <= room && c[n - 1] == KB_CTRL_END;
+}
+
+/* Clear the record record_word_is accepted (w: the word it read). */
+KB_INLINE void record_word_clear(uint8_t *c, uintptr_t n, uint64_t w) {
     if (n <= 8) {
-        uint64_t m = ctrl_mask(n);
-        if ((w & m) != want)
-            return false;
-        ctrl_store8(c, w & ~m);
+        ctrl_store8(c, w & ~ctrl_mask(n));
     } else {
-        if (w != want || n > limit || c[n - 1] != KB_CTRL_END)
-            return false;
         ctrl_store8(c, 0);
         c[n - 1] = 0;
     }
-    release_units(h, r, x + r->engine.lo, n, size);
+}
+
+/* The unit at addr in the region used last, when the region has one there
+ * and eight of its control bytes start at it: its index among them (*x)
+ * and how many of them are left from there (*room). Inside the region's
+ * units means inside the region, so its address range need not be tested
+ * too. */
+KB_INLINE bool hint_unit(const kbuddy_heap *h, uintptr_t addr, uintptr_t *x, uintptr_t *room) {
+    const region *r = h->hint;
+    if (!r || (addr & (UNIT - 1)))
+        return false;
+    *x = (addr >> UNIT_SHIFT) - r->engine.lo; /* wraps when below lo */
+    *room = r->engine.hi - r->engine.lo;
+    return *x < *room && (*room -= *x) >= 8;
+}
+
+/* A record record_word_is accepted goes: the statistics first (fewer
+ * values live across the engine's call), the record cleared between the
+ * counters (byte stores, which may alias them, keep gcc -O3 from pairing
+ * the two subtractions into vector code that costs twice the scalar),
+ * then the engine's release of units [u, u + n) of the region used last. */
+KB_INLINE void release_word(kbuddy_heap *h, uint8_t *c, uint64_t w, uintptr_t u, uintptr_t n,
+                            size_t size) {
+    h->allocated -= (size_t)(n << UNIT_SHIFT);
+    record_word_clear(c, n, w);
+    h->user -= size;
+    h->allocations--;
+    kb_engine_release_heap(&h->hint->engine, u, u + n);
+}
+
+/* kbuddy_free_sized's common case: ptr in the region used last, a small
+ * size, and the control bytes at ptr exactly the record kbuddy_alloc wrote
+ * for that size (record_word_is). Whatever it accepts, free_checked
+ * would accept alike (same region, units, size) and release alike, leaving
+ * the same bytes; anything else (another region, a larger or zero size, a
+ * record that differs, too near the region's end, a bad alignment)
+ * returns false with nothing changed, for free_checked to decide. */
+KB_INLINE bool free_sized_fast(kbuddy_heap *h, void *ptr, size_t size, size_t align) {
+    uintptr_t addr = (uintptr_t)ptr, x = 0, room = 0;
+    uint64_t w;
+    if (size - 1 >= (WORD_RECORD_UNITS - 1) * UNIT || !kb_is_pow2(align) || (addr & (align - 1)))
+        return false;
+    uintptr_t n = units_for(size);
+    if (!hint_unit(h, addr, &x, &room) || !record_word_is(h->hint->ctrl + x, room, n, size, &w))
+        return false;
+    release_word(h, h->hint->ctrl + x, w, addr >> UNIT_SHIFT, n, size);
     return true;
 }
 
+/* kbuddy_free's common case, the same for a record read instead of
+ * expected: its unit count as a record of under 256 units would hold it
+ * (one or two count bytes), its size from the slack, then accepted only
+ * if the bytes are exactly the record of that count and size
+ * (record_word_is), which record_read decodes alike. A malformed or
+ * larger record, or one the word cannot check, returns false with nothing
+ * changed, for free_checked to decide. */
+KB_INLINE bool free_unsized_fast(kbuddy_heap *h, void *ptr) {
+    uintptr_t addr = (uintptr_t)ptr, x = 0, room = 0;
+    if (!hint_unit(h, addr, &x, &room))
+        return false;
+    uint8_t *c = h->hint->ctrl + x;
+    uint64_t w = ctrl_load8(c);
+    uintptr_t n = 1, slack = (uintptr_t)(w & KB_CTRL_SLACK);
+    if (w & KB_CTRL_LONG) {
+        n = (uintptr_t)(w >> 8) & KB_CTRL_VALUE;
+        if (w & ((uint64_t)KB_CTRL_MORE << 8))
+            n |= ((uintptr_t)(w >> 16) & KB_CTRL_VALUE) << 4;
+        if (n < 2 || slack >= UNIT)
+            return false;
+    }
+    if (!(w & KB_CTRL_START) || slack > UNIT)
+        return false;
+    size_t size = (size_t)((n << UNIT_SHIFT) - slack);
+    if (!record_word_is(c, room, n, size, &w))
+        return false;
+    release_word(h, c, w, addr >> UNIT_SHIFT, n, size);
+    return true;
+}
+
+#endif
+
+#if !WORD_RECORDS
 static kbuddy_status free_common(kbuddy_heap *h, void *ptr, bool sized, size_t size,
                                  size_t align) {
     if (!h)
@@ -782,17 +899,66 @@ static kbuddy_status free_common(kbuddy_heap *h, void *ptr, bool sized, size_t s
     kb_unlock(&h->lock);
     return st;
 }
+#endif
 
-kbuddy_status kbuddy_free(kbuddy_heap *h, void *ptr) { return free_common(h, ptr, false, 0, 1); }
-
-kbuddy_status kbuddy_free_sized(kbuddy_heap *h, void *ptr, size_t size, size_t align) {
-    if (!WORD_RECORDS || !h || !ptr)
-        return free_common(h, ptr, true, size, align);
+#if WORD_RECORDS
+/* The frees under the heap's own lock, each with its own copy of the fast
+ * case: out of line, so that kbuddy_free and kbuddy_free_sized, which
+ * jump to them, keep no registers for the lock's calls when there is no
+ * lock. */
+static KB_NOINLINE kbuddy_status free_sized_locked(kbuddy_heap *h, void *ptr, size_t size,
+                                                   size_t align) {
     kb_lock(&h->lock);
-    kbuddy_status st =
-        free_sized_fast(h, ptr, size, align) ? KBUDDY_OK : free_checked(h, ptr, true, size, align);
+    kbuddy_status st = KB_LIKELY(free_sized_fast(h, ptr, size, align))
+                           ? KBUDDY_OK
+                           : free_checked(h, ptr, true, size, align);
     kb_unlock(&h->lock);
     return st;
+}
+
+static KB_NOINLINE kbuddy_status free_locked(kbuddy_heap *h, void *ptr) {
+    kb_lock(&h->lock);
+    kbuddy_status st =
+        KB_LIKELY(free_unsized_fast(h, ptr)) ? KBUDDY_OK : free_checked(h, ptr, false, 0, 1);
+    kb_unlock(&h->lock);
+    return st;
+}
+#endif
+
+/* Without a lock, straight to the work (a jump); with one, around it. */
+kbuddy_status kbuddy_free(kbuddy_heap *h, void *ptr) {
+#if WORD_RECORDS
+    if (KB_UNLIKELY(!ptr))
+        return h ? KBUDDY_OK : KBUDDY_EINVAL;
+    if (KB_UNLIKELY(!h))
+        return KBUDDY_EINVAL;
+    if (h->lock.acquire)
+        return free_locked(h, ptr);
+    /* No lock (the global allocator's heap, which serialises its calls
+     * itself): the work right here, and as nothing is live after the
+     * engine's release, no registers kept for the lock's calls. */
+    if (KB_LIKELY(free_unsized_fast(h, ptr)))
+        return KBUDDY_OK;
+    return free_checked(h, ptr, false, 0, 1);
+#else
+    return free_common(h, ptr, false, 0, 1);
+#endif
+}
+
+kbuddy_status kbuddy_free_sized(kbuddy_heap *h, void *ptr, size_t size, size_t align) {
+#if WORD_RECORDS
+    if (KB_UNLIKELY(!ptr))
+        return h ? KBUDDY_OK : KBUDDY_EINVAL;
+    if (KB_UNLIKELY(!h))
+        return KBUDDY_EINVAL;
+    if (h->lock.acquire)
+        return free_sized_locked(h, ptr, size, align);
+    if (KB_LIKELY(free_sized_fast(h, ptr, size, align)))
+        return KBUDDY_OK;
+    return free_checked(h, ptr, true, size, align);
+#else
+    return free_common(h, ptr, true, size, align);
+#endif
 }
 
 /* Resize b in place to `size` bytes (n units) if possible. */

@@ -200,6 +200,12 @@ size_t kb_engine_take_each(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, s
  * with free buddies; an empty range (a >= b) changes nothing. O(L). */
 void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b);
 
+/* kb_engine_take and kb_engine_release for a heap engine (e->ctrl set),
+ * which a heap's region knows it has: the order count and (take) the
+ * alignment are the only things left to test. */
+bool kb_engine_take_heap(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start);
+void kb_engine_release_heap(kb_engine *e, uintptr_t a, uintptr_t b);
+
 /* kb_engine_take and kb_engine_release for a frame engine (no control
  * bytes), which the frame allocator knows it has: the layout is the only
  * thing left to test. */

@@ -672,9 +672,11 @@ TEST(long_record_on_the_last_unit_of_a_region_is_detected) {
 }
 
 /* kbuddy_free_sized recognises the common records by comparing their bytes
- * with the ones kbuddy_alloc writes, not by decoding them. Whatever the
- * damage to a record, its status and effect must be the decoder's: the
- * unsized free (run on a copy) decodes the record, and the sized free must
+ * with the ones kbuddy_alloc writes, not by decoding them, and kbuddy_free
+ * by comparing them with the record of the count and size they seem to
+ * hold. Whatever the damage to a record, its status and effect must be the
+ * decoder's: an unsized free with no region used last (run on a copy)
+ * decodes the record, the unsized free must match it, and the sized free must
  * then succeed exactly when that free did and released the size given
  * (ESIZE when it released another), fail with the same status otherwise,
  * and leave the same bytes and counters either way. Sizes of 1 to 300
@@ -684,14 +686,42 @@ TEST(long_record_on_the_last_unit_of_a_region_is_detected) {
 static unsigned char sized_mem[1 << 15] __attribute__((aligned(4096)));
 static unsigned char sized_copy[sizeof sized_mem];
 
+/* A lock that counts: every acquire must be released, none nested. */
+typedef struct {
+    int depth, violations;
+    unsigned long acquires;
+} counting_lock;
+
+static void counting_acquire(void *ctx) {
+    counting_lock *c = ctx;
+    c->violations += c->depth != 0;
+    c->depth++;
+    c->acquires++;
+}
+
+static void counting_release(void *ctx) {
+    counting_lock *c = ctx;
+    c->violations += c->depth != 1;
+    c->depth--;
+}
+
+/* Both passes: a heap without a lock (the frees jump to their work) and
+ * one with a lock (the frees take it around their own copy of it). */
 TEST(sized_free_agrees_with_the_record_decoder_on_damaged_records) {
     static const size_t units[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 100, 255, 256, 300};
     static const uint8_t flips[] = {0x01, 0x08, 0x0f, 0x10, 0x20, 0x40, 0x80};
-    size_t compared = 0, accepted = 0;
-    for (size_t si = 0; si < sizeof units / sizeof units[0]; si++) {
-        size_t size = units[si] * UNIT - (si % 3) * 5 - (units[si] == 1 ? 1 : 0);
+    size_t compared = 0, accepted = 0, unsized_accepted = 0;
+    counting_lock cl = {0, 0, 0};
+    for (size_t si = 0; si < 2 * (sizeof units / sizeof units[0]); si++) {
+        bool locked = si >= sizeof units / sizeof units[0];
+        size_t ui = si % (sizeof units / sizeof units[0]);
+        size_t size = units[ui] * UNIT - (ui % 3) * 5 - (units[ui] == 1 ? 1 : 0);
         kbuddy_heap h;
         kbuddy_init(&h);
+        if (locked) {
+            kbuddy_lock lk = {counting_acquire, counting_release, &cl};
+            kbuddy_set_lock(&h, &lk);
+        }
         memset(sized_mem, 0, sizeof sized_mem);
         REQUIRE(kbuddy_add_region(&h, sized_mem, sizeof sized_mem) == KBUDDY_OK);
         /* a free makes the region the one used last (the heap's hint) */
@@ -719,11 +749,28 @@ TEST(sized_free_agrees_with_the_record_decoder_on_damaged_records) {
                         c[at] ^= flips[fi];
                     kbuddy_heap h0 = h;
                     memcpy(sized_copy, sized_mem, sizeof sized_mem);
+                    /* The reference: the decoder itself, reached by a
+                     * free with no region used last (no fast path). */
+                    h.hint = NULL;
                     kbuddy_status su = kbuddy_free(&h, ptrs[j]);
                     size_t released = h0.user - h.user;
                     static unsigned char after_unsized[sizeof sized_mem];
                     memcpy(after_unsized, sized_mem, sizeof sized_mem);
                     kbuddy_heap h1 = h;
+                    /* The unsized free with the region used last (its
+                     * fast path when the record is a short one): the
+                     * decoder's status, bytes and counters. */
+                    h = h0;
+                    memcpy(sized_mem, sized_copy, sizeof sized_mem);
+                    CHECK_STATUS(kbuddy_free(&h, ptrs[j]), su);
+                    if (su == KBUDDY_OK) {
+                        CHECK(memcmp(sized_mem, after_unsized, sizeof sized_mem) == 0);
+                        CHECK(memcmp(&h, &h1, sizeof h) == 0);
+                        unsized_accepted++;
+                    } else {
+                        CHECK(memcmp(sized_mem, sized_copy, sizeof sized_mem) == 0);
+                        CHECK(memcmp(&h, &h0, sizeof h) == 0);
+                    }
                     static const size_t aligns[] = {1, 3, 2 * UNIT};
                     for (size_t ai = 0; ai < 3; ai++) {
                         for (int d = -1; d <= 1; d++) {
@@ -757,8 +804,12 @@ TEST(sized_free_agrees_with_the_record_decoder_on_damaged_records) {
             CHECK_STATUS(kbuddy_free_sized(&h, ptrs[j], size, 1), KBUDDY_OK);
         CHECK_STATUS(kbuddy_check(&h), KBUDDY_OK);
     }
-    CHECK(compared > 10000);
-    CHECK(accepted > 100);
+    CHECK(compared > 20000);
+    CHECK(accepted > 200);
+    CHECK(unsized_accepted > 200);
+    CHECK(cl.acquires > 10000);
+    CHECK_EQ(cl.depth, 0);
+    CHECK_EQ(cl.violations, 0);
 }
 
 /* A record near a region's end that claims more units than are left is
