@@ -185,9 +185,10 @@ static uint64_t ctrl_mask(uintptr_t n) {
  * bytes is byte i of a word loaded from them, so the record of a small
  * allocation (under 256 units: one or two count bytes) is recognised with
  * one load and a compare where its 8 bytes lie inside the region's control
- * bytes (kbuddy_free_sized, kbuddy_free), and written with one store
- * (kbuddy_alloc). Builds for size (KBUDDY_SMALL, the default at -Os) leave
- * those paths out: they cost code and change nothing but speed. */
+ * bytes (kbuddy_free_sized, kbuddy_free), and, from 8 units up, written
+ * with one store (kbuddy_alloc). Builds for size (KBUDDY_SMALL, the
+ * default at -Os) leave those paths out: they cost code and change nothing
+ * but speed. */
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && !KBUDDY_SMALL
 #define WORD_RECORDS 1
 #else
@@ -197,9 +198,10 @@ static uint64_t ctrl_mask(uintptr_t n) {
 
 #if WORD_RECORDS
 /* The first bytes of the record record_write writes for `size` bytes in n
- * units (1 <= n < WORD_RECORD_UNITS, n == units_for(size), size != 0),
- * with the end mark when it falls among them (n <= 8); every byte past the
- * record is 0, as the other units of an allocation are. */
+ * units (1 <= n < WORD_RECORD_UNITS, n == units_for(size); size 0 only
+ * with n == 1: an allocation of no bytes, whose record the unsized free
+ * checks), with the end mark when it falls among them (n <= 8); every
+ * byte past the record is 0, as the other units of an allocation are. */
 KB_INLINE uint64_t record_word(uintptr_t n, size_t size) {
     uint64_t slack = (uint64_t)((n << UNIT_SHIFT) - size);
     if (n == 1)
