@@ -1087,7 +1087,8 @@ KB_INLINE uintptr_t heap_lowest_word(const heap_take *h, const kb_order *o) {
 }
 
 /* span_bound from the control bytes on either side of the free block of
- * order o at control byte x, whose marks (heap_mark_at) are p and q. */
+ * order o that ends at control byte xe: p and q are heap_mark_at of the
+ * byte just before the block and of xe, the byte just after it. */
 KB_INLINE uintptr_t heap_span_bound(const heap_take *h, uintptr_t xe, unsigned p, unsigned q,
                                     unsigned o, uintptr_t amask) {
     const uintptr_t any = ~(uintptr_t)0 >> 2;
