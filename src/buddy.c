@@ -124,7 +124,8 @@ uintptr_t kb_bits_count(const kb_word *w, uintptr_t a, uintptr_t b) {
 /* Layout                                                                    */
 /* ------------------------------------------------------------------------ */
 
-/* Words of a tree over nbits bits, and optionally its per-depth offsets. */
+/* Words of a tree over nbits bits, and optionally its per-depth offsets
+ * (and off[1], the end of its leaf words, in a tree of one depth). */
 static size_t tree_words(uintptr_t nbits, kb_order *o, size_t base) {
     size_t total = 0;
     uint32_t depth = 0;
@@ -138,8 +139,11 @@ static size_t tree_words(uintptr_t nbits, kb_order *o, size_t base) {
         total += n;
         depth++;
     } while (n > 1);
-    if (o)
+    if (o) {
         o->depth = depth;
+        if (depth == 1)
+            o->off[1] = (uint32_t)(base + total);
+    }
     return total;
 }
 
@@ -235,8 +239,8 @@ size_t kb_engine_layout(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *orde
         return packed_table(lo, hi, false, (uint16_t *)(void *)words);
     for (unsigned k = 0; k < e->orders; k++) {
         order[k].first = lo >> k;
-        order[k].nbits = order_nbits(lo, hi, k);
-        total += tree_words(order[k].nbits, &order[k], total);
+        total += tree_words(order_nbits(lo, hi, k), &order[k], total);
+        order[k].leaf = ((uintptr_t)order[k].off[0] << KB_WORD_SHIFT) - order[k].first;
     }
     return total;
 }
@@ -350,16 +354,18 @@ static KB_NOINLINE KB_COLD void tree_clear_from(kb_engine *e, kb_word *words, co
     order_emptied(e, (unsigned)(o - e->order));
 }
 
-/* Set leaf bit i of order o's tree, and each summary bit above whose word
- * was zero. */
-KB_INLINE void tree_set(kb_engine *e, kb_word *words, const kb_order *o, uintptr_t i) {
-    kb_word *w = &words[o->off[0] + (i >> KB_WORD_SHIFT)];
+/* Set the leaf bit of block b in order o's tree, and each summary bit
+ * above whose word was zero. The leaf is addressed from b alone (o->leaf);
+ * depth 1 from the leaf word's index in the leaf, i. */
+KB_INLINE void tree_set(kb_engine *e, kb_word *words, const kb_order *o, uintptr_t b) {
+    uintptr_t p = b + o->leaf;
+    kb_word *w = &words[p >> KB_WORD_SHIFT];
     kb_word old = *w;
-    *w = old | kb_bit(i);
+    *w = old | kb_bit(p);
     if (KB_LIKELY(old != 0))
         return;
+    uintptr_t i = (b - o->first) >> KB_WORD_SHIFT; /* b is live, p need not be */
     if (o->depth > 1) {
-        i >>= KB_WORD_SHIFT;
         w = &words[o->off[1] + (i >> KB_WORD_SHIFT)];
         old = *w;
         *w = old | kb_bit(i);
@@ -369,16 +375,17 @@ KB_INLINE void tree_set(kb_engine *e, kb_word *words, const kb_order *o, uintptr
     tree_set_from(e, words, o, i >> KB_WORD_SHIFT, 2);
 }
 
-/* Clear leaf bit i of order o's tree (it must be set), and each summary
- * bit above whose word became zero. */
-KB_INLINE void tree_clear(kb_engine *e, kb_word *words, const kb_order *o, uintptr_t i) {
-    kb_word *w = &words[o->off[0] + (i >> KB_WORD_SHIFT)];
-    kb_word now = *w & ~kb_bit(i);
+/* Clear the leaf bit of block b in order o's tree (it must be set), and
+ * each summary bit above whose word became zero. */
+KB_INLINE void tree_clear(kb_engine *e, kb_word *words, const kb_order *o, uintptr_t b) {
+    uintptr_t p = b + o->leaf;
+    kb_word *w = &words[p >> KB_WORD_SHIFT];
+    kb_word now = *w & ~kb_bit(p);
     *w = now;
     if (KB_LIKELY(now != 0))
         return;
+    uintptr_t i = (b - o->first) >> KB_WORD_SHIFT; /* b is live, p need not be */
     if (o->depth > 1) {
-        i >>= KB_WORD_SHIFT;
         w = &words[o->off[1] + (i >> KB_WORD_SHIFT)];
         now = *w & ~kb_bit(i);
         *w = now;
@@ -456,7 +463,7 @@ KB_INLINE void block_insert(const kb_view *v, unsigned k, uintptr_t b, bool heap
     }
     block_mark(v, k, b, kb_free_mark(k), heap);
     const kb_order *o = &v->order[k];
-    tree_set(v->e, v->words, o, b - o->first);
+    tree_set(v->e, v->words, o, b);
 }
 
 KB_INLINE void block_remove(const kb_view *v, unsigned k, uintptr_t b, bool heap) {
@@ -466,7 +473,7 @@ KB_INLINE void block_remove(const kb_view *v, unsigned k, uintptr_t b, bool heap
     }
     block_mark(v, k, b, 0, heap);
     const kb_order *o = &v->order[k];
-    tree_clear(v->e, v->words, o, b - o->first);
+    tree_clear(v->e, v->words, o, b);
 }
 
 #if !KBUDDY_SMALL
@@ -501,7 +508,7 @@ KB_INLINE void take_insert(const kb_view *v, unsigned k, uintptr_t b, bool heap,
     } else if (heap) { /* below 31 orders the mark is exact: no clamp */
         const kb_order *o = &v->order[k];
         block_mark(v, k, b, (uint8_t)(KB_CTRL_FREE | k), true);
-        tree_set(v->e, v->words, o, b - o->first);
+        tree_set(v->e, v->words, o, b);
     } else {
         block_insert(v, k, b, heap);
     }
@@ -520,12 +527,14 @@ KB_INLINE void take_remove(const kb_view *v, unsigned k, uintptr_t b, bool heap,
 #endif
 }
 
-/* Is block b of order o free? Any b, in range or not. */
+/* Is block b of order o free? Any b, in range or not: a b past the last
+ * block but in its leaf word finds its bit clear. */
 KB_INLINE bool order_block_is_free(const kb_word *words, const kb_order *o, uintptr_t b) {
     uintptr_t i = b - o->first; /* wraps to a huge value when b < first */
-    if (i >= o->nbits)
+    uintptr_t at = o->off[0] + (i >> KB_WORD_SHIFT); /* wraps too: >= off[1] */
+    if (at >= o->off[1])
         return false;
-    return (words[o->off[0] + (i >> KB_WORD_SHIFT)] >> (i & (KB_WORD_BITS - 1))) & 1u;
+    return (words[at] >> (i & (KB_WORD_BITS - 1))) & 1u;
 }
 
 /* Is block b of order k free? Any b, in range or not. */
@@ -545,15 +554,11 @@ KB_INLINE uintptr_t block_lowest(const kb_engine *e, unsigned k) {
 /* Order k's leaf bits in either layout: bit i (i < *nbits) of the flat
  * bitmap e->words from the returned bit on stands for block *first + i. */
 static uintptr_t order_leaf(const kb_engine *e, unsigned k, uintptr_t *first, uintptr_t *nbits) {
-    if (!is_packed(e)) {
-        const kb_order *o = &e->order[k];
-        *first = o->first;
-        *nbits = o->nbits;
-        return (uintptr_t)o->off[0] << KB_WORD_SHIFT;
-    }
+    *first = e->lo >> k; /* the same in both layouts (kb_engine_layout) */
+    *nbits = order_nbits(e->lo, e->hi, k);
+    if (!is_packed(e))
+        return (uintptr_t)e->order[k].off[0] << KB_WORD_SHIFT;
     const uint16_t *t = packed_tab(e);
-    *first = e->lo >> k;
-    *nbits = (uintptr_t)(t[5 + k] - t[4 + k]);
     return ((uintptr_t)t[1] << KB_WORD_SHIFT) + t[4 + k];
 }
 
@@ -780,7 +785,9 @@ static kb_word free_word_from(const kb_engine *e, unsigned k, uintptr_t from, ui
         return words[o->off[0] + i];
     }
     i = from < o->first ? 0 : from - o->first;
-    uintptr_t n = o->nbits; /* bits at the current depth */
+    /* Bits at the current depth: at the leaf the whole of its last word,
+     * whose bits past the last block are clear. */
+    uintptr_t n = (uintptr_t)(o->off[1] - o->off[0]) << KB_WORD_SHIFT;
     kb_word w;
     for (d = 0;; ) { /* climb until a word has a set bit at or after i */
         if (i >= n)
@@ -1013,7 +1020,7 @@ KB_INLINE void heap_take_block(const heap_take *h, unsigned p, uintptr_t u) {
     const kb_order *o = &h->order[p];
     h->ctrl[u] = 0;
     h->ctrl[u + ((uintptr_t)1 << p) - 1] = 0;
-    tree_clear(h->e, h->words, o, ((u + h->lo) >> p) - o->first);
+    tree_clear(h->e, h->words, o, (u + h->lo) >> p);
 }
 
 /* Give [u, end) back (control-byte indices; end - u < 2^ctz(end + lo), as
@@ -1022,11 +1029,11 @@ KB_INLINE void heap_give_back(const heap_take *h, uintptr_t u, uintptr_t end) {
     for (uintptr_t tail = end - u; tail; tail &= tail - 1) {
         unsigned p = kb_ctz(tail);
         const kb_order *o = &h->order[p];
-        uintptr_t i = ((u + h->lo) >> p) - o->first;
+        uintptr_t blk = (u + h->lo) >> p;
         h->ctrl[u] = (uint8_t)(KB_CTRL_FREE + p);
         u += (uintptr_t)1 << p;
         h->ctrl[u - 1] = (uint8_t)(KB_CTRL_FREE + p);
-        tree_set(h->e, h->words, o, i);
+        tree_set(h->e, h->words, o, blk);
     }
 }
 
@@ -1200,7 +1207,7 @@ static KB_NOINLINE bool take_block_start(kb_engine *e, uintptr_t n, unsigned k, 
     uintptr_t b = blk << j, x = b - e->lo, s = (uintptr_t)1 << j;
     ctrl[x] = 0;
     ctrl[x + s - 1] = 0;
-    tree_clear(e, words, o, blk - o->first);
+    tree_clear(e, words, o, blk);
     *start = b;
     uintptr_t tail = s - n, bn = b + n; /* bn: the next piece's block number */
     uint8_t mark = KB_CTRL_FREE;          /* kb_free_mark of the order */
@@ -1210,7 +1217,7 @@ static KB_NOINLINE bool take_block_start(kb_engine *e, uintptr_t n, unsigned k, 
         if (tail & 1) {
             ctrl[x] = mark;
             ctrl[x + s - 1] = mark;
-            tree_set(e, words, o, bn - o->first);
+            tree_set(e, words, o, bn);
             bn++;
             x += s;
         }
@@ -1246,7 +1253,7 @@ static KB_NOINLINE size_t take_block_each(kb_engine *e, uintptr_t n, unsigned k,
     kb_view v = view_of(e);
     e->ctrl[b - e->lo] = 0;
     e->ctrl[b - e->lo + s - 1] = 0;
-    tree_clear(e, e->words, o, blk - o->first);
+    tree_clear(e, e->words, o, blk);
     if (n < step)
         for (uintptr_t i = 0; i < m; i++)
             release_tail(&v, b + i * step + n, b + (i + 1) * step, true, true);
@@ -1387,11 +1394,11 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
     if (a & 1) {
         if (x - 1 < span && ctrl[x - 1] == KB_CTRL_FREE) {
             ctrl[--x] = 0;
-            tree_clear(e, words, o, a - 1 - o->first);
+            tree_clear(e, words, o, a - 1);
             a--;
         } else {
             ctrl[x++] = KB_CTRL_FREE;
-            tree_set(e, words, o, a - o->first);
+            tree_set(e, words, o, a);
             if (++a == b)
                 return;
         }
@@ -1399,11 +1406,11 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
     if (b & 1) {
         if (y < span && ctrl[y] == KB_CTRL_FREE) {
             ctrl[y++] = 0;
-            tree_clear(e, words, o, b - o->first);
+            tree_clear(e, words, o, b);
             b++;
         } else {
             ctrl[--y] = KB_CTRL_FREE;
-            tree_set(e, words, o, --b - o->first);
+            tree_set(e, words, o, --b);
             if (a == b)
                 return;
         }
@@ -1417,13 +1424,13 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
             if (u < span && ctrl[u] == mark) {
                 ctrl[u] = 0;
                 ctrl[u + s - 1] = 0;
-                tree_clear(e, words, o, a - 1 - o->first);
+                tree_clear(e, words, o, a - 1);
                 a--;
                 x = u;
             } else {
                 ctrl[x] = mark;
                 ctrl[x + s - 1] = mark;
-                tree_set(e, words, o, a - o->first);
+                tree_set(e, words, o, a);
                 if (++a == b)
                     return;
                 x += s;
@@ -1433,7 +1440,7 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
             if (y < span && ctrl[y] == mark) {
                 ctrl[y] = 0;
                 ctrl[y + s - 1] = 0;
-                tree_clear(e, words, o, b - o->first);
+                tree_clear(e, words, o, b);
                 b++;
                 y += s;
             } else {
@@ -1441,7 +1448,7 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
                 y -= s;
                 ctrl[y] = mark;
                 ctrl[y + s - 1] = mark;
-                tree_set(e, words, o, b - o->first);
+                tree_set(e, words, o, b);
                 if (a == b)
                     return;
             }
@@ -1469,20 +1476,20 @@ static KB_NOINLINE void release_frames(kb_engine *e, uintptr_t a, uintptr_t b) {
         if (a & 1) {
             if (order_block_is_free(words, o, a - 1)) {
                 a--;
-                tree_clear(e, words, o, a - o->first);
+                tree_clear(e, words, o, a);
             } else {
-                tree_set(e, words, o, a - o->first);
+                tree_set(e, words, o, a);
                 if (++a == b)
                     return;
             }
         }
         if (b & 1) {
             if (order_block_is_free(words, o, b)) {
-                tree_clear(e, words, o, b - o->first);
+                tree_clear(e, words, o, b);
                 b++;
             } else {
                 b--;
-                tree_set(e, words, o, b - o->first);
+                tree_set(e, words, o, b);
                 if (a == b)
                     return;
             }
@@ -1663,11 +1670,11 @@ bool kb_engine_claim(kb_engine *e, uintptr_t a, uintptr_t b) {
 /* Integrity check                                                           */
 /* ------------------------------------------------------------------------ */
 
-/* The summaries of a tree over o->nbits bits: each bit of depth d+1 is
- * "word of depth d non-zero", and no bit stands for a word (or block) that
- * does not exist. Its root word in *root. */
-static bool check_tree(const kb_word *words, const kb_order *o, kb_word *root) {
-    uintptr_t n = o->nbits;
+/* The summaries of a tree over nbits bits: each bit of depth d+1 is "word
+ * of depth d non-zero", and no bit stands for a word (or block) that does
+ * not exist. Its root word in *root. */
+static bool check_tree(const kb_word *words, const kb_order *o, uintptr_t nbits, kb_word *root) {
+    uintptr_t n = nbits;
     for (uint32_t d = 0; d < o->depth; d++) {
         const kb_word *w = &words[o->off[d]];
         uintptr_t nw = (n + KB_WORD_BITS - 1) >> KB_WORD_SHIFT;
@@ -1700,9 +1707,9 @@ static bool check_packed(const kb_engine *e) {
     for (size_t i = 0; i < packed_tab_words(e->orders) * 4u; i++)
         if (t[i] != want[i])
             return false;
-    kb_order tree = {0, t[4 + e->orders], {t[1], t[2], t[3]}, t[0]}; /* the shared tree */
+    kb_order tree = {0, 0, {t[1], t[2], t[3]}, t[0]}; /* the shared tree */
     kb_word root = 0;
-    if (!check_tree(e->words, &tree, &root))
+    if (!check_tree(e->words, &tree, t[4 + e->orders], &root))
         return false;
     for (unsigned k = 0; k < e->orders; k++) {
         uintptr_t at = ((uintptr_t)t[1] << KB_WORD_SHIFT) + t[4 + k];
@@ -1715,13 +1722,13 @@ static bool check_packed(const kb_engine *e) {
 
 static bool check_order(const kb_engine *e, unsigned k, size_t *blocks, uintptr_t *units) {
     uintptr_t size = (uintptr_t)1 << k;
+    uintptr_t first, nbits, at = order_leaf(e, k, &first, &nbits);
     if (!is_packed(e)) {
         kb_word root = 0;
-        if (!check_tree(e->words, &e->order[k], &root) ||
+        if (!check_tree(e->words, &e->order[k], nbits, &root) ||
             ((e->nonempty >> k) & 1u) != (root != 0))
             return false;
     }
-    uintptr_t first, nbits, at = order_leaf(e, k, &first, &nbits);
     for (uintptr_t i = 0; i < nbits; i = next_word(at + i) - at) {
         kb_word w = e->words[(at + i) >> KB_WORD_SHIFT] & range_mask(at + i, at + nbits);
         for (; w; w &= w - 1) {

@@ -41,10 +41,16 @@ typedef uint64_t kb_word;
 #define KB_TREE_MAX_DEPTH 7u
 
 /* The free bitmap of one order. Bit i of depth 0 stands for the block whose
- * absolute number is first + i (block number = unit >> order). */
+ * absolute number is first + i (block number = unit >> order), so block b's
+ * bit is bit (b + leaf) of the words seen as one bit array: leaf = 64 off[0]
+ * - first (mod 2^64), which saves the tree updates a load and a subtraction
+ * per block (first and off[0] folded into one number). off[1] is the end of
+ * the leaf words in every tree, a one-word tree too (where no depth 1
+ * exists), so that the leaf's bound needs no field of its own; the bits
+ * past the last block in its word are always clear. */
 struct kbuddy_order {
     uintptr_t first;                  /* block number of bit 0               */
-    uintptr_t nbits;                  /* blocks the bitmap can describe       */
+    uintptr_t leaf;                   /* 64 off[0] - first: block b's bit     */
     uint32_t off[KB_TREE_MAX_DEPTH];  /* word offset of each depth in words   */
     uint32_t depth;                   /* depths in use (1 .. 7)               */
 };

@@ -222,6 +222,11 @@ TEST(setting_a_leaf_bit_inside_an_allocation_is_detected) {
     fixture_free(&f);
 }
 
+/* Blocks of order k the engine's range meets: the bits of its leaf. */
+static uintptr_t order_blocks(const kb_engine *e, unsigned k) {
+    return ((e->hi - 1) >> k) - (e->lo >> k) + 1;
+}
+
 TEST(setting_a_leaf_bit_past_the_end_of_a_bitmap_is_detected) {
     fixture f;
     REQUIRE(fixture_setup(&f));
@@ -230,7 +235,7 @@ TEST(setting_a_leaf_bit_past_the_end_of_a_bitmap_is_detected) {
     for (size_t ri = 0; ri < 2; ri++) {
         kb_engine *e = &regions[ri]->engine;
         for (unsigned k = 0; k < e->orders; k++) {
-            uintptr_t nbits = e->order[k].nbits;
+            uintptr_t nbits = order_blocks(e, k);
             if (nbits % KB_WORD_BITS == 0)
                 continue;
             *tree_word(e, k, 0, nbits) |= tree_bit(nbits); /* first bit past the end */
@@ -251,7 +256,7 @@ TEST(flipping_a_summary_bit_is_detected) {
         kb_engine *e = &regions[ri]->engine;
         for (unsigned k = 0; k < e->orders; k++) {
             const kb_order *o = &e->order[k];
-            uintptr_t n = (o->nbits + KB_WORD_BITS - 1) / KB_WORD_BITS; /* bits at depth 1 */
+            uintptr_t n = (order_blocks(e, k) + KB_WORD_BITS - 1) / KB_WORD_BITS; /* bits at depth 1 */
             for (uint32_t d = 1; d < o->depth; d++) {
                 /* Every bit of the summary, flipped in turn, up to a few. */
                 for (uintptr_t i = 0; i < n && i < 70; i += 7) {
