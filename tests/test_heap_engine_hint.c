@@ -7,11 +7,13 @@
  * kb_engine_check refuses a hint above a free block. Builds for size
  * (KBUDDY_SMALL) keep no hint; the test checks only placement there.
  */
+#define _DEFAULT_SOURCE /* mmap: MAP_ANONYMOUS, MAP_NORESERVE */
 #include "kbtest.h"
 #include "kbuddy_internal.h"
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #define UNITS ((uintptr_t)1 << 16) /* order 0: 1024 leaf words, 3 depths */
 #define OPS 20000
@@ -138,6 +140,40 @@ TEST(hint_follows_the_lowest_block) {
     *hint_of(&b, 0) = 1;
     CHECK(kb_engine_check(&b.e, &blocks, &units));
     box_close(&b);
+}
+
+/* An order of 7 depths (over 2^36 blocks) keeps no hint: its off[6] is its
+ * root's offset. A frame engine of 2^37 units over address space reserved
+ * and never touched but where the operations write (as in
+ * test_heap_engine_large.c), 2^36 + 64 units (16 GiB of bitmap; 2^37
+ * would pass kb_engine_words' limit of 2^32 words): its order 0 has 7
+ * depths, and takes there descend from the root and leave the offset
+ * alone. */
+TEST(order_of_seven_depths_keeps_no_hint) {
+    const uintptr_t units = ((uintptr_t)1 << 36) + 64, top = (uintptr_t)1 << 36;
+    size_t bytes = kb_engine_words(0, units) * sizeof(kb_word);
+    REQUIRE(bytes != 0);
+    void *words = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (words == MAP_FAILED)
+        return; /* no address space for it here */
+    engine_box b;
+    (void)kb_engine_layout(&b.e, 0, units, b.order, words); /* mmap gave zeros */
+    CHECK_EQ(b.order[0].depth, KB_TREE_MAX_DEPTH);
+    uint32_t root = b.order[0].off[KB_TREE_MAX_DEPTH - 1];
+    kb_engine_release(&b.e, 0, units);
+    uintptr_t s = 1;
+    REQUIRE(kb_engine_take_frames(&b.e, 1, 0, 0, &s)); /* splits the 64 units at top */
+    CHECK_EQ(s, top);
+    REQUIRE(kb_engine_take_frames(&b.e, 1, 0, 0, &s)); /* order 0's lowest: top + 1 */
+    CHECK_EQ(s, top + 1);
+    kb_engine_release(&b.e, top + 1, top + 2);
+    kb_engine_release(&b.e, top, top + 1);
+    CHECK_EQ(b.order[0].off[KB_TREE_MAX_DEPTH - 1], root);
+    /* All free again, merged: the 64 units at top are one block of order
+     * 6 (kb_engine_check would read all 16 GiB of the bitmap). */
+    CHECK_EQ(b.e.nonempty, ((uint64_t)1 << 36) | ((uint64_t)1 << 6));
+    munmap(words, bytes);
 }
 
 KBTEST_MAIN()
