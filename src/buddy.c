@@ -230,10 +230,10 @@ static size_t packed_table(uintptr_t lo, uintptr_t hi, bool bound, uint16_t *tab
  * use, so that it costs no bookkeeping byte. A lower bound needs upkeep
  * only where a leaf word becomes non-zero below it (a set into a non-zero
  * word is at or above the lowest block's word already), and none on
- * removal: heap_lowest_word tries the hinted word first and descends from
- * the root only when it is empty, and then moves the hint up to the word
- * found; block_lowest (the frame engines' take, take_block_start) does
- * the same. Measured for issue 13 (callgrind, 200k ops, dense; placement
+ * removal: hinted_lowest_word tries the hinted word first and descends
+ * from the root only when it is empty, and then moves the hint up to the
+ * word found; take_heap and block_lowest (the frame engines' take,
+ * take_block_start) both ask it. Measured for issue 13 (callgrind, 200k ops, dense; placement
  * as before): the hint names the lowest block's word on 70% of take_heap's
  * lookups; W3 473.3 -> 464.2, W4 426.0 -> 417.6, F1 213.9 -> 212.3, F2
  * 359.5 -> 357.6. Tried and not kept: take_heap alone asking the hint
@@ -257,6 +257,26 @@ KB_INLINE void lowest_hint_lower(const kb_order *o, uintptr_t word) {
     if (LOWEST_HINT && word < *lowest_hint(o) && o->depth < KB_TREE_MAX_DEPTH)
         *lowest_hint(o) = (uint32_t)word;
 }
+
+#if LOWEST_HINT
+/* The leaf word holding order o's lowest free block (its index among the
+ * order's leaf words; the order must be non-empty and have fewer than
+ * KB_TREE_MAX_DEPTH depths): the hinted word when it has a free block
+ * (every word below the hint is empty), else the descent from the root,
+ * which moves the hint up to the word found. `words` is the engine's,
+ * passed in so that callers holding it in a local do not reload it. */
+KB_INLINE uintptr_t hinted_lowest_word(const kb_word *words, const kb_order *o) {
+    uint32_t *hint = lowest_hint(o);
+    uintptr_t i = *hint;
+    if (KB_LIKELY(words[o->off[0] + i] != 0))
+        return i;
+    i = 0;
+    for (uint32_t d = o->depth; --d > 0;)
+        i = (i << KB_WORD_SHIFT) + kb_ctz(words[o->off[d] + i]);
+    *hint = (uint32_t)i;
+    return i;
+}
+#endif
 
 size_t kb_engine_layout(kb_engine *e, uintptr_t lo, uintptr_t hi, kb_order *order, kb_word *words) {
     size_t total = 0;
@@ -589,13 +609,7 @@ KB_INLINE uintptr_t block_lowest(const kb_engine *e, unsigned k) {
     uintptr_t i = 0;
 #if LOWEST_HINT
     if (depth < KB_TREE_MAX_DEPTH) {
-        uint32_t *hint = lowest_hint(o);
-        kb_word w = e->words[o->off[0] + *hint];
-        if (KB_LIKELY(w != 0))
-            return o->first + ((uintptr_t)*hint << KB_WORD_SHIFT) + kb_ctz(w);
-        for (uint32_t d = depth; --d > 0;)
-            i = (i << KB_WORD_SHIFT) + kb_ctz(e->words[o->off[d] + i]);
-        *hint = (uint32_t)i;
+        i = hinted_lowest_word(e->words, o);
         return o->first + (i << KB_WORD_SHIFT) + kb_ctz(e->words[o->off[0] + i]);
     }
 #endif
@@ -1136,24 +1150,6 @@ KB_INLINE void heap_take_run_after(const heap_take *h, uintptr_t x, uintptr_t en
     heap_give_back(h, end, x);
 }
 
-/* The leaf word holding the lowest free block of the order o describes
- * (its index among the order's leaf words; the order must be non-empty
- * and have fewer than KB_TREE_MAX_DEPTH depths): the hinted word when it
- * has a free block (lowest_hint: every word below it is empty), else
- * free_word_from's descent, with the words from h, which moves the hint
- * up to the word found. */
-KB_INLINE uintptr_t heap_lowest_word(const heap_take *h, const kb_order *o) {
-    uint32_t *hint = lowest_hint(o);
-    uintptr_t i = *hint;
-    if (KB_LIKELY(h->words[o->off[0] + i] != 0))
-        return i;
-    i = 0;
-    for (uint32_t d = o->depth; --d > 0;)
-        i = (i << KB_WORD_SHIFT) + kb_ctz(h->words[o->off[d] + i]);
-    *hint = (uint32_t)i;
-    return i;
-}
-
 /* span_bound from the control bytes on either side of the free block of
  * order o that ends at control byte xe: p and q are heap_mark_at of the
  * byte just before the block and of xe, the byte just after it. */
@@ -1187,7 +1183,7 @@ static KB_NOINLINE bool take_heap(kb_engine *e, uintptr_t n, unsigned k, unsigne
                 continue;
             uintptr_t size = (uintptr_t)1 << o;
             const kb_order *ord = &h.order[o];
-            uintptr_t i = heap_lowest_word(&h, ord);
+            uintptr_t i = hinted_lowest_word(h.words, ord);
             uintptr_t base = ord->first + (i << KB_WORD_SHIFT);
             kb_word w = h.words[ord->off[0] + i]; /* non-zero: the order has a block */
             for (unsigned tries = 0; tries < SPAN_BUDGET; tries++) {
@@ -1216,7 +1212,7 @@ static KB_NOINLINE bool take_heap(kb_engine *e, uintptr_t n, unsigned k, unsigne
     }
     unsigned j = k + kb_ctz(candidates);
     const kb_order *oj = &h.order[j];
-    uintptr_t i = heap_lowest_word(&h, oj);
+    uintptr_t i = hinted_lowest_word(h.words, oj);
     i = (i << KB_WORD_SHIFT) + kb_ctz(h.words[oj->off[0] + i]);
     uintptr_t x = ((oj->first + i) << j) - h.lo;
     uintptr_t t = heap_run_before(&h, x, heap_mark_at(&h, x - 1), k, n) & ~amask;
