@@ -31,17 +31,18 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT INT TERM
 cd "$TMP" # anything valgrind leaves behind goes with it
 
-# ir WORKLOAD ALLOC [OPS] [PLACEMENT]: instructions executed inside the
-# workload's loop (PLACEMENT: the kbuddy heap's, dense by default).
+# ir WORKLOAD ALLOC [OPS] [PLACEMENT] [--lock]: instructions executed inside
+# the workload's loop (PLACEMENT: the kbuddy heap's, dense by default;
+# --lock: the heap with the built-in spinlock installed).
 ir() {
-    out="$TMP/cg.$1.$2.${4:-dense}"
+    out="$TMP/cg.$1.$2.${4:-dense}${5:-}"
     ops=${3:-$OPS}
     # The bench exits 1 when a call failed or kbuddy_check (run after the
     # loop, uncounted) found damage: the count stands, but say so.
     rc=0
     valgrind --tool=callgrind --collect-atstart=no --toggle-collect='bench_loop_*' \
         --callgrind-out-file="$out" "$BENCH" --only "$1" --ops "$ops" --alloc "$2" \
-        --placement "${4:-dense}" \
+        --placement "${4:-dense}" ${5:-} \
         >"$TMP/log" 2>&1 || rc=$?
     if [ "$rc" != 0 ]; then
         [ -f "$out" ] || { echo "callgrind.sh: $1 $2 failed:" >&2; cat "$TMP/log" >&2; exit 1; }
@@ -70,6 +71,7 @@ KBM=0
 "$BENCH" --only W3 --ops 1 --alloc kbm >/dev/null 2>&1 && KBM=1
 for w in W3 W4; do
     eval "kbf_$w=\$(ir $w kbuddy $OPS fast)"
+    eval "kbl_$w=\$(ir $w kbuddy $OPS dense --lock)"
     eval "kbu_$w=\$(ir $w kbuddy-unsized)"
     eval "glibc_$w=\$(ir $w glibc)"
 done
@@ -107,6 +109,7 @@ done
 kb() { eval "per_op \$kb_$1 \$noop_$1"; }
 kbu() { eval "per_op \$kbu_$1 \$noop_$1"; }
 kbf() { eval "per_op \$kbf_$1 \$noop_$1"; }
+kbl() { eval "per_op \$kbl_$1 \$noop_$1"; }
 kbm() { if [ "$KBM" = 1 ]; then eval "per_op \$kbm_$1 \$noop_$1"; else echo -; fi; }
 kbmh() { if [ "$KBM" = 1 ]; then eval "per_op \$kbmh_$1 \$noop_$1"; else echo -; fi; }
 kbmu() { if [ "$KBM" = 1 ]; then eval "per_op \$kbmu_$1 \$noop_$1"; else echo -; fi; }
@@ -133,6 +136,7 @@ if [ "${MARKDOWN:-0}" = 1 ]; then
     echo "| F2 frames-mixed | $(kb F2) | - | - | - | - | - | - | - | - | - | - |"
     echo
     echo "kbuddy with fast placement (kbuddy_set_placement(KBUDDY_PLACE_FAST)): W3 $(kbf W3), W4 $(kbf W4)."
+    echo "kbuddy with the built-in spinlock installed (kbuddy_set_lock, KBUDDY_SPINLOCK_HOOK): W3 $(kbl W3), W4 $(kbl W4)."
 else
     echo "callgrind: instructions per operation, allocator's own (minus the no-op loop), $OPS ops"
     fmt="%-18s %8s %10s %8s %9s %9s %9s %9s   %6s %6s %6s %6s\n"
@@ -146,6 +150,7 @@ else
     printf "$fmt" "F1 frames" "$(kb F1)" - - - - - - - - - -
     printf "$fmt" "F2 frames-mixed" "$(kb F2)" - - - - - - - - - -
     echo "kbuddy with fast placement (kbuddy_set_placement(KBUDDY_PLACE_FAST)): W3 $(kbf W3), W4 $(kbf W4)"
+    echo "kbuddy with the built-in spinlock installed (kbuddy_set_lock, KBUDDY_SPINLOCK_HOOK): W3 $(kbl W3), W4 $(kbl W4)"
     echo "kbuddy frees with kbuddy_free_sized, kb-unsized with kbuddy_free; kbm = the global"
     echo "allocator (kbuddy_malloc.h) in its kernel configuration, one CPU, built-in spinlock:"
     echo "kbm_malloc/kbm_aligned_alloc, kbm_free_sized/kbm_free_aligned_sized; kbm+ihook the same"

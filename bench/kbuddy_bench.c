@@ -31,10 +31,13 @@
  * Usage: kbuddy_bench [--runs N] [--only W3,W4,...] [--ops N] [--markdown]
  *                     [--smoke] [--alloc kbuddy|kbuddy-unsized|glibc|noop|kbm|kbm-hooks|
  *                       kbm-hooks-unmasked]
- *                     [--placement fast|dense] [--w5-offsets N]
+ *                     [--placement fast|dense] [--lock] [--w5-offsets N]
  *   --alloc with --only <one workload> runs that loop once (callgrind mode).
  *   --placement sets the kbuddy heap's kbuddy_placement for every workload
  *   (W5 included).
+ *   --lock installs the built-in spinlock on the kbuddy heap (kbuddy_set_lock
+ *   with KBUDDY_SPINLOCK_HOOK), as a kernel sharing one heap between CPUs
+ *   does: every call then takes and releases it through the hook pointers.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -128,6 +131,8 @@ typedef struct frame_ops {
 
 static kbuddy_heap g_heap;
 static kbuddy_placement g_placement = KBUDDY_PLACE_DENSE; /* --placement */
+static bool g_locked;                                      /* --lock */
+static kbuddy_spinlock g_heap_lock = KBUDDY_SPINLOCK_INIT;
 static unsigned char *g_region;
 static kbuddy_frames g_frames;
 static void *g_frames_meta;
@@ -273,6 +278,10 @@ static const frame_ops frames[NFALLOC] = {
 static void reset_kbuddy(void) {
     kbuddy_init(&g_heap);
     kbuddy_status st = kbuddy_set_placement(&g_heap, g_placement);
+    if (g_locked) {
+        kbuddy_lock lk = KBUDDY_SPINLOCK_HOOK(&g_heap_lock);
+        kbuddy_set_lock(&g_heap, &lk);
+    }
     if (st == KBUDDY_OK)
         st = kbuddy_add_region(&g_heap, g_region, REGION_SIZE);
     if (st != KBUDDY_OK) {
@@ -1134,7 +1143,7 @@ static void usage(void) {
             "usage: kbuddy_bench [--runs N] [--only W1,W2,...,F2] [--ops N] [--markdown]\n"
             "                    [--smoke] [--alloc kbuddy|kbuddy-unsized|glibc|noop|kbm|kbm-hooks|\n"
             "                               kbm-hooks-unmasked]\n"
-            "                    [--placement fast|dense] [--w5-offsets N]\n"
+            "                    [--placement fast|dense] [--lock] [--w5-offsets N]\n"
             "  --runs N     timed runs per figure, median reported (default 5)\n"
             "  --only LIST  workloads to run (default all: W1..W7 F1 F2)\n"
             "  --ops N      operation count for W1 W3 W4 W6 F1 F2 (W2: blocks x rounds;\n"
@@ -1144,6 +1153,7 @@ static void usage(void) {
             "               kbm-hooks: the same with cpu_id and interrupt hooks installed\n"
             "               kbm-hooks-unmasked: the same with cpu_id_unmasked set\n"
             "  --placement fast|dense   the kbuddy heap's placement (default dense)\n"
+            "  --lock       the kbuddy heap with the built-in spinlock installed\n"
             "  --markdown   print Markdown tables\n"
             "  --smoke      tiny sizes, one run: proves the bench builds and runs\n"
             "  --w5-offsets N   kbuddy's W5 at N region addresses, 37 pages apart:\n"
@@ -1196,6 +1206,8 @@ int main(int argc, char **argv) {
                 usage();
                 return 2;
             }
+        } else if (!strcmp(arg, "--lock")) {
+            g_locked = true;
         } else if (!strcmp(arg, "--markdown")) {
             o.markdown = true;
         } else if (!strcmp(arg, "--smoke")) {
