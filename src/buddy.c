@@ -1508,9 +1508,9 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
                 y += s;
             } else {
                 b--;
+                ctrl[y - 1] = mark; /* the new block's last unit, then its first */
                 y -= s;
                 ctrl[y] = mark;
-                ctrl[y + s - 1] = mark;
                 tree_set(e, words, o, b);
                 if (a == b)
                     return;
