@@ -1443,7 +1443,34 @@ void kb_engine_release_heap(kb_engine *e, uintptr_t a, uintptr_t b) { kb_engine_
  * fewer steps (W3 frees act at 5.9 of 6.2 orders on average: 2.6 left,
  * 3.3 right, both at 1.3) but each jump pays a ctz, two variable shifts and
  * the descriptor's address: dense W3 557.6, W4 492.1 (fast placement,
- * whose frees skip more orders, 322.5 / 329.1 against 328.7 / 335.0). */
+ * whose frees skip more orders, 322.5 / 329.1 against 328.7 / 335.0).
+ *
+ * Issue 13 (dense W3 / W4 464.1 / 416.9 before it; a W3 free cost 257
+ * instructions here): kept, the climb helpers taking the block number
+ * (tree_set_from) and the right edge's marks written around y -= s (gcc
+ * had kept y and y - s apart): 461.1 / 414.6. Measured and dropped:
+ *  - jumping over the orders where both edges are even (t = ctz(a | b),
+ *    then a, b, s, mark and o advanced by t): W3 frees have 1.3 such
+ *    orders and W4 frees 1.9, in runs of 1.3 on average, so the ctz and
+ *    the variable shifts, paid at every order that acts, cost more than
+ *    the 9 instructions an idle order costs: dense 468.1 / 418.3 (fast
+ *    291.6 / 298.0 against 294.9 / 300.7). Skipping only at entry (a and
+ *    b both even) saves W4 36k idle orders in 200k operations and pays a
+ *    ctz on 46k frees: not tried further;
+ *  - order 1 (and 2) on its own too, through an always-inline step
+ *    shared with the loop: 460.3 / 413.9 (459.7 / 413.7) for 860 more
+ *    bytes of -O2 code (the step inlines two tree updates per edge); the
+ *    loop itself written with that step: 463.4 / 416.7 (gcc allocates
+ *    its registers worse);
+ *  - the left bound test as x >= s instead of x - s < span: no change.
+ * What the 252 instructions of a W3 free are (callgrind, -O2 gcc): about
+ * 40 of entry, exit and order 0; 9 per order walked (5.3 orders beyond
+ * order 0 per free: the shifts and the two edge tests); 20 to 26 per edge
+ * that acts (3.2 blocks become free and 1.8 buddies merge per free); and
+ * 15 to 19 more whenever a leaf word changes between zero and non-zero
+ * (at order 0, 77% of all the tree's sets find the leaf word empty, 60%
+ * at order 1: free blocks of low orders are sparse under dense
+ * placement). */
 static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
     uint8_t *const ctrl = e->ctrl;
     kb_word *const words = e->words;
