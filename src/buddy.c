@@ -1468,6 +1468,8 @@ void kb_engine_release_heap(kb_engine *e, uintptr_t a, uintptr_t b) { kb_engine_
  *    loop itself written with that step: 463.4 / 416.7 (gcc allocates
  *    its registers worse);
  *  - the left bound test as x >= s instead of x - s < span: no change;
+ *  - the right edge before the left: 461.0 / 415.1 (against 460.9 /
+ *    414.9, the kept version);
  *  - tree_set and tree_clear finding the depth-1 index as the leaf word's
  *    index less off[0] (p >> 6 kept live) instead of (b - first) >> 6:
  *    465.2 / 418.3.
