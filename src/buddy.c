@@ -386,10 +386,19 @@ KB_INLINE void block_mark(const kb_view *v, unsigned k, uintptr_t b, uint8_t mar
  * call site, and the rest of the climb (depth 2 up, and the order's mask
  * when its root changes) is one out-of-line loop shared by all of them,
  * marked cold so that the hot loops around the call sites keep their
- * registers (dense W3 542.8 -> 537.8, W4 488.1 -> 484.3 instructions). */
+ * registers (dense W3 542.8 -> 537.8, W4 488.1 -> 484.3 instructions).
+ * The climb takes the depth-1 index i, which its callers hold anyway, and
+ * shifts it itself: handed i >> 6, they computed that (and spilled it to
+ * the stack for the call) on every leaf word that changed, not only on the
+ * rare climbs. Dense W3 / W4 / F1 / F2: 464.1 / 416.9 / 211.6 / 352.7
+ * handed i >> 6; 462.6 / 415.5 / 212.6 / 354.7 handed the block number
+ * (the climb re-derived i from it); with the right-edge change in
+ * release_heap, 461.1 / 414.6 / 212.6 / 354.7 so and 460.9 / 414.9 /
+ * 211.6 / 352.6 handed i. */
 static KB_NOINLINE KB_COLD void tree_set_from(kb_engine *e, kb_word *words, const kb_order *o,
-                                      uintptr_t i, uint32_t d) {
-    for (; d < o->depth; d++, i >>= KB_WORD_SHIFT) {
+                                      uintptr_t i) {
+    i >>= KB_WORD_SHIFT;
+    for (uint32_t d = 2; d < o->depth; d++, i >>= KB_WORD_SHIFT) {
         kb_word *w = &words[o->off[d] + (i >> KB_WORD_SHIFT)];
         kb_word old = *w;
         *w = old | kb_bit(i);
@@ -400,8 +409,9 @@ static KB_NOINLINE KB_COLD void tree_set_from(kb_engine *e, kb_word *words, cons
 }
 
 static KB_NOINLINE KB_COLD void tree_clear_from(kb_engine *e, kb_word *words, const kb_order *o,
-                                        uintptr_t i, uint32_t d) {
-    for (; d < o->depth; d++, i >>= KB_WORD_SHIFT) {
+                                        uintptr_t i) {
+    i >>= KB_WORD_SHIFT;
+    for (uint32_t d = 2; d < o->depth; d++, i >>= KB_WORD_SHIFT) {
         kb_word *w = &words[o->off[d] + (i >> KB_WORD_SHIFT)];
         kb_word now = *w & ~kb_bit(i);
         *w = now;
@@ -430,7 +440,7 @@ KB_INLINE void tree_set(kb_engine *e, kb_word *words, const kb_order *o, uintptr
         if (KB_LIKELY(old != 0))
             return;
     }
-    tree_set_from(e, words, o, i >> KB_WORD_SHIFT, 2);
+    tree_set_from(e, words, o, i);
 }
 
 /* Clear the leaf bit of block b in order o's tree (it must be set), and
@@ -450,7 +460,7 @@ KB_INLINE void tree_clear(kb_engine *e, kb_word *words, const kb_order *o, uintp
         if (KB_LIKELY(now != 0))
             return;
     }
-    tree_clear_from(e, words, o, i >> KB_WORD_SHIFT, 2);
+    tree_clear_from(e, words, o, i);
 }
 
 /* Packed engines (kbuddy_internal.h): the same operations on the shared
@@ -1437,7 +1447,40 @@ void kb_engine_release_heap(kb_engine *e, uintptr_t a, uintptr_t b) { kb_engine_
  * fewer steps (W3 frees act at 5.9 of 6.2 orders on average: 2.6 left,
  * 3.3 right, both at 1.3) but each jump pays a ctz, two variable shifts and
  * the descriptor's address: dense W3 557.6, W4 492.1 (fast placement,
- * whose frees skip more orders, 322.5 / 329.1 against 328.7 / 335.0). */
+ * whose frees skip more orders, 322.5 / 329.1 against 328.7 / 335.0).
+ *
+ * Issue 13 (dense W3 / W4 464.1 / 416.9 before it; a W3 free cost 257
+ * instructions here): kept, the climb helpers taking the depth-1 index
+ * (tree_set_from) and the right edge's marks written around y -= s (gcc
+ * had kept y and y - s apart): 460.9 / 414.9. Measured and dropped, each
+ * against 461.1 / 414.6 (the climb then handed the block number):
+ *  - jumping over the orders where both edges are even (t = ctz(a | b),
+ *    then a, b, s, mark and o advanced by t): W3 frees have 1.3 such
+ *    orders and W4 frees 1.9, in runs of 1.3 on average, so the ctz and
+ *    the variable shifts, paid at every order that acts, cost more than
+ *    the 9 instructions an idle order costs: dense 468.1 / 418.3 (fast
+ *    291.6 / 298.0 against 294.9 / 300.7). Skipping only at entry (a and
+ *    b both even) saves W4 36k idle orders in 200k operations and pays a
+ *    ctz on 46k frees: not tried further;
+ *  - order 1 (and 2) on its own too, through an always-inline step
+ *    shared with the loop: 460.3 / 413.9 (459.7 / 413.7) for 860 more
+ *    bytes of -O2 code (the step inlines two tree updates per edge); the
+ *    loop itself written with that step: 463.4 / 416.7 (gcc allocates
+ *    its registers worse);
+ *  - the left bound test as x >= s instead of x - s < span: no change;
+ *  - the right edge before the left: 461.0 / 415.1 (against 460.9 /
+ *    414.9, the kept version);
+ *  - tree_set and tree_clear finding the depth-1 index as the leaf word's
+ *    index less off[0] (p >> 6 kept live) instead of (b - first) >> 6:
+ *    465.2 / 418.3.
+ * What the 252 instructions of a W3 free are (callgrind, -O2 gcc): about
+ * 40 of entry, exit and order 0; 9 per order walked (5.3 orders beyond
+ * order 0 per free: the shifts and the two edge tests); 20 to 26 per edge
+ * that acts (3.2 blocks become free and 1.8 buddies merge per free); and
+ * 15 to 19 more whenever a leaf word changes between zero and non-zero
+ * (at order 0, 77% of all the tree's sets find the leaf word empty, 60%
+ * at order 1: free blocks of low orders are sparse under dense
+ * placement). */
 static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
     uint8_t *const ctrl = e->ctrl;
     kb_word *const words = e->words;
@@ -1502,9 +1545,9 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
                 y += s;
             } else {
                 b--;
+                ctrl[y - 1] = mark; /* the new block's last unit, then its first */
                 y -= s;
                 ctrl[y] = mark;
-                ctrl[y + s - 1] = mark;
                 tree_set(e, words, o, b);
                 if (a == b)
                     return;
