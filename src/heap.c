@@ -808,10 +808,14 @@ static KB_NOINLINE kbuddy_status free_checked(kbuddy_heap *h, void *ptr, bool si
 
 #if WORD_RECORDS
 /* The unit at addr in the region used last (*r), when the region has one
- * there and eight of its control bytes start at it: its index among them
- * (*x) and how many of them are left from there (*room). Inside the
+ * there: its index among the region's control bytes (*x) and how many of
+ * them are left from there (*room, at least 1; the callers test for the 8
+ * their word reads, or for a long record's own units). Inside the
  * region's units means inside the region, so its address range need not
- * be tested too. addr is a whole unit (the caller has tested it). */
+ * be tested too. addr is a whole unit (the caller has tested it).
+ * Measured (callgrind dense, sized free): testing room >= 8 here for
+ * every record, W3 453.8, W4 406.5; n <= room instead for long records,
+ * 452.8, 405.6 (unsized 455.5 -> 455.9, 408.2 -> 408.6: code layout). */
 KB_INLINE bool hint_unit(const kbuddy_heap *h, uintptr_t addr, region **r, uintptr_t *x,
                          uintptr_t *room) {
     region *hr = h->hint;
@@ -820,7 +824,7 @@ KB_INLINE bool hint_unit(const kbuddy_heap *h, uintptr_t addr, region **r, uintp
     *r = hr;
     *x = (addr >> UNIT_SHIFT) - hr->engine.lo; /* wraps when below lo */
     *room = hr->engine.hi - (addr >> UNIT_SHIFT);
-    return *x < hr->engine.hi - hr->engine.lo && *room >= 8;
+    return *x < hr->engine.hi - hr->engine.lo;
 }
 
 /* The frees' common case, after the pointer's unit u was found in the
@@ -838,10 +842,10 @@ KB_INLINE bool hint_unit(const kbuddy_heap *h, uintptr_t addr, region **r, uintp
  * last the engine's release, whose status (KBUDDY_OK) is returned: a jump,
  * for the frees without a lock. Otherwise free_checked decides, with
  * `sized`, `fsize`, `falign` (the free's own arguments). */
-KB_INLINE kbuddy_status release_record(kbuddy_heap *h, uint8_t *c, uintptr_t room,
+KB_INLINE kbuddy_status release_record(kbuddy_heap *h, uint8_t *c, uint64_t w, uintptr_t room,
                                        uintptr_t u, uintptr_t n, size_t size, void *ptr,
                                        bool sized, size_t fsize, size_t falign) {
-    uint64_t w = ctrl_load8(c), want = record_head[n] | (uint64_t)((n << UNIT_SHIFT) - size);
+    uint64_t want = record_head[n] | (uint64_t)((n << UNIT_SHIFT) - size);
     if (KB_LIKELY(n > SHORT_UNITS)) {
         if (w != want || n > room || c[n - 1] != KB_CTRL_END)
             return free_checked(h, ptr, sized, fsize, falign);
@@ -878,10 +882,14 @@ KB_INLINE kbuddy_status free_sized_work(kbuddy_heap *h, void *ptr, size_t size, 
         return free_checked(h, ptr, true, size, align);
     /* From here free_checked is told alignment 1: it tests the alignment
      * only as this function did, and 1 passes alike (one value fewer kept
-     * in a register). */
-    return release_record(h, r->ctrl + x, room, addr >> UNIT_SHIFT,
-                          (size + UNIT - 1) >> UNIT_SHIFT /* size is not 0 */, size, ptr, true,
-                          size, 1);
+     * in a register). A long record's own units are room enough for the
+     * word (n <= room, which release_record would test after the load). */
+    uintptr_t n = (size + UNIT - 1) >> UNIT_SHIFT; /* size is not 0 */
+    if (n > SHORT_UNITS ? n > room : room < 8)
+        return free_checked(h, ptr, true, size, 1);
+    uint8_t *c = r->ctrl + x;
+    return release_record(h, c, ctrl_load8(c), room, addr >> UNIT_SHIFT, n, size, ptr, true, size,
+                          1);
 }
 
 /* kbuddy_free's work, the same for a record read instead of expected: its
@@ -893,7 +901,7 @@ KB_INLINE kbuddy_status free_sized_work(kbuddy_heap *h, void *ptr, size_t size, 
 KB_INLINE kbuddy_status free_unsized_work(kbuddy_heap *h, void *ptr) {
     uintptr_t addr = (uintptr_t)ptr, x = 0, room = 0;
     region *r = NULL;
-    if ((addr & (UNIT - 1)) || !hint_unit(h, addr, &r, &x, &room))
+    if ((addr & (UNIT - 1)) || !hint_unit(h, addr, &r, &x, &room) || room < 8)
         return free_checked(h, ptr, false, 0, 1);
     uint8_t *c = r->ctrl + x;
     uint64_t w = ctrl_load8(c);
@@ -914,7 +922,7 @@ KB_INLINE kbuddy_status free_unsized_work(kbuddy_heap *h, void *ptr) {
     } else if (slack > UNIT) {
         return free_checked(h, ptr, false, 0, 1);
     }
-    return release_record(h, c, room, addr >> UNIT_SHIFT, n,
+    return release_record(h, c, w, room, addr >> UNIT_SHIFT, n,
                           (size_t)((n << UNIT_SHIFT) - slack), ptr, false, 0, 1);
 }
 
