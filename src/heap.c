@@ -220,10 +220,12 @@ static const uint32_t record_head[WORD_RECORD_UNITS] = {
  * 405.6 for these two (gcc kept a third register). */
 #define SHORT_END(n) ((uint64_t)KB_CTRL_END << (8 * ((n) - 1)))
 static const uint64_t short_mask[SHORT_UNITS + 1] = {
-    0, 0xff, 0xffff, 0xffffff, 0xffffffff, 0xffffffffff, 0xffffffffffff, 0xffffffffffffff,
+    0xffff, /* count 0: the start byte and the count byte, see short_end */
+    0xff, 0xffff, 0xffffff, 0xffffffff, 0xffffffffff, 0xffffffffffff, 0xffffffffffffff,
     0xffffffffffffffff};
 static const uint64_t short_end[SHORT_UNITS + 1] = {
-    0, 0, SHORT_END(2), SHORT_END(3), SHORT_END(4), SHORT_END(5), SHORT_END(6), SHORT_END(7),
+    KB_CTRL_VALUE << 8, /* count 0: value bits all ones where the word's are 0 */
+    0, SHORT_END(2), SHORT_END(3), SHORT_END(4), SHORT_END(5), SHORT_END(6), SHORT_END(7),
     SHORT_END(8)};
 #undef SHORT_END
 #undef HEAD64
@@ -869,12 +871,17 @@ KB_INLINE kbuddy_status release_record(kbuddy_heap *h, uint8_t *c, uint64_t w, u
         ctrl_store8(c, 0);
         c[n - 1] = 0;
     } else {
+        /* Compared as a difference, and the word read again to clear it
+         * (the counter's store may alias it), so that it need not be kept:
+         * one register fewer saved on every path (dense W3 / W4 sized
+         * 452.8 / 405.5 -> 451.8 / 404.5). A count of 0 (what the
+         * unsized free reads from a record of 256 units) compares the
+         * count byte's value bits with all ones: no match. */
         uint64_t mask = short_mask[n];
-        want |= short_end[n];
-        if ((w & mask) != want)
+        if ((w ^ (want | short_end[n])) & mask)
             return free_checked(h, ptr, sized, fsize, falign);
         h->allocated -= (size_t)(n << UNIT_SHIFT);
-        ctrl_store8(c, w & ~mask);
+        ctrl_store8(c, ctrl_load8(c) & ~mask);
     }
     h->user -= size;
     h->allocations--;
