@@ -1419,7 +1419,10 @@ void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) {
 
 void kb_engine_release_frames(kb_engine *e, uintptr_t a, uintptr_t b) { kb_engine_release(e, a, b); }
 
-void kb_engine_release_heap(kb_engine *e, uintptr_t a, uintptr_t b) { kb_engine_release(e, a, b); }
+kbuddy_status kb_engine_release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
+    kb_engine_release(e, a, b);
+    return KBUDDY_OK;
+}
 #else
 /* A heap release in an engine of at most 31 orders, where every mark is
  * exact and every buddy test is one control byte. Besides the block
@@ -1608,11 +1611,12 @@ void kb_engine_release_frames(kb_engine *e, uintptr_t a, uintptr_t b) {
         release_frames_packed(e, a, b);
 }
 
-void kb_engine_release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
+kbuddy_status kb_engine_release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
     if (e->orders <= KB_CTRL_ORDER)
         release_heap(e, a, b);
     else
         release_heap_large(e, a, b);
+    return KBUDDY_OK;
 }
 
 void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b) {

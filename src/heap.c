@@ -197,19 +197,51 @@ static uint64_t ctrl_mask(uintptr_t n) {
 #define WORD_RECORD_UNITS 256u
 
 #if WORD_RECORDS
+/* The first bytes of the record of n units (1 <= n < WORD_RECORD_UNITS)
+ * without its slack or end mark: record_word's word looked up instead of
+ * built (1 KiB; record_head[0], never a count, has the start bit so that
+ * no word of a count of 0 can match it). Measured for issue 13 (callgrind,
+ * 200k ops, dense, W3 / W4 sized frees): 464.1 / 416.9 building it,
+ * 461.7 / 414.4 looked up (the allocation's one-store write and both
+ * frees). */
+#define HEAD_COUNT(n) ((n) < 16 ? (n) : (KB_CTRL_MORE | ((n) & KB_CTRL_VALUE)) | ((n) >> 4) << 8)
+#define HEAD(n) ((n) == 1 ? KB_CTRL_START : KB_CTRL_START | KB_CTRL_LONG | HEAD_COUNT(n) << 8)
+#define HEAD4(n) HEAD(n), HEAD((n) + 1), HEAD((n) + 2), HEAD((n) + 3)
+#define HEAD16(n) HEAD4(n), HEAD4((n) + 4), HEAD4((n) + 8), HEAD4((n) + 12)
+#define HEAD64(n) HEAD16(n), HEAD16((n) + 16), HEAD16((n) + 32), HEAD16((n) + 48)
+static const uint32_t record_head[WORD_RECORD_UNITS] = {
+    HEAD64(0u), HEAD64(64u), HEAD64(128u), HEAD64(192u)};
+/* For records of n <= 8 units: the mask of their n bytes in a word
+ * (ctrl_mask) and their end mark in it (none for one unit), looked up
+ * instead of shifted into place: the shifts by n tie up a register (the
+ * count's) in the frees, whose fast paths then keep two registers fewer
+ * across the path (dense W3 / W4 sized 455.9 / 408.6 -> 453.8 / 406.5).
+ * One table of {word, mask} pairs instead: 453.8 / 406.5 against 452.8 /
+ * 405.6 for these two (gcc kept a third register). */
+#define SHORT_END(n) ((uint64_t)KB_CTRL_END << (8 * ((n) - 1)))
+static const uint64_t short_mask[SHORT_UNITS + 1] = {
+    0xffff, /* count 0: the start byte and the count byte, see short_end */
+    0xff, 0xffff, 0xffffff, 0xffffffff, 0xffffffffff, 0xffffffffffff, 0xffffffffffffff,
+    0xffffffffffffffff};
+static const uint64_t short_end[SHORT_UNITS + 1] = {
+    KB_CTRL_VALUE << 8, /* count 0: value bits all ones where the word's are 0 */
+    0, SHORT_END(2), SHORT_END(3), SHORT_END(4), SHORT_END(5), SHORT_END(6), SHORT_END(7),
+    SHORT_END(8)};
+#undef SHORT_END
+#undef HEAD64
+#undef HEAD16
+#undef HEAD4
+#undef HEAD
+#undef HEAD_COUNT
+
 /* The first bytes of the record record_write writes for `size` bytes in n
  * units (1 <= n < WORD_RECORD_UNITS, n == units_for(size); size 0 only
  * with n == 1: an allocation of no bytes, whose record the unsized free
  * checks), with the end mark when it falls among them (n <= 8); every
  * byte past the record is 0, as the other units of an allocation are. */
 KB_INLINE uint64_t record_word(uintptr_t n, size_t size) {
-    uint64_t slack = (uint64_t)((n << UNIT_SHIFT) - size);
-    if (n == 1)
-        return KB_CTRL_START | slack;
-    uint64_t count = n < 16 ? (uint64_t)n
-                            : (KB_CTRL_MORE | (n & KB_CTRL_VALUE)) | (uint64_t)(n >> 4) << 8;
-    uint64_t w = (KB_CTRL_START | KB_CTRL_LONG | slack) | count << 8;
-    if (n <= 8)
+    uint64_t w = record_head[n] | (uint64_t)((n << UNIT_SHIFT) - size);
+    if (n - 2 < SHORT_UNITS - 1) /* 2 .. 8 units: the end mark is in the word */
         w |= (uint64_t)KB_CTRL_END << (8 * (n - 1));
     return w;
 }
@@ -426,7 +458,15 @@ KB_INLINE void records_write(uint8_t *c, uintptr_t n, size_t size, size_t count)
 
 /* Take `count` allocations of n units (size bytes each), side by side, from
  * one run of count * n units, whose block order is k. NULL when no region
- * has a free block of order k. */
+ * has a free block of order k.
+ * Tried for issue 13 and not kept (callgrind, dense W3, instructions per
+ * call of alloc_unlocked, 66.2 as it is): a single allocation's path of
+ * its own, the record's word built before the engine's call so that only
+ * it and n live across it, k as one floor_log2 of 2 (n - 1) + 1 and
+ * align >> UNIT_SHIFT: 66.3 (gcc still saves five registers; with the
+ * counters updated in this function's order it pairs two of them into
+ * vector code, W3 / W4 455.9 / 408.3 against 453.8 / 406.5); u copied to
+ * a local after the call: no change. */
 KB_INLINE void *alloc_run_locked(kbuddy_heap *h, size_t size, uintptr_t n, size_t count,
                                  unsigned k, unsigned ka) {
     if (k >= KBUDDY_MAX_ORDERS || !(h->orders_free >> k))
@@ -784,107 +824,136 @@ static KB_NOINLINE kbuddy_status free_checked(kbuddy_heap *h, void *ptr, bool si
 }
 
 #if WORD_RECORDS
-/* The records' fast check, shared by both frees: are the control bytes at c
- * (`room` of the region's from c on, room >= 8) exactly the record
- * record_write writes for `size` bytes in n units (1 <= n <
- * WORD_RECORD_UNITS, n == units_for(size))? One load (in *w) and a
- * compare (n <= 8: the record and its end mark are all in the word), or
- * that and the end mark's byte. record_read would accept such bytes alike
- * and decode them to n units and `size` bytes: it looks at nothing else. */
-KB_INLINE bool record_word_is(const uint8_t *c, uintptr_t room, uintptr_t n, size_t size,
-                              uint64_t *w) {
-    uint64_t want = record_word(n, size);
-    *w = ctrl_load8(c);
-    if (n <= 8)
-        return (*w & ctrl_mask(n)) == want;
-    return *w == want && n <= room && c[n - 1] == KB_CTRL_END;
+/* The unit at addr in the region used last (*r), when the region has one
+ * there: its index among the region's control bytes (*x). Inside the
+ * region's units means inside the region, so its address range need not
+ * be tested too. addr is a whole unit (the caller has tested it). The
+ * callers find how many control bytes are left from there (room, at least
+ * 1) where they test it: for the 8 their word reads, or for a long
+ * record's own units.
+ * Measured (callgrind dense, sized free): testing room >= 8 here for
+ * every record, W3 453.8, W4 406.5; n <= room instead for long records,
+ * 452.8, 405.6 (unsized 455.5 -> 455.9, 408.2 -> 408.6: code layout);
+ * the span instead of room, tested as x + n > span: 456.7, 409.4; room
+ * found here rather than where it is tested: 451.8, 404.5 against 451.3,
+ * 404.0 (unsized 455.9, 408.6 against 455.4, 408.2). */
+KB_INLINE bool hint_unit(const kbuddy_heap *h, uintptr_t addr, region **r, uintptr_t *x) {
+    region *hr = h->hint;
+    if (!hr)
+        return false;
+    *r = hr;
+    *x = (addr >> UNIT_SHIFT) - hr->engine.lo; /* wraps when below lo */
+    return *x < hr->engine.hi - hr->engine.lo;
 }
 
-/* Clear the record record_word_is accepted (w: the word it read). */
-KB_INLINE void record_word_clear(uint8_t *c, uintptr_t n, uint64_t w) {
-    if (n <= 8) {
-        ctrl_store8(c, w & ~ctrl_mask(n));
-    } else {
+/* The frees' common case, after the pointer's unit u was found in the
+ * region used last, r, at control byte c (`room` of the region's from c
+ * on, room >= 8): are the control bytes at c exactly the record
+ * record_write writes for `size` bytes in n units (1 <= n <
+ * WORD_RECORD_UNITS, n == units_for(size))? One load and a compare (n <= 8:
+ * the record and its end mark are all in the word), or that and the end
+ * mark's byte. record_read would accept such bytes alike and decode them to
+ * n units and `size` bytes: it looks at nothing else; so free_checked would
+ * accept them alike and release alike, leaving the same bytes. Then the
+ * record goes: the statistics first, the record cleared between the
+ * counters (byte stores, which may alias them, keep gcc -O3 from pairing
+ * the two subtractions into vector code that costs twice the scalar), and
+ * last the engine's release, whose status (KBUDDY_OK) is returned: a jump,
+ * for the frees without a lock. Otherwise free_checked decides, with
+ * `sized`, `fsize`, `falign` (the free's own arguments). */
+KB_INLINE kbuddy_status release_record(kbuddy_heap *h, uint8_t *c, uint64_t w, uintptr_t room,
+                                       uintptr_t u, uintptr_t n, size_t size, void *ptr,
+                                       bool sized, size_t fsize, size_t falign) {
+    uint64_t want = record_head[n] | (uint64_t)((n << UNIT_SHIFT) - size);
+    if (KB_LIKELY(n > SHORT_UNITS)) {
+        if (w != want || n > room || c[n - 1] != KB_CTRL_END)
+            return free_checked(h, ptr, sized, fsize, falign);
+        h->allocated -= (size_t)(n << UNIT_SHIFT);
         ctrl_store8(c, 0);
         c[n - 1] = 0;
+    } else {
+        /* Compared as a difference, and the word read again to clear it
+         * (the counter's store may alias it), so that it need not be kept:
+         * one register fewer saved on every path (dense W3 / W4 sized
+         * 452.8 / 405.5 -> 451.8 / 404.5). A count of 0 (what the
+         * unsized free reads from a record of 256 units) compares the
+         * count byte's value bits with all ones: no match. */
+        uint64_t mask = short_mask[n];
+        if ((w ^ (want | short_end[n])) & mask)
+            return free_checked(h, ptr, sized, fsize, falign);
+        h->allocated -= (size_t)(n << UNIT_SHIFT);
+        ctrl_store8(c, ctrl_load8(c) & ~mask);
     }
-}
-
-/* The unit at addr in the region used last, when the region has one there
- * and eight of its control bytes start at it: its index among them (*x)
- * and how many of them are left from there (*room). Inside the region's
- * units means inside the region, so its address range need not be tested
- * too. */
-KB_INLINE bool hint_unit(const kbuddy_heap *h, uintptr_t addr, uintptr_t *x, uintptr_t *room) {
-    const region *r = h->hint;
-    if (!r || (addr & (UNIT - 1)))
-        return false;
-    *x = (addr >> UNIT_SHIFT) - r->engine.lo; /* wraps when below lo */
-    *room = r->engine.hi - r->engine.lo;
-    return *x < *room && (*room -= *x) >= 8;
-}
-
-/* A record record_word_is accepted goes: the statistics first (fewer
- * values live across the engine's call), the record cleared between the
- * counters (byte stores, which may alias them, keep gcc -O3 from pairing
- * the two subtractions into vector code that costs twice the scalar),
- * then the engine's release of units [u, u + n) of the region used last. */
-KB_INLINE void release_word(kbuddy_heap *h, uint8_t *c, uint64_t w, uintptr_t u, uintptr_t n,
-                            size_t size) {
-    h->allocated -= (size_t)(n << UNIT_SHIFT);
-    record_word_clear(c, n, w);
     h->user -= size;
     h->allocations--;
-    kb_engine_release_heap(&h->hint->engine, u, u + n);
+    return kb_engine_release_heap(&h->hint->engine, u, u + n);
 }
 
-/* kbuddy_free_sized's common case: ptr in the region used last, a small
- * size, and the control bytes at ptr exactly the record kbuddy_alloc wrote
- * for that size (record_word_is). Whatever it accepts, free_checked
- * would accept alike (same region, units, size) and release alike, leaving
- * the same bytes; anything else (another region, a larger or zero size, a
- * record that differs, too near the region's end, a bad alignment)
- * returns false with nothing changed, for free_checked to decide. */
-KB_INLINE bool free_sized_fast(kbuddy_heap *h, void *ptr, size_t size, size_t align) {
-    uintptr_t addr = (uintptr_t)ptr, x = 0, room = 0;
-    uint64_t w;
-    if (size - 1 >= (WORD_RECORD_UNITS - 1) * UNIT || !kb_is_pow2(align) || (addr & (align - 1)))
-        return false;
-    uintptr_t n = units_for(size);
-    if (!hint_unit(h, addr, &x, &room) || !record_word_is(h->hint->ctrl + x, room, n, size, &w))
-        return false;
-    release_word(h, h->hint->ctrl + x, w, addr >> UNIT_SHIFT, n, size);
-    return true;
+/* kbuddy_free_sized's work: the common case (ptr in the region used last,
+ * a small size, and the control bytes at ptr exactly the record
+ * kbuddy_alloc wrote for that size: release_record), and anything else
+ * (another region, a larger or zero size, a record that differs, too near
+ * the region's end, a bad alignment) free_checked's to decide. */
+KB_INLINE kbuddy_status free_sized_work(kbuddy_heap *h, void *ptr, size_t size, size_t align) {
+    uintptr_t addr = (uintptr_t)ptr, x = 0, m = align - 1;
+    region *r = NULL;
+    /* align a power of two that addr is a multiple of, and addr a whole
+     * unit, as one test: a bit of align below its highest (not a power of
+     * two) or of addr below align or UNIT fails it; so does align 0 (m all
+     * ones), as addr is not 0. */
+    if (size - 1 >= (WORD_RECORD_UNITS - 1) * UNIT || ((addr | (align & m)) & (m | (UNIT - 1))) ||
+        !hint_unit(h, addr, &r, &x))
+        return free_checked(h, ptr, true, size, align);
+    /* From here free_checked is told alignment 1: it tests the alignment
+     * only as this function did, and 1 passes alike (one value fewer kept
+     * in a register). A long record's own units are room enough for the
+     * word (n <= room, which release_record would test after the load). */
+    uintptr_t n = (size + UNIT - 1) >> UNIT_SHIFT; /* size is not 0 */
+    uintptr_t room = r->engine.hi - (addr >> UNIT_SHIFT);
+    if (n > SHORT_UNITS ? n > room : room < 8)
+        return free_checked(h, ptr, true, size, 1);
+    uint8_t *c = r->ctrl + x;
+    return release_record(h, c, ctrl_load8(c), room, addr >> UNIT_SHIFT, n, size, ptr, true, size,
+                          1);
 }
 
-/* kbuddy_free's common case, the same for a record read instead of
- * expected: its unit count as a record of under 256 units would hold it
- * (one or two count bytes), its size from the slack, then accepted only
- * if the bytes are exactly the record of that count and size
- * (record_word_is), which record_read decodes alike. A malformed or
- * larger record, or one the word cannot check, returns false with nothing
- * changed, for free_checked to decide. */
-KB_INLINE bool free_unsized_fast(kbuddy_heap *h, void *ptr) {
-    uintptr_t addr = (uintptr_t)ptr, x = 0, room = 0;
-    if (!hint_unit(h, addr, &x, &room))
-        return false;
-    uint8_t *c = h->hint->ctrl + x;
+/* kbuddy_free's work, the same for a record read instead of expected: its
+ * unit count as a record of under 256 units would hold it (one or two
+ * count bytes), its size from the slack, then accepted only if the bytes
+ * are exactly the record of that count and size (release_record), which
+ * record_read decodes alike. A malformed or larger record, or one the word
+ * cannot check, is free_checked's to decide. */
+KB_INLINE kbuddy_status free_unsized_work(kbuddy_heap *h, void *ptr) {
+    uintptr_t addr = (uintptr_t)ptr, x = 0;
+    region *r = NULL;
+    if ((addr & (UNIT - 1)) || !hint_unit(h, addr, &r, &x))
+        return free_checked(h, ptr, false, 0, 1);
+    uintptr_t room = r->engine.hi - (addr >> UNIT_SHIFT);
+    if (room < 8)
+        return free_checked(h, ptr, false, 0, 1);
+    uint8_t *c = r->ctrl + x;
     uint64_t w = ctrl_load8(c);
     uintptr_t n = 1, slack = (uintptr_t)(w & KB_CTRL_SLACK);
+    /* Only the slack is tested here: release_record accepts nothing but
+     * the exact record of n units, whose first byte has KB_CTRL_START,
+     * and KB_CTRL_LONG exactly when n >= 2 (a count of 0 or 1 read from a
+     * long record never matches; record_head[0] has the start bit, and
+     * no bit of the word is compared for it). Callgrind dense, unsized
+     * frees: W3 455.5, W4 408.2; with n < 2 and the start bit tested here
+     * as well 458.4, 410.8. */
     if (w & KB_CTRL_LONG) {
         n = (uintptr_t)(w >> 8) & KB_CTRL_VALUE;
         if (w & ((uint64_t)KB_CTRL_MORE << 8))
             n |= ((uintptr_t)(w >> 16) & KB_CTRL_VALUE) << 4;
-        if (n < 2 || slack >= UNIT)
-            return false;
+        if (slack >= UNIT)
+            return free_checked(h, ptr, false, 0, 1);
+    } else if (slack > UNIT) {
+        return free_checked(h, ptr, false, 0, 1);
     }
-    if (!(w & KB_CTRL_START) || slack > UNIT)
-        return false;
-    size_t size = (size_t)((n << UNIT_SHIFT) - slack);
-    if (!record_word_is(c, room, n, size, &w))
-        return false;
-    release_word(h, c, w, addr >> UNIT_SHIFT, n, size);
-    return true;
+    /* (The second count byte's branch marked likely: W3 unsized 455.5
+     * instead of 455.9, left out: that is W3's sizes, not the heap's.) */
+    return release_record(h, c, w, room, addr >> UNIT_SHIFT, n,
+                          (size_t)((n << UNIT_SHIFT) - slack), ptr, false, 0, 1);
 }
 
 #endif
@@ -911,17 +980,14 @@ static kbuddy_status free_common(kbuddy_heap *h, void *ptr, bool sized, size_t s
 static KB_NOINLINE kbuddy_status free_sized_locked(kbuddy_heap *h, void *ptr, size_t size,
                                                    size_t align) {
     kb_lock(&h->lock);
-    kbuddy_status st = KB_LIKELY(free_sized_fast(h, ptr, size, align))
-                           ? KBUDDY_OK
-                           : free_checked(h, ptr, true, size, align);
+    kbuddy_status st = free_sized_work(h, ptr, size, align);
     kb_unlock(&h->lock);
     return st;
 }
 
 static KB_NOINLINE kbuddy_status free_locked(kbuddy_heap *h, void *ptr) {
     kb_lock(&h->lock);
-    kbuddy_status st =
-        KB_LIKELY(free_unsized_fast(h, ptr)) ? KBUDDY_OK : free_checked(h, ptr, false, 0, 1);
+    kbuddy_status st = free_unsized_work(h, ptr);
     kb_unlock(&h->lock);
     return st;
 }
@@ -939,9 +1005,7 @@ kbuddy_status kbuddy_free(kbuddy_heap *h, void *ptr) {
     /* No lock (the global allocator's heap, which serialises its calls
      * itself): the work right here, and as nothing is live after the
      * engine's release, no registers kept for the lock's calls. */
-    if (KB_LIKELY(free_unsized_fast(h, ptr)))
-        return KBUDDY_OK;
-    return free_checked(h, ptr, false, 0, 1);
+    return free_unsized_work(h, ptr);
 #else
     return free_common(h, ptr, false, 0, 1);
 #endif
@@ -955,9 +1019,7 @@ kbuddy_status kbuddy_free_sized(kbuddy_heap *h, void *ptr, size_t size, size_t a
         return KBUDDY_EINVAL;
     if (h->lock.acquire)
         return free_sized_locked(h, ptr, size, align);
-    if (KB_LIKELY(free_sized_fast(h, ptr, size, align)))
-        return KBUDDY_OK;
-    return free_checked(h, ptr, true, size, align);
+    return free_sized_work(h, ptr, size, align);
 #else
     return free_common(h, ptr, true, size, align);
 #endif

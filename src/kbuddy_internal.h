@@ -208,9 +208,12 @@ void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b);
 
 /* kb_engine_take and kb_engine_release for a heap engine (e->ctrl set),
  * which a heap's region knows it has: the order count and (take) the
- * alignment are the only things left to test. */
+ * alignment are the only things left to test. The release returns
+ * KBUDDY_OK, always: a heap's free without a lock ends in a jump to it
+ * instead of a call and a return (callgrind, dense, sized free: W3 461.2
+ * -> 459.3, W4 413.9 -> 412.0). */
 bool kb_engine_take_heap(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start);
-void kb_engine_release_heap(kb_engine *e, uintptr_t a, uintptr_t b);
+kbuddy_status kb_engine_release_heap(kb_engine *e, uintptr_t a, uintptr_t b);
 
 /* kb_engine_take and kb_engine_release for a frame engine (no control
  * bytes), which the frame allocator knows it has: the layout is the only

@@ -776,13 +776,18 @@ TEST(sized_free_agrees_with_the_record_decoder_on_damaged_records) {
                         CHECK(memcmp(sized_mem, sized_copy, sizeof sized_mem) == 0);
                         CHECK(memcmp(&h, &h0, sizeof h) == 0);
                     }
-                    static const size_t aligns[] = {1, 3, 2 * UNIT};
-                    for (size_t ai = 0; ai < 3; ai++) {
+                    /* 0 and 3 UNIT: not powers of two, the second with
+                     * a bit at UNIT and above, which the fast path's
+                     * one test of alignment and unit must still see */
+                    static const size_t aligns[] = {1, 3, 2 * UNIT, 0, 3 * UNIT};
+                    for (size_t ai = 0; ai < sizeof aligns / sizeof aligns[0]; ai++) {
                         for (int d = -1; d <= 1; d++) {
                             size_t ask = size + (size_t)d;
                             h = h0;
                             memcpy(sized_mem, sized_copy, sizeof sized_mem);
-                            bool aligned = aligns[ai] != 3 && (uintptr_t)ptrs[j] % aligns[ai] == 0;
+                            size_t al = aligns[ai];
+                            bool aligned = al != 0 && (al & (al - 1)) == 0 &&
+                                           (uintptr_t)ptrs[j] % al == 0;
                             kbuddy_status want = su != KBUDDY_OK ? su
                                                  : released == ask && aligned ? KBUDDY_OK
                                                                               : KBUDDY_ESIZE;
