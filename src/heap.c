@@ -199,8 +199,10 @@ static uint64_t ctrl_mask(uintptr_t n) {
 #if WORD_RECORDS
 /* The first bytes of the record of n units (1 <= n < WORD_RECORD_UNITS)
  * without its slack or end mark: record_word's word looked up instead of
- * built (1 KiB; record_head[0], never a count, has the start bit so that
- * no word of a count of 0 can match it). Measured for issue 13 (callgrind,
+ * built (1 KiB). record_head[0] stands for no record: it is what the
+ * unsized free looks up for the count 0 it decodes from a record of 256
+ * units or more, and equals the first two bytes of such a record; what
+ * keeps that from matching is short_end[0] (release_record). Measured for issue 13 (callgrind,
  * 200k ops, dense, W3 / W4 sized frees): 464.1 / 416.9 building it,
  * 461.7 / 414.4 looked up (the allocation's one-store write and both
  * frees). */
@@ -235,10 +237,11 @@ static const uint64_t short_end[SHORT_UNITS + 1] = {
 #undef HEAD_COUNT
 
 /* The first bytes of the record record_write writes for `size` bytes in n
- * units (1 <= n < WORD_RECORD_UNITS, n == units_for(size); size 0 only
- * with n == 1: an allocation of no bytes, whose record the unsized free
- * checks), with the end mark when it falls among them (n <= 8); every
- * byte past the record is 0, as the other units of an allocation are. */
+ * units (1 <= n < WORD_RECORD_UNITS, n == units_for(size)), with the end
+ * mark when it falls among them (n <= 8); every byte past the record is
+ * 0, as the other units of an allocation are. Its one caller,
+ * records_write, stores it for 8 to 255 units (the frees compare with
+ * record_head and the short tables instead). */
 KB_INLINE uint64_t record_word(uintptr_t n, size_t size) {
     uint64_t w = record_head[n] | (uint64_t)((n << UNIT_SHIFT) - size);
     if (n - 2 < SHORT_UNITS - 1) /* 2 .. 8 units: the end mark is in the word */
@@ -936,9 +939,10 @@ KB_INLINE kbuddy_status free_unsized_work(kbuddy_heap *h, void *ptr) {
     uintptr_t n = 1, slack = (uintptr_t)(w & KB_CTRL_SLACK);
     /* Only the slack is tested here: release_record accepts nothing but
      * the exact record of n units, whose first byte has KB_CTRL_START,
-     * and KB_CTRL_LONG exactly when n >= 2 (a count of 0 or 1 read from a
-     * long record never matches; record_head[0] has the start bit, and
-     * no bit of the word is compared for it). Callgrind dense, unsized
+     * and KB_CTRL_LONG exactly when n >= 2 (a count of 1 read from a long
+     * record never matches: record_head[1] has no KB_CTRL_LONG; nor does a
+     * count of 0: short_end[0] asks the count byte's value bits to be all
+     * ones where the word has them 0). Callgrind dense, unsized
      * frees: W3 455.5, W4 408.2; with n < 2 and the start bit tested here
      * as well 458.4, 410.8. */
     if (w & KB_CTRL_LONG) {
