@@ -850,8 +850,10 @@ KB_INLINE bool hint_unit(const kbuddy_heap *h, uintptr_t addr, region **r, uintp
 }
 
 /* The frees' common case, after the pointer's unit u was found in the
- * region used last, r, at control byte c (`room` of the region's from c
- * on, room >= 8): are the control bytes at c exactly the record
+ * region used last at control byte c, with `room` of the region's control
+ * bytes from c on (at least the 8 the word w was read from; a long record,
+ * n > SHORT_UNITS, needs n of them, tested here): are the control bytes at c
+ * exactly the record
  * record_write writes for `size` bytes in n units (1 <= n <
  * WORD_RECORD_UNITS, n == units_for(size))? One load and a compare (n <= 8:
  * the record and its end mark are all in the word), or that and the end
@@ -862,15 +864,19 @@ KB_INLINE bool hint_unit(const kbuddy_heap *h, uintptr_t addr, region **r, uintp
  * counters (byte stores, which may alias them, keep gcc -O3 from pairing
  * the two subtractions into vector code that costs twice the scalar), and
  * last the engine's release, whose status (KBUDDY_OK) is returned: a jump,
- * for the frees without a lock. Otherwise free_checked decides, with
- * `sized`, `fsize`, `falign` (the free's own arguments). */
+ * for the frees without a lock. Otherwise free_checked decides, told
+ * whether the free was sized (then `size` is its size; an unsized free
+ * passes the constant 0, so that the decoded size is not kept for that
+ * path: W3 / W4 unsized 455.1 / 409.1 handing it over, 452.2 / 406.2 so)
+ * and alignment 1: the callers have tested the alignment as free_checked
+ * would. */
 KB_INLINE kbuddy_status release_record(kbuddy_heap *h, uint8_t *c, uint64_t w, uintptr_t room,
                                        uintptr_t u, uintptr_t n, size_t size, void *ptr,
-                                       bool sized, size_t fsize, size_t falign) {
+                                       bool sized) {
     uint64_t want = record_head[n] | (uint64_t)((n << UNIT_SHIFT) - size);
     if (KB_LIKELY(n > SHORT_UNITS)) {
         if (w != want || n > room || c[n - 1] != KB_CTRL_END)
-            return free_checked(h, ptr, sized, fsize, falign);
+            return free_checked(h, ptr, sized, sized ? size : 0, 1);
         h->allocated -= (size_t)(n << UNIT_SHIFT);
         ctrl_store8(c, 0);
         c[n - 1] = 0;
@@ -883,7 +889,7 @@ KB_INLINE kbuddy_status release_record(kbuddy_heap *h, uint8_t *c, uint64_t w, u
          * count byte's value bits with all ones: no match. */
         uint64_t mask = short_mask[n];
         if ((w ^ (want | short_end[n])) & mask)
-            return free_checked(h, ptr, sized, fsize, falign);
+            return free_checked(h, ptr, sized, sized ? size : 0, 1);
         h->allocated -= (size_t)(n << UNIT_SHIFT);
         ctrl_store8(c, ctrl_load8(c) & ~mask);
     }
@@ -910,14 +916,14 @@ KB_INLINE kbuddy_status free_sized_work(kbuddy_heap *h, void *ptr, size_t size, 
     /* From here free_checked is told alignment 1: it tests the alignment
      * only as this function did, and 1 passes alike (one value fewer kept
      * in a register). A long record's own units are room enough for the
-     * word (n <= room, which release_record would test after the load). */
+     * word (n <= room: tested here, so release_record's test of it folds
+     * away on this path). */
     uintptr_t n = (size + UNIT - 1) >> UNIT_SHIFT; /* size is not 0 */
     uintptr_t room = r->engine.hi - (addr >> UNIT_SHIFT);
     if (n > SHORT_UNITS ? n > room : room < 8)
         return free_checked(h, ptr, true, size, 1);
     uint8_t *c = r->ctrl + x;
-    return release_record(h, c, ctrl_load8(c), room, addr >> UNIT_SHIFT, n, size, ptr, true, size,
-                          1);
+    return release_record(h, c, ctrl_load8(c), room, addr >> UNIT_SHIFT, n, size, ptr, true);
 }
 
 /* kbuddy_free's work, the same for a record read instead of expected: its
@@ -957,7 +963,7 @@ KB_INLINE kbuddy_status free_unsized_work(kbuddy_heap *h, void *ptr) {
     /* (The second count byte's branch marked likely: W3 unsized 455.5
      * instead of 455.9, left out: that is W3's sizes, not the heap's.) */
     return release_record(h, c, w, room, addr >> UNIT_SHIFT, n,
-                          (size_t)((n << UNIT_SHIFT) - slack), ptr, false, 0, 1);
+                          (size_t)((n << UNIT_SHIFT) - slack), ptr, false);
 }
 
 #endif

@@ -697,6 +697,15 @@ typedef struct {
     unsigned long acquires;
 } counting_lock;
 
+/* After a free in sized_mem's heap h: its region's bytes and h itself
+ * are exactly want_mem and want_h (what the accepting free left, or what
+ * was there before a refused one). */
+static void check_heap_is(const kbuddy_heap *h, const kbuddy_heap *want_h,
+                          const unsigned char *want_mem) {
+    CHECK(memcmp(sized_mem, want_mem, sizeof sized_mem) == 0);
+    CHECK(memcmp(h, want_h, sizeof *h) == 0);
+}
+
 static void counting_acquire(void *ctx) {
     counting_lock *c = ctx;
     c->violations += c->depth != 0;
@@ -769,12 +778,10 @@ TEST(sized_free_agrees_with_the_record_decoder_on_damaged_records) {
                     memcpy(sized_mem, sized_copy, sizeof sized_mem);
                     CHECK_STATUS(kbuddy_free(&h, ptrs[j]), su);
                     if (su == KBUDDY_OK) {
-                        CHECK(memcmp(sized_mem, after_unsized, sizeof sized_mem) == 0);
-                        CHECK(memcmp(&h, &h1, sizeof h) == 0);
+                        check_heap_is(&h, &h1, after_unsized);
                         unsized_accepted++;
                     } else {
-                        CHECK(memcmp(sized_mem, sized_copy, sizeof sized_mem) == 0);
-                        CHECK(memcmp(&h, &h0, sizeof h) == 0);
+                        check_heap_is(&h, &h0, sized_copy);
                     }
                     /* 0 and 3 UNIT: not powers of two, the second with
                      * a bit at UNIT and above, which the fast path's
@@ -793,12 +800,10 @@ TEST(sized_free_agrees_with_the_record_decoder_on_damaged_records) {
                                                                               : KBUDDY_ESIZE;
                             CHECK_STATUS(kbuddy_free_sized(&h, ptrs[j], ask, aligns[ai]), want);
                             if (want == KBUDDY_OK) {
-                                CHECK(memcmp(sized_mem, after_unsized, sizeof sized_mem) == 0);
-                                CHECK(memcmp(&h, &h1, sizeof h) == 0);
+                                check_heap_is(&h, &h1, after_unsized);
                                 accepted++;
                             } else {
-                                CHECK(memcmp(sized_mem, sized_copy, sizeof sized_mem) == 0);
-                                CHECK(memcmp(&h, &h0, sizeof h) == 0);
+                                check_heap_is(&h, &h0, sized_copy);
                             }
                             compared++;
                         }

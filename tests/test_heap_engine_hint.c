@@ -9,41 +9,16 @@
  */
 #define _DEFAULT_SOURCE /* mmap: MAP_ANONYMOUS, MAP_NORESERVE */
 #include "kbtest.h"
-#include "kbuddy_internal.h"
+#include "kbtest_engine.h"
 
 #include <stdint.h>
-#include <stdlib.h>
-#include <sys/mman.h>
 
 #define UNITS ((uintptr_t)1 << 16) /* order 0: 1024 leaf words, 3 depths */
 #define OPS 20000
 #define SLOTS 128
 
-typedef struct {
-    kb_engine e;
-    kb_order order[KBUDDY_MAX_ORDERS];
-    kb_word *words;
-    uint8_t *ctrl;
-} engine_box;
-
-/* A heap engine over units [0, UNITS), nothing free. */
-static bool box_open(engine_box *b) {
-    b->words = calloc(kb_engine_words(0, UNITS), sizeof(kb_word));
-    b->ctrl = calloc(UNITS, 1);
-    if (!b->words || !b->ctrl)
-        return false;
-    kb_engine_init(&b->e, 0, UNITS, b->order, b->words);
-    b->e.ctrl = b->ctrl;
-    return true;
-}
-
-static void box_close(engine_box *b) {
-    free(b->words);
-    free(b->ctrl);
-}
-
 /* Where the hint lives: a field orders of fewer than 7 depths leave unused. */
-static uint32_t *hint_of(engine_box *b, unsigned k) {
+static uint32_t *hint_of(engine_map *b, unsigned k) {
     return &b->order[k].off[KB_TREE_MAX_DEPTH - 1];
 }
 
@@ -57,11 +32,8 @@ static uint64_t rnd(void) {
 }
 
 TEST(hints_change_no_placement) {
-    engine_box a, z; /* z: every hint back to 0 before each take */
-    REQUIRE(box_open(&a));
-    REQUIRE(box_open(&z));
-    kb_engine_release(&a.e, 0, UNITS);
-    kb_engine_release(&z.e, 0, UNITS);
+    engine_map a = {0}, z = {0}; /* z: every hint back to 0 before each take */
+    REQUIRE(engine_open(&a, UNITS, true) && engine_open(&z, UNITS, true));
     uintptr_t start[SLOTS] = {0}, len[SLOTS] = {0};
     unsigned moved = 0; /* takes after which some hint of a was not 0 */
     for (unsigned op = 0; op < OPS; op++) {
@@ -99,15 +71,15 @@ TEST(hints_change_no_placement) {
     CHECK(kb_engine_check(&z.e, &blocks, &units));
     if (!KBUDDY_SMALL)
         CHECK(moved > OPS / 10); /* the hints did move: the test saw them work */
-    box_close(&a);
-    box_close(&z);
+    engine_close(&a);
+    engine_close(&z);
 }
 
 TEST(hint_follows_the_lowest_block) {
     if (KBUDDY_SMALL)
         return;
-    engine_box b;
-    REQUIRE(box_open(&b));
+    engine_map b = {0};
+    REQUIRE(engine_open(&b, UNITS, false));
     /* Free order-0 blocks at units 1 (leaf word 0) and 321 (word 5), whose
      * buddies are in use, so they stay order 0. */
     kb_engine_release(&b.e, 1, 2);
@@ -139,7 +111,7 @@ TEST(hint_follows_the_lowest_block) {
     CHECK(!kb_engine_check(&b.e, &blocks, &units));
     *hint_of(&b, 0) = 1;
     CHECK(kb_engine_check(&b.e, &blocks, &units));
-    box_close(&b);
+    engine_close(&b);
 }
 
 /* An order of 7 depths (over 2^36 blocks) keeps no hint: its off[6] is its
@@ -151,14 +123,12 @@ TEST(hint_follows_the_lowest_block) {
  * alone. */
 TEST(order_of_seven_depths_keeps_no_hint) {
     const uintptr_t units = ((uintptr_t)1 << 36) + 64, top = (uintptr_t)1 << 36;
-    size_t bytes = kb_engine_words(0, units) * sizeof(kb_word);
-    REQUIRE(bytes != 0);
-    void *words = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (words == MAP_FAILED)
+    engine_map b = {0}; /* no control bytes: a frame engine */
+    b.words_bytes = kb_engine_words(0, units) * sizeof(kb_word);
+    REQUIRE(b.words_bytes != 0);
+    if (!(b.words = engine_reserve(b.words_bytes)))
         return; /* no address space for it here */
-    engine_box b;
-    (void)kb_engine_layout(&b.e, 0, units, b.order, words); /* mmap gave zeros */
+    (void)kb_engine_layout(&b.e, 0, units, b.order, b.words); /* mmap gave zeros */
     CHECK_EQ(b.order[0].depth, KB_TREE_MAX_DEPTH);
     uint32_t root = b.order[0].off[KB_TREE_MAX_DEPTH - 1];
     kb_engine_release(&b.e, 0, units);
@@ -173,7 +143,7 @@ TEST(order_of_seven_depths_keeps_no_hint) {
     /* All free again, merged: the 64 units at top are one block of order
      * 6 (kb_engine_check would read all 16 GiB of the bitmap). */
     CHECK_EQ(b.e.nonempty, ((uint64_t)1 << 36) | ((uint64_t)1 << 6));
-    munmap(words, bytes);
+    engine_close(&b);
 }
 
 KBTEST_MAIN()

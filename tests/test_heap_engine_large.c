@@ -12,48 +12,13 @@
  */
 #define _DEFAULT_SOURCE /* mmap: MAP_ANONYMOUS, MAP_NORESERVE */
 #include "kbtest.h"
-#include "kbuddy_internal.h"
+#include "kbtest_engine.h"
 
 #include <stdint.h>
-#include <sys/mman.h>
 
 #define SMALL_UNITS ((uintptr_t)1 << 20)
 #define OPS 20000
 #define SLOTS 64
-
-typedef struct {
-    kb_engine e;
-    kb_order order[KBUDDY_MAX_ORDERS];
-    void *words, *ctrl;
-    size_t words_bytes, ctrl_bytes;
-} engine_map;
-
-static void *reserve(size_t bytes) {
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                   -1, 0);
-    return p == MAP_FAILED ? NULL : p;
-}
-
-/* A heap engine over units [0, units), all of it free. */
-static bool engine_open(engine_map *m, uintptr_t units) {
-    m->words_bytes = kb_engine_words(0, units) * sizeof(kb_word);
-    m->ctrl_bytes = (size_t)units;
-    m->words = reserve(m->words_bytes);
-    m->ctrl = reserve(m->ctrl_bytes);
-    if (!m->words || !m->ctrl)
-        return false;
-    (void)kb_engine_layout(&m->e, 0, units, m->order, m->words); /* mmap gave zeros */
-    m->e.ctrl = m->ctrl;
-    kb_engine_release(&m->e, 0, units);
-    return true;
-}
-
-static void engine_close(engine_map *m) {
-    if (m->words)
-        munmap(m->words, m->words_bytes);
-    if (m->ctrl)
-        munmap(m->ctrl, m->ctrl_bytes);
-}
 
 static uint64_t rng = 0x9e3779b97f4a7c15u;
 
@@ -69,7 +34,7 @@ TEST(engine_of_32_orders_places_like_one_of_21) {
         return;
     const uintptr_t big_units = (uintptr_t)1 << 31; /* 32 orders: marks saturate at 31 */
     engine_map big = {0}, small = {0};
-    REQUIRE(engine_open(&big, big_units) && engine_open(&small, SMALL_UNITS));
+    REQUIRE(engine_open(&big, big_units, true) && engine_open(&small, SMALL_UNITS, true));
     REQUIRE(big.e.orders == 32 && small.e.orders == 21);
     uint64_t big_nonempty = big.e.nonempty;
     uintptr_t start[SLOTS] = {0}, len[SLOTS] = {0}; /* len 0: empty slot */
