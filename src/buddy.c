@@ -1073,6 +1073,9 @@ bool kb_engine_take_heap(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uin
  * places 6% of all takes, that of order k - 1 succeeds 62% of the time
  * and places 53% (placehash's sequences); SPAN_BUDGET's table shows W5
  * falling when order k - 2 is searched second or alone.
+ * Later: the guard bytes around the control bytes (struct kbuddy_region)
+ * let heap_mark_at and heap_mark_before read without a bound test, and
+ * release_heap too: see there for the figures.
  * The takes' tree updates clear a leaf word to zero 1.6 times per take and
  * set one from zero 0.9 times, but only 0.14 of those sets refill a word
  * the same take emptied (placehash's sequences), so ordering the sets
@@ -1083,13 +1086,19 @@ typedef struct {
     kb_word *words;
     const kb_order *order;
     uintptr_t lo;
-    uintptr_t span; /* hi - lo: control bytes */
 } heap_take;
 
-/* The order of the free block whose first or last unit is control byte u,
- * or a number >= 32 when u lies outside or carries no free mark. */
+/* The order of the free block whose first or last unit is control byte u
+ * (u <= hi - lo), or a number >= 32 when u carries no free mark: the guard
+ * byte at hi - lo carries none. */
 KB_INLINE unsigned heap_mark_at(const heap_take *h, uintptr_t u) {
-    return u < h->span ? (unsigned)h->ctrl[u] - KB_CTRL_FREE : ~0u;
+    return (unsigned)h->ctrl[u] - KB_CTRL_FREE;
+}
+
+/* heap_mark_at of the control byte before x (x <= hi - lo), which is the
+ * guard byte when x is 0: (ctrl + x) - 1 never forms a pointer outside. */
+KB_INLINE unsigned heap_mark_before(const heap_take *h, uintptr_t x) {
+    return (unsigned)*(h->ctrl + x - 1) - KB_CTRL_FREE;
 }
 
 /* Remove the free block of order p at control byte u from the free set. */
@@ -1116,7 +1125,7 @@ KB_INLINE void heap_give_back(const heap_take *h, uintptr_t u, uintptr_t end) {
 
 /* run_before at control byte x: the free run ending there, of blocks of
  * order below `limit`, up to at least `want` units (want > 0); p is
- * heap_mark_at(h, x - 1), which the caller has read. */
+ * heap_mark_before(h, x), which the caller has read. */
 KB_INLINE uintptr_t heap_run_before(const heap_take *h, uintptr_t x, unsigned p, unsigned limit,
                                     uintptr_t want) {
     uintptr_t t = 0;
@@ -1125,7 +1134,7 @@ KB_INLINE uintptr_t heap_run_before(const heap_take *h, uintptr_t x, unsigned p,
         if (t >= want)
             break;
         limit = p;
-        p = heap_mark_at(h, x - t - 1);
+        p = heap_mark_before(h, x - t);
     }
     return t;
 }
@@ -1185,7 +1194,7 @@ static KB_NOINLINE bool take_heap(kb_engine *e, uintptr_t n, unsigned k, unsigne
     kb_word candidates = k < KB_WORD_BITS ? e->nonempty >> k : 0;
     if (!candidates)
         return false;
-    const heap_take h = {e, e->ctrl, e->words, e->order, e->lo, e->hi - e->lo};
+    const heap_take h = {e, e->ctrl, e->words, e->order, e->lo};
     const uintptr_t amask = ((uintptr_t)1 << ka) - 1;
     if (span_worth_trying(n, k)) {
         for (unsigned o = k >= ka + 2 ? k - 2 : ka; o < k; o++) {
@@ -1202,7 +1211,7 @@ static KB_NOINLINE bool take_heap(kb_engine *e, uintptr_t n, unsigned k, unsigne
                 uintptr_t blk = base + kb_ctz(w);
                 w &= w - 1;
                 uintptr_t x = (blk << o) - h.lo;
-                unsigned p = heap_mark_at(&h, x - 1), q = heap_mark_at(&h, x + size);
+                unsigned p = heap_mark_before(&h, x), q = heap_mark_at(&h, x + size);
                 if (KB_LIKELY(heap_span_bound(&h, x + size, p, q, o, amask) < n - size))
                     continue;
                 uintptr_t t = heap_run_before(&h, x, p, o, n - size) & ~amask;
@@ -1225,7 +1234,7 @@ static KB_NOINLINE bool take_heap(kb_engine *e, uintptr_t n, unsigned k, unsigne
     uintptr_t i = hinted_lowest_word(h.words, oj);
     i = (i << KB_WORD_SHIFT) + kb_ctz(h.words[oj->off[0] + i]);
     uintptr_t x = ((oj->first + i) << j) - h.lo;
-    uintptr_t t = heap_run_before(&h, x, heap_mark_at(&h, x - 1), k, n) & ~amask;
+    uintptr_t t = heap_run_before(&h, x, heap_mark_before(&h, x), k, n) & ~amask;
     heap_take_run(&h, x - t, t);
     uintptr_t end = x; /* the end of what was taken: the run, or the block too */
     if (t < n) {
@@ -1476,7 +1485,13 @@ kbuddy_status kb_engine_release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
  *  - tree_set and tree_clear finding the depth-1 index as the leaf word's
  *    index less off[0] (p >> 6 kept live) instead of (b - first) >> 6:
  *    465.2 / 418.3.
- * What the 252 instructions of a W3 free are (callgrind, -O2 gcc): about
+ * Then the guard bytes (struct kbuddy_region): the buddy tests read the
+ * byte beside the range without a bound test, the left one at the buddy's
+ * last unit (x - 1, a free mark of order k there ends a free block of
+ * order k, x being a multiple of 2^k: for k >= 1 that byte cannot start
+ * one); with the take's reads likewise, dense W3 / W4 448.1 / 402.1 ->
+ * 429.4 / 386.9, fast 281.3 / 287.2 -> 275.0 / 280.7.
+ * What the 252 instructions of a W3 free were, before the guards (callgrind, -O2 gcc): about
  * 40 of entry, exit and order 0; 9 per order walked (5.3 orders beyond
  * order 0 per free: the shifts and the two edge tests); 20 to 26 per edge
  * that acts (3.2 blocks become free and 1.8 buddies merge per free); and
@@ -1488,14 +1503,13 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
     uint8_t *const ctrl = e->ctrl;
     kb_word *const words = e->words;
     const kb_order *o = e->order;
-    const uintptr_t span = e->hi - e->lo;
     uintptr_t x = a - e->lo, y = b - e->lo, s = 2;
     uint8_t mark = KB_CTRL_FREE + 1; /* the mark of order k is KB_CTRL_FREE + k */
     if (a >= b)
         return;
     /* Order 0 on its own: a block of one unit has one mark. */
     if (a & 1) {
-        if (x - 1 < span && ctrl[x - 1] == KB_CTRL_FREE) {
+        if (*(ctrl + x - 1) == KB_CTRL_FREE) { /* the guard when x is 0 */
             ctrl[--x] = 0;
             tree_clear(e, words, o, a - 1);
             a--;
@@ -1507,7 +1521,7 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
         }
     }
     if (b & 1) {
-        if (y < span && ctrl[y] == KB_CTRL_FREE) {
+        if (ctrl[y] == KB_CTRL_FREE) { /* the guard when y is hi - lo */
             ctrl[y++] = 0;
             tree_clear(e, words, o, b);
             b++;
@@ -1523,10 +1537,10 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
     o++;
     for (;; a >>= 1, b >>= 1, s <<= 1, mark++, o++) { /* here a < b */
         if (a & 1) { /* the left edge's buddy a - 1 lies outside the range */
-            uintptr_t u = x - s; /* wraps past span when it would lie before lo */
-            if (u < span && ctrl[u] == mark) {
+            if (*(ctrl + x - 1) == mark) { /* the buddy's last unit, or the guard */
+                uintptr_t u = x - s;
                 ctrl[u] = 0;
-                ctrl[u + s - 1] = 0;
+                ctrl[x - 1] = 0;
                 tree_clear(e, words, o, a - 1);
                 a--;
                 x = u;
@@ -1540,7 +1554,7 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
             }
         }
         if (b & 1) { /* the right edge's buddy b lies outside */
-            if (y < span && ctrl[y] == mark) {
+            if (ctrl[y] == mark) {
                 ctrl[y] = 0;
                 ctrl[y + s - 1] = 0;
                 tree_clear(e, words, o, b);

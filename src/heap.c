@@ -292,9 +292,11 @@ void kbuddy_init(kbuddy_heap *heap) {
         kb_zero(heap, sizeof *heap);
 }
 
-/* Bytes of bookkeeping that follow the region header for n units. */
+/* Bytes of bookkeeping that follow the region header for n units: order
+ * descriptors, bitmap words, a guard byte, n control bytes, a guard byte. */
 static uintptr_t meta_bytes(uintptr_t n) {
-    return kb_orders_for(n) * sizeof(kb_order) + kb_engine_words_bound(n) * sizeof(kb_word) + n;
+    return kb_orders_for(n) * sizeof(kb_order) + kb_engine_words_bound(n) * sizeof(kb_word) + n +
+           KB_CTRL_GUARDS;
 }
 
 /* First unit after the bookkeeping (starting at address meta) of n units. */
@@ -311,7 +313,8 @@ static kbuddy_status add_region(kbuddy_heap *h, void *start, size_t size, bool z
         return KBUDDY_EINVAL;
     uintptr_t e = s + size;
 
-    /* Lay out: header, order descriptors, words, ctrl bytes, units. The
+    /* Lay out: header, order descriptors, words, guard, ctrl bytes, guard,
+     * units. The
      * bookkeeping grows with the unit count, so find the largest count
      * whose bookkeeping still fits in front of its units (a binary search:
      * fitting is monotone in the count). Larger regions never serve less. */
@@ -357,11 +360,11 @@ static kbuddy_status add_region(kbuddy_heap *h, void *start, size_t size, bool z
     kb_word *words = (kb_word *)(void *)((unsigned char *)order + kb_orders_for(n) * sizeof(kb_order));
     r->start = s;
     r->end = e;
-    r->ctrl = (uint8_t *)(words + kb_engine_words_bound(n));
+    r->ctrl = (uint8_t *)(words + kb_engine_words_bound(n)) + 1;
     if (zeroed) {
         (void)kb_engine_layout(&r->engine, lo, lo + n, order, words);
     } else {
-        kb_zero(r->ctrl, n);
+        kb_zero(r->ctrl - 1, n + KB_CTRL_GUARDS);
         kb_engine_init(&r->engine, lo, lo + n, order, words);
     }
     r->engine.ctrl = r->ctrl;
@@ -1271,9 +1274,11 @@ static bool region_is_sane(const kbuddy_heap *h, const region *r, const region *
     return r->start < r->end && self >= r->start && self < r->end &&
            (!prev || prev->end <= r->start) && e->lo < e->hi &&
            (e->lo << UNIT_SHIFT) > self && (e->hi << UNIT_SHIFT) <= r->end &&
-           (uintptr_t)r->ctrl > self && (uintptr_t)r->ctrl + (e->hi - e->lo) <= (e->lo << UNIT_SHIFT) &&
+           (uintptr_t)r->ctrl > (uintptr_t)(r + 1) &&
+           (uintptr_t)r->ctrl + (e->hi - e->lo) < (e->lo << UNIT_SHIFT) &&
            e->orders == kb_orders_for(e->hi - e->lo) && e->ctrl == r->ctrl && !e->used &&
-           e->owner_mask == &h->orders_free && e->owner_count == h->regions_with_order;
+           e->owner_mask == &h->orders_free && e->owner_count == h->regions_with_order &&
+           r->ctrl[-1] == 0 && r->ctrl[e->hi - e->lo] == 0; /* the guards, read once in range */
 }
 
 static kbuddy_status check_locked(const kbuddy_heap *h) {

@@ -29,16 +29,17 @@ static inline void *engine_reserve(size_t bytes) {
 }
 
 /* A heap engine over units [0, units): all of it free, or (all_free
- * false) nothing free, for the test to release what it wants. */
+ * false) nothing free, for the test to release what it wants. Its control
+ * bytes have a zero guard byte on each side, as a heap region's do. */
 static inline bool engine_open(engine_map *m, uintptr_t units, bool all_free) {
     m->words_bytes = kb_engine_words(0, units) * sizeof(kb_word);
-    m->ctrl_bytes = (size_t)units;
+    m->ctrl_bytes = (size_t)units + KB_CTRL_GUARDS;
     m->words = engine_reserve(m->words_bytes);
     m->ctrl = engine_reserve(m->ctrl_bytes);
     if (!m->words || !m->ctrl)
         return false;
     (void)kb_engine_layout(&m->e, 0, units, m->order, m->words); /* mmap gave zeros */
-    m->e.ctrl = m->ctrl;
+    m->e.ctrl = (uint8_t *)m->ctrl + 1;
     if (all_free)
         kb_engine_release(&m->e, 0, units);
     return true;

@@ -554,6 +554,28 @@ TEST(region_missing_from_the_list_is_detected) {
     fixture_free(&f);
 }
 
+/* The zero bytes on either side of a region's control bytes stand for "no
+ * free block here" at the region's edges, where the engine reads without a
+ * bound test: any other value is damage, free marks above all. */
+TEST(damaged_guard_byte_is_detected) {
+    fixture f;
+    REQUIRE(fixture_setup(&f));
+    static const uint8_t junk[] = {1, KB_CTRL_FREE, KB_CTRL_FREE + 3, KB_CTRL_END, KB_CTRL_START, 0xff};
+    struct kbuddy_region *regions[2] = {f.r1, f.r2};
+    for (size_t ri = 0; ri < 2; ri++) {
+        struct kbuddy_region *r = regions[ri];
+        uint8_t *guards[2] = {r->ctrl - 1, r->ctrl + (r->engine.hi - r->engine.lo)};
+        for (size_t g = 0; g < 2; g++) {
+            CHECK_EQ(*guards[g], 0);
+            for (size_t t = 0; t < sizeof junk; t++) {
+                *guards[g] = junk[t];
+                EXPECT_DETECTED(&f);
+            }
+        }
+    }
+    fixture_free(&f);
+}
+
 TEST(damaged_region_header_is_detected) {
     fixture f;
     REQUIRE(fixture_setup(&f));
