@@ -1880,6 +1880,10 @@ bool kb_engine_check(const kb_engine *e, size_t *free_blocks, uintptr_t *free_un
     *free_units = 0;
     if (e->orders == 0 || e->orders > KBUDDY_MAX_ORDERS || e->lo >= e->hi)
         return false;
+    /* A heap engine's guard bytes (kb_engine_take_heap) read as "no free
+     * block" only while they are 0. */
+    if (e->ctrl && (*(e->ctrl - 1) != 0 || e->ctrl[e->hi - e->lo] != 0))
+        return false;
     if (e->orders < KBUDDY_MAX_ORDERS && (e->nonempty >> e->orders))
         return false;
     if (is_packed(e) && !check_packed(e))
