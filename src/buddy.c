@@ -1446,8 +1446,8 @@ kbuddy_status kb_engine_release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
  * does it need a bound on the order: no block of order top + 1 fits in the
  * engine (2^(top+1) > hi - lo units), so a top-order edge never finds its
  * buddy free (the buddy cannot lie inside [lo, hi), and no free mark of
- * order top can start where it would) and becomes a free block, which
- * empties the range (it holds one block at most at the top order).
+ * order top can start or end where it would) and becomes a free block,
+ * which empties the range (it holds one block at most at the top order).
  * Callgrind, dense W3 / W4: 539.9 / 484.0 with the bound test a < b at
  * every order, 529.1 / 473.0 returning where the range empties, 527.2 /
  * 471.8 with order 0 on its own.
@@ -1488,9 +1488,9 @@ kbuddy_status kb_engine_release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
  * Then the guard bytes (struct kbuddy_region): the buddy tests read the
  * byte beside the range without a bound test, the left one at the buddy's
  * last unit (x - 1, a free mark of order k there ends a free block of
- * order k, x being a multiple of 2^k: for k >= 1 that byte cannot start
- * one); with the take's reads likewise, dense W3 / W4 448.1 / 402.1 ->
- * 429.4 / 386.9, fast 281.3 / 287.2 -> 275.0 / 280.7.
+ * order k, unit x + lo being a multiple of 2^k: for k >= 1 that byte
+ * cannot start one); with the take's reads likewise, dense W3 / W4
+ * 448.1 / 402.1 -> 429.4 / 386.9, fast 281.3 / 287.2 -> 275.0 / 280.7.
  * What the 252 instructions of a W3 free were, before the guards (callgrind, -O2 gcc): about
  * 40 of entry, exit and order 0; 9 per order walked (5.3 orders beyond
  * order 0 per free: the shifts and the two edge tests); 20 to 26 per edge

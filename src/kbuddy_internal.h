@@ -210,10 +210,12 @@ void kb_engine_release(kb_engine *e, uintptr_t a, uintptr_t b);
  * which a heap's region knows it has: the order count and (take) the
  * alignment are the only things left to test. A heap engine's control
  * bytes have a guard byte of 0 on each side, ctrl[-1] and ctrl[hi - lo]
- * (see struct kbuddy_region), which these read instead of testing bounds. The release returns
- * KBUDDY_OK, always: a heap's free without a lock ends in a jump to it
- * instead of a call and a return (callgrind, dense, sized free: W3 461.2
- * -> 459.3, W4 413.9 -> 412.0). */
+ * (see struct kbuddy_region), which these, and so kb_engine_take and
+ * kb_engine_release on a heap engine, may read instead of testing bounds:
+ * every heap engine needs them. The release returns KBUDDY_OK, always: a
+ * heap's free without a lock ends in a jump to it instead of a call and a
+ * return (callgrind, dense, sized free: W3 461.2 -> 459.3, W4 413.9 ->
+ * 412.0). */
 bool kb_engine_take_heap(kb_engine *e, uintptr_t n, unsigned k, unsigned ka, uintptr_t *start);
 kbuddy_status kb_engine_release_heap(kb_engine *e, uintptr_t a, uintptr_t b);
 
