@@ -252,9 +252,10 @@ KB_INLINE uint32_t *lowest_hint(const kb_order *o) {
     return (uint32_t *)&o->off[KB_TREE_MAX_DEPTH - 1]; /* the orders are the engine's, writable */
 }
 
-/* Leaf word `word` of order o became non-zero: lower the hint to it. */
-KB_INLINE void lowest_hint_lower(const kb_order *o, uintptr_t word) {
-    if (LOWEST_HINT && word < *lowest_hint(o) && o->depth < KB_TREE_MAX_DEPTH)
+/* Leaf word `word` of order o became non-zero: lower the hint to it.
+ * `shallow`: o is known to have fewer than KB_TREE_MAX_DEPTH depths. */
+KB_INLINE void lowest_hint_lower(const kb_order *o, uintptr_t word, bool shallow) {
+    if (LOWEST_HINT && word < *lowest_hint(o) && (shallow || o->depth < KB_TREE_MAX_DEPTH))
         *lowest_hint(o) = (uint32_t)word;
 }
 
@@ -424,7 +425,8 @@ static KB_NOINLINE KB_COLD void tree_clear_from(kb_engine *e, kb_word *words, co
 /* Set the leaf bit of block b in order o's tree, and each summary bit
  * above whose word was zero. The leaf is addressed from b alone (o->leaf);
  * depth 1 from the leaf word's index in the leaf, i. */
-KB_INLINE void tree_set(kb_engine *e, kb_word *words, const kb_order *o, uintptr_t b) {
+KB_INLINE void tree_set_in(kb_engine *e, kb_word *words, const kb_order *o, uintptr_t b,
+                           bool shallow) {
     uintptr_t p = b + o->leaf;
     kb_word *w = &words[p >> KB_WORD_SHIFT];
     kb_word old = *w;
@@ -432,7 +434,7 @@ KB_INLINE void tree_set(kb_engine *e, kb_word *words, const kb_order *o, uintptr
     if (KB_LIKELY(old != 0))
         return;
     uintptr_t i = (b - o->first) >> KB_WORD_SHIFT; /* b is live, p need not be */
-    lowest_hint_lower(o, i);
+    lowest_hint_lower(o, i, shallow);
     if (o->depth > 1) {
         w = &words[o->off[1] + (i >> KB_WORD_SHIFT)];
         old = *w;
@@ -441,6 +443,16 @@ KB_INLINE void tree_set(kb_engine *e, kb_word *words, const kb_order *o, uintptr
             return;
     }
     tree_set_from(e, words, o, i);
+}
+
+KB_INLINE void tree_set(kb_engine *e, kb_word *words, const kb_order *o, uintptr_t b) {
+    tree_set_in(e, words, o, b, false);
+}
+
+/* tree_set in a heap engine of at most 31 orders, none of which has
+ * KB_TREE_MAX_DEPTH depths (2^36 blocks). */
+KB_INLINE void tree_set_heap(kb_engine *e, kb_word *words, const kb_order *o, uintptr_t b) {
+    tree_set_in(e, words, o, b, true);
 }
 
 /* Clear the leaf bit of block b in order o's tree (it must be set), and
@@ -1119,7 +1131,7 @@ KB_INLINE void heap_give_back(const heap_take *h, uintptr_t u, uintptr_t end) {
         h->ctrl[u] = (uint8_t)(KB_CTRL_FREE + p);
         u += (uintptr_t)1 << p;
         h->ctrl[u - 1] = (uint8_t)(KB_CTRL_FREE + p);
-        tree_set(h->e, h->words, o, blk);
+        tree_set_heap(h->e, h->words, o, blk);
     }
 }
 
@@ -1293,7 +1305,7 @@ static KB_NOINLINE bool take_block_start(kb_engine *e, uintptr_t n, unsigned k, 
         if (tail & 1) {
             ctrl[x] = mark;
             ctrl[x + s - 1] = mark;
-            tree_set(e, words, o, bn);
+            tree_set_heap(e, words, o, bn);
             bn++;
             x += s;
         }
@@ -1515,7 +1527,7 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
             a--;
         } else {
             ctrl[x++] = KB_CTRL_FREE;
-            tree_set(e, words, o, a);
+            tree_set_heap(e, words, o, a);
             if (++a == b)
                 return;
         }
@@ -1527,7 +1539,7 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
             b++;
         } else {
             ctrl[--y] = KB_CTRL_FREE;
-            tree_set(e, words, o, --b);
+            tree_set_heap(e, words, o, --b);
             if (a == b)
                 return;
         }
@@ -1547,7 +1559,7 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
             } else {
                 ctrl[x] = mark;
                 ctrl[x + s - 1] = mark;
-                tree_set(e, words, o, a);
+                tree_set_heap(e, words, o, a);
                 if (++a == b)
                     return;
                 x += s;
@@ -1565,7 +1577,7 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
                 ctrl[y - 1] = mark; /* the new block's last unit, then its first */
                 y -= s;
                 ctrl[y] = mark;
-                tree_set(e, words, o, b);
+                tree_set_heap(e, words, o, b);
                 if (a == b)
                     return;
             }
