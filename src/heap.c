@@ -314,10 +314,10 @@ static kbuddy_status add_region(kbuddy_heap *h, void *start, size_t size, bool z
     uintptr_t e = s + size;
 
     /* Lay out: header, order descriptors, words, guard, ctrl bytes, guard,
-     * units. The
-     * bookkeeping grows with the unit count, so find the largest count
-     * whose bookkeeping still fits in front of its units (a binary search:
-     * fitting is monotone in the count). Larger regions never serve less. */
+     * units. The bookkeeping grows with the unit count, so find the
+     * largest count whose bookkeeping still fits in front of its units (a
+     * binary search: fitting is monotone in the count). Larger regions
+     * never serve less. */
     uintptr_t hdr = align_up(s, sizeof(kb_word));
     uintptr_t meta = hdr + sizeof(region);
     uintptr_t n = 0; /* units the region can serve; 0: too small to be of use */
@@ -1276,8 +1276,8 @@ static bool region_is_sane(const kbuddy_heap *h, const region *r, const region *
            (e->lo << UNIT_SHIFT) > self && (e->hi << UNIT_SHIFT) <= r->end &&
            /* the control bytes and their guard bytes (kb_engine_check reads
             * them) lie between the header and the first unit */
-           (uintptr_t)r->ctrl > (uintptr_t)(r + 1) &&
-           (uintptr_t)r->ctrl + (e->hi - e->lo) < (e->lo << UNIT_SHIFT) &&
+           (uintptr_t)r->ctrl > (uintptr_t)(r + 1) && (uintptr_t)r->ctrl < (e->lo << UNIT_SHIFT) &&
+           e->hi - e->lo < (e->lo << UNIT_SHIFT) - (uintptr_t)r->ctrl && /* no wrap */
            e->orders == kb_orders_for(e->hi - e->lo) && e->ctrl == r->ctrl && !e->used &&
            e->owner_mask == &h->orders_free && e->owner_count == h->regions_with_order;
 }

@@ -606,6 +606,10 @@ TEST(damaged_region_header_is_detected) {
         EXPECT_DETECTED(&f);
         r->ctrl -= 1;
         EXPECT_DETECTED(&f);
+        /* both copies moved to where ctrl + (hi - lo) wraps past the first
+         * unit's address: refused before the guards are read through it */
+        r->ctrl = r->engine.ctrl = (uint8_t *)(UINTPTR_MAX - (r->engine.hi - r->engine.lo) / 2);
+        EXPECT_DETECTED(&f);
         r->engine.words += 1;
         EXPECT_DETECTED(&f);
     }
