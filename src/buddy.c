@@ -449,11 +449,14 @@ KB_INLINE void tree_set(kb_engine *e, kb_word *words, const kb_order *o, uintptr
     tree_set_in(e, words, o, b, false);
 }
 
+#if !KBUDDY_SMALL
 /* tree_set in a heap engine of at most 31 orders, none of which has
- * KB_TREE_MAX_DEPTH depths (2^36 blocks). */
+ * KB_TREE_MAX_DEPTH depths (2^36 blocks): take_heap's and release_heap's
+ * (builds for size have neither). */
 KB_INLINE void tree_set_heap(kb_engine *e, kb_word *words, const kb_order *o, uintptr_t b) {
     tree_set_in(e, words, o, b, true);
 }
+#endif
 
 /* Clear the leaf bit of block b in order o's tree (it must be set), and
  * each summary bit above whose word became zero. */
