@@ -451,8 +451,9 @@ KB_INLINE void tree_set(kb_engine *e, kb_word *words, const kb_order *o, uintptr
 
 #if !KBUDDY_SMALL
 /* tree_set in a heap engine of at most 31 orders, none of which has
- * KB_TREE_MAX_DEPTH depths (2^36 blocks): take_heap's and release_heap's
- * (builds for size have neither). */
+ * KB_TREE_MAX_DEPTH depths (2^36 blocks): take_heap's, take_block_start's
+ * and release_heap's (builds for size have none of them). The hint's
+ * depth test goes: dense W3 / W4 429.5 / 386.9 -> 427.7 / 385.4. */
 KB_INLINE void tree_set_heap(kb_engine *e, kb_word *words, const kb_order *o, uintptr_t b) {
     tree_set_in(e, words, o, b, true);
 }
@@ -1505,8 +1506,10 @@ kbuddy_status kb_engine_release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
  * last unit (x - 1, a free mark of order k there ends a free block of
  * order k, unit x + lo being a multiple of 2^k: for k >= 1 that byte
  * cannot start one); with the take's reads likewise, dense W3 / W4
- * 448.1 / 402.1 -> 429.4 / 386.9, fast 281.3 / 287.2 -> 275.0 / 280.7.
- * What the 252 instructions of a W3 free were, before the guards (callgrind, -O2 gcc): about
+ * 448.1 / 402.1 -> 429.5 / 386.9, fast 281.3 / 287.2 -> 275.0 / 280.7
+ * (and 427.7 / 385.4, 273.7 / 279.4 with tree_set_heap after that).
+ * What the 252 instructions of a W3 free were before the guards
+ * (callgrind, -O2 gcc): about
  * 40 of entry, exit and order 0; 9 per order walked (5.3 orders beyond
  * order 0 per free: the shifts and the two edge tests); 20 to 26 per edge
  * that acts (3.2 blocks become free and 1.8 buddies merge per free); and
