@@ -1112,9 +1112,9 @@ KB_INLINE unsigned heap_mark_at(const heap_take *h, uintptr_t u) {
 }
 
 /* heap_mark_at of the control byte before x (x <= hi - lo), which is the
- * guard byte when x is 0: (ctrl + x) - 1 never forms a pointer outside. */
+ * guard byte when x is 0. */
 KB_INLINE unsigned heap_mark_before(const heap_take *h, uintptr_t x) {
-    return (unsigned)*(h->ctrl + x - 1) - KB_CTRL_FREE;
+    return (unsigned)kb_ctrl_before(h->ctrl, x) - KB_CTRL_FREE;
 }
 
 /* Remove the free block of order p at control byte u from the free set. */
@@ -1527,7 +1527,7 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
         return;
     /* Order 0 on its own: a block of one unit has one mark. */
     if (a & 1) {
-        if (*(ctrl + x - 1) == KB_CTRL_FREE) { /* the guard when x is 0 */
+        if (kb_ctrl_before(ctrl, x) == KB_CTRL_FREE) { /* the guard when x is 0 */
             ctrl[--x] = 0;
             tree_clear(e, words, o, a - 1);
             a--;
@@ -1555,7 +1555,7 @@ static KB_NOINLINE void release_heap(kb_engine *e, uintptr_t a, uintptr_t b) {
     o++;
     for (;; a >>= 1, b >>= 1, s <<= 1, mark++, o++) { /* here a < b */
         if (a & 1) { /* the left edge's buddy a - 1 lies outside the range */
-            if (*(ctrl + x - 1) == mark) { /* the buddy's last unit, or the guard */
+            if (kb_ctrl_before(ctrl, x) == mark) { /* the buddy's last unit, or the guard */
                 uintptr_t u = x - s;
                 ctrl[u] = 0;
                 ctrl[x - 1] = 0;
@@ -1900,7 +1900,7 @@ bool kb_engine_check(const kb_engine *e, size_t *free_blocks, uintptr_t *free_un
         return false;
     /* A heap engine's guard bytes (kb_engine_take_heap) read as "no free
      * block" only while they are 0. */
-    if (e->ctrl && (*(e->ctrl - 1) != 0 || e->ctrl[e->hi - e->lo] != 0))
+    if (e->ctrl && (kb_ctrl_before(e->ctrl, 0) != 0 || e->ctrl[e->hi - e->lo] != 0))
         return false;
     if (e->orders < KBUDDY_MAX_ORDERS && (e->nonempty >> e->orders))
         return false;

@@ -202,10 +202,10 @@ static uint64_t ctrl_mask(uintptr_t n) {
  * built (1 KiB). record_head[0] stands for no record: it is what the
  * unsized free looks up for the count 0 it decodes from a record of 256
  * units or more, and equals the first two bytes of such a record; what
- * keeps that from matching is short_end[0] (release_record). Measured for issue 13 (callgrind,
- * 200k ops, dense, W3 / W4 sized frees): 464.1 / 416.9 building it,
- * 461.7 / 414.4 looked up (the allocation's one-store write and both
- * frees). */
+ * keeps that from matching is short_end[0] (release_record). Measured for
+ * issue 13 (callgrind, 200k ops, dense, W3 / W4 sized frees): 464.1 /
+ * 416.9 building it, 461.7 / 414.4 looked up (the allocation's one-store
+ * write and both frees). */
 #define HEAD_COUNT(n) ((n) < 16 ? (n) : (KB_CTRL_MORE | ((n) & KB_CTRL_VALUE)) | ((n) >> 4) << 8)
 #define HEAD(n) ((n) == 1 ? KB_CTRL_START : KB_CTRL_START | KB_CTRL_LONG | HEAD_COUNT(n) << 8)
 #define HEAD4(n) HEAD(n), HEAD((n) + 1), HEAD((n) + 2), HEAD((n) + 3)
@@ -855,12 +855,11 @@ KB_INLINE bool hint_unit(const kbuddy_heap *h, uintptr_t addr, region **r, uintp
 /* The frees' common case, after the pointer's unit u was found in the
  * region used last at control byte c, with `room` of the region's control
  * bytes from c on (at least the 8 the word w was read from; a long record,
- * n > SHORT_UNITS, needs n of them, tested here): are the control bytes at c
- * exactly the record
- * record_write writes for `size` bytes in n units (1 <= n <
- * WORD_RECORD_UNITS, n == units_for(size))? One load and a compare (n <= 8:
- * the record and its end mark are all in the word), or that and the end
- * mark's byte. record_read would accept such bytes alike and decode them to
+ * n > SHORT_UNITS, needs n of them, tested here): are the control bytes at
+ * c exactly the record record_write writes for `size` bytes in n units (1
+ * <= n < WORD_RECORD_UNITS, n == units_for(size))? One load and a compare
+ * (n <= 8: the record and its end mark are all in the word), or that and
+ * the end mark's byte. record_read would accept such bytes alike and decode them to
  * n units and `size` bytes: it looks at nothing else; so free_checked would
  * accept them alike and release alike, leaving the same bytes. Then the
  * record goes: the statistics first, the record cleared between the

@@ -291,8 +291,9 @@ KB_INLINE void kb_unlock(const kbuddy_lock *lock) {
  *   any other free unit: 0.
  * The classes cannot be confused: starts have bit 7 set, free marks are
  * 001xxxxx, count and end bytes are 0x0xxxxx. So a byte that reads as a
- * free mark of order k at a unit aligned to 2^k is one. With them the engine finds the free block that
- * starts or ends at a unit in O(1), which keeps placement cheap.
+ * free mark of order k at a unit aligned to 2^k is one. With them the
+ * engine finds the free block that starts or ends at a unit in O(1), which
+ * keeps placement cheap.
  * Two guard bytes, always 0, frame the control bytes: ctrl[-1] and
  * ctrl[hi - lo] (KB_CTRL_GUARDS). A guard reads as "no free block here",
  * so the engine's hot paths read the byte beside a block without first
@@ -325,5 +326,10 @@ KB_INLINE uint8_t kb_free_mark(unsigned k) {
 KB_INLINE bool kb_ctrl_is_last(uint8_t c) {
     return (c & KB_CTRL_START) ? !(c & KB_CTRL_LONG) : (c & KB_CTRL_END) != 0;
 }
+
+/* The control byte before index x (0 <= x <= hi - lo): the leading guard
+ * when x is 0. Read as (ctrl + x) - 1, so that no pointer before the guard
+ * is ever formed, as ctrl[x - 1] would with an index that wraps. */
+KB_INLINE uint8_t kb_ctrl_before(const uint8_t *ctrl, uintptr_t x) { return *(ctrl + x - 1); }
 
 #endif /* KBUDDY_INTERNAL_H */
