@@ -172,6 +172,19 @@ TEST(fork_child_gives_back_the_caches_of_threads_not_copied) {
 
 static _Atomic int g_stop;
 
+/* Churners that have started: the tests fork only once every churner is
+ * running its loop. A thread's start is not fork-safe under ASan: its
+ * runtime allocates and frees in the thread's set-up (pthread_getattr_np),
+ * and a fork then leaves ASan's allocator lock held in the child, whose
+ * own new thread hangs there (seen under load: about one child in 20
+ * runs, killed by the alarm). The churners' loops call only kbm. */
+static _Atomic int g_started;
+
+static void wait_started(int n) {
+    while (atomic_load(&g_started) < n)
+        usleep(100);
+}
+
 /* Malloc, free, realloc of small and large blocks, freed by the thread that
  * allocated them; `cacheless` threads first give their cache up
  * (kbuddy_malloc_thread_exit), so that they work through the lock, as a
@@ -181,6 +194,7 @@ static void *churner(void *arg) {
     bool cacheless = id == 0;
     if (cacheless)
         kbuddy_malloc_thread_exit();
+    atomic_fetch_add(&g_started, 1);
     uint64_t seed = 99 + id;
     unsigned char *slot[128] = {0};
     while (!atomic_load_explicit(&g_stop, memory_order_relaxed)) {
@@ -209,8 +223,10 @@ TEST(forks_while_threads_allocate_leave_whole_children) {
     enum { T = 3 };
     pthread_t t[T];
     atomic_store(&g_stop, 0);
+    atomic_store(&g_started, 0);
     for (uintptr_t i = 0; i < T; i++)
         REQUIRE(pthread_create(&t[i], NULL, churner, (void *)i) == 0);
+    wait_started(T);
     int bad = 0;
     for (int c = 0; c < CHILDREN; c++) {
         usleep(500); /* let the threads get going between forks */
@@ -232,8 +248,10 @@ TEST(forks_while_a_cacheless_thread_frees_leave_whole_children) {
     enum { FORKS = CHILDREN / 2 };
     kbm_free(kbm_malloc(64)); /* this thread has a cache; churner 0 has none */
     atomic_store(&g_stop, 0);
+    atomic_store(&g_started, 0);
     pthread_t t;
     REQUIRE(pthread_create(&t, NULL, churner, (void *)(uintptr_t)0) == 0);
+    wait_started(1);
     int bad = 0;
     for (int c = 0; c < FORKS; c++) {
         usleep(500);
