@@ -28,13 +28,15 @@
  *      found so goes back into its slab unless it is free there already
  *      (kbm_slab.h). Marks are undone.
  * A block a dead thread had made LIVE stays LIVE: the program held it,
- * as with any allocator. The magazine named by neither slot of a swap (at
- * most one per thread caught swapping) cannot be found without a type on
- * untagged blocks: it stays allocated and counted as the layer's own
- * (internal_blocks), so the check and the statistics still agree; its
- * blocks are found by step 3. Every other tag change happens under the lock
- * (large blocks' claim, a cacheless thread's free), so no other state can
- * be caught half done.
+ * as with any allocator; its kept size is as found (a realloc in place
+ * caught between its two stores leaves a mix of the old and new bytes,
+ * which size_change in kbm_tags.h keeps within the class). The magazine
+ * named by neither slot of a swap (at most one per thread caught
+ * swapping) cannot be found without a type on untagged blocks: it stays
+ * allocated and counted as the layer's own (internal_blocks), so the
+ * check and the statistics still agree; its blocks are found by step 3.
+ * Every other tag change happens under the lock (large blocks' claim, a
+ * cacheless thread's free), so no other state can be caught half done.
  *
  * Cost in the child: O(caches x classes + depot blocks), plus, when another
  * cache existed (another thread may have been mid-call), the scan of the

@@ -922,7 +922,7 @@ void *kbm_realloc(void *ptr, size_t size) {
     /* In place: a slab object only for a size of its class (what a sized
      * free of it accepts), a block for more than half of it as well. */
     if (size <= have && ((size > have / 2 && !is_slab_class(c)) || class_of_size(size) == c)) {
-        size_set(t, c, size); /* the program holds it: ours to write */
+        size_change(t, c, size); /* the program holds it: ours to write */
         return ptr;
     }
     void *q = kbm_malloc(size);
