@@ -686,6 +686,15 @@ void kbuddy_malloc_thread_exit(void);
  * builds); O(heap size / KBUDDY_MIN_BLOCK + M x R) under the lock. */
 kbuddy_status kbuddy_malloc_check(void);
 
+/* After a kbuddy_malloc_check that did not return KBUDDY_OK: what it found
+ * wrong first, a constant string naming the invariant ("core heap
+ * (kbuddy_check)", "kept size beyond the class", "depot: ...", "cache:
+ * ...", ...), and in *where (if where is not NULL) the block, magazine,
+ * cache or slab concerned, or NULL; NULL (and *where NULL) after one that
+ * returned KBUDDY_OK or before any. For tests and debugging: a failed check
+ * in a test says which invariant broke. O(1) under the lock. */
+const char *kbuddy_malloc_check_why(const void **where);
+
 /* ------------------------------------------------------------------------ */
 /* fork                                                                     */
 /* ------------------------------------------------------------------------ */

@@ -1066,7 +1066,25 @@ typedef struct checker {
     size_t cached, cached_units, untagged, untagged_bytes;
     bool bad;
     slabtally slab;
+    const char *why; /* the first thing found wrong, and where */
+    const void *at;
 } checker;
+
+/* What the last check found wrong first (kbuddy_malloc_check_why), under
+ * the lock. */
+static const char *g_check_why;
+static const void *g_check_at;
+
+/* The check found `bad` (about `at`, or NULL): remember the first. */
+static void check_note(checker *k, bool bad, const char *why, const void *at) {
+    if (!bad)
+        return;
+    if (!k->bad) {
+        k->why = why;
+        k->at = at;
+    }
+    k->bad = true;
+}
 
 /* Every block of the core heap: tags only on block starts, and each
  * consistent with the block's size. */
@@ -1075,13 +1093,15 @@ static void check_block(void *vctx, void *start, size_t size, bool used) {
     uintptr_t a = (uintptr_t)start;
     const mregion *r = region_of(&k->hint, a);
     if (!r) {
-        k->bad = true;
+        check_note(k, true, "core block outside every region", start);
         return;
     }
     tagref t = tag_of(r, a);
     unsigned tag = used ? tag_get(t) : 0, c = tag & TAG_CLASS;
     if (is_slab_tag(tag)) {
+        bool was = k->slab.bad;
         slab_check_block(&k->slab, r, start, size, c);
+        check_note(k, k->slab.bad && !was, "slab: geometry, header or its objects' states", start);
         return;
     }
     bool live = tag & TAG_LIVE, cached = tag & TAG_CACHED;
@@ -1092,8 +1112,9 @@ static void check_block(void *vctx, void *start, size_t size, bool used) {
     size_t spare = small && keeps_size(c) ? 2 : 0;
     for (size_t off = used ? UNIT : 0; off < size; off += UNIT) {
         unsigned b = tag_get(tag_of(r, a + off));
-        if (off > UNIT * spare ? b != 0 : (b & TAG_FLIP) != 0)
-            k->bad = true;
+        check_note(k, off > UNIT * spare ? b != 0 : (b & TAG_FLIP) != 0,
+                   used ? "tag byte inside a used block" : "tag byte inside a free block",
+                   (unsigned char *)start + off);
     }
     if (!used)
         return;
@@ -1105,9 +1126,12 @@ static void check_block(void *vctx, void *start, size_t size, bool used) {
     /* Exactly one state; a class that exists, of this block's size and
      * naturally aligned, with a kept size no larger than the class size;
      * large blocks are never cached. */
-    bool small_ok = small && size == class_bytes(c) && !(a & (class_align(c) - 1)) &&
-                    size_get(t, c) <= class_bytes(c);
-    k->bad |= live == cached || !(small_ok || (c == TAG_LARGE && live));
+    bool shape_ok = small && size == class_bytes(c) && !(a & (class_align(c) - 1));
+    bool small_ok = shape_ok && size_get(t, c) <= class_bytes(c);
+    check_note(k, live == cached, "block's tag neither or both LIVE and CACHED", start);
+    check_note(k, !(small_ok || (c == TAG_LARGE && live)),
+               shape_ok ? "kept size beyond the class" : "block's size or alignment not its class's",
+               start);
     if (cached && small_ok) {
         k->cached++;
         k->cached_units += class_units(c);
@@ -1135,39 +1159,61 @@ kbuddy_status kbuddy_malloc_check(void) {
     unsigned long irq = irq_off();
     lock();
     kbuddy_status st = kbuddy_check(&g_heap);
-    checker k = {&g_no_region, 0, 0, 0, 0, false, {0}};
+    checker k = {&g_no_region, 0, 0, 0, 0, false, {0}, NULL, NULL};
     if (st == KBUDDY_OK)
         kbuddy_walk(&g_heap, check_block, &k);
     size_t blocks = 0, units = 0;
     for (unsigned c = 0; c < NCLASSES; c++) {
         uint32_t nfull = 0, nempty = 0;
         for (mag *m = g_depot[c].full; m; m = m->next, nfull++) {
-            k.bad |= !mag_ok(m, c, &k.hint) || mag_n(m) != m->cap;
+            check_note(&k, !mag_ok(m, c, &k.hint) || mag_n(m) != m->cap,
+                       "depot: a full magazine's count or blocks", m);
             blocks += mag_n(m);
             units += mag_n(m) * class_units(c);
         }
         for (mag *m = g_depot[c].empty; m; m = m->next, nempty++)
-            k.bad |= mag_n(m) != 0 || !mag_ok(m, c, &k.hint);
-        k.bad |= nfull != g_depot[c].nfull || nempty != g_depot[c].nempty;
+            check_note(&k, mag_n(m) != 0 || !mag_ok(m, c, &k.hint), "depot: an empty magazine", m);
+        check_note(&k, nfull != g_depot[c].nfull || nempty != g_depot[c].nempty,
+                   "depot: magazines counted per class", NULL);
     }
-    k.bad |= blocks != g_depot_blocks || units != g_depot_units;
+    check_note(&k, blocks != g_depot_blocks || units != g_depot_units,
+               "depot: blocks counted", NULL);
     for (kcache *cc = g_caches; cc; cc = cc->next) {
         for (unsigned c = 0; c < NCLASSES; c++) {
             mag *l = slot_loaded(&cc->slot[c]), *p = slot_prev(&cc->slot[c]);
+            check_note(&k, !mag_ok(l, c, &k.hint), "cache: the loaded magazine's count or blocks", l);
+            check_note(&k, !mag_ok(p, c, &k.hint), "cache: the previous magazine's count or blocks", p);
             /* prev is full or empty; no magazine is in two places */
-            k.bad |= !mag_ok(l, c, &k.hint) || !mag_ok(p, c, &k.hint) ||
-                     (mag_n(p) != 0 && mag_n(p) != p->cap) || (l == p && l->cap);
+            check_note(&k, (mag_n(p) != 0 && mag_n(p) != p->cap) || (l == p && l->cap),
+                       "cache: previous magazine neither full nor empty, or loaded twice", cc);
         }
         cache_count(cc, &blocks, &units);
     }
-    k.bad |= k.cached + k.slab.cached != blocks || k.cached_units + k.slab.cached_units != units ||
-             k.untagged != g_internal_blocks || k.untagged_bytes != g_internal_bytes ||
-             !maps_ok_locked() || !map_cache_ok_locked() || !slab_totals_ok(&k.slab, &k.hint);
+    check_note(&k, k.cached + k.slab.cached != blocks || k.cached_units + k.slab.cached_units != units,
+               "cached blocks in the tags and in the magazines differ", NULL);
+    check_note(&k, k.untagged != g_internal_blocks || k.untagged_bytes != g_internal_bytes,
+               "the layer's own blocks and their count differ", NULL);
+    check_note(&k, !maps_ok_locked(), "large mappings' registry", NULL);
+    check_note(&k, !map_cache_ok_locked(), "kept mappings", NULL);
+    check_note(&k, !slab_totals_ok(&k.slab, &k.hint), "slabs: lists or counters", NULL);
+    g_check_why = st != KBUDDY_OK ? "core heap (kbuddy_check)" : k.bad ? k.why : NULL;
+    g_check_at = st == KBUDDY_OK && k.bad ? k.at : NULL;
     if (st == KBUDDY_OK && k.bad)
         st = KBUDDY_ECORRUPT;
     unlock();
     irq_on(irq);
     return st;
+}
+
+const char *kbuddy_malloc_check_why(const void **where) {
+    unsigned long irq = irq_off();
+    lock();
+    const char *why = g_check_why;
+    if (where)
+        *where = g_check_at;
+    unlock();
+    irq_on(irq);
+    return why;
 }
 
 /* ------------------------------------------------------------------------ */

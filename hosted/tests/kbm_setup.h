@@ -65,7 +65,20 @@ static inline kbuddy_malloc_stats kbm_stats(void) {
         CHECK_EQ(s_.heap.allocated + s_.mapped_bytes,                                       \
                  s_.live_bytes + s_.cached_bytes + s_.internal_bytes);                      \
         CHECK_EQ(s_.region_bytes, s_.heap.total + s_.heap.overhead + s_.tag_bytes);         \
-        CHECK_STATUS(kbuddy_malloc_check(), KBUDDY_OK);                                     \
+        CHECK_MALLOC_OK();                                                                  \
+    } while (0)
+
+/* kbuddy_malloc_check is OK; if not, the failure says what it found wrong
+ * first and where (kbuddy_malloc_check_why). */
+#define CHECK_MALLOC_OK()                                                                   \
+    do {                                                                                    \
+        kbuddy_status c_ = kbuddy_malloc_check();                                           \
+        if (c_ != KBUDDY_OK) {                                                              \
+            const void *w_ = NULL;                                                          \
+            const char *y_ = kbuddy_malloc_check_why(&w_);                                  \
+            KBTEST_FAIL("kbuddy_malloc_check() returned %s, wanted success: %s at %p",      \
+                        kbuddy_strerror(c_), y_ ? y_ : "(no reason kept)", w_);             \
+        }                                                                                   \
     } while (0)
 
 /* One report, with this status, from this function, about this pointer. */

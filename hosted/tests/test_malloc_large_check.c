@@ -61,15 +61,19 @@ static void fixture(void) {
     CHECK_STATUS(kbuddy_malloc_check(), KBUDDY_OK);
 }
 
-/* Damage, check, restore, check. */
-#define DAMAGED(type, lvalue, bad)                                   \
-    do {                                                             \
-        fixture();                                                   \
-        type saved_ = (lvalue);                                      \
-        (lvalue) = (bad);                                            \
-        CHECK_STATUS(kbuddy_malloc_check(), KBUDDY_ECORRUPT);        \
-        (lvalue) = saved_;                                           \
-        CHECK_STATUS(kbuddy_malloc_check(), KBUDDY_OK);              \
+/* Damage, check (which names the registry: kbuddy_malloc_check_why),
+ * restore, check. */
+#define DAMAGED(type, lvalue, bad)                                                  \
+    do {                                                                            \
+        fixture();                                                                  \
+        type saved_ = (lvalue);                                                     \
+        (lvalue) = (bad);                                                           \
+        CHECK_STATUS(kbuddy_malloc_check(), KBUDDY_ECORRUPT);                       \
+        const char *why_ = kbuddy_malloc_check_why(NULL);                           \
+        CHECK(why_ && strcmp(why_, "large mappings' registry") == 0);               \
+        (lvalue) = saved_;                                                          \
+        CHECK_STATUS(kbuddy_malloc_check(), KBUDDY_OK);                             \
+        CHECK(kbuddy_malloc_check_why(NULL) == NULL);                               \
     } while (0)
 
 TEST(a_size_that_is_not_whole_pages_is_caught) { DAMAGED(size_t, g_maps[1].size, g_maps[1].size + 32); }

@@ -19,11 +19,14 @@ static void test_point_size_change(void);
 
 static _Alignas(4096) unsigned char region[256 << 10];
 static size_t g_points, g_bad;
+static const char *g_why;
 
 static void test_point_size_change(void) {
     g_points++;
-    if (kbuddy_malloc_check() != KBUDDY_OK)
+    if (kbuddy_malloc_check() != KBUDDY_OK) {
         g_bad++;
+        g_why = kbuddy_malloc_check_why(NULL);
+    }
 }
 
 static void setup(void) {
@@ -71,8 +74,8 @@ static void all_pairs(size_t bytes) {
             CHECK_EQ(kept(p), to & SIZE_MASK);
             CHECK_EQ(g_points, 1);
             if (g_bad) {
-                KBTEST_FAIL("%zu-byte block, realloc %zu -> %zu: corrupt between the stores", bytes,
-                            from, to);
+                KBTEST_FAIL("%zu-byte block, realloc %zu -> %zu: corrupt between the stores (%s)",
+                            bytes, from, to, g_why ? g_why : "?");
                 g_bad = 0;
             }
             kbm_free_sized(p, to);
