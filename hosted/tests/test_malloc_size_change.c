@@ -7,21 +7,35 @@
  * configuration; once more with tags packed four to a word) with a test
  * point between the two stores, where the check runs: for every pair of
  * sizes that a block of several classes takes in place, the check finds
- * nothing wrong there, and the sizes kept before and after are exact.
- * (Written low byte first, 90 -> 63 in a 96-byte block showed 127, and a
- * fork child of the threaded fork test reported the heap corrupt.)
+ * nothing wrong there, and the sizes kept before and after are exact; and
+ * a thread parked there while another forks leaves a child whose check
+ * passes. (Written low byte first, 90 -> 63 in a 96-byte block showed 127,
+ * and a fork child of the threaded fork test reported the heap corrupt.)
  */
+#define _GNU_SOURCE /* pthread barriers */
 static void test_point_size_change(void);
 #define KBM_TEST_POINT(name) test_point_##name()
 #include "../../malloc/kbuddy_malloc.c"
 
 #include "kbtest.h"
 
+#include <pthread.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 static _Alignas(4096) unsigned char region[256 << 10];
 static size_t g_points, g_bad;
 static const char *g_why;
+static bool g_park; /* the next stop parks the thread (the fork test) */
+static pthread_barrier_t g_parked, g_resume;
 
 static void test_point_size_change(void) {
+    if (g_park) {
+        g_park = false;
+        pthread_barrier_wait(&g_parked);
+        pthread_barrier_wait(&g_resume);
+        return;
+    }
     g_points++;
     if (kbuddy_malloc_check() != KBUDDY_OK) {
         g_bad++;
@@ -93,6 +107,44 @@ TEST(realloc_in_place_is_whole_between_the_size_stores) {
         all_pairs(bytes[i]);
     }
     kbuddy_malloc_flush_caches();
+    CHECK_STATUS(kbuddy_malloc_check(), KBUDDY_OK);
+}
+
+static unsigned char *g_block;
+
+static void *realloc_90_to_63(void *arg) {
+    (void)arg;
+    return kbm_realloc(g_block, 63);
+}
+
+/* As in the threaded fork test: another thread is in realloc in place,
+ * between the two stores, when this one forks; the child, which has the
+ * block LIVE as found, checks the heap and says whether it is whole. */
+TEST(a_fork_between_the_size_stores_leaves_a_whole_child) {
+    setup();
+    g_block = kbm_malloc(90); /* 96 bytes: 90 -> 63 read 127 when written low byte first */
+    REQUIRE(g_block != NULL);
+    REQUIRE(pthread_barrier_init(&g_parked, NULL, 2) == 0);
+    REQUIRE(pthread_barrier_init(&g_resume, NULL, 2) == 0);
+    g_park = true;
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, realloc_90_to_63, NULL) == 0);
+    pthread_barrier_wait(&g_parked);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(30);
+        size_t k = kept(g_block);
+        _exit(kbuddy_malloc_check() == KBUDDY_OK && k <= 96 ? 0 : 1);
+    }
+    int st = -1;
+    CHECK(pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    pthread_barrier_wait(&g_resume);
+    void *res = NULL;
+    CHECK(pthread_join(t, &res) == 0 && res == g_block);
+    CHECK_EQ(kept(g_block), 63);
+    kbm_free_sized(g_block, 63);
+    pthread_barrier_destroy(&g_parked);
+    pthread_barrier_destroy(&g_resume);
     CHECK_STATUS(kbuddy_malloc_check(), KBUDDY_OK);
 }
 
