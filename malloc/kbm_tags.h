@@ -214,10 +214,14 @@ static inline bool keeps_size(unsigned c) { return c - SIZE_MIN_CLASS < NBLOCK -
 #else
 static inline bool keeps_size(unsigned c) { return c >= SIZE_MIN_CLASS; }
 #endif
+/* Spare byte k (1: bits 0-5, 2: bits 6-11) of a kept size. */
+static inline unsigned size_byte(size_t size, unsigned k) {
+    return (unsigned)(size >> (6u * (k - 1u))) & 0x3fu;
+}
 static inline void size_set(tagref t, unsigned c, size_t size) {
     if (keeps_size(c)) {
-        spare_set(t, 1, (unsigned)(size & 0x3fu));
-        spare_set(t, 2, (unsigned)((size >> 6) & 0x3fu));
+        spare_set(t, 1, size_byte(size, 1));
+        spare_set(t, 2, size_byte(size, 2));
     }
 }
 static inline size_t size_get(tagref t, unsigned c) {
@@ -249,10 +253,9 @@ static inline void size_clear(tagref t, unsigned c) { size_set(t, c, 0); }
 static inline void size_change(tagref t, unsigned c, size_t size) {
     if (!keeps_size(c))
         return;
-    unsigned lo = (unsigned)(size & 0x3fu), hi = (unsigned)((size >> 6) & 0x3fu);
-    bool high_first = hi < spare_get(t, 2);
-    spare_set(t, high_first ? 2 : 1, high_first ? hi : lo);
+    unsigned first = size_byte(size, 2) < spare_get(t, 2) ? 2u : 1u, second = 3u - first;
+    spare_set(t, first, size_byte(size, first));
     KBM_TEST_POINT(size_change);
     atomic_thread_fence(memory_order_release);
-    spare_set(t, high_first ? 1 : 2, high_first ? lo : hi);
+    spare_set(t, second, size_byte(size, second));
 }
